@@ -1,0 +1,74 @@
+//! Envoy access-log sink: serves `envoy.service.accesslog.v3.AccessLogService`, turns every
+//! entry of every stream into one JSON line ([`LogLine`]), appends it to a file (or stdout)
+//! and publishes it on NATS `kgw.accesslog.<namespace>.<gateway>`.
+//!
+//! Layout: [`service`] is the gRPC edge (protobuf → [`LogLine`] happens there, via
+//! [`line`]); it hands batches to any [`EntrySink`]. [`writer::LogWriter`] is the actix actor
+//! that owns the output file and the NATS publisher ([`publish`]); `Addr<LogWriter>` is the
+//! production sink. The gRPC code never sees NATS, the actor never sees tonic.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod line;
+pub mod publish;
+pub mod service;
+pub mod stats;
+pub mod writer;
+
+use std::{future::Future, path::PathBuf, sync::Arc};
+
+use actix::{Actor, Addr};
+use kgw_common::bus::{self, Bus};
+
+pub use error::Error;
+pub use line::{GatewayId, LogLine};
+pub use service::serve;
+pub use stats::{Stats, StatsSnapshot};
+pub use writer::{Flush, LogWriter, Output, WriteBatch};
+
+/// Where the gRPC edge hands converted lines. One call per received gRPC message; the
+/// returned future resolves once the batch is accepted (that is the backpressure).
+pub trait EntrySink: Clone + Send + Sync + 'static {
+    fn write(&self, batch: Vec<LogLine>) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// How to start the writer side.
+#[derive(Clone, Debug, Default)]
+pub struct WriterConfig {
+    /// Append lines to this file (parents created); stdout when `None`.
+    pub output: Option<PathBuf>,
+    /// Also publish each line on NATS at this URL; no publishing when `None`.
+    pub nats_url: Option<String>,
+}
+
+/// The started writer: its address (the [`EntrySink`]) and the NATS connection, if any.
+pub struct WriterHandle {
+    pub addr: Addr<LogWriter>,
+    pub bus: Option<Bus>,
+}
+
+/// Opens the output, connects to NATS in the background (never waits for the broker) and
+/// starts the [`LogWriter`] actor. Must be called on the actix System thread (inside
+/// `System::block_on`), since actors live there.
+pub async fn start_writer(config: &WriterConfig, stats: Arc<Stats>) -> Result<WriterHandle, Error> {
+    let output = match &config.output {
+        Some(path) => Output::file(path)?,
+        None => Output::stdout(),
+    };
+    let bus = match &config.nats_url {
+        Some(url) => Some(
+            bus::connect(url, "access-log")
+                .await
+                .map_err(|source| Error::Nats {
+                    url: url.clone(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let publisher = bus
+        .clone()
+        .map(|bus| publish::Publisher::spawn(bus, publish::QUEUE, stats.clone()));
+    let addr = LogWriter::new(output, publisher, stats).start();
+    Ok(WriterHandle { addr, bus })
+}

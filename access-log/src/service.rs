@@ -1,0 +1,137 @@
+//! The gRPC edge: `envoy.service.accesslog.v3.AccessLogService`. Reads every message of
+//! every stream, converts entries to [`LogLine`]s and hands one batch per message to an
+//! [`EntrySink`] (awaiting it: that is the backpressure on Envoy).
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::accesslog::v3::{
+    StreamAccessLogsMessage, StreamAccessLogsResponse,
+    access_log_service_server::{AccessLogService, AccessLogServiceServer},
+    stream_access_logs_message::LogEntries,
+};
+use kgw_common::shutdown::Shutdown;
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status, Streaming, transport::server::TcpIncoming};
+
+use crate::{
+    EntrySink, Error,
+    line::{GatewayId, LogLine},
+    stats::{self, Stats},
+};
+
+/// The service, generic over where lines go.
+pub struct AlsService<S> {
+    sink: S,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+}
+
+impl<S: EntrySink> AlsService<S> {
+    pub fn new(sink: S, stats: Arc<Stats>, shutdown: Shutdown) -> Self {
+        Self {
+            sink,
+            stats,
+            shutdown,
+        }
+    }
+}
+
+/// Serves the access-log service on `listener` until `shutdown`: then stops accepting,
+/// ends every open stream after the message it is on, and returns.
+pub async fn serve<S: EntrySink>(
+    listener: TcpListener,
+    sink: S,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
+    let local = listener.local_addr().ok();
+    tracing::info!(listen = ?local, "access-log service listening");
+    let service = AccessLogServiceServer::new(AlsService::new(sink, stats, shutdown.clone()));
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener),
+            async move { shutdown.wait().await },
+        )
+        .await
+        .map_err(|source| Error::Serve { source })
+}
+
+#[tonic::async_trait]
+impl<S: EntrySink> AccessLogService for AlsService<S> {
+    async fn stream_access_logs(
+        &self,
+        request: Request<Streaming<StreamAccessLogsMessage>>,
+    ) -> Result<Response<StreamAccessLogsResponse>, Status> {
+        let peer = request.remote_addr();
+        let mut stream = request.into_inner();
+        stats::add(&self.stats.streams, 1);
+        // Known from the first message's identifier (Envoy sends it only there).
+        let mut gateway: Option<Arc<GatewayId>> = None;
+        let mut entries: u64 = 0;
+        loop {
+            let message = tokio::select! {
+                biased;
+                _ = self.shutdown.wait() => break,
+                message = stream.message() => message,
+            };
+            let message = match message {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(status) => {
+                    // Envoy went away mid-stream: nothing to answer.
+                    tracing::debug!(?peer, gateway = ?gateway.as_deref().map(ToString::to_string), %status, "access-log stream broken");
+                    break;
+                }
+            };
+            if let Some(identifier) = &message.identifier {
+                let id = Arc::new(GatewayId::from_node(identifier.node.as_ref()));
+                tracing::info!(
+                    ?peer,
+                    gateway = %id,
+                    node = identifier.node.as_ref().map_or("", |n| n.id.as_str()),
+                    log_name = %identifier.log_name,
+                    "access-log stream opened"
+                );
+                gateway = Some(id);
+            }
+            let gw = gateway.get_or_insert_with(|| {
+                tracing::warn!(
+                    ?peer,
+                    "access-log stream without identifier; gateway unknown"
+                );
+                Arc::new(GatewayId::unknown())
+            });
+            let batch: Vec<LogLine> = match &message.log_entries {
+                Some(LogEntries::HttpLogs(http)) => http
+                    .log_entry
+                    .iter()
+                    .map(|e| LogLine::from_http(e, gw))
+                    .collect(),
+                Some(LogEntries::TcpLogs(tcp)) => tcp
+                    .log_entry
+                    .iter()
+                    .map(|e| LogLine::from_tcp(e, gw))
+                    .collect(),
+                None => continue,
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            let n = batch.len() as u64;
+            stats::add(&self.stats.entries_received, n);
+            entries += n;
+            tracing::debug!(gateway = %gw, entries = n, "access-log batch");
+            if let Err(error) = self.sink.write(batch).await {
+                tracing::error!(%error, "log writer gone; closing stream");
+                return Err(Status::unavailable("access-log writer stopped"));
+            }
+        }
+        tracing::info!(
+            ?peer,
+            gateway = %gateway.as_deref().map_or_else(|| "unknown".to_string(), ToString::to_string),
+            entries,
+            "access-log stream closed"
+        );
+        Ok(Response::new(StreamAccessLogsResponse {}))
+    }
+}

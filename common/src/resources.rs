@@ -1,0 +1,319 @@
+//! The Kubernetes resources the processes read, decoded strictly from YAML documents, and
+//! the [`Index`] any config source fills (directory today, the Kubernetes API later).
+use std::{collections::BTreeMap, fmt, sync::Arc};
+
+use gateway_api::apis::standard::{
+    gatewayclasses::GatewayClass, gateways::Gateway, httproutes::HttpRoute,
+};
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+/// The kinds we read. Anything else in a manifest is skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    GatewayClass,
+    Gateway,
+    HttpRoute,
+    Service,
+    EndpointSlice,
+}
+
+impl Kind {
+    /// (apiVersion group, kind) → Kind. Core kinds have group "".
+    fn from_type(group: &str, kind: &str) -> Option<Self> {
+        match (group, kind) {
+            ("gateway.networking.k8s.io", "GatewayClass") => Some(Self::GatewayClass),
+            ("gateway.networking.k8s.io", "Gateway") => Some(Self::Gateway),
+            ("gateway.networking.k8s.io", "HTTPRoute") => Some(Self::HttpRoute),
+            ("", "Service") => Some(Self::Service),
+            ("discovery.k8s.io", "EndpointSlice") => Some(Self::EndpointSlice),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GatewayClass => "GatewayClass",
+            Self::Gateway => "Gateway",
+            Self::HttpRoute => "HTTPRoute",
+            Self::Service => "Service",
+            Self::EndpointSlice => "EndpointSlice",
+        }
+    }
+
+    fn namespaced(self) -> bool {
+        !matches!(self, Self::GatewayClass)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Identity of a resource: kind, namespace ("" for cluster-scoped) and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{}/{}", self.kind, self.name)
+        } else {
+            write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// A decoded resource.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resource {
+    GatewayClass(Arc<GatewayClass>),
+    Gateway(Arc<Gateway>),
+    HttpRoute(Arc<HttpRoute>),
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
+}
+
+/// Why a document was not accepted. `Display` names the kind/namespace/name (when known)
+/// and the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{kind}/{namespace}/{name}: field `{field}`: {message}")]
+    Field {
+        kind: String,
+        namespace: String,
+        name: String,
+        field: String,
+        message: String,
+    },
+    #[error("document has no {0}")]
+    Missing(&'static str),
+}
+
+impl DecodeError {
+    /// The resource the document declares, when it got that far.
+    pub fn key_hint(&self) -> Option<(String, String, String)> {
+        match self {
+            Self::Field { kind, namespace, name, .. } => {
+                Some((kind.clone(), namespace.clone(), name.clone()))
+            }
+            Self::Missing(_) => None,
+        }
+    }
+}
+
+/// Decodes one YAML document. `Ok(None)`: a kind we do not read (or an empty document).
+/// The namespace defaults to "default", as `kubectl apply` does.
+pub fn decode(doc: Value) -> Result<Option<(ResourceKey, Resource)>, DecodeError> {
+    if doc.is_null() {
+        return Ok(None);
+    }
+    let api_version = doc.get("apiVersion").and_then(Value::as_str).ok_or(DecodeError::Missing("apiVersion"))?;
+    let kind_name = doc.get("kind").and_then(Value::as_str).ok_or(DecodeError::Missing("kind"))?;
+    let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    let Some(kind) = Kind::from_type(group, kind_name) else {
+        tracing::debug!(api_version, kind = kind_name, "skipping a kind we do not read");
+        return Ok(None);
+    };
+    let meta = doc.get("metadata");
+    let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("").to_string();
+    let mut namespace = meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .unwrap_or(if kind.namespaced() { "default" } else { "" })
+        .to_string();
+    if !kind.namespaced() {
+        namespace.clear();
+    }
+    let field_error = |field: String, message: String| DecodeError::Field {
+        kind: kind.to_string(),
+        namespace: namespace.clone(),
+        name: name.clone(),
+        field,
+        message,
+    };
+    if name.is_empty() {
+        return Err(field_error("metadata.name".into(), "required".into()));
+    }
+    let mut doc = doc;
+    if kind.namespaced()
+        && let Some(Value::Mapping(meta)) = doc.get_mut("metadata")
+    {
+        meta.insert("namespace".into(), namespace.clone().into());
+    }
+    let resource = match kind {
+        Kind::GatewayClass => Resource::GatewayClass(strict(&doc, &field_error)?),
+        Kind::Gateway => Resource::Gateway(strict(&doc, &field_error)?),
+        Kind::HttpRoute => Resource::HttpRoute(strict(&doc, &field_error)?),
+        Kind::Service => Resource::Service(strict(&doc, &field_error)?),
+        Kind::EndpointSlice => Resource::EndpointSlice(strict(&doc, &field_error)?),
+    };
+    Ok(Some((ResourceKey { kind, namespace, name }, resource)))
+}
+
+/// Typed decoding that names the failing field, then rejects fields the type does not have
+/// (a typo such as `hostname:` for `hostnames:` would otherwise be dropped silently).
+fn strict<T: DeserializeOwned + serde::Serialize>(
+    doc: &Value,
+    field_error: &dyn Fn(String, String) -> DecodeError,
+) -> Result<Arc<T>, DecodeError> {
+    let typed: T = serde_path_to_error::deserialize(doc.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        field_error(if path == "." { String::new() } else { path }, message)
+    })?;
+    let round_trip = serde_yaml::to_value(&typed).map_err(|e| field_error(String::new(), e.to_string()))?;
+    if let Some(field) = first_unknown_field(doc, &round_trip, String::new()) {
+        return Err(field_error(field, "unknown field".into()));
+    }
+    Ok(Arc::new(typed))
+}
+
+/// The first key present in `input` that did not survive decoding.
+fn first_unknown_field(input: &Value, decoded: &Value, path: String) -> Option<String> {
+    let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+    match (input, decoded) {
+        (Value::Mapping(input), Value::Mapping(decoded)) => input.iter().find_map(|(key, value)| {
+            let key_str = key.as_str().map(str::to_string).unwrap_or_else(|| format!("{key:?}"));
+            match decoded.get(key) {
+                Some(inner) => first_unknown_field(value, inner, join(&key_str)),
+                // An explicit null (or empty map/list) decodes to nothing: not a typo.
+                None if is_empty(value) => None,
+                None => Some(join(&key_str)),
+            }
+        }),
+        (Value::Sequence(input), Value::Sequence(decoded)) => input
+            .iter()
+            .zip(decoded)
+            .enumerate()
+            .find_map(|(i, (a, b))| first_unknown_field(a, b, format!("{path}[{i}]"))),
+        _ => None,
+    }
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Mapping(m) => m.is_empty(),
+        Value::Sequence(s) => s.is_empty(),
+        _ => false,
+    }
+}
+
+/// One change to the set of resources a source holds.
+#[derive(Clone, Debug)]
+pub enum Change {
+    Upsert(ResourceKey, Resource),
+    Delete(ResourceKey),
+}
+
+/// Every resource a source holds, by kind. Filled by applying [`Change`]s.
+#[derive(Clone, Debug, Default)]
+pub struct Index {
+    pub gateway_classes: BTreeMap<String, Arc<GatewayClass>>,
+    pub gateways: BTreeMap<(String, String), Arc<Gateway>>,
+    pub http_routes: BTreeMap<(String, String), Arc<HttpRoute>>,
+    pub services: BTreeMap<(String, String), Arc<Service>>,
+    pub endpoint_slices: BTreeMap<(String, String), Arc<EndpointSlice>>,
+}
+
+impl Index {
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Upsert(key, resource) => {
+                let nn = (key.namespace.clone(), key.name.clone());
+                match resource {
+                    Resource::GatewayClass(r) => {
+                        self.gateway_classes.insert(key.name.clone(), r.clone());
+                    }
+                    Resource::Gateway(r) => {
+                        self.gateways.insert(nn, r.clone());
+                    }
+                    Resource::HttpRoute(r) => {
+                        self.http_routes.insert(nn, r.clone());
+                    }
+                    Resource::Service(r) => {
+                        self.services.insert(nn, r.clone());
+                    }
+                    Resource::EndpointSlice(r) => {
+                        self.endpoint_slices.insert(nn, r.clone());
+                    }
+                }
+            }
+            Change::Delete(key) => {
+                let nn = (key.namespace.clone(), key.name.clone());
+                match key.kind {
+                    Kind::GatewayClass => {
+                        self.gateway_classes.remove(&key.name);
+                    }
+                    Kind::Gateway => {
+                        self.gateways.remove(&nn);
+                    }
+                    Kind::HttpRoute => {
+                        self.http_routes.remove(&nn);
+                    }
+                    Kind::Service => {
+                        self.services.remove(&nn);
+                    }
+                    Kind::EndpointSlice => {
+                        self.endpoint_slices.remove(&nn);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(yaml: &str) -> Value {
+        serde_yaml::from_str(yaml).expect("test yaml")
+    }
+
+    #[test]
+    fn decodes_route_with_default_namespace() {
+        let (key, resource) = decode(doc(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  hostnames: [a.example]\n",
+        ))
+        .expect("valid")
+        .expect("known kind");
+        assert_eq!(key.to_string(), "HTTPRoute/default/r");
+        let Resource::HttpRoute(route) = resource else { panic!("kind") };
+        assert_eq!(route.metadata.namespace.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        let err = decode(doc(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: n}\nspec:\n  ports:\n  - port: eighty\n",
+        ))
+        .expect_err("bad port");
+        let text = err.to_string();
+        assert!(text.starts_with("Service/n/s: field `spec.ports[0].port`"), "{text}");
+    }
+
+    #[test]
+    fn rejects_unknown_fields() {
+        let err = decode(doc(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  hostname: [a]\n",
+        ))
+        .expect_err("typo");
+        assert_eq!(err.to_string(), "HTTPRoute/default/r: field `spec.hostname`: unknown field");
+    }
+
+    #[test]
+    fn skips_unknown_kinds_and_requires_names() {
+        assert!(decode(doc("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")).expect("ok").is_none());
+        let err = decode(doc("apiVersion: v1\nkind: Service\nmetadata: {}\n")).expect_err("no name");
+        assert!(err.to_string().contains("metadata.name"), "{err}");
+    }
+}

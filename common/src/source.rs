@@ -1,0 +1,412 @@
+//! The directory config source: a folder of multi-document Kubernetes YAML, watched for
+//! changes. Each file is decoded document by document; a document that fails keeps the last
+//! good version of the resource it declares, and a file that is not YAML at all keeps every
+//! resource it held, so one bad edit never takes anything else down.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use notify::Watcher as _;
+use serde::Deserialize as _;
+use tokio::sync::mpsc;
+
+use crate::{
+    resources::{Change, DecodeError, Resource, ResourceKey, decode},
+    shutdown::Shutdown,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("config directory {0} does not exist or is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("cannot watch {path}")]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+}
+
+/// Something wrong in one document of one file. Shown to people: names the file, the
+/// document (1-based), the resource when known, and the field.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// Path relative to the config directory.
+    pub file: String,
+    pub document: usize,
+    /// `Kind/namespace/name`, when the document got that far.
+    pub resource: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (document {}): {}", self.file, self.document, self.message)
+    }
+}
+
+/// What the source sends: changes since the last batch, and every current problem.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub changes: Vec<Change>,
+    pub problems: Arc<Vec<Problem>>,
+    /// The first batch, after the initial scan: the whole state.
+    pub initial: bool,
+}
+
+/// The pure part of the source: files → resources, with fallbacks and duplicate handling.
+#[derive(Default)]
+pub struct DirState {
+    files: BTreeMap<String, BTreeMap<ResourceKey, Resource>>,
+    /// Files declaring each key; the first (by path) wins.
+    owners: BTreeMap<ResourceKey, BTreeSet<String>>,
+    problems: BTreeMap<String, Vec<Problem>>,
+}
+
+impl DirState {
+    /// Applies new contents of `file` (None: the file is gone) and returns the changes to
+    /// the effective set of resources.
+    pub fn update_file(&mut self, file: &str, contents: Option<&str>) -> Vec<Change> {
+        let old = self.files.get(file).cloned().unwrap_or_default();
+        let (new, mut problems) = match contents {
+            Some(text) => parse_file(file, text, &old),
+            None => (BTreeMap::new(), Vec::new()),
+        };
+        let affected: BTreeSet<ResourceKey> = old.keys().chain(new.keys()).cloned().collect();
+        let before: Vec<Option<Resource>> = affected.iter().map(|k| self.effective(k)).collect();
+        self.files.remove(file);
+        for key in old.keys() {
+            if let Some(set) = self.owners.get_mut(key) {
+                set.remove(file);
+                if set.is_empty() {
+                    self.owners.remove(key);
+                }
+            }
+        }
+        for key in new.keys() {
+            let set = self.owners.entry(key.clone()).or_default();
+            set.insert(file.to_string());
+            if let Some(first) = set.iter().next().filter(|first| *first != file) {
+                problems.push(Problem {
+                    file: file.to_string(),
+                    document: 0,
+                    resource: Some(key.to_string()),
+                    message: format!("{key} is also declared in {first}, which wins; this copy is ignored"),
+                });
+            }
+        }
+        if contents.is_some() {
+            self.files.insert(file.to_string(), new);
+        }
+        if problems.is_empty() {
+            self.problems.remove(file);
+        } else {
+            for problem in &problems {
+                tracing::error!(file = %problem.file, document = problem.document, resource = ?problem.resource, error = %problem.message, "bad config document; its last good state keeps serving");
+            }
+            self.problems.insert(file.to_string(), problems);
+        }
+        affected
+            .into_iter()
+            .zip(before)
+            .filter_map(|(key, before)| {
+                let after = self.effective(&key);
+                match (before, after) {
+                    (Some(_), None) => Some(Change::Delete(key)),
+                    (before, Some(after)) if before.as_ref() != Some(&after) => {
+                        Some(Change::Upsert(key, after))
+                    }
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    fn effective(&self, key: &ResourceKey) -> Option<Resource> {
+        let file = self.owners.get(key)?.iter().next()?;
+        self.files.get(file)?.get(key).cloned()
+    }
+
+    /// Files currently tracked, relative paths.
+    pub fn files(&self) -> impl Iterator<Item = &String> {
+        self.files.keys()
+    }
+
+    pub fn problems(&self) -> Vec<Problem> {
+        self.problems.values().flatten().cloned().collect()
+    }
+}
+
+/// Decodes every document of a file. Failing documents keep `old`'s version of the resource
+/// they declare; a file that is not valid YAML keeps all of `old`.
+fn parse_file(
+    file: &str,
+    text: &str,
+    old: &BTreeMap<ResourceKey, Resource>,
+) -> (BTreeMap<ResourceKey, Resource>, Vec<Problem>) {
+    let mut docs = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(text) {
+        match serde_yaml::Value::deserialize(document) {
+            Ok(value) => docs.push(value),
+            Err(error) => {
+                let document = docs.len() + 1;
+                let problem = Problem {
+                    file: file.to_string(),
+                    document,
+                    resource: None,
+                    message: format!("not valid YAML: {error}; the file's last good state keeps serving"),
+                };
+                return (old.clone(), vec![problem]);
+            }
+        }
+    }
+    let mut resources = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (i, doc) in docs.into_iter().enumerate() {
+        match decode(doc) {
+            Ok(Some((key, resource))) => {
+                if resources.insert(key.clone(), resource).is_some() {
+                    problems.push(Problem {
+                        file: file.to_string(),
+                        document: i + 1,
+                        resource: Some(key.to_string()),
+                        message: format!("{key} is declared twice in this file; the later one wins"),
+                    });
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                let kept = keep_last_good(&error, old, &mut resources);
+                problems.push(Problem {
+                    file: file.to_string(),
+                    document: i + 1,
+                    resource: error.key_hint().map(|(k, ns, n)| {
+                        if ns.is_empty() { format!("{k}/{n}") } else { format!("{k}/{ns}/{n}") }
+                    }),
+                    message: if kept {
+                        format!("{error}; its last good version keeps serving")
+                    } else {
+                        error.to_string()
+                    },
+                });
+            }
+        }
+    }
+    (resources, problems)
+}
+
+fn keep_last_good(
+    error: &DecodeError,
+    old: &BTreeMap<ResourceKey, Resource>,
+    resources: &mut BTreeMap<ResourceKey, Resource>,
+) -> bool {
+    let Some((kind, namespace, name)) = error.key_hint() else { return false };
+    let previous = old
+        .iter()
+        .find(|(k, _)| k.kind.as_str() == kind && k.namespace == namespace && k.name == name);
+    match previous {
+        Some((key, resource)) => {
+            resources.insert(key.clone(), resource.clone());
+            true
+        }
+        None => false,
+    }
+}
+
+fn is_manifest(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.') || n.ends_with('~'));
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    !hidden && matches!(ext, "yaml" | "yml" | "json")
+}
+
+fn scan(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            scan(&path, out);
+        } else if is_manifest(&path) {
+            out.push(path);
+        }
+    }
+}
+
+/// Watches `dir` and sends a [`Batch`] after the initial scan and after every change.
+/// Runs until shutdown or until the receiver is dropped.
+pub fn spawn_dir_source(
+    dir: PathBuf,
+    batches: mpsc::Sender<Batch>,
+    shutdown: Shutdown,
+) -> Result<(), SourceError> {
+    if !dir.is_dir() {
+        return Err(SourceError::NotADirectory(dir));
+    }
+    let dir = dir.canonicalize().unwrap_or(dir);
+    let (events_tx, mut events) = mpsc::unbounded_channel::<PathBuf>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+        Ok(event) => {
+            for path in event.paths {
+                let _ = events_tx.send(path);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "file watch error"),
+    })
+    .map_err(|source| SourceError::Watch { path: dir.clone(), source })?;
+    watcher
+        .watch(&dir, notify::RecursiveMode::Recursive)
+        .map_err(|source| SourceError::Watch { path: dir.clone(), source })?;
+
+    tokio::spawn(async move {
+        let _watcher = watcher; // dropped (unwatched) when this task ends
+        let mut state = DirState::default();
+        let mut initial = Vec::new();
+        scan(&dir, &mut initial);
+        initial.sort();
+        let mut changes = Vec::new();
+        for path in &initial {
+            changes.extend(reload(&mut state, &dir, path));
+        }
+        tracing::info!(dir = %dir.display(), files = initial.len(), resources = changes.len(), "read config directory");
+        let first = Batch { changes, problems: Arc::new(state.problems()), initial: true };
+        if batches.send(first).await.is_err() {
+            return;
+        }
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.wait() => return,
+                path = events.recv() => match path { Some(path) => path, None => return },
+            };
+            // Editors and `mv` raise several events at once: take them together.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let mut paths = BTreeSet::from([first]);
+            while let Ok(path) = events.try_recv() {
+                paths.insert(path);
+            }
+            let before = state.problems();
+            let mut changes = Vec::new();
+            for path in paths {
+                if path.is_dir() {
+                    let mut found = Vec::new();
+                    scan(&path, &mut found);
+                    for file in found {
+                        changes.extend(reload(&mut state, &dir, &file));
+                    }
+                } else if path.exists() {
+                    if is_manifest(&path) {
+                        changes.extend(reload(&mut state, &dir, &path));
+                    }
+                } else {
+                    // Gone: the file itself, or a directory and everything below it.
+                    let rel = relative(&dir, &path);
+                    let gone: Vec<String> = state
+                        .files()
+                        .filter(|f| **f == rel || f.starts_with(&format!("{rel}/")))
+                        .cloned()
+                        .collect();
+                    for file in gone {
+                        changes.extend(state.update_file(&file, None));
+                    }
+                }
+            }
+            let problems = state.problems();
+            if changes.is_empty() && problems == before {
+                continue;
+            }
+            tracing::debug!(changes = changes.len(), problems = problems.len(), "config directory changed");
+            let batch = Batch { changes, problems: Arc::new(problems), initial: false };
+            if batches.send(batch).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+fn relative(dir: &Path, path: &Path) -> String {
+    path.strip_prefix(dir).unwrap_or(path).to_string_lossy().into_owned()
+}
+
+fn reload(state: &mut DirState, dir: &Path, path: &Path) -> Vec<Change> {
+    let rel = relative(dir, path);
+    match std::fs::read_to_string(path) {
+        Ok(text) => state.update_file(&rel, Some(&text)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => state.update_file(&rel, None),
+        Err(error) => {
+            tracing::warn!(file = %rel, %error, "cannot read config file; keeping its last good state");
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROUTE_A: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: a}\nspec: {hostnames: [a.example]}\n";
+    const ROUTE_B: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: b}\nspec: {hostnames: [b.example]}\n";
+
+    fn names(changes: &[Change]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| match c {
+                Change::Upsert(k, _) => format!("+{k}"),
+                Change::Delete(k) => format!("-{k}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn add_edit_delete() {
+        let mut state = DirState::default();
+        let both = format!("{ROUTE_A}---\n{ROUTE_B}");
+        assert_eq!(names(&state.update_file("r.yaml", Some(&both))), ["+HTTPRoute/default/a", "+HTTPRoute/default/b"]);
+        assert!(state.update_file("r.yaml", Some(&both)).is_empty(), "no change, no event");
+        assert_eq!(names(&state.update_file("r.yaml", Some(ROUTE_A))), ["-HTTPRoute/default/b"]);
+        assert_eq!(names(&state.update_file("r.yaml", None)), ["-HTTPRoute/default/a"]);
+    }
+
+    #[test]
+    fn bad_document_keeps_last_good_version_and_names_the_field() {
+        let mut state = DirState::default();
+        state.update_file("r.yaml", Some(&format!("{ROUTE_A}---\n{ROUTE_B}")));
+        let bad_b = ROUTE_B.replace("hostnames: [b.example]", "hostnames: {x: 1}");
+        let changes = state.update_file("r.yaml", Some(&format!("{ROUTE_A}---\n{bad_b}")));
+        assert!(changes.is_empty(), "b keeps its last good version: {:?}", names(&changes));
+        let problems = state.problems();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].file, "r.yaml");
+        assert_eq!(problems[0].document, 2);
+        assert_eq!(problems[0].resource.as_deref(), Some("HTTPRoute/default/b"));
+        assert!(problems[0].message.contains("spec.hostnames"), "{}", problems[0].message);
+        // Fixing it clears the problem.
+        state.update_file("r.yaml", Some(&format!("{ROUTE_A}---\n{ROUTE_B}")));
+        assert!(state.problems().is_empty());
+    }
+
+    #[test]
+    fn invalid_yaml_keeps_the_whole_file() {
+        let mut state = DirState::default();
+        state.update_file("r.yaml", Some(ROUTE_A));
+        let changes = state.update_file("r.yaml", Some("kind: [unclosed\n"));
+        assert!(changes.is_empty());
+        assert_eq!(state.problems()[0].file, "r.yaml");
+        assert!(state.problems()[0].message.contains("not valid YAML"));
+    }
+
+    #[test]
+    fn duplicates_across_files_first_path_wins() {
+        let mut state = DirState::default();
+        state.update_file("b.yaml", Some(ROUTE_A));
+        let other = ROUTE_A.replace("a.example", "other.example");
+        assert!(state.update_file("c.yaml", Some(&other)).is_empty(), "b.yaml wins");
+        assert_eq!(state.problems().len(), 1);
+        // Deleting the winner promotes the other copy.
+        assert_eq!(names(&state.update_file("b.yaml", None)), ["+HTTPRoute/default/a"]);
+    }
+}

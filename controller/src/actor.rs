@@ -1,0 +1,216 @@
+//! The controller's state owner: an actix actor holding every Proxy and Upstream read from
+//! NATS. A change re-translates only the Proxies it touches and publishes their snapshots
+//! into the cache (which ADS streams watch).
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
+
+use actix::{Actor, Context, Handler, Message};
+use kgw_common::bus::KvEvent;
+use kgw_proto::v1 as pb;
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    translate::{self, Settings},
+    xds::{Snapshot, SnapshotCache},
+};
+
+pub struct ControllerActor {
+    settings: Settings,
+    cache: SnapshotCache,
+    proxies: BTreeMap<String, pb::Proxy>,
+    upstreams: BTreeMap<String, pb::Upstream>,
+    /// Upstream key → Proxies whose routes name it (from their last translation).
+    users: BTreeMap<String, BTreeSet<String>>,
+    reports: mpsc::UnboundedSender<pb::ProxyReport>,
+    /// Which buckets have delivered their first full read (readiness).
+    synced: watch::Sender<(bool, bool)>,
+}
+
+impl ControllerActor {
+    pub fn new(
+        settings: Settings,
+        cache: SnapshotCache,
+        reports: mpsc::UnboundedSender<pb::ProxyReport>,
+        synced: watch::Sender<(bool, bool)>,
+    ) -> Self {
+        Self {
+            settings,
+            cache,
+            proxies: BTreeMap::new(),
+            upstreams: BTreeMap::new(),
+            users: BTreeMap::new(),
+            reports,
+            synced,
+        }
+    }
+
+    /// Envoy role of a Proxy key: `<ns>.<name>` → `<ns>~<name>`.
+    fn role(key: &str) -> String {
+        key.replacen('.', "~", 1)
+    }
+
+    fn retranslate(&mut self, keys: BTreeSet<String>) {
+        for key in keys {
+            let Some(proxy) = self.proxies.get(&key) else {
+                self.cache.set(&Self::role(&key), None);
+                continue;
+            };
+            let started = std::time::Instant::now();
+            let (resources, problems) = translate::translate(proxy, &self.upstreams, &self.settings);
+            for users in self.users.values_mut() {
+                users.remove(&key);
+            }
+            for route in resources.clusters.iter() {
+                if let Some((name, namespace)) = route.name.rsplit_once('_') {
+                    self.users.entry(kgw_proto::nats::key(namespace, name)).or_default().insert(key.clone());
+                }
+            }
+            let snapshot = Snapshot::new(&resources);
+            tracing::debug!(
+                proxy = %key, listeners = resources.listeners.len(), clusters = resources.clusters.len(),
+                bytes = snapshot.bytes(), micros = started.elapsed().as_micros() as u64, "translated proxy"
+            );
+            self.cache.set(&Self::role(&key), Some(Arc::new(snapshot)));
+            let _ = self.reports.send(report(proxy, problems));
+        }
+    }
+
+    fn apply<T: prost::Message + Default>(
+        map: &mut BTreeMap<String, T>,
+        event: KvEvent,
+        what: &str,
+    ) -> BTreeSet<String> {
+        let decode = |key: &str, bytes: &[u8]| match T::decode(bytes) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                tracing::error!(key, %error, "cannot decode {what}; ignored");
+                None
+            }
+        };
+        match event {
+            KvEvent::Full(all) => {
+                let mut changed: BTreeSet<String> = map.keys().cloned().collect();
+                let fresh: BTreeMap<String, T> =
+                    all.iter().filter_map(|(k, v)| decode(k, v).map(|v| (k.clone(), v))).collect();
+                for (key, value) in &fresh {
+                    if map.get(key).map(|old| old.encode_to_vec()) != Some(value.encode_to_vec()) {
+                        changed.insert(key.clone());
+                    } else {
+                        changed.remove(key);
+                    }
+                }
+                changed.retain(|k| fresh.contains_key(k) || map.contains_key(k));
+                *map = fresh;
+                changed
+            }
+            KvEvent::Put(key, bytes) => {
+                let Some(value) = decode(&key, &bytes) else { return BTreeSet::new() };
+                map.insert(key.clone(), value);
+                BTreeSet::from([key])
+            }
+            KvEvent::Delete(key) => {
+                map.remove(&key);
+                BTreeSet::from([key])
+            }
+        }
+    }
+}
+
+fn report(proxy: &pb::Proxy, problems: Vec<translate::Problem>) -> pb::ProxyReport {
+    pb::ProxyReport {
+        proxy: proxy.metadata.clone(),
+        source_hash: proxy.source_hash.clone(),
+        problems: problems
+            .into_iter()
+            .map(|p| pb::Problem {
+                severity: match p.severity {
+                    translate::Severity::Error => pb::problem::Severity::Error,
+                    translate::Severity::Warning => pb::problem::Severity::Warning,
+                } as i32,
+                path: p.path,
+                source: p.source,
+                message: p.message,
+            })
+            .collect(),
+    }
+}
+
+impl Actor for ControllerActor {
+    type Context = Context<Self>;
+}
+
+/// A change in bucket `kgw_proxies`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ProxiesChanged(pub KvEvent);
+
+/// A change in bucket `kgw_upstreams`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UpstreamsChanged(pub KvEvent);
+
+impl Handler<ProxiesChanged> for ControllerActor {
+    type Result = ();
+
+    fn handle(&mut self, ProxiesChanged(event): ProxiesChanged, _: &mut Context<Self>) {
+        let full = matches!(event, KvEvent::Full(_));
+        let changed = Self::apply(&mut self.proxies, event, "Proxy");
+        self.retranslate(changed);
+        if full {
+            self.synced.send_modify(|s| s.0 = true);
+        }
+    }
+}
+
+impl Handler<UpstreamsChanged> for ControllerActor {
+    type Result = ();
+
+    fn handle(&mut self, UpstreamsChanged(event): UpstreamsChanged, _: &mut Context<Self>) {
+        let full = matches!(event, KvEvent::Full(_));
+        let changed = Self::apply(&mut self.upstreams, event, "Upstream");
+        // Proxies that route to a changed upstream; a new upstream may be one a route was
+        // waiting for, so proxies with unresolved routes are retried too.
+        let mut affected: BTreeSet<String> =
+            changed.iter().filter_map(|k| self.users.get(k)).flatten().cloned().collect();
+        if !changed.is_empty() {
+            affected.extend(self.proxies.keys().filter(|k| !self.users.values().any(|u| u.contains(*k))).cloned());
+            affected.extend(waiting(&self.proxies, &changed));
+        }
+        self.retranslate(affected);
+        if full {
+            self.synced.send_modify(|s| s.1 = true);
+        }
+    }
+}
+
+/// Proxies with a route naming one of `changed` (an upstream that appeared or went away).
+fn waiting(proxies: &BTreeMap<String, pb::Proxy>, changed: &BTreeSet<String>) -> BTreeSet<String> {
+    proxies
+        .iter()
+        .filter(|(_, proxy)| {
+            proxy.listeners.iter().any(|l| match &l.listener_type {
+                Some(pb::listener::ListenerType::HttpListener(http)) => http.virtual_hosts.iter().any(|v| {
+                    v.routes.iter().any(|r| upstream_keys(r).any(|k| changed.contains(&k)))
+                }),
+                None => false,
+            })
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+fn upstream_keys(route: &pb::Route) -> impl Iterator<Item = String> + '_ {
+    let refs: Vec<&pb::ResourceRef> = match &route.action {
+        Some(pb::route::Action::RouteAction(a)) => match &a.destination {
+            Some(pb::route_action::Destination::Single(d)) => d.upstream.iter().collect(),
+            Some(pb::route_action::Destination::Multi(m)) => {
+                m.destinations.iter().filter_map(|w| w.destination.as_ref()?.upstream.as_ref()).collect()
+            }
+            None => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    refs.into_iter().map(|r| kgw_proto::nats::key(&r.namespace, &r.name))
+}

@@ -1,0 +1,9 @@
+//! The `controller` process (Gloo's `gloo` pod): reads Proxies and Upstreams from NATS,
+//! translates them into Envoy resources, and serves them over ADS.
+#![forbid(unsafe_code)]
+
+pub mod actor;
+pub mod bootstrap;
+pub mod run;
+pub mod translate;
+pub mod xds;

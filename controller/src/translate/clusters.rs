@@ -1,0 +1,113 @@
+//! Upstreams → Envoy Clusters and ClusterLoadAssignments.
+use envoy_types::pb::{
+    envoy::{
+        config::{
+            cluster::v3::{Cluster, cluster},
+            core::v3::{HealthStatus, Http2ProtocolOptions},
+            endpoint::v3::{ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint},
+        },
+        extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options},
+    },
+    google::protobuf::Duration,
+};
+use envoy_types::util::pack_any;
+use kgw_proto::v1 as pb;
+
+use super::{ACCESS_LOG_CLUSTER, listeners::{ads_config_source, socket_address}};
+
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+fn connect_timeout() -> Option<Duration> {
+    Some(Duration { seconds: 5, nanos: 0 })
+}
+
+fn http2(cluster: &mut Cluster) {
+    let options = HttpProtocolOptions {
+        upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+            http_protocol_options::ExplicitHttpConfig {
+                protocol_config: Some(http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                    Http2ProtocolOptions::default(),
+                )),
+            },
+        )),
+        ..Default::default()
+    };
+    cluster.typed_extension_protocol_options.insert(HTTP_PROTOCOL_OPTIONS.into(), pack_any(options));
+}
+
+fn discovery_type(t: cluster::DiscoveryType) -> Option<cluster::ClusterDiscoveryType> {
+    Some(cluster::ClusterDiscoveryType::Type(t as i32))
+}
+
+fn load_assignment<'a>(name: &str, hosts: impl Iterator<Item = (&'a str, u32, bool)>) -> ClusterLoadAssignment {
+    let lb_endpoints = hosts
+        .map(|(address, port, ready)| LbEndpoint {
+            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                address: Some(socket_address(address, port)),
+                ..Default::default()
+            })),
+            health_status: if ready { HealthStatus::Healthy } else { HealthStatus::Unhealthy } as i32,
+            ..Default::default()
+        })
+        .collect();
+    ClusterLoadAssignment {
+        cluster_name: name.to_string(),
+        endpoints: vec![LocalityLbEndpoints { lb_endpoints, ..Default::default() }],
+        ..Default::default()
+    }
+}
+
+/// One Cluster per Upstream; kube upstreams are EDS clusters with their endpoints as a
+/// separate ClusterLoadAssignment, static upstreams carry their hosts inline.
+pub fn cluster(name: &str, upstream: &pb::Upstream) -> (Cluster, Option<ClusterLoadAssignment>) {
+    let mut out = Cluster { name: name.to_string(), connect_timeout: connect_timeout(), ..Default::default() };
+    match &upstream.upstream_type {
+        Some(pb::upstream::UpstreamType::Kube(kube)) => {
+            out.cluster_discovery_type = discovery_type(cluster::DiscoveryType::Eds);
+            out.eds_cluster_config = Some(cluster::EdsClusterConfig {
+                eds_config: Some(ads_config_source()),
+                service_name: String::new(),
+            });
+            if kube.app_protocol == "HTTP2" {
+                http2(&mut out);
+            }
+            let ready = kube.endpoints.iter().filter(|e| e.ready);
+            let endpoints = load_assignment(name, ready.map(|e| (e.address.as_str(), e.port, true)));
+            (out, Some(endpoints))
+        }
+        Some(pb::upstream::UpstreamType::Static(hosts)) => {
+            let all_ips = hosts.hosts.iter().all(|h| h.address.parse::<std::net::IpAddr>().is_ok());
+            let kind = if all_ips { cluster::DiscoveryType::Static } else { cluster::DiscoveryType::StrictDns };
+            out.cluster_discovery_type = discovery_type(kind);
+            out.load_assignment =
+                Some(load_assignment(name, hosts.hosts.iter().map(|h| (h.address.as_str(), h.port, true))));
+            (out, None)
+        }
+        None => {
+            out.cluster_discovery_type = discovery_type(cluster::DiscoveryType::Static);
+            out.load_assignment = Some(load_assignment(name, std::iter::empty()));
+            (out, None)
+        }
+    }
+}
+
+/// The gRPC access-log sink, reached over HTTP/2.
+pub fn access_log_cluster(address: &str) -> Cluster {
+    let (host, port) = address.rsplit_once(':').unwrap_or((address, "8083"));
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port.parse().unwrap_or(8083);
+    let kind = if host.parse::<std::net::IpAddr>().is_ok() {
+        cluster::DiscoveryType::Static
+    } else {
+        cluster::DiscoveryType::StrictDns
+    };
+    let mut out = Cluster {
+        name: ACCESS_LOG_CLUSTER.into(),
+        connect_timeout: connect_timeout(),
+        cluster_discovery_type: discovery_type(kind),
+        load_assignment: Some(load_assignment(ACCESS_LOG_CLUSTER, std::iter::once((host, port, true)))),
+        ..Default::default()
+    };
+    http2(&mut out);
+    out
+}

@@ -1,0 +1,100 @@
+//! Proxy listener → Envoy Listener with an HTTP connection manager (RDS over ADS, router,
+//! gRPC access log).
+use envoy_types::pb::{
+    envoy::{
+        config::{
+            accesslog::v3::{AccessLog, access_log},
+            core::v3::{
+                Address, AggregatedConfigSource, ApiVersion, ConfigSource, GrpcService, SocketAddress,
+                address, config_source, grpc_service, socket_address,
+            },
+            listener::v3::{Filter, FilterChain, Listener, filter},
+        },
+        extensions::{
+            access_loggers::grpc::v3::{CommonGrpcAccessLogConfig, HttpGrpcAccessLogConfig},
+            filters::{
+                http::router::v3::Router,
+                network::http_connection_manager::v3::{
+                    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+                },
+            },
+        },
+    },
+};
+use envoy_types::util::pack_any;
+use kgw_proto::v1 as pb;
+
+use super::{ACCESS_LOG_CLUSTER, Settings};
+
+/// Configuration delivered over the same ADS stream as everything else.
+pub fn ads_config_source() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        ..Default::default()
+    }
+}
+
+pub fn socket_address(address: &str, port: u32) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: address.to_string(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+            ..Default::default()
+        })),
+    }
+}
+
+pub fn http_listener(listener: &pb::Listener, settings: &Settings) -> Listener {
+    let access_log = if settings.access_log_address.is_empty() {
+        Vec::new()
+    } else {
+        vec![AccessLog {
+            name: "envoy.access_loggers.http_grpc".into(),
+            config_type: Some(access_log::ConfigType::TypedConfig(pack_any(HttpGrpcAccessLogConfig {
+                common_config: Some(CommonGrpcAccessLogConfig {
+                    log_name: listener.name.clone(),
+                    grpc_service: Some(GrpcService {
+                        target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(grpc_service::EnvoyGrpc {
+                            cluster_name: ACCESS_LOG_CLUSTER.into(),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
+                    }),
+                    transport_api_version: ApiVersion::V3 as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))),
+            ..Default::default()
+        }]
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix: listener.name.replace('~', "_"),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads_config_source()),
+            route_config_name: listener.name.clone(),
+        })),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Router::default()))),
+            ..Default::default()
+        }],
+        access_log,
+        // Host "a.example:8080" matches virtual host domain "a.example".
+        strip_port_mode: Some(http_connection_manager::StripPortMode::StripAnyHostPort(true)),
+        ..Default::default()
+    };
+    Listener {
+        name: listener.name.clone(),
+        address: Some(socket_address(&listener.bind_address, listener.bind_port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}

@@ -1,0 +1,253 @@
+//! Proxy virtual hosts and routes → an Envoy RouteConfiguration.
+use std::collections::BTreeMap;
+
+use envoy_types::pb::{
+    envoy::{
+        config::{
+            core::v3::{DataSource, HeaderValue, HeaderValueOption, data_source, header_value_option},
+            route::v3::{
+                DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, Route, RouteAction,
+                RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, header_matcher, query_parameter_matcher,
+                redirect_action, route, route_action, route_match, weighted_cluster,
+            },
+        },
+        r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher},
+    },
+    google::protobuf::{Duration, UInt32Value},
+};
+use kgw_proto::v1 as pb;
+
+use super::{Problem, Severity, cluster_name};
+
+/// Builds the route table of one listener. Upstreams the routes name (and that exist) are
+/// added to `referenced` (cluster name → Upstream).
+pub fn route_configuration<'a>(
+    name: &str,
+    http: &pb::HttpListener,
+    upstreams: &'a BTreeMap<String, pb::Upstream>,
+    referenced: &mut BTreeMap<String, &'a pb::Upstream>,
+    problems: &mut Vec<Problem>,
+) -> RouteConfiguration {
+    let virtual_hosts = http
+        .virtual_hosts
+        .iter()
+        .map(|vhost| VirtualHost {
+            name: vhost.name.clone(),
+            domains: vhost.domains.clone(),
+            routes: vhost
+                .routes
+                .iter()
+                .map(|r| {
+                    let path = format!("listener/{name}/vhost/{}/route/{}", vhost.name, r.name);
+                    route(r, &path, upstreams, referenced, problems)
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    RouteConfiguration { name: name.to_string(), virtual_hosts, ..Default::default() }
+}
+
+fn route<'a>(
+    r: &pb::Route,
+    path: &str,
+    upstreams: &'a BTreeMap<String, pb::Upstream>,
+    referenced: &mut BTreeMap<String, &'a pb::Upstream>,
+    problems: &mut Vec<Problem>,
+) -> Route {
+    // One matcher per Envoy route; the gateway emits routes with exactly one.
+    let matcher = r.matchers.first().cloned().unwrap_or_default();
+    if r.matchers.len() > 1 {
+        problems.push(Problem {
+            severity: Severity::Warning,
+            path: path.into(),
+            source: r.source.clone(),
+            message: "only the first matcher of a route is used".into(),
+        });
+    }
+    let mut resolve = |upstream: &Option<pb::ResourceRef>| -> String {
+        let upstream = upstream.clone().unwrap_or_default();
+        let name = cluster_name(&upstream);
+        if upstream.kind == "Upstream" {
+            match upstreams.get(&kgw_proto::nats::key(&upstream.namespace, &upstream.name)) {
+                Some(found) => {
+                    referenced.insert(name.clone(), found);
+                }
+                None => problems.push(Problem {
+                    severity: Severity::Warning,
+                    path: path.into(),
+                    source: r.source.clone(),
+                    message: format!(
+                        "Upstream {}/{} not found (yet); requests get 500 until it exists",
+                        upstream.namespace, upstream.name
+                    ),
+                }),
+            }
+        }
+        name
+    };
+    let options = r.options.clone().unwrap_or_default();
+    let action = match &r.action {
+        Some(pb::route::Action::RouteAction(action)) => {
+            let cluster_specifier = match &action.destination {
+                Some(pb::route_action::Destination::Single(d)) => {
+                    route_action::ClusterSpecifier::Cluster(resolve(&d.upstream))
+                }
+                Some(pb::route_action::Destination::Multi(multi)) => {
+                    route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+                        clusters: multi
+                            .destinations
+                            .iter()
+                            .map(|w| weighted_cluster::ClusterWeight {
+                                name: resolve(&w.destination.as_ref().and_then(|d| d.upstream.clone())),
+                                weight: Some(UInt32Value { value: w.weight }),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    })
+                }
+                None => route_action::ClusterSpecifier::Cluster(super::INVALID_BACKEND_CLUSTER.into()),
+            };
+            route::Action::Route(RouteAction {
+                cluster_specifier: Some(cluster_specifier),
+                cluster_not_found_response_code: route_action::ClusterNotFoundResponseCode::InternalServerError as i32,
+                prefix_rewrite: options.prefix_rewrite.clone(),
+                timeout: (options.timeout_ms > 0).then(|| millis(options.timeout_ms)),
+                ..Default::default()
+            })
+        }
+        Some(pb::route::Action::DirectResponseAction(direct)) => route::Action::DirectResponse(DirectResponseAction {
+            status: direct.status,
+            body: (!direct.body.is_empty()).then(|| DataSource {
+                specifier: Some(data_source::Specifier::InlineString(direct.body.clone())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        Some(pb::route::Action::RedirectAction(redirect)) => route::Action::Redirect(redirect_action(redirect)),
+        None => route::Action::DirectResponse(DirectResponseAction { status: 500, ..Default::default() }),
+    };
+    Route {
+        name: r.name.clone(),
+        r#match: Some(route_match(&matcher)),
+        action: Some(action),
+        request_headers_to_add: options.request_headers_to_add.iter().map(header).collect(),
+        request_headers_to_remove: options.request_headers_to_remove.clone(),
+        response_headers_to_add: options.response_headers_to_add.iter().map(header).collect(),
+        response_headers_to_remove: options.response_headers_to_remove.clone(),
+        ..Default::default()
+    }
+}
+
+fn millis(ms: u32) -> Duration {
+    Duration { seconds: i64::from(ms / 1000), nanos: ((ms % 1000) * 1_000_000) as i32 }
+}
+
+fn header(h: &pb::HeaderValue) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue { key: h.name.clone(), value: h.value.clone(), ..Default::default() }),
+        append_action: if h.append {
+            header_value_option::HeaderAppendAction::AppendIfExistsOrAdd
+        } else {
+            header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd
+        } as i32,
+        ..Default::default()
+    }
+}
+
+fn string_match(value: &str, regex: bool) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(if regex {
+            string_matcher::MatchPattern::SafeRegex(RegexMatcher { regex: value.to_string(), ..Default::default() })
+        } else {
+            string_matcher::MatchPattern::Exact(value.to_string())
+        }),
+        ..Default::default()
+    }
+}
+
+fn route_match(m: &pb::Matcher) -> RouteMatch {
+    let path_specifier = match &m.path_specifier {
+        Some(pb::matcher::PathSpecifier::Exact(p)) => route_match::PathSpecifier::Path(p.clone()),
+        Some(pb::matcher::PathSpecifier::Regex(p)) => {
+            route_match::PathSpecifier::SafeRegex(RegexMatcher { regex: p.clone(), ..Default::default() })
+        }
+        Some(pb::matcher::PathSpecifier::Prefix(p)) if p != "/" && p.ends_with('/') => {
+            // Gateway API prefixes match whole path segments: "/a/" matches "/a" too.
+            route_match::PathSpecifier::PathSeparatedPrefix(p.trim_end_matches('/').to_string())
+        }
+        Some(pb::matcher::PathSpecifier::Prefix(p)) if p != "/" => {
+            route_match::PathSpecifier::PathSeparatedPrefix(p.clone())
+        }
+        _ => route_match::PathSpecifier::Prefix("/".into()),
+    };
+    let mut headers: Vec<HeaderMatcher> = m
+        .headers
+        .iter()
+        .map(|h| HeaderMatcher {
+            name: h.name.clone(),
+            invert_match: h.invert_match,
+            header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(string_match(
+                &h.value, h.regex,
+            ))),
+            ..Default::default()
+        })
+        .collect();
+    if !m.methods.is_empty() {
+        let (value, regex) = match m.methods.as_slice() {
+            [one] => (one.clone(), false),
+            many => (many.join("|"), true),
+        };
+        headers.push(HeaderMatcher {
+            name: ":method".into(),
+            header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(string_match(
+                &value, regex,
+            ))),
+            ..Default::default()
+        });
+    }
+    RouteMatch {
+        path_specifier: Some(path_specifier),
+        headers,
+        query_parameters: m
+            .query_parameters
+            .iter()
+            .map(|q| QueryParameterMatcher {
+                name: q.name.clone(),
+                query_parameter_match_specifier: Some(query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(
+                    string_match(&q.value, q.regex),
+                )),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn redirect_action(r: &pb::RedirectAction) -> RedirectAction {
+    use redirect_action::RedirectResponseCode as Code;
+    let response_code = match r.response_code {
+        302 => Code::Found,
+        303 => Code::SeeOther,
+        307 => Code::TemporaryRedirect,
+        308 => Code::PermanentRedirect,
+        _ => Code::MovedPermanently,
+    };
+    RedirectAction {
+        host_redirect: r.host_redirect.clone(),
+        port_redirect: r.port_redirect,
+        scheme_rewrite_specifier: (!r.scheme_redirect.is_empty())
+            .then(|| redirect_action::SchemeRewriteSpecifier::SchemeRedirect(r.scheme_redirect.clone())),
+        path_rewrite_specifier: match &r.path_rewrite {
+            Some(pb::redirect_action::PathRewrite::PathRedirect(p)) => {
+                Some(redirect_action::PathRewriteSpecifier::PathRedirect(p.clone()))
+            }
+            Some(pb::redirect_action::PathRewrite::PrefixRewrite(p)) => {
+                Some(redirect_action::PathRewriteSpecifier::PrefixRewrite(p.clone()))
+            }
+            None => None,
+        },
+        response_code: response_code as i32,
+        ..Default::default()
+    }
+}

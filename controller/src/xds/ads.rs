@@ -1,0 +1,242 @@
+//! Aggregated Discovery Service, state of the world (`StreamAggregatedResources`). One task
+//! per stream keeps, per type, what was sent and what Envoy acknowledged; it answers
+//! requests and pushes snapshot changes in [`PUSH_ORDER`].
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use envoy_types::pb::{
+    envoy::{
+        config::core::v3::Node,
+        service::discovery::v3::{
+            DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+            aggregated_discovery_service_server::{AggregatedDiscoveryService, AggregatedDiscoveryServiceServer},
+        },
+    },
+    google::protobuf::value::Kind,
+};
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{
+    SnapshotSource,
+    cache::SnapshotRx,
+    snapshot::{ENDPOINT, PUSH_ORDER, ROUTE, Snapshot},
+};
+
+/// Counters of the xDS server.
+#[derive(Debug, Default)]
+pub struct XdsStats {
+    pub streams_open: AtomicU64,
+    pub responses: AtomicU64,
+    pub acks: AtomicU64,
+    pub nacks: AtomicU64,
+}
+
+pub struct AdsService<S> {
+    source: S,
+    stats: Arc<XdsStats>,
+}
+
+impl<S: SnapshotSource> AdsService<S> {
+    pub fn new(source: S, stats: Arc<XdsStats>) -> Self {
+        Self { source, stats }
+    }
+
+    pub fn into_server(self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(64 * 1024 * 1024)
+    }
+}
+
+/// The Envoy role from node metadata `role`, as Gloo reads it.
+pub fn node_role(node: &Node) -> Option<String> {
+    let value = node.metadata.as_ref()?.fields.get("role")?;
+    match &value.kind {
+        Some(Kind::StringValue(role)) if !role.is_empty() => Some(role.clone()),
+        _ => None,
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<S: SnapshotSource> AggregatedDiscoveryService for AdsService<S> {
+    type StreamAggregatedResourcesStream = ResponseStream;
+    type DeltaAggregatedResourcesStream =
+        Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let stream = StreamState::new(self.source.clone(), self.stats.clone(), tx);
+        tokio::spawn(stream.run(inbound));
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Err(Status::unimplemented("delta xDS is not served yet; use state-of-the-world ADS"))
+    }
+}
+
+/// Per type: what Envoy asked for and what we last sent.
+#[derive(Default)]
+struct TypeState {
+    names: Vec<String>,
+    /// (version, names) of the last response.
+    sent: Option<(String, Vec<String>)>,
+    nonce: String,
+    /// A version Envoy rejected: not sent again.
+    rejected: Option<String>,
+}
+
+struct StreamState<S> {
+    source: S,
+    stats: Arc<XdsStats>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    role: Option<String>,
+    node_id: String,
+    snapshots: Option<SnapshotRx>,
+    types: HashMap<String, TypeState>,
+    nonce: u64,
+}
+
+impl<S: SnapshotSource> StreamState<S> {
+    fn new(source: S, stats: Arc<XdsStats>, tx: mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Self {
+        Self { source, stats, tx, role: None, node_id: String::new(), snapshots: None, types: HashMap::new(), nonce: 0 }
+    }
+
+    async fn run(mut self, mut inbound: Streaming<DiscoveryRequest>) {
+        self.stats.streams_open.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let changed = async {
+                match self.snapshots.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                request = inbound.next() => match request {
+                    Some(Ok(request)) => {
+                        if !self.on_request(request).await {
+                            break;
+                        }
+                    }
+                    Some(Err(status)) => {
+                        tracing::debug!(node = %self.node_id, %status, "ADS stream error");
+                        break;
+                    }
+                    None => break,
+                },
+                alive = changed => {
+                    if !alive || !self.push_all().await {
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::info!(node = %self.node_id, role = ?self.role, "Envoy disconnected");
+        self.stats.streams_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Returns false when the stream should end.
+    async fn on_request(&mut self, request: DiscoveryRequest) -> bool {
+        if self.role.is_none() {
+            let Some(node) = request.node.as_ref() else {
+                let _ = self.tx.send(Err(Status::invalid_argument("the first request must carry the node"))).await;
+                return false;
+            };
+            let Some(role) = node_role(node) else {
+                let message = format!("node {:?} has no metadata `role` (<namespace>~<gateway>)", node.id);
+                tracing::warn!(node = %node.id, "{message}");
+                let _ = self.tx.send(Err(Status::invalid_argument(message))).await;
+                return false;
+            };
+            tracing::info!(node = %node.id, %role, "Envoy connected");
+            self.node_id = node.id.clone();
+            self.snapshots = Some(self.source.subscribe(&role));
+            self.role = Some(role);
+        }
+        let type_url = request.type_url.clone();
+        let state = self.types.entry(type_url.clone()).or_default();
+        if !request.response_nonce.is_empty() && request.response_nonce != state.nonce {
+            return true; // answers an older response: superseded
+        }
+        if let Some(error) = &request.error_detail {
+            self.stats.nacks.fetch_add(1, Ordering::Relaxed);
+            let rejected = state.sent.as_ref().map(|(v, _)| v.clone());
+            tracing::warn!(
+                node = %self.node_id, type_url, version = ?rejected, kept = %request.version_info,
+                error = %error.message, "Envoy rejected config (NACK); it keeps its last accepted version"
+            );
+            state.rejected = rejected;
+            state.names = request.resource_names;
+            return true;
+        }
+        if !request.response_nonce.is_empty() {
+            self.stats.acks.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(node = %self.node_id, type_url, version = %request.version_info, "ACK");
+        }
+        state.names = request.resource_names;
+        self.respond(&type_url).await
+    }
+
+    async fn push_all(&mut self) -> bool {
+        for type_url in PUSH_ORDER {
+            if self.types.contains_key(type_url) && !self.respond(type_url).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends `type_url` when the snapshot's version or the requested names differ from the
+    /// last response. Returns false when the stream is gone.
+    async fn respond(&mut self, type_url: &str) -> bool {
+        let Some(snapshot) = self.snapshots.as_ref().and_then(|rx| rx.borrow().clone()) else {
+            return true; // nothing to serve this role yet; Envoy waits
+        };
+        let Some(state) = self.types.get_mut(type_url) else { return true };
+        let Some(response) = build_response(&snapshot, type_url, state) else { return true };
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        let state = self.types.entry(type_url.to_string()).or_default();
+        state.nonce = nonce.clone();
+        state.sent = Some((response.version_info.clone(), state.names.clone()));
+        self.stats.responses.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(node = %self.node_id, type_url, version = %response.version_info, resources = response.resources.len(), "push");
+        self.tx.send(Ok(DiscoveryResponse { nonce, ..response })).await.is_ok()
+    }
+}
+
+fn build_response(snapshot: &Snapshot, type_url: &str, state: &TypeState) -> Option<DiscoveryResponse> {
+    let empty = Default::default();
+    let resources = snapshot.types.get(type_url).unwrap_or(&empty);
+    let version = if resources.version.is_empty() { "empty".to_string() } else { resources.version.clone() };
+    if state.sent.as_ref().is_some_and(|(v, names)| *v == version && *names == state.names) {
+        return None;
+    }
+    if state.rejected.as_deref() == Some(version.as_str()) {
+        return None;
+    }
+    // Listeners and clusters are wildcard subscriptions; endpoints and routes by name.
+    let by_name = matches!(type_url, ENDPOINT | ROUTE) && !state.names.is_empty();
+    let items = resources
+        .items
+        .iter()
+        .filter(|(name, _)| !by_name || state.names.iter().any(|n| n == *name))
+        .map(|(_, any)| any.clone())
+        .collect();
+    Some(DiscoveryResponse { version_info: version, resources: items, type_url: type_url.to_string(), ..Default::default() })
+}

@@ -1,0 +1,50 @@
+//! Snapshots by Envoy role (`<namespace>~<gateway>`), each behind a watch channel so every
+//! ADS stream of that role wakes on a change and reads the latest snapshot.
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use tokio::sync::watch;
+
+use super::Snapshot;
+
+pub type SnapshotRx = watch::Receiver<Option<Arc<Snapshot>>>;
+
+/// What the ADS service needs from the state: a subscription per role.
+pub trait SnapshotSource: Clone + Send + Sync + 'static {
+    fn subscribe(&self, role: &str) -> SnapshotRx;
+}
+
+#[derive(Clone, Default)]
+pub struct SnapshotCache {
+    roles: Arc<Mutex<HashMap<String, watch::Sender<Option<Arc<Snapshot>>>>>>,
+}
+
+impl SnapshotCache {
+    /// Publishes (or with None, withdraws) the snapshot of `role`. Unchanged snapshots are
+    /// not republished.
+    pub fn set(&self, role: &str, snapshot: Option<Arc<Snapshot>>) {
+        let mut roles = self.roles.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let sender = roles.entry(role.to_string()).or_insert_with(|| watch::channel(None).0);
+        sender.send_if_modified(|current| {
+            if current.as_deref() == snapshot.as_deref() {
+                return false;
+            }
+            *current = snapshot;
+            true
+        });
+    }
+
+    pub fn roles(&self) -> Vec<String> {
+        let roles = self.roles.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        roles.iter().filter(|(_, tx)| tx.borrow().is_some()).map(|(role, _)| role.clone()).collect()
+    }
+}
+
+impl SnapshotSource for SnapshotCache {
+    fn subscribe(&self, role: &str) -> SnapshotRx {
+        let mut roles = self.roles.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        roles.entry(role.to_string()).or_insert_with(|| watch::channel(None).0).subscribe()
+    }
+}

@@ -1,0 +1,68 @@
+//! A versioned set of Envoy resources for one role. Each type has its own version, a hash
+//! of its content, so a change to endpoints only changes the EDS version.
+use std::collections::BTreeMap;
+
+use envoy_types::{pb::google::protobuf::Any, util::pack_any};
+use prost::Message as _;
+use sha2::{Digest, Sha256};
+
+use crate::translate::EnvoyResources;
+
+pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+/// The order types are pushed in: clusters before the endpoints and routes that name them.
+pub const PUSH_ORDER: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
+
+/// Resources of one type.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TypeResources {
+    pub version: String,
+    pub items: BTreeMap<String, Any>,
+}
+
+impl TypeResources {
+    fn new(items: BTreeMap<String, Any>) -> Self {
+        let mut hash = Sha256::new();
+        for (name, any) in &items {
+            hash.update((name.len() as u64).to_le_bytes());
+            hash.update(name.as_bytes());
+            hash.update((any.value.len() as u64).to_le_bytes());
+            hash.update(&any.value);
+        }
+        let version = hex::encode(&hash.finalize()[..8]);
+        Self { version, items }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub types: BTreeMap<&'static str, TypeResources>,
+}
+
+impl Snapshot {
+    pub fn new(resources: &EnvoyResources) -> Self {
+        fn by_name<T: prost::Name + prost::Message + Clone>(items: &[T], name: impl Fn(&T) -> &str) -> BTreeMap<String, Any> {
+            items.iter().map(|item| (name(item).to_string(), pack_any(item.clone()))).collect()
+        }
+        let types = BTreeMap::from([
+            (CLUSTER, TypeResources::new(by_name(&resources.clusters, |c| &c.name))),
+            (ENDPOINT, TypeResources::new(by_name(&resources.endpoints, |e| &e.cluster_name))),
+            (LISTENER, TypeResources::new(by_name(&resources.listeners, |l| &l.name))),
+            (ROUTE, TypeResources::new(by_name(&resources.routes, |r| &r.name))),
+        ]);
+        Self { types }
+    }
+
+    pub fn version(&self, type_url: &str) -> Option<&str> {
+        self.types.get(type_url).map(|t| t.version.as_str())
+    }
+
+    /// Total encoded size, for logs and metrics.
+    pub fn bytes(&self) -> usize {
+        self.types.values().flat_map(|t| t.items.values()).map(|a| a.encoded_len()).sum()
+    }
+}

@@ -1,0 +1,168 @@
+{{/*
+Shared helpers of the kgw chart. Resource names are the legacy Gloo Edge ones
+(gloo, gateway, discovery, access-log, gateway-proxy, nats), so one release per
+namespace; cluster-scoped names carry the namespace.
+*/}}
+
+{{- define "kgw.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "kgw.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels on every object. */}}
+{{- define "kgw.labels" -}}
+helm.sh/chart: {{ include "kgw.chart" . }}
+app.kubernetes.io/name: {{ include "kgw.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kgw
+{{- end -}}
+
+{{/*
+Selector labels of one component.
+Usage: include "kgw.selectorLabels" (dict "root" $ "component" "gloo")
+*/}}
+{{- define "kgw.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kgw.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/*
+All labels of one component's objects: the common ones, its selector labels and
+the legacy `gloo: <component>` label.
+Usage: include "kgw.componentLabels" (dict "root" $ "component" "gloo")
+*/}}
+{{- define "kgw.componentLabels" -}}
+{{ include "kgw.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+gloo: {{ .component }}
+{{- end -}}
+
+{{/*
+Image reference of a component; an empty tag means the chart's appVersion.
+Usage: include "kgw.image" (dict "root" $ "image" .Values.gloo.image)
+*/}}
+{{- define "kgw.image" -}}
+{{- printf "%s:%s" .image.repository (.image.tag | default .root.Chart.AppVersion | toString) -}}
+{{- end -}}
+
+{{/* Address suffix of the release namespace's Services. */}}
+{{- define "kgw.svcSuffix" -}}
+{{- printf "%s.svc.%s" .Release.Namespace .Values.clusterDomain -}}
+{{- end -}}
+
+{{/* The NATS URL every process connects to. */}}
+{{- define "kgw.natsUrl" -}}
+{{- if .Values.nats.url -}}
+{{- .Values.nats.url -}}
+{{- else -}}
+{{- printf "nats://nats.%s:%v" (include "kgw.svcSuffix" .) .Values.nats.clientPort -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Host name of the gloo Service (Envoy's ADS server). */}}
+{{- define "kgw.glooHost" -}}
+{{- printf "gloo.%s" (include "kgw.svcSuffix" .) -}}
+{{- end -}}
+
+{{/* The gateway-proxy's role: <namespace>~<gateway name>. */}}
+{{- define "kgw.proxyRole" -}}
+{{- printf "%s~%s" (.Values.gatewayProxy.gatewayNamespace | default .Release.Namespace) .Values.gatewayProxy.gatewayName -}}
+{{- end -}}
+
+{{/* Cluster-scoped object name: kgw-<component>-<namespace>. */}}
+{{- define "kgw.clusterName" -}}
+{{- printf "kgw-%s-%s" .component .root.Release.Namespace | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Arguments shared by our processes (gateway, gloo, discovery, access-log).
+Usage: include "kgw.commonArgs" $
+*/}}
+{{- define "kgw.commonArgs" -}}
+- --source={{ .Values.source }}
+- --nats-url={{ include "kgw.natsUrl" . }}
+- --bind-addr=0.0.0.0
+{{- end -}}
+
+{{/*
+Environment shared by our processes.
+Usage: include "kgw.commonEnv" (dict "root" $ "values" .Values.gloo)
+*/}}
+{{- define "kgw.commonEnv" -}}
+- name: KGW_NATS_URL
+  value: {{ include "kgw.natsUrl" .root | quote }}
+- name: KGW_SOURCE
+  value: {{ .root.Values.source | quote }}
+- name: KGW_BIND_ADDR
+  value: "0.0.0.0"
+- name: RUST_LOG
+  value: {{ .values.logLevel | quote }}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- with .values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+HTTP probes on the monitoring port: /healthz (liveness), /readyz (readiness).
+*/}}
+{{- define "kgw.httpProbes" -}}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: http-monitoring
+  initialDelaySeconds: 5
+  periodSeconds: 10
+  failureThreshold: 3
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: http-monitoring
+  periodSeconds: 5
+  failureThreshold: 3
+{{- end -}}
+
+{{/* Pod annotations for Prometheus scraping of the monitoring port. */}}
+{{- define "kgw.scrapeAnnotations" -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ . | quote }}
+prometheus.io/path: /metrics
+{{- end -}}
+
+{{/*
+Pod-level settings shared by every pod: service account, pull secrets,
+scheduling.
+Usage: include "kgw.podCommon" (dict "root" $ "values" .Values.gloo "sa" "gloo")
+*/}}
+{{- define "kgw.podCommon" -}}
+serviceAccountName: {{ .sa }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}

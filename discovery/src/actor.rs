@@ -1,0 +1,105 @@
+//! The `Discovery` actor: owns the resource index, applies the source's batches, translates
+//! and publishes the desired content of `kgw_upstreams` (key → encoded Upstream).
+use std::{collections::BTreeMap, sync::Arc};
+
+use actix::{Actor, Context, Handler, Message};
+use bytes::Bytes;
+use kgw_common::{
+    bus::KvState,
+    resources::{Change, Index, Kind},
+    source::Batch,
+};
+use prost::Message as _;
+use tokio::sync::watch;
+
+use crate::translate;
+
+/// Applies one batch of config changes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ApplyBatch(pub Batch);
+
+/// What the actor publishes.
+#[derive(Clone)]
+pub struct Outputs {
+    /// Desired bucket content for the keys discovery owns.
+    pub desired: watch::Receiver<KvState>,
+    /// True once the source's first (whole) state has been applied: before that, `desired`
+    /// is not the truth and must not be written (it would delete every upstream).
+    pub initialized: watch::Receiver<bool>,
+}
+
+pub struct Discovery {
+    index: Index,
+    desired: watch::Sender<KvState>,
+    initialized: watch::Sender<bool>,
+}
+
+impl Discovery {
+    pub fn new() -> (Self, Outputs) {
+        let (desired, desired_rx) = watch::channel(KvState::default());
+        let (initialized, initialized_rx) = watch::channel(false);
+        let actor = Self {
+            index: Index::default(),
+            desired,
+            initialized,
+        };
+        (
+            actor,
+            Outputs {
+                desired: desired_rx,
+                initialized: initialized_rx,
+            },
+        )
+    }
+
+    fn publish(&mut self) {
+        let state: BTreeMap<String, Bytes> = translate::upstreams(&self.index)
+            .into_iter()
+            .map(|(key, upstream)| (key, Bytes::from(upstream.encode_to_vec())))
+            .collect();
+        let count = state.len();
+        let changed = self.desired.send_if_modified(|current| {
+            if **current == state {
+                return false;
+            }
+            *current = Arc::new(state);
+            true
+        });
+        tracing::debug!(upstreams = count, changed, "translated");
+    }
+}
+
+impl Actor for Discovery {
+    type Context = Context<Self>;
+}
+
+impl Handler<ApplyBatch> for Discovery {
+    type Result = ();
+
+    fn handle(&mut self, ApplyBatch(batch): ApplyBatch, _: &mut Context<Self>) {
+        let mut relevant = 0;
+        for change in &batch.changes {
+            let kind = match change {
+                Change::Upsert(key, _) | Change::Delete(key) => key.kind,
+            };
+            if matches!(kind, Kind::Service | Kind::EndpointSlice) {
+                self.index.apply(change);
+                relevant += 1;
+            }
+        }
+        let first = !*self.initialized.borrow();
+        if relevant > 0 || first {
+            self.publish();
+        }
+        if first {
+            tracing::info!(
+                services = self.index.services.len(),
+                endpoint_slices = self.index.endpoint_slices.len(),
+                upstreams = self.desired.borrow().len(),
+                "read the first config state"
+            );
+            self.initialized.send_replace(true);
+        }
+    }
+}

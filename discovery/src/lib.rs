@@ -1,0 +1,152 @@
+//! discovery: Services + EndpointSlices → Upstreams in KV `kgw_upstreams` (Gloo's UDS).
+//! Listens on nothing: its health is a NATS heartbeat and a file (see [`health`]).
+//!
+//! Pipeline: config source → [`actor::Discovery`] (index, translation) → desired state
+//! (`watch`) → KV writer (writes only the keys whose bytes changed).
+#![forbid(unsafe_code)]
+
+pub mod actor;
+pub mod health;
+pub mod translate;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use actix::{Actor as _, Addr};
+use kgw_common::{
+    bus::{self, Bus, BusError, KvState, Owns, WriterStats},
+    shutdown::Shutdown,
+    source::{self, Batch, SourceError},
+};
+use kgw_proto::{nats::UPSTREAMS_BUCKET, v1::Upstream};
+use prost::Message as _;
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+
+use crate::actor::{ApplyBatch, Discovery};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("cannot start the config source")]
+    Source(#[source] SourceError),
+    #[error("cannot connect to NATS")]
+    Bus(#[source] BusError),
+}
+
+pub struct Config {
+    /// Directory of Kubernetes YAML manifests (the directory config source).
+    pub config_dir: PathBuf,
+    pub nats_url: String,
+    pub health_file: PathBuf,
+    /// Heartbeat and health-file period.
+    pub heartbeat_every: Duration,
+}
+
+/// A running pipeline. Stop it by triggering the [`Shutdown`] given to [`start`], then
+/// awaiting [`Running::stopped`].
+pub struct Running {
+    pub addr: Addr<Discovery>,
+    pub bus: Bus,
+    /// Desired content of the keys discovery owns.
+    pub desired: watch::Receiver<KvState>,
+    /// The KV writer's counters (all zero until the first state is read).
+    pub writer: watch::Receiver<WriterStats>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts the pipeline. Must be called on the actix System thread (it starts an actor).
+pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, DiscoveryError> {
+    let bus = bus::connect(&config.nats_url, health::PROCESS)
+        .await
+        .map_err(DiscoveryError::Bus)?;
+    let (batches_tx, batches) = mpsc::channel::<Batch>(16);
+    source::spawn_dir_source(config.config_dir, batches_tx, shutdown.clone())
+        .map_err(DiscoveryError::Source)?;
+    let (actor, outputs) = Discovery::new();
+    let addr = actor.start();
+
+    let forward = tokio::spawn(forward(batches, addr.clone()));
+    let (writer, writer_task) = spawn_writer(bus.clone(), outputs.clone(), shutdown.clone());
+    let health = tokio::spawn(health::run(
+        bus.clone(),
+        health::HealthConfig {
+            file: config.health_file,
+            every: config.heartbeat_every,
+            instance: health::instance_name(),
+        },
+        outputs.desired.clone(),
+        outputs.initialized,
+        shutdown,
+    ));
+    Ok(Running {
+        addr,
+        bus,
+        desired: outputs.desired,
+        writer,
+        tasks: vec![forward, writer_task, health],
+    })
+}
+
+impl Running {
+    /// Waits (at most `limit`) for the tasks to end after shutdown and flushes NATS.
+    pub async fn stopped(self, limit: Duration) {
+        let drain = async {
+            for task in self.tasks {
+                let _ = task.await;
+            }
+            if let Err(error) = self.bus.client.flush().await {
+                tracing::debug!(%error, "cannot flush NATS on shutdown");
+            }
+        };
+        if tokio::time::timeout(limit, drain).await.is_err() {
+            tracing::warn!(?limit, "shutdown did not finish in time");
+        }
+    }
+}
+
+/// Source batches → the actor, in order. Ends when the source or the actor is gone.
+async fn forward(mut batches: mpsc::Receiver<Batch>, addr: Addr<Discovery>) {
+    while let Some(batch) = batches.recv().await {
+        if addr.send(ApplyBatch(batch)).await.is_err() {
+            tracing::warn!("discovery actor stopped; no longer reading config");
+            return;
+        }
+    }
+}
+
+/// Starts the KV writer once the first state is known (before that the desired state is
+/// empty, and writing it would delete every discovered upstream), and relays its counters.
+fn spawn_writer(
+    bus: Bus,
+    outputs: actor::Outputs,
+    shutdown: Shutdown,
+) -> (watch::Receiver<WriterStats>, JoinHandle<()>) {
+    let (stats_tx, stats) = watch::channel(WriterStats::default());
+    let task = tokio::spawn(async move {
+        let mut initialized = outputs.initialized;
+        let ready = tokio::select! {
+            _ = shutdown.wait() => false,
+            ready = initialized.wait_for(|i| *i) => ready.is_ok(),
+        };
+        if !ready {
+            return;
+        }
+        let mut inner =
+            bus::spawn_kv_writer(bus, UPSTREAMS_BUCKET, outputs.desired, owns(), shutdown);
+        loop {
+            stats_tx.send_replace(inner.borrow_and_update().clone());
+            if inner.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    (stats, task)
+}
+
+/// Discovery owns the upstreams it wrote; never those of gateway (user-declared).
+pub fn owns() -> Owns {
+    Arc::new(|_key: &str, value: &[u8]| {
+        Upstream::decode(value).is_ok_and(|u| u.written_by == translate::WRITTEN_BY)
+    })
+}

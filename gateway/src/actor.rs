@@ -1,0 +1,118 @@
+//! The gateway's state owner: an actix actor holding the resource index. Each batch from
+//! the config source is applied, translated, and published as the desired contents of the
+//! `kgw_proxies` and `kgw_status` buckets (watch channels read by the KV writers).
+use std::{collections::BTreeMap, sync::Arc};
+
+use actix::{Actor, Context, Handler, Message};
+use bytes::Bytes;
+use kgw_common::{
+    bus::KvState,
+    resources::Index,
+    source::{Batch, Problem},
+};
+use prost::Message as _;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::translate::{self, Options, Output};
+
+/// Desired bucket contents, published for the writers.
+pub struct Outputs {
+    pub proxies: watch::Sender<KvState>,
+    pub status: watch::Sender<KvState>,
+    /// Set once the first full state has been translated (readiness).
+    pub synced: watch::Sender<bool>,
+}
+
+pub struct GatewayActor {
+    index: Index,
+    problems: Arc<Vec<Problem>>,
+    options: Options,
+    outputs: Outputs,
+    last: Option<Output>,
+}
+
+impl GatewayActor {
+    pub fn new(options: Options, outputs: Outputs) -> Self {
+        Self { index: Index::default(), problems: Arc::default(), options, outputs, last: None }
+    }
+}
+
+impl Actor for GatewayActor {
+    type Context = Context<Self>;
+}
+
+/// A batch from the config source.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SourceBatch(pub Batch);
+
+impl Handler<SourceBatch> for GatewayActor {
+    type Result = ();
+
+    fn handle(&mut self, SourceBatch(batch): SourceBatch, _: &mut Context<Self>) {
+        for change in &batch.changes {
+            self.index.apply(change);
+        }
+        self.problems = batch.problems.clone();
+        let started = std::time::Instant::now();
+        let output = translate::translate(&self.index, &self.options);
+        tracing::debug!(
+            proxies = output.proxies.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "translated"
+        );
+        if self.last.as_ref().map(|l| &l.proxies) != Some(&output.proxies) {
+            self.outputs.proxies.send_replace(Arc::new(encode_proxies(&output)));
+        }
+        self.outputs.status.send_replace(Arc::new(encode_status(&output, &self.problems)));
+        self.outputs.synced.send_replace(true);
+        self.last = Some(output);
+    }
+}
+
+/// Proxy bytes per KV key, each stamped with the hash of its own content.
+pub fn encode_proxies(output: &Output) -> BTreeMap<String, Bytes> {
+    output
+        .proxies
+        .iter()
+        .map(|(key, proxy)| {
+            let mut proxy = proxy.clone();
+            proxy.source_hash.clear();
+            proxy.source_hash = hex::encode(&Sha256::digest(proxy.encode_to_vec())[..8]);
+            (key.clone(), Bytes::from(proxy.encode_to_vec()))
+        })
+        .collect()
+}
+
+/// Status as YAML per resource, key `<kind>.<namespace>.<name>`; config problems under
+/// `problems.config`.
+pub fn encode_status(output: &Output, problems: &[Problem]) -> BTreeMap<String, Bytes> {
+    let yaml = |value: &dyn erased::Yaml| Bytes::from(value.to_yaml());
+    let mut out = BTreeMap::new();
+    for (name, conditions) in &output.status.gateway_classes {
+        out.insert(format!("gatewayclass.{name}"), yaml(conditions));
+    }
+    for (key, status) in &output.status.gateways {
+        out.insert(format!("gateway.{}", key.replacen('/', ".", 1)), yaml(status));
+    }
+    for (key, status) in &output.status.http_routes {
+        out.insert(format!("httproute.{}", key.replacen('/', ".", 1)), yaml(status));
+    }
+    if !problems.is_empty() {
+        out.insert("problems.config".into(), yaml(&problems.to_vec()));
+    }
+    out
+}
+
+mod erased {
+    /// serde_yaml of any Serialize, behind a trait object to keep `encode_status` short.
+    pub trait Yaml {
+        fn to_yaml(&self) -> String;
+    }
+    impl<T: serde::Serialize> Yaml for T {
+        fn to_yaml(&self) -> String {
+            serde_yaml::to_string(self).unwrap_or_else(|e| format!("error: {e}\n"))
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The `gateway` process: watches the config source, translates Gateway API resources into
+//! one Proxy per Gateway, writes changed Proxies to NATS KV `kgw_proxies`, and reports status.
+#![forbid(unsafe_code)]
+
+pub mod actor;
+pub mod run;
+pub mod status_cmd;
+pub mod translate;

@@ -1,0 +1,166 @@
+//! Status computed beside the translation: GatewayClass, Gateway (and its listeners) and
+//! HTTPRoute parent conditions, in the Gateway API's vocabulary.
+use std::collections::BTreeMap;
+
+use gateway_api::apis::standard::httproutes::HttpRoute;
+use serde::Serialize;
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct GatewayRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    pub reason: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+impl Condition {
+    fn new(type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            type_: type_.into(),
+            status: if ok { "True" } else { "False" }.into(),
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ListenerStatus {
+    #[serde(rename = "attachedRoutes")]
+    pub attached_routes: usize,
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct GatewayStatus {
+    pub conditions: Vec<Condition>,
+    pub listeners: BTreeMap<String, ListenerStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RouteParentStatus {
+    /// `namespace/gateway`.
+    #[serde(rename = "parentRef")]
+    pub parent_ref: String,
+    pub conditions: Vec<Condition>,
+}
+
+/// Status of every resource the translation looked at, keyed `Kind/namespace/name`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StatusReport {
+    pub gateway_classes: BTreeMap<String, Vec<Condition>>,
+    pub gateways: BTreeMap<String, GatewayStatus>,
+    pub http_routes: BTreeMap<String, Vec<RouteParentStatus>>,
+    /// (route key, gateway key) → unresolved-ref reasons.
+    #[serde(skip)]
+    unresolved: BTreeMap<(String, String), Vec<(String, String)>>,
+    #[serde(skip)]
+    attached: BTreeMap<(String, String), ()>,
+}
+
+fn gw_key(g: &GatewayRef) -> String {
+    format!("{}/{}", g.namespace, g.name)
+}
+
+impl StatusReport {
+    pub fn gateway_class_accepted(&mut self, name: &str) {
+        self.gateway_classes
+            .insert(name.into(), vec![Condition::new("Accepted", true, "Accepted", "")]);
+    }
+
+    pub fn gateway_seen(&mut self, gateway: &GatewayRef) {
+        let status = self.gateways.entry(gw_key(gateway)).or_default();
+        status.conditions = vec![
+            Condition::new("Accepted", true, "Accepted", ""),
+            Condition::new("Programmed", true, "Programmed", ""),
+        ];
+    }
+
+    pub fn listener_ready(&mut self, gateway: &GatewayRef, listener: &str, attached: usize) {
+        let status = self.gateways.entry(gw_key(gateway)).or_default();
+        status.listeners.insert(
+            listener.into(),
+            ListenerStatus {
+                attached_routes: attached,
+                conditions: vec![
+                    Condition::new("Accepted", true, "Accepted", ""),
+                    Condition::new("ResolvedRefs", true, "ResolvedRefs", ""),
+                    Condition::new("Programmed", true, "Programmed", ""),
+                ],
+            },
+        );
+    }
+
+    pub fn listener_unsupported(&mut self, gateway: &GatewayRef, listener: &str, protocol: &str) {
+        let status = self.gateways.entry(gw_key(gateway)).or_default();
+        status.listeners.insert(
+            listener.into(),
+            ListenerStatus {
+                attached_routes: 0,
+                conditions: vec![
+                    Condition::new("Accepted", false, "UnsupportedProtocol", format!("protocol {protocol} is not supported yet")),
+                    Condition::new("Programmed", false, "Invalid", ""),
+                ],
+            },
+        );
+    }
+
+    pub fn route_attached(&mut self, namespace: &str, name: &str, gateway: &GatewayRef) {
+        self.attached.insert((format!("{namespace}/{name}"), gw_key(gateway)), ());
+    }
+
+    pub fn route_unresolved(&mut self, namespace: &str, name: &str, gateway: &GatewayRef, reason: &str, message: &str) {
+        let reasons = self.unresolved.entry((format!("{namespace}/{name}"), gw_key(gateway))).or_default();
+        let entry = (reason.to_string(), message.to_string());
+        if !reasons.contains(&entry) {
+            reasons.push(entry);
+        }
+    }
+
+    /// Conditions for every parentRef of every route that names one of our Gateways.
+    pub fn finish_routes(&mut self, routes: &[&HttpRoute]) {
+        for route in routes {
+            let namespace = route.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            let name = route.metadata.name.clone().unwrap_or_default();
+            let route_key = format!("{namespace}/{name}");
+            let mut parents = Vec::new();
+            for parent in route.spec.parent_refs.iter().flatten() {
+                let gateway = format!("{}/{}", parent.namespace.as_deref().unwrap_or(&namespace), parent.name);
+                if !self.gateways.contains_key(&gateway) {
+                    continue; // not ours: another controller reports on it
+                }
+                let key = (route_key.clone(), gateway.clone());
+                let accepted = if self.attached.contains_key(&key) {
+                    Condition::new("Accepted", true, "Accepted", "")
+                } else {
+                    Condition::new("Accepted", false, "NoMatchingParent", "no listener of the Gateway accepts this route (sectionName, port, hostnames or allowedRoutes)")
+                };
+                let resolved = match self.unresolved.get(&key) {
+                    Some(reasons) if !reasons.is_empty() => Condition::new(
+                        "ResolvedRefs",
+                        false,
+                        &reasons[0].0,
+                        reasons.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; "),
+                    ),
+                    _ => Condition::new("ResolvedRefs", true, "ResolvedRefs", ""),
+                };
+                let parent_ref = match &parent.section_name {
+                    Some(section) => format!("{gateway}/{section}"),
+                    None => gateway,
+                };
+                parents.push(RouteParentStatus { parent_ref, conditions: vec![accepted, resolved] });
+            }
+            if !parents.is_empty() {
+                self.http_routes.insert(route_key, parents);
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Test helpers: a plain HTTP/1 client and polling.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HOST, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// Time allowed for one request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A buffered response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> Result<serde_json::Value> {
+        serde_json::from_slice(&self.body)
+            .with_context(|| format!("body is not JSON: {}", self.text()))
+    }
+    /// A header's value as text ("" when absent).
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// Sends one request. `host` overrides the Host header; `headers` are added.
+pub async fn request(
+    method: Method,
+    url: &str,
+    host: Option<&str>,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Result<Response> {
+    let what = format!("{method} {url}");
+    let mut req = Request::builder().method(method).uri(url);
+    if let Some(host) = host {
+        req = req.header(HOST, host);
+    }
+    for (k, v) in headers {
+        req = req.header(HeaderName::try_from(*k)?, HeaderValue::try_from(*v)?);
+    }
+    let req = req
+        .body(Full::new(body.into()))
+        .with_context(|| format!("building request to {url}"))?;
+    // A client per request: a pooled connection must not outlive the test's runtime.
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
+    let fut = async {
+        let resp = client.request(req).await?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        anyhow::Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, fut)
+        .await
+        .map_err(|_| anyhow!("{what}: no response in {REQUEST_TIMEOUT:?}"))?
+        .with_context(|| what)
+}
+
+/// GET `url`, with `host` as the Host header when given.
+pub async fn get(url: &str, host: Option<&str>) -> Result<Response> {
+    request(Method::GET, url, host, &[], Bytes::new()).await
+}
+
+/// Polls `check` every 50 ms until it returns `Ok`, or fails with its last error after
+/// `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(50));
+        let err = match tokio::time::timeout(left, check()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e,
+            Err(_) => anyhow!("check did not finish in time"),
+        };
+        if Instant::now() >= deadline {
+            return Err(err.context(format!("still failing after {timeout:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `url` until it answers `status`; returns that response.
+pub async fn wait_status(
+    url: &str,
+    host: Option<&str>,
+    status: u16,
+    timeout: Duration,
+) -> Result<Response> {
+    wait_for(timeout, || async {
+        let resp = get(url, host).await?;
+        if resp.status.as_u16() != status {
+            bail!(
+                "GET {url} (host {host:?}): {} (want {status}): {}",
+                resp.status,
+                resp.text()
+            );
+        }
+        Ok(resp)
+    })
+    .await
+}

@@ -1,0 +1,22 @@
+//! Runs the whole system on loopback: nats-server, the four processes, backends and Envoy.
+//! Used by `kgw-up`, the end-to-end tests and the benchmarks.
+#![forbid(unsafe_code)]
+
+pub mod addr;
+pub mod bins;
+pub mod echo;
+pub mod envoy;
+pub mod http;
+pub mod manifest;
+pub mod process;
+pub mod system;
+pub mod tools;
+
+pub use addr::{Layout, Lease};
+pub use echo::{spawn_echo, spawn_echo_on};
+pub use http::{Response, get, request, wait_for, wait_status};
+pub use hyper::{Method, StatusCode};
+pub use manifest::{remove_manifest, write_manifest_atomically};
+pub use process::Process;
+pub use system::{Component, Placement, System, SystemConfig};
+pub use tools::{ensure_envoy, ensure_nats_server};

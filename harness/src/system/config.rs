@@ -1,0 +1,96 @@
+//! What a [`System`](super::System) runs and where.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::addr::Lease;
+use crate::bins;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Component {
+    Nats,
+    Controller,
+    Gateway,
+    Discovery,
+    AccessLog,
+    Envoy,
+}
+
+impl Component {
+    /// In start order.
+    pub const ALL: [Component; 6] = [
+        Component::Nats,
+        Component::Controller,
+        Component::Gateway,
+        Component::Discovery,
+        Component::AccessLog,
+        Component::Envoy,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Nats => "nats",
+            Component::Controller => bins::CONTROLLER,
+            Component::Gateway => bins::GATEWAY,
+            Component::Discovery => bins::DISCOVERY,
+            Component::AccessLog => bins::ACCESS_LOG,
+            Component::Envoy => "envoy",
+        }
+    }
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which addresses the system uses.
+#[derive(Debug, Default)]
+pub enum Placement {
+    /// A fresh block 127.B.C.0/24 ([`addr::allocate`]).
+    #[default]
+    Block,
+    /// The fixed local layout of `kgw-up` ([`addr::take_local`]).
+    Local,
+    /// A layout already reserved by the caller.
+    Lease(Lease),
+}
+
+#[derive(Debug)]
+pub struct SystemConfig {
+    /// The directory config source; `None`: `<run dir>/config`, created empty.
+    pub config_dir: Option<PathBuf>,
+    /// Where logs, the access log and NATS' store go; `None`: a temporary directory,
+    /// removed on drop unless a panic is unwinding or `KGW_KEEP_RUN_DIR` is set.
+    pub run_dir: Option<PathBuf>,
+    pub placement: Placement,
+    /// The gateway Envoy serves: (namespace, name), its node `role` is `ns~name`.
+    pub gateway: (String, String),
+    /// What to start, a subset of [`Component::ALL`].
+    pub components: Vec<Component>,
+    /// Envoy's bootstrap YAML; `None`: from `controller bootstrap`.
+    pub envoy_bootstrap: Option<String>,
+    pub envoy_log_level: String,
+    /// Time for each component to come up.
+    pub ready_timeout: Duration,
+    /// Extra environment for every process.
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        SystemConfig {
+            config_dir: None,
+            run_dir: None,
+            placement: Placement::Block,
+            gateway: ("default".into(), "gw".into()),
+            components: Component::ALL.to_vec(),
+            envoy_bootstrap: None,
+            envoy_log_level: "warn".into(),
+            ready_timeout: Duration::from_secs(30),
+            env: Vec::new(),
+        }
+    }
+}

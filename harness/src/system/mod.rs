@@ -1,0 +1,377 @@
+//! A whole system on one loopback block: nats-server, controller, gateway, discovery,
+//! access-log and Envoy, each a child process logging to `<run dir>/<component>.log`.
+//! Every process retries NATS, so none waits for another before starting.
+
+mod config;
+
+pub use config::{Component, Placement, SystemConfig};
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::addr::{self, Layout, Lease};
+use crate::process::Process;
+use crate::{bins, envoy, tools};
+
+/// Time a component gets to stop on SIGTERM before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// A running system. Dropping it stops every process it started.
+pub struct System {
+    layout: Layout,
+    run_dir: PathBuf,
+    config_dir: PathBuf,
+    procs: BTreeMap<Component, Process>,
+    ready_timeout: Duration,
+    tmp: Option<tempfile::TempDir>,
+    _lease: Lease,
+}
+
+impl System {
+    pub async fn start(cfg: SystemConfig) -> Result<System> {
+        let lease = match cfg.placement {
+            Placement::Block => addr::allocate()?,
+            Placement::Local => addr::take_local()?,
+            Placement::Lease(l) => l,
+        };
+        let layout = lease.layout.clone();
+        let (run_dir, tmp) = match cfg.run_dir {
+            Some(d) => {
+                std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+                (d, None)
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix(&format!("kgw-{}-", layout.id()))
+                    .tempdir()?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let run_dir = std::path::absolute(run_dir)?;
+        let config_dir = match cfg.config_dir {
+            Some(d) => {
+                std::fs::canonicalize(&d).with_context(|| format!("config dir {}", d.display()))?
+            }
+            None => {
+                let d = run_dir.join("config");
+                std::fs::create_dir_all(&d)?;
+                d
+            }
+        };
+        let role = format!("{}~{}", cfg.gateway.0, cfg.gateway.1);
+        let mut sys = System {
+            layout,
+            run_dir,
+            config_dir,
+            procs: BTreeMap::new(),
+            ready_timeout: cfg.ready_timeout,
+            tmp,
+            _lease: lease,
+        };
+        for c in Component::ALL
+            .into_iter()
+            .filter(|c| cfg.components.contains(c))
+        {
+            let mut p = sys.process(
+                c,
+                &role,
+                cfg.envoy_bootstrap.as_deref(),
+                &cfg.envoy_log_level,
+            )?;
+            for (k, v) in &cfg.env {
+                p = p.env(k, v);
+            }
+            sys.procs.insert(c, p);
+        }
+        for p in sys.procs.values_mut() {
+            p.start()?;
+        }
+        let comps: Vec<Component> = sys.procs.keys().copied().collect();
+        for c in comps {
+            sys.wait_ready(c).await?;
+        }
+        sys.check_alive()?;
+        Ok(sys)
+    }
+
+    /// The process of one component, not started.
+    fn process(
+        &self,
+        c: Component,
+        role: &str,
+        bootstrap: Option<&str>,
+        envoy_log: &str,
+    ) -> Result<Process> {
+        let l = &self.layout;
+        let nats = l.nats_url();
+        let config = self.config_dir.display().to_string();
+        let log = self.log_path(c);
+        let ours = |args: Vec<String>| -> Result<Process> {
+            Ok(Process::new(c.name(), bins::bin(c.name())?, args, &log))
+        };
+        let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        Ok(match c {
+            Component::Nats => {
+                let store = self.run_dir.join("nats").display().to_string();
+                let name = format!("kgw-{}", l.id().replace('.', "-"));
+                let ip = l.nats.to_string();
+                let port = l.nats_addr().port().to_string();
+                let mon = l.nats_monitor_addr().port().to_string();
+                let args = s(&[
+                    "-a",
+                    &ip,
+                    "-p",
+                    &port,
+                    "-js",
+                    "-sd",
+                    &store,
+                    "--server_name",
+                    &name,
+                    "-m",
+                    &mon,
+                ]);
+                Process::new(c.name(), tools::ensure_nats_server()?, args, &log)
+            }
+            Component::Controller => ours(s(&[
+                "--nats-url",
+                &nats,
+                "--xds-addr",
+                &l.xds_addr().to_string(),
+                "--access-log-addr",
+                &l.access_log_addr().to_string(),
+            ]))?,
+            Component::Gateway => ours(s(&[
+                "--config-dir",
+                &config,
+                "--nats-url",
+                &nats,
+                "--listener-bind-address",
+                &l.envoy.to_string(),
+            ]))?,
+            Component::Discovery => ours(s(&[
+                "--config-dir",
+                &config,
+                "--nats-url",
+                &nats,
+                "--health-file",
+                &self.discovery_health_file().display().to_string(),
+            ]))?,
+            Component::AccessLog => ours(s(&[
+                "--listen",
+                &l.access_log_addr().to_string(),
+                "--output",
+                &self.access_log_path().display().to_string(),
+                "--nats-url",
+                &nats,
+            ]))?,
+            Component::Envoy => {
+                let path = self.run_dir.join("envoy-bootstrap.yaml");
+                match bootstrap {
+                    Some(y) => std::fs::write(&path, y)
+                        .with_context(|| format!("writing {}", path.display()))?,
+                    None => {
+                        let params = envoy::BootstrapParams {
+                            node_id: format!("gateway-proxy-{}", l.id()),
+                            role: role.into(),
+                            xds: l.xds_addr(),
+                            admin: l.envoy_admin(),
+                        };
+                        envoy::write_bootstrap(&bins::bin(bins::CONTROLLER)?, &params, &path)?
+                    }
+                }
+                Process::new(
+                    c.name(),
+                    tools::ensure_envoy()?,
+                    envoy::args(&path, envoy_log),
+                    &log,
+                )
+            }
+        })
+    }
+
+    /// Waits until `c` listens on its port (or, without a port, stays up a moment);
+    /// an error with its log's tail if it exits or times out.
+    pub async fn wait_ready(&mut self, c: Component) -> Result<()> {
+        let probe = match c {
+            Component::Nats => Some(self.layout.nats_addr()),
+            Component::Controller => Some(self.layout.xds_addr()),
+            Component::AccessLog => Some(self.layout.access_log_addr()),
+            Component::Envoy => Some(self.layout.envoy_admin()),
+            Component::Gateway | Component::Discovery => None,
+        };
+        let started = Instant::now();
+        loop {
+            self.check(c)?;
+            let up = match probe {
+                Some(a) => matches!(
+                    tokio::time::timeout(
+                        Duration::from_millis(500),
+                        tokio::net::TcpStream::connect(a)
+                    )
+                    .await,
+                    Ok(Ok(_))
+                ),
+                None => started.elapsed() >= Duration::from_millis(300),
+            };
+            if up {
+                return Ok(());
+            }
+            if started.elapsed() > self.ready_timeout {
+                let what = probe.map_or("".into(), |a| format!(" (nothing listens on {a})"));
+                return Err(
+                    self.failure(c, &format!("not up after {:?}{what}", self.ready_timeout))
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn proc_mut(&mut self, c: Component) -> Result<&mut Process> {
+        self.procs
+            .get_mut(&c)
+            .ok_or_else(|| anyhow!("{c} is not part of this system"))
+    }
+
+    /// An error if `c` has exited.
+    fn check(&mut self, c: Component) -> Result<()> {
+        match self.proc_mut(c)?.exit_status() {
+            Some(st) => Err(self.failure(c, &format!("exited ({st})"))),
+            None => Ok(()),
+        }
+    }
+
+    fn failure(&self, c: Component, what: &str) -> anyhow::Error {
+        let log = self.log_path(c);
+        anyhow!(
+            "{c} {what}; last lines of {}:\n{}",
+            log.display(),
+            crate::process::log_tail(&log, 40)
+        )
+    }
+
+    /// An error naming every component that has exited, with its log's tail.
+    pub fn check_alive(&mut self) -> Result<()> {
+        let errs: Vec<String> = self
+            .procs
+            .keys()
+            .copied()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter_map(|c| self.check(c).err().map(|e| format!("{e:#}")))
+            .collect();
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            bail!("{}", errs.join("\n\n"))
+        }
+    }
+
+    /// Components that have exited, with their status.
+    pub fn exited(&mut self) -> Vec<(Component, ExitStatus)> {
+        self.procs
+            .iter_mut()
+            .filter_map(|(c, p)| p.exit_status().map(|s| (*c, s)))
+            .collect()
+    }
+
+    /// SIGKILL `c` and reap it.
+    pub fn kill9(&mut self, c: Component) -> Result<()> {
+        self.proc_mut(c)?.kill9()
+    }
+
+    /// SIGTERM `c`, SIGKILL after [`STOP_GRACE`].
+    pub async fn stop(&mut self, c: Component) -> Result<()> {
+        self.proc_mut(c)?.stop(STOP_GRACE).await
+    }
+
+    /// Stops `c` if it runs, starts it again with the same arguments and waits until it
+    /// is up.
+    pub async fn restart(&mut self, c: Component) -> Result<()> {
+        let p = self.proc_mut(c)?;
+        p.stop(STOP_GRACE).await?;
+        p.start()?;
+        self.wait_ready(c).await
+    }
+
+    /// The pid of the last start of `c`.
+    pub fn pid(&self, c: Component) -> Option<u32> {
+        self.procs.get(&c).and_then(Process::pid)
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+    /// `http://<envoy>:8080<path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.layout.envoy_http())
+    }
+    /// `https://<envoy>:8443<path>`.
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.layout.envoy_https())
+    }
+    /// `http://<envoy>:19000<path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.layout.envoy_admin())
+    }
+    pub fn nats_url(&self) -> String {
+        self.layout.nats_url()
+    }
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+    pub fn config_dir(&self) -> &Path {
+        &self.config_dir
+    }
+    pub fn access_log_path(&self) -> PathBuf {
+        self.run_dir.join("access.log")
+    }
+    pub fn discovery_health_file(&self) -> PathBuf {
+        self.run_dir.join("discovery-healthy")
+    }
+    pub fn log_path(&self, c: Component) -> PathBuf {
+        self.run_dir.join(format!("{c}.log"))
+    }
+    pub fn log_tail(&self, c: Component, lines: usize) -> String {
+        crate::process::log_tail(&self.log_path(c), lines)
+    }
+
+    /// Stops everything: the processes (in parallel), then nats-server.
+    fn shutdown(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (_, p) in self
+            .procs
+            .iter_mut()
+            .filter(|(c, _)| **c != Component::Nats)
+        {
+            p.terminate();
+        }
+        for (_, p) in self
+            .procs
+            .iter_mut()
+            .filter(|(c, _)| **c != Component::Nats)
+        {
+            while p.is_running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = p.kill9();
+        }
+        if let Some(p) = self.procs.get_mut(&Component::Nats) {
+            let _ = p.stop_blocking(Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        self.shutdown();
+        if (std::thread::panicking() || std::env::var_os("KGW_KEEP_RUN_DIR").is_some())
+            && let Some(t) = self.tmp.take()
+        {
+            eprintln!("kgw-harness: run dir kept: {}", t.keep().display());
+        }
+    }
+}

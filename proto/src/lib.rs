@@ -1,0 +1,13 @@
+//! The contract between the processes: the Proxy / Upstream / report messages and the one
+//! place where NATS bucket and subject names are written.
+#![forbid(unsafe_code)]
+
+/// Generated from proto/protos/kgw/v1.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("kgw.v1");
+}
+
+pub mod nats;
+
+pub use v1::*;
