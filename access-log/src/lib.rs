@@ -56,14 +56,10 @@ pub async fn start_writer(config: &WriterConfig, stats: Arc<Stats>) -> Result<Wr
         None => Output::stdout(),
     };
     let bus = match &config.nats_url {
-        Some(url) => Some(
-            bus::connect(url, "access-log")
-                .await
-                .map_err(|source| Error::Nats {
-                    url: url.clone(),
-                    source,
-                })?,
-        ),
+        Some(url) => Some(bus::connect(url, "access-log").await.map_err(|source| Error::Nats {
+            url: url.clone(),
+            source,
+        })?),
         None => None,
     };
     let publisher = bus

@@ -28,8 +28,7 @@ use envoy_types::pb::{
     envoy::{
         config::core::v3::{Address, Node, RequestMethod, address, socket_address::PortSpecifier},
         data::accesslog::v3::{
-            AccessLogCommon, HttpAccessLogEntry, TcpAccessLogEntry,
-            http_access_log_entry::HttpVersion,
+            AccessLogCommon, HttpAccessLogEntry, TcpAccessLogEntry, http_access_log_entry::HttpVersion,
         },
     },
     google::protobuf::{Duration, Timestamp, value::Kind},
@@ -155,18 +154,14 @@ impl LogLine {
             line.user_agent = non_empty(&req.user_agent);
         }
         line.bytes_in = match (wire_in, &entry.request) {
-            (0, Some(req)) => req
-                .request_headers_bytes
-                .saturating_add(req.request_body_bytes),
+            (0, Some(req)) => req.request_headers_bytes.saturating_add(req.request_body_bytes),
             (wire, _) => wire,
         };
         if let Some(resp) = &entry.response {
             line.status = resp.response_code.map(|c| c.value);
         }
         line.bytes_out = match (wire_out, &entry.response) {
-            (0, Some(resp)) => resp
-                .response_headers_bytes
-                .saturating_add(resp.response_body_bytes),
+            (0, Some(resp)) => resp.response_headers_bytes.saturating_add(resp.response_body_bytes),
             (wire, _) => wire,
         };
         line
@@ -188,20 +183,12 @@ impl LogLine {
         line
     }
 
-    fn common(
-        common: Option<&AccessLogCommon>,
-        gateway: &Arc<GatewayId>,
-        protocol: &'static str,
-    ) -> Self {
+    fn common(common: Option<&AccessLogCommon>, gateway: &Arc<GatewayId>, protocol: &'static str) -> Self {
         let time = match common.and_then(|c| c.start_time.as_ref()) {
             Some(Timestamp { seconds, nanos }) => rfc3339_millis(*seconds, *nanos),
             None => now_rfc3339(),
         };
-        let duration = common.and_then(|c| {
-            c.duration
-                .as_ref()
-                .or(c.time_to_last_downstream_tx_byte.as_ref())
-        });
+        let duration = common.and_then(|c| c.duration.as_ref().or(c.time_to_last_downstream_tx_byte.as_ref()));
         Self {
             time,
             gateway: gateway.clone(),
@@ -268,9 +255,7 @@ fn format_address(address: &Address) -> Option<String> {
 }
 
 fn now_rfc3339() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
     // subsec_nanos() < 1e9 always fits in i32.
     rfc3339_millis(seconds, i32::try_from(now.subsec_nanos()).unwrap_or(0))
@@ -311,9 +296,7 @@ mod tests {
     use envoy_types::pb::{
         envoy::{
             config::core::v3::SocketAddress,
-            data::accesslog::v3::{
-                ConnectionProperties, HttpRequestProperties, HttpResponseProperties,
-            },
+            data::accesslog::v3::{ConnectionProperties, HttpRequestProperties, HttpResponseProperties},
         },
         google::protobuf::{Struct, UInt32Value, Value},
     };
@@ -321,16 +304,10 @@ mod tests {
     #[test]
     fn formats_rfc3339() {
         assert_eq!(rfc3339_millis(0, 0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            rfc3339_millis(1_709_210_096, 123_999_999),
-            "2024-02-29T12:34:56.123Z"
-        );
+        assert_eq!(rfc3339_millis(1_709_210_096, 123_999_999), "2024-02-29T12:34:56.123Z");
         assert_eq!(rfc3339_millis(951_782_400, 0), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339_millis(-1, 0), "1969-12-31T23:59:59.000Z");
-        assert_eq!(
-            rfc3339_millis(253_402_300_799, 5_000_000),
-            "9999-12-31T23:59:59.005Z"
-        );
+        assert_eq!(rfc3339_millis(253_402_300_799, 5_000_000), "9999-12-31T23:59:59.005Z");
     }
 
     #[test]
@@ -342,10 +319,7 @@ mod tests {
             })
         };
         assert_eq!(GatewayId::parse_role("default~gw"), id("default", "gw"));
-        assert_eq!(
-            GatewayId::parse_role("kgateway-kube-gateway-api~ns~gw"),
-            id("ns", "gw")
-        );
+        assert_eq!(GatewayId::parse_role("kgateway-kube-gateway-api~ns~gw"), id("ns", "gw"));
         assert_eq!(GatewayId::parse_role("gw"), None);
         assert_eq!(GatewayId::parse_role("~gw"), None);
         assert_eq!(GatewayId::parse_role("ns~"), None);
@@ -378,10 +352,7 @@ mod tests {
             cluster: "gateway-proxy".into(),
             ..Default::default()
         };
-        assert_eq!(
-            GatewayId::from_node(Some(&node)).to_string(),
-            "unknown/gateway-proxy"
-        );
+        assert_eq!(GatewayId::from_node(Some(&node)).to_string(), "unknown/gateway-proxy");
         assert_eq!(
             GatewayId::from_node(Some(&Node::default())).to_string(),
             "unknown/unknown"
@@ -415,10 +386,7 @@ mod tests {
                     seconds: 1,
                     nanos: 500_000_000,
                 }),
-                time_to_last_downstream_tx_byte: Some(Duration {
-                    seconds: 9,
-                    nanos: 0,
-                }),
+                time_to_last_downstream_tx_byte: Some(Duration { seconds: 9, nanos: 0 }),
                 upstream_cluster: "kube_default_echo_80".into(),
                 route_name: "r0".into(),
                 downstream_remote_address: socket("::1", 5555),
@@ -471,10 +439,7 @@ mod tests {
         let gw = Arc::new(GatewayId::unknown());
         let entry = TcpAccessLogEntry {
             common_properties: Some(AccessLogCommon {
-                start_time: Some(Timestamp {
-                    seconds: 0,
-                    nanos: 0,
-                }),
+                start_time: Some(Timestamp { seconds: 0, nanos: 0 }),
                 upstream_cluster: "db".into(),
                 ..Default::default()
             }),

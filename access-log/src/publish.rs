@@ -62,10 +62,6 @@ async fn run(bus: Bus, mut rx: mpsc::Receiver<(String, Bytes)>, stats: Arc<Stats
 fn dropped(stats: &Stats, reason: &'static str) {
     let total = stats::add(&stats.publishes_dropped, 1);
     if total.is_power_of_two() {
-        tracing::warn!(
-            reason,
-            dropped_total = total,
-            "access-log line not published on NATS"
-        );
+        tracing::warn!(reason, dropped_total = total, "access-log line not published on NATS");
     }
 }

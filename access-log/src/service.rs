@@ -27,11 +27,7 @@ pub struct AlsService<S> {
 
 impl<S: EntrySink> AlsService<S> {
     pub fn new(sink: S, stats: Arc<Stats>, shutdown: Shutdown) -> Self {
-        Self {
-            sink,
-            stats,
-            shutdown,
-        }
+        Self { sink, stats, shutdown }
     }
 }
 
@@ -48,10 +44,7 @@ pub async fn serve<S: EntrySink>(
     let service = AccessLogServiceServer::new(AlsService::new(sink, stats, shutdown.clone()));
     tonic::transport::Server::builder()
         .add_service(service)
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener),
-            async move { shutdown.wait().await },
-        )
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move { shutdown.wait().await })
         .await
         .map_err(|source| Error::Serve { source })
 }
@@ -95,23 +88,12 @@ impl<S: EntrySink> AccessLogService for AlsService<S> {
                 gateway = Some(id);
             }
             let gw = gateway.get_or_insert_with(|| {
-                tracing::warn!(
-                    ?peer,
-                    "access-log stream without identifier; gateway unknown"
-                );
+                tracing::warn!(?peer, "access-log stream without identifier; gateway unknown");
                 Arc::new(GatewayId::unknown())
             });
             let batch: Vec<LogLine> = match &message.log_entries {
-                Some(LogEntries::HttpLogs(http)) => http
-                    .log_entry
-                    .iter()
-                    .map(|e| LogLine::from_http(e, gw))
-                    .collect(),
-                Some(LogEntries::TcpLogs(tcp)) => tcp
-                    .log_entry
-                    .iter()
-                    .map(|e| LogLine::from_tcp(e, gw))
-                    .collect(),
+                Some(LogEntries::HttpLogs(http)) => http.log_entry.iter().map(|e| LogLine::from_http(e, gw)).collect(),
+                Some(LogEntries::TcpLogs(tcp)) => tcp.log_entry.iter().map(|e| LogLine::from_tcp(e, gw)).collect(),
                 None => continue,
             };
             if batch.is_empty() {

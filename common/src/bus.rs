@@ -66,9 +66,16 @@ pub async fn connect(url: &str, name: &str) -> Result<Bus, BusError> {
         })
         .connect(url)
         .await
-        .map_err(|source| BusError::Connect { url: url.to_string(), source })?;
+        .map_err(|source| BusError::Connect {
+            url: url.to_string(),
+            source,
+        })?;
     let jetstream = jetstream::new(client.clone());
-    Ok(Bus { client, jetstream, epoch })
+    Ok(Bus {
+        client,
+        jetstream,
+        epoch,
+    })
 }
 
 impl Bus {
@@ -132,10 +139,14 @@ impl Bus {
         match created {
             Ok(store) => Ok(store),
             // Another process may have created it meanwhile.
-            Err(create) => self.jetstream.get_key_value(bucket).await.map_err(|_| BusError::Bucket {
-                bucket: bucket.to_string(),
-                message: create.to_string(),
-            }),
+            Err(create) => self
+                .jetstream
+                .get_key_value(bucket)
+                .await
+                .map_err(|_| BusError::Bucket {
+                    bucket: bucket.to_string(),
+                    message: create.to_string(),
+                }),
         }
     }
 }
@@ -169,7 +180,9 @@ pub fn spawn_kv_writer(
 ) -> watch::Receiver<WriterStats> {
     let (stats_tx, stats_rx) = watch::channel(WriterStats::default());
     tokio::spawn(async move {
-        let Ok(store) = bus.kv(bucket, &shutdown).await else { return };
+        let Ok(store) = bus.kv(bucket, &shutdown).await else {
+            return;
+        };
         let mut epoch = bus.epoch();
         // What we believe the bucket holds for our keys; None: unknown, read it first.
         let mut known: Option<BTreeMap<String, Bytes>> = None;
@@ -217,7 +230,12 @@ async fn reconcile(
             continue;
         }
         if value.len() > kgw_proto::nats::CHUNK_BYTES {
-            tracing::error!(bucket, key, bytes = value.len(), "value too large for one NATS message; not written");
+            tracing::error!(
+                bucket,
+                key,
+                bytes = value.len(),
+                "value too large for one NATS message; not written"
+            );
             stats.send_modify(|s| s.errors += 1);
             continue;
         }
@@ -287,14 +305,11 @@ pub enum KvEvent {
 
 /// Follows a bucket: sends `Full` first, then `Put`/`Delete` as they happen; after a
 /// reconnect (or a broken watch) sends a fresh `Full`. Ends when `events` is dropped.
-pub fn spawn_kv_mirror(
-    bus: Bus,
-    bucket: &'static str,
-    events: mpsc::Sender<KvEvent>,
-    shutdown: Shutdown,
-) {
+pub fn spawn_kv_mirror(bus: Bus, bucket: &'static str, events: mpsc::Sender<KvEvent>, shutdown: Shutdown) {
     tokio::spawn(async move {
-        let Ok(store) = bus.kv(bucket, &shutdown).await else { return };
+        let Ok(store) = bus.kv(bucket, &shutdown).await else {
+            return;
+        };
         let mut epoch = bus.epoch();
         let mut delay = Duration::from_millis(50);
         loop {

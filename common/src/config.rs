@@ -17,10 +17,10 @@ pub enum SourceKind {
 #[derive(Clone, Debug, clap::Args)]
 pub struct CommonArgs {
     /// NATS server URL.
-    #[arg(long, env = "KGW_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(long, env = "KGW_NATS_URL", default_value = "nats://127.0.0.1:4222", global = true)]
     pub nats_url: String,
     /// Log format on stderr: text or json.
-    #[arg(long, env = "KGW_LOG_FORMAT", default_value = "text")]
+    #[arg(long, env = "KGW_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: LogFormat,
 }
 

@@ -2,9 +2,7 @@
 //! the [`Index`] any config source fills (directory today, the Kubernetes API later).
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
-use gateway_api::apis::standard::{
-    gatewayclasses::GatewayClass, gateways::Gateway, httproutes::HttpRoute,
-};
+use gateway_api::apis::standard::{gatewayclasses::GatewayClass, gateways::Gateway, httproutes::HttpRoute};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
@@ -101,9 +99,9 @@ impl DecodeError {
     /// The resource the document declares, when it got that far.
     pub fn key_hint(&self) -> Option<(String, String, String)> {
         match self {
-            Self::Field { kind, namespace, name, .. } => {
-                Some((kind.clone(), namespace.clone(), name.clone()))
-            }
+            Self::Field {
+                kind, namespace, name, ..
+            } => Some((kind.clone(), namespace.clone(), name.clone())),
             Self::Missing(_) => None,
         }
     }
@@ -115,15 +113,25 @@ pub fn decode(doc: Value) -> Result<Option<(ResourceKey, Resource)>, DecodeError
     if doc.is_null() {
         return Ok(None);
     }
-    let api_version = doc.get("apiVersion").and_then(Value::as_str).ok_or(DecodeError::Missing("apiVersion"))?;
-    let kind_name = doc.get("kind").and_then(Value::as_str).ok_or(DecodeError::Missing("kind"))?;
+    let api_version = doc
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .ok_or(DecodeError::Missing("apiVersion"))?;
+    let kind_name = doc
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or(DecodeError::Missing("kind"))?;
     let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
     let Some(kind) = Kind::from_type(group, kind_name) else {
         tracing::debug!(api_version, kind = kind_name, "skipping a kind we do not read");
         return Ok(None);
     };
     let meta = doc.get("metadata");
-    let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("").to_string();
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let mut namespace = meta
         .and_then(|m| m.get("namespace"))
         .and_then(Value::as_str)
@@ -178,7 +186,13 @@ fn strict<T: DeserializeOwned + serde::Serialize>(
 
 /// The first key present in `input` that did not survive decoding.
 fn first_unknown_field(input: &Value, decoded: &Value, path: String) -> Option<String> {
-    let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
     match (input, decoded) {
         (Value::Mapping(input), Value::Mapping(decoded)) => input.iter().find_map(|(key, value)| {
             let key_str = key.as_str().map(str::to_string).unwrap_or_else(|| format!("{key:?}"));
@@ -287,7 +301,9 @@ mod tests {
         .expect("valid")
         .expect("known kind");
         assert_eq!(key.to_string(), "HTTPRoute/default/r");
-        let Resource::HttpRoute(route) = resource else { panic!("kind") };
+        let Resource::HttpRoute(route) = resource else {
+            panic!("kind")
+        };
         assert_eq!(route.metadata.namespace.as_deref(), Some("default"));
     }
 
@@ -307,12 +323,19 @@ mod tests {
             "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  hostname: [a]\n",
         ))
         .expect_err("typo");
-        assert_eq!(err.to_string(), "HTTPRoute/default/r: field `spec.hostname`: unknown field");
+        assert_eq!(
+            err.to_string(),
+            "HTTPRoute/default/r: field `spec.hostname`: unknown field"
+        );
     }
 
     #[test]
     fn skips_unknown_kinds_and_requires_names() {
-        assert!(decode(doc("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")).expect("ok").is_none());
+        assert!(
+            decode(doc("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"))
+                .expect("ok")
+                .is_none()
+        );
         let err = decode(doc("apiVersion: v1\nkind: Service\nmetadata: {}\n")).expect_err("no name");
         assert!(err.to_string().contains("metadata.name"), "{err}");
     }

@@ -116,9 +116,7 @@ impl DirState {
                 let after = self.effective(&key);
                 match (before, after) {
                     (Some(_), None) => Some(Change::Delete(key)),
-                    (before, Some(after)) if before.as_ref() != Some(&after) => {
-                        Some(Change::Upsert(key, after))
-                    }
+                    (before, Some(after)) if before.as_ref() != Some(&after) => Some(Change::Upsert(key, after)),
                     _ => None,
                 }
             })
@@ -184,7 +182,11 @@ fn parse_file(
                     file: file.to_string(),
                     document: i + 1,
                     resource: error.key_hint().map(|(k, ns, n)| {
-                        if ns.is_empty() { format!("{k}/{n}") } else { format!("{k}/{ns}/{n}") }
+                        if ns.is_empty() {
+                            format!("{k}/{n}")
+                        } else {
+                            format!("{k}/{ns}/{n}")
+                        }
                     }),
                     message: if kept {
                         format!("{error}; its last good version keeps serving")
@@ -203,7 +205,9 @@ fn keep_last_good(
     old: &BTreeMap<ResourceKey, Resource>,
     resources: &mut BTreeMap<ResourceKey, Resource>,
 ) -> bool {
-    let Some((kind, namespace, name)) = error.key_hint() else { return false };
+    let Some((kind, namespace, name)) = error.key_hint() else {
+        return false;
+    };
     let previous = old
         .iter()
         .find(|(k, _)| k.kind.as_str() == kind && k.namespace == namespace && k.name == name);
@@ -239,11 +243,7 @@ fn scan(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// Watches `dir` and sends a [`Batch`] after the initial scan and after every change.
 /// Runs until shutdown or until the receiver is dropped.
-pub fn spawn_dir_source(
-    dir: PathBuf,
-    batches: mpsc::Sender<Batch>,
-    shutdown: Shutdown,
-) -> Result<(), SourceError> {
+pub fn spawn_dir_source(dir: PathBuf, batches: mpsc::Sender<Batch>, shutdown: Shutdown) -> Result<(), SourceError> {
     if !dir.is_dir() {
         return Err(SourceError::NotADirectory(dir));
     }
@@ -257,10 +257,16 @@ pub fn spawn_dir_source(
         }
         Err(error) => tracing::warn!(%error, "file watch error"),
     })
-    .map_err(|source| SourceError::Watch { path: dir.clone(), source })?;
+    .map_err(|source| SourceError::Watch {
+        path: dir.clone(),
+        source,
+    })?;
     watcher
         .watch(&dir, notify::RecursiveMode::Recursive)
-        .map_err(|source| SourceError::Watch { path: dir.clone(), source })?;
+        .map_err(|source| SourceError::Watch {
+            path: dir.clone(),
+            source,
+        })?;
 
     tokio::spawn(async move {
         let _watcher = watcher; // dropped (unwatched) when this task ends
@@ -273,7 +279,11 @@ pub fn spawn_dir_source(
             changes.extend(reload(&mut state, &dir, path));
         }
         tracing::info!(dir = %dir.display(), files = initial.len(), resources = changes.len(), "read config directory");
-        let first = Batch { changes, problems: Arc::new(state.problems()), initial: true };
+        let first = Batch {
+            changes,
+            problems: Arc::new(state.problems()),
+            initial: true,
+        };
         if batches.send(first).await.is_err() {
             return;
         }
@@ -318,8 +328,16 @@ pub fn spawn_dir_source(
             if changes.is_empty() && problems == before {
                 continue;
             }
-            tracing::debug!(changes = changes.len(), problems = problems.len(), "config directory changed");
-            let batch = Batch { changes, problems: Arc::new(problems), initial: false };
+            tracing::debug!(
+                changes = changes.len(),
+                problems = problems.len(),
+                "config directory changed"
+            );
+            let batch = Batch {
+                changes,
+                problems: Arc::new(problems),
+                initial: false,
+            };
             if batches.send(batch).await.is_err() {
                 return;
             }
@@ -365,9 +383,18 @@ mod tests {
     fn add_edit_delete() {
         let mut state = DirState::default();
         let both = format!("{ROUTE_A}---\n{ROUTE_B}");
-        assert_eq!(names(&state.update_file("r.yaml", Some(&both))), ["+HTTPRoute/default/a", "+HTTPRoute/default/b"]);
-        assert!(state.update_file("r.yaml", Some(&both)).is_empty(), "no change, no event");
-        assert_eq!(names(&state.update_file("r.yaml", Some(ROUTE_A))), ["-HTTPRoute/default/b"]);
+        assert_eq!(
+            names(&state.update_file("r.yaml", Some(&both))),
+            ["+HTTPRoute/default/a", "+HTTPRoute/default/b"]
+        );
+        assert!(
+            state.update_file("r.yaml", Some(&both)).is_empty(),
+            "no change, no event"
+        );
+        assert_eq!(
+            names(&state.update_file("r.yaml", Some(ROUTE_A))),
+            ["-HTTPRoute/default/b"]
+        );
         assert_eq!(names(&state.update_file("r.yaml", None)), ["-HTTPRoute/default/a"]);
     }
 
@@ -377,13 +404,21 @@ mod tests {
         state.update_file("r.yaml", Some(&format!("{ROUTE_A}---\n{ROUTE_B}")));
         let bad_b = ROUTE_B.replace("hostnames: [b.example]", "hostnames: {x: 1}");
         let changes = state.update_file("r.yaml", Some(&format!("{ROUTE_A}---\n{bad_b}")));
-        assert!(changes.is_empty(), "b keeps its last good version: {:?}", names(&changes));
+        assert!(
+            changes.is_empty(),
+            "b keeps its last good version: {:?}",
+            names(&changes)
+        );
         let problems = state.problems();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].file, "r.yaml");
         assert_eq!(problems[0].document, 2);
         assert_eq!(problems[0].resource.as_deref(), Some("HTTPRoute/default/b"));
-        assert!(problems[0].message.contains("spec.hostnames"), "{}", problems[0].message);
+        assert!(
+            problems[0].message.contains("spec.hostnames"),
+            "{}",
+            problems[0].message
+        );
         // Fixing it clears the problem.
         state.update_file("r.yaml", Some(&format!("{ROUTE_A}---\n{ROUTE_B}")));
         assert!(state.problems().is_empty());

@@ -52,10 +52,7 @@ pub fn init(service: &'static str, format: LogFormat) -> Telemetry {
             .boxed(),
     };
     let provider = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").and_then(|_| {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build()
-            .ok()?;
+        let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build().ok()?;
         Some(
             SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)

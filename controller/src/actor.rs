@@ -64,7 +64,10 @@ impl ControllerActor {
             }
             for route in resources.clusters.iter() {
                 if let Some((name, namespace)) = route.name.rsplit_once('_') {
-                    self.users.entry(kgw_proto::nats::key(namespace, name)).or_default().insert(key.clone());
+                    self.users
+                        .entry(kgw_proto::nats::key(namespace, name))
+                        .or_default()
+                        .insert(key.clone());
                 }
             }
             let snapshot = Snapshot::new(&resources);
@@ -92,8 +95,10 @@ impl ControllerActor {
         match event {
             KvEvent::Full(all) => {
                 let mut changed: BTreeSet<String> = map.keys().cloned().collect();
-                let fresh: BTreeMap<String, T> =
-                    all.iter().filter_map(|(k, v)| decode(k, v).map(|v| (k.clone(), v))).collect();
+                let fresh: BTreeMap<String, T> = all
+                    .iter()
+                    .filter_map(|(k, v)| decode(k, v).map(|v| (k.clone(), v)))
+                    .collect();
                 for (key, value) in &fresh {
                     if map.get(key).map(|old| old.encode_to_vec()) != Some(value.encode_to_vec()) {
                         changed.insert(key.clone());
@@ -106,7 +111,9 @@ impl ControllerActor {
                 changed
             }
             KvEvent::Put(key, bytes) => {
-                let Some(value) = decode(&key, &bytes) else { return BTreeSet::new() };
+                let Some(value) = decode(&key, &bytes) else {
+                    return BTreeSet::new();
+                };
                 map.insert(key.clone(), value);
                 BTreeSet::from([key])
             }
@@ -172,10 +179,19 @@ impl Handler<UpstreamsChanged> for ControllerActor {
         let changed = Self::apply(&mut self.upstreams, event, "Upstream");
         // Proxies that route to a changed upstream; a new upstream may be one a route was
         // waiting for, so proxies with unresolved routes are retried too.
-        let mut affected: BTreeSet<String> =
-            changed.iter().filter_map(|k| self.users.get(k)).flatten().cloned().collect();
+        let mut affected: BTreeSet<String> = changed
+            .iter()
+            .filter_map(|k| self.users.get(k))
+            .flatten()
+            .cloned()
+            .collect();
         if !changed.is_empty() {
-            affected.extend(self.proxies.keys().filter(|k| !self.users.values().any(|u| u.contains(*k))).cloned());
+            affected.extend(
+                self.proxies
+                    .keys()
+                    .filter(|k| !self.users.values().any(|u| u.contains(*k)))
+                    .cloned(),
+            );
             affected.extend(waiting(&self.proxies, &changed));
         }
         self.retranslate(affected);
@@ -191,9 +207,10 @@ fn waiting(proxies: &BTreeMap<String, pb::Proxy>, changed: &BTreeSet<String>) ->
         .iter()
         .filter(|(_, proxy)| {
             proxy.listeners.iter().any(|l| match &l.listener_type {
-                Some(pb::listener::ListenerType::HttpListener(http)) => http.virtual_hosts.iter().any(|v| {
-                    v.routes.iter().any(|r| upstream_keys(r).any(|k| changed.contains(&k)))
-                }),
+                Some(pb::listener::ListenerType::HttpListener(http)) => http
+                    .virtual_hosts
+                    .iter()
+                    .any(|v| v.routes.iter().any(|r| upstream_keys(r).any(|k| changed.contains(&k)))),
                 None => false,
             })
         })
@@ -205,9 +222,11 @@ fn upstream_keys(route: &pb::Route) -> impl Iterator<Item = String> + '_ {
     let refs: Vec<&pb::ResourceRef> = match &route.action {
         Some(pb::route::Action::RouteAction(a)) => match &a.destination {
             Some(pb::route_action::Destination::Single(d)) => d.upstream.iter().collect(),
-            Some(pb::route_action::Destination::Multi(m)) => {
-                m.destinations.iter().filter_map(|w| w.destination.as_ref()?.upstream.as_ref()).collect()
-            }
+            Some(pb::route_action::Destination::Multi(m)) => m
+                .destinations
+                .iter()
+                .filter_map(|w| w.destination.as_ref()?.upstream.as_ref())
+                .collect(),
             None => Vec::new(),
         },
         _ => Vec::new(),

@@ -31,7 +31,10 @@ pub enum BootstrapError {
 }
 
 fn split(flag: &'static str, value: &str) -> Result<(String, u16), BootstrapError> {
-    let bad = || BootstrapError::Address { flag, value: value.to_string() };
+    let bad = || BootstrapError::Address {
+        flag,
+        value: value.to_string(),
+    };
     let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
     let port = port.parse().map_err(|_| bad())?;
     Ok((host.trim_start_matches('[').trim_end_matches(']').to_string(), port))
@@ -44,7 +47,11 @@ pub fn bootstrap(args: &BootstrapArgs) -> Result<serde_json::Value, BootstrapErr
     }
     let (xds_host, xds_port) = split("--xds-addr", &args.xds_addr)?;
     let (admin_host, admin_port) = split("--admin-addr", &args.admin_addr)?;
-    let xds_type = if xds_host.parse::<std::net::IpAddr>().is_ok() { "STATIC" } else { "STRICT_DNS" };
+    let xds_type = if xds_host.parse::<std::net::IpAddr>().is_ok() {
+        "STATIC"
+    } else {
+        "STRICT_DNS"
+    };
     Ok(json!({
         "node": {
             "id": args.node_id,

@@ -4,6 +4,7 @@
 
 pub mod actor;
 pub mod bootstrap;
+pub mod json;
 pub mod run;
 pub mod translate;
 pub mod xds;

@@ -3,7 +3,11 @@ use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand};
 use controller::{bootstrap, run, translate::Settings};
-use kgw_common::{config::CommonArgs, shutdown::{self, Shutdown}, telemetry};
+use kgw_common::{
+    config::CommonArgs,
+    shutdown::{self, Shutdown},
+    telemetry,
+};
 
 /// Proxy + Upstreams → Envoy configuration, served over xDS.
 #[derive(Parser, Debug)]
@@ -40,7 +44,9 @@ fn main() -> anyhow::Result<()> {
         let config = run::RunConfig {
             nats_url: cli.common.nats_url.clone(),
             xds_addr: cli.xds_addr,
-            settings: Settings { access_log_address: cli.access_log_addr.clone() },
+            settings: Settings {
+                access_log_address: cli.access_log_addr.clone(),
+            },
         };
         let running = run::start(config, stop.clone()).await?;
         tokio::select! {

@@ -13,7 +13,10 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     actor::{ControllerActor, ProxiesChanged, UpstreamsChanged},
     translate::Settings,
-    xds::{SnapshotCache, ads::{AdsService, XdsStats}},
+    xds::{
+        SnapshotCache,
+        ads::{AdsService, XdsStats},
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +50,10 @@ pub struct Running {
 pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, ControllerError> {
     let listener = tokio::net::TcpListener::bind(config.xds_addr)
         .await
-        .map_err(|source| ControllerError::Listen { addr: config.xds_addr, source })?;
+        .map_err(|source| ControllerError::Listen {
+            addr: config.xds_addr,
+            source,
+        })?;
     let bus = bus::connect(&config.nats_url, "controller").await?;
     let cache = SnapshotCache::default();
     let (reports_tx, mut reports) = mpsc::unbounded_channel::<kgw_proto::v1::ProxyReport>();
@@ -97,5 +103,10 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Con
             .await
             .map_err(ControllerError::Serve)
     });
-    Ok(Running { cache, stats, synced, server })
+    Ok(Running {
+        cache,
+        stats,
+        synced,
+        server,
+    })
 }

@@ -61,8 +61,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Discov
         .await
         .map_err(DiscoveryError::Bus)?;
     let (batches_tx, batches) = mpsc::channel::<Batch>(16);
-    source::spawn_dir_source(config.config_dir, batches_tx, shutdown.clone())
-        .map_err(DiscoveryError::Source)?;
+    source::spawn_dir_source(config.config_dir, batches_tx, shutdown.clone()).map_err(DiscoveryError::Source)?;
     let (actor, outputs) = Discovery::new();
     let addr = actor.start();
 
@@ -132,8 +131,7 @@ fn spawn_writer(
         if !ready {
             return;
         }
-        let mut inner =
-            bus::spawn_kv_writer(bus, UPSTREAMS_BUCKET, outputs.desired, owns(), shutdown);
+        let mut inner = bus::spawn_kv_writer(bus, UPSTREAMS_BUCKET, outputs.desired, owns(), shutdown);
         loop {
             stats_tx.send_replace(inner.borrow_and_update().clone());
             if inner.changed().await.is_err() {
@@ -146,7 +144,5 @@ fn spawn_writer(
 
 /// Discovery owns the upstreams it wrote; never those of gateway (user-declared).
 pub fn owns() -> Owns {
-    Arc::new(|_key: &str, value: &[u8]| {
-        Upstream::decode(value).is_ok_and(|u| u.written_by == translate::WRITTEN_BY)
-    })
+    Arc::new(|_key: &str, value: &[u8]| Upstream::decode(value).is_ok_and(|u| u.written_by == translate::WRITTEN_BY))
 }

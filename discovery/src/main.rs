@@ -19,11 +19,7 @@ struct Args {
     nats_url: String,
     /// File rewritten every 5 s while connected to NATS with the config read (content:
     /// unix ms), for an exec probe that checks its age; removed on shutdown.
-    #[arg(
-        long,
-        env = "KGW_HEALTH_FILE",
-        default_value = "/tmp/kgw-discovery-healthy"
-    )]
+    #[arg(long, env = "KGW_HEALTH_FILE", default_value = "/tmp/kgw-discovery-healthy")]
     health_file: PathBuf,
     /// Log format on stderr: text or json.
     #[arg(long, env = "KGW_LOG_FORMAT", default_value = "text")]

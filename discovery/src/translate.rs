@@ -35,12 +35,7 @@ pub fn upstreams(index: &Index) -> BTreeMap<String, Upstream> {
             .unwrap_or_default();
         for port in spec.ports.iter().flatten() {
             let Some(number) = port_number(port.port) else {
-                tracing::debug!(
-                    namespace,
-                    name,
-                    port = port.port,
-                    "skipping service port out of range"
-                );
+                tracing::debug!(namespace, name, port = port.port, "skipping service port out of range");
                 continue;
             };
             let upstream = upstream(namespace, name, service, port, number, slices);
@@ -102,11 +97,7 @@ fn upstream(
 fn slices_by_service(index: &Index) -> BTreeMap<(&str, &str), Vec<&EndpointSlice>> {
     let mut out: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
     for ((namespace, _), slice) in &index.endpoint_slices {
-        let service = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL));
+        let service = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL));
         if let Some(service) = service {
             out.entry((namespace.as_str(), service.as_str()))
                 .or_default()
@@ -129,10 +120,10 @@ fn endpoints(port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<Endpoint> {
             tracing::debug!(slice = ?slice.metadata.name, address_type = slice.address_type, "skipping slice: not an IP address type");
             continue;
         }
-        let numbers = slice.ports.iter().flatten().filter(|p| {
-            p.name.as_deref().unwrap_or("") == name
-                && p.protocol.as_deref().unwrap_or("TCP") == protocol
-        });
+        let numbers =
+            slice.ports.iter().flatten().filter(|p| {
+                p.name.as_deref().unwrap_or("") == name && p.protocol.as_deref().unwrap_or("TCP") == protocol
+            });
         for number in numbers.filter_map(|p| p.port.and_then(port_number)) {
             for endpoint in &slice.endpoints {
                 let conditions = endpoint.conditions.as_ref();
@@ -153,13 +144,7 @@ fn endpoints(port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<Endpoint> {
     }
     // Ready copies first, so dedup keeps them.
     out.sort_by(|a, b| {
-        (&a.address, a.port, !a.ready, &a.zone, &a.hostname).cmp(&(
-            &b.address,
-            b.port,
-            !b.ready,
-            &b.zone,
-            &b.hostname,
-        ))
+        (&a.address, a.port, !a.ready, &a.zone, &a.hostname).cmp(&(&b.address, b.port, !b.ready, &b.zone, &b.hostname))
     });
     out.dedup_by(|later, kept| later.address == kept.address && later.port == kept.port);
     out
@@ -174,9 +159,7 @@ mod tests {
     use std::sync::Arc;
 
     use k8s_openapi::api::core::v1::ServiceSpec;
-    use k8s_openapi::api::discovery::v1::{
-        Endpoint as SliceEndpoint, EndpointConditions, EndpointPort,
-    };
+    use k8s_openapi::api::discovery::v1::{Endpoint as SliceEndpoint, EndpointConditions, EndpointPort};
     use prost::Message as _;
 
     use super::*;
@@ -229,10 +212,9 @@ mod tests {
 
     fn index(slices: Vec<(&str, EndpointSlice)>) -> Index {
         let mut index = Index::default();
-        index.services.insert(
-            ("default".into(), "web".into()),
-            Arc::new(service(&[("http", 80)])),
-        );
+        index
+            .services
+            .insert(("default".into(), "web".into()), Arc::new(service(&[("http", 80)])));
         for (name, slice) in slices {
             index
                 .endpoint_slices
@@ -242,10 +224,7 @@ mod tests {
     }
 
     fn bytes(index: &Index) -> Vec<Vec<u8>> {
-        upstreams(index)
-            .values()
-            .map(|u| u.encode_to_vec())
-            .collect()
+        upstreams(index).values().map(|u| u.encode_to_vec()).collect()
     }
 
     #[test]
@@ -262,8 +241,7 @@ mod tests {
         let a = slice("a", 8080, &[("10.0.0.1", Some(false))]);
         let b = slice("b", 8080, &[("10.0.0.1", Some(true))]);
         let all = upstreams(&index(vec![("web-a", a), ("web-b", b)]));
-        let Some(UpstreamType::Kube(kube)) = all["default.default-web-80"].upstream_type.clone()
-        else {
+        let Some(UpstreamType::Kube(kube)) = all["default.default-web-80"].upstream_type.clone() else {
             panic!("kube upstream")
         };
         assert_eq!(kube.endpoints.len(), 1);

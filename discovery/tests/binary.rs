@@ -32,9 +32,7 @@ impl Drop for Guard {
 
 impl Guard {
     fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        eventually_blocking(limit, "discovery to exit", || {
-            self.0.try_wait().expect("try_wait")
-        })
+        eventually_blocking(limit, "discovery to exit", || self.0.try_wait().expect("try_wait"))
     }
 }
 
@@ -102,22 +100,12 @@ fn binary_listens_on_nothing_and_stops_on_sigterm() {
     );
     let mut connected_to_nats = false;
     for table in ["tcp", "tcp6"] {
-        for row in rows(pid, table)
-            .into_iter()
-            .filter(|r| sockets.contains(&r.inode))
-        {
-            assert_ne!(
-                row.state, "0A",
-                "discovery listens on TCP {} ({table})",
-                row.local
-            );
+        for row in rows(pid, table).into_iter().filter(|r| sockets.contains(&r.inode)) {
+            assert_ne!(row.state, "0A", "discovery listens on TCP {} ({table})", row.local);
             connected_to_nats |= row.state == "01" && port_of(&row.remote) == Some(nats.port);
         }
     }
-    assert!(
-        connected_to_nats,
-        "no established TCP connection to nats-server"
-    );
+    assert!(connected_to_nats, "no established TCP connection to nats-server");
     for table in ["udp", "udp6", "udplite", "udplite6", "raw", "raw6"] {
         let bound: Vec<_> = rows(pid, table)
             .into_iter()
@@ -137,10 +125,7 @@ fn binary_listens_on_nothing_and_stops_on_sigterm() {
         && out.status.success()
     {
         let text = String::from_utf8_lossy(&out.stdout);
-        let mine: Vec<_> = text
-            .lines()
-            .filter(|l| l.contains(&format!("pid={pid},")))
-            .collect();
+        let mine: Vec<_> = text.lines().filter(|l| l.contains(&format!("pid={pid},"))).collect();
         assert!(mine.is_empty(), "ss shows discovery listening: {mine:?}");
     }
 
@@ -150,11 +135,7 @@ fn binary_listens_on_nothing_and_stops_on_sigterm() {
         .expect("kill -TERM");
     assert!(status.success());
     let exit = child.wait_exit(Duration::from_secs(15));
-    assert!(
-        exit.success(),
-        "exit status {exit:?}; log:\n{}",
-        log_text(dir.path())
-    );
+    assert!(exit.success(), "exit status {exit:?}; log:\n{}", log_text(dir.path()));
     assert!(!health.exists(), "health file removed on shutdown");
 }
 
@@ -178,10 +159,7 @@ fn binary_fails_on_a_missing_config_dir() {
     if let Some(mut pipe) = child.0.stderr.take() {
         std::io::Read::read_to_string(&mut pipe, &mut stderr).expect("stderr");
     }
-    assert!(
-        stderr.contains("absent"),
-        "error names the directory: {stderr}"
-    );
+    assert!(stderr.contains("absent"), "error names the directory: {stderr}");
 }
 
 fn log_text(dir: &Path) -> String {
@@ -195,11 +173,7 @@ fn socket_inodes(pid: u32) -> BTreeSet<u64> {
         .filter_map(|fd| std::fs::read_link(fd.path()).ok())
         .filter_map(|target| {
             let target = target.to_string_lossy().into_owned();
-            target
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')?
-                .parse()
-                .ok()
+            target.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
         })
         .collect()
 }
@@ -243,10 +217,7 @@ fn listening_unix_socket(pid: u32, sockets: &BTreeSet<u64>) -> bool {
     };
     text.lines().skip(1).any(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let flags = f
-            .get(3)
-            .and_then(|x| u32::from_str_radix(x, 16).ok())
-            .unwrap_or(0);
+        let flags = f.get(3).and_then(|x| u32::from_str_radix(x, 16).ok()).unwrap_or(0);
         let inode = f.get(6).and_then(|x| x.parse::<u64>().ok());
         inode.is_some_and(|i| sockets.contains(&i)) && flags & 0x10000 != 0
     })

@@ -53,17 +53,10 @@ async fn scenario(url: String) {
     let config = dir.path().join("config");
     std::fs::create_dir(&config).expect("mkdir");
     std::fs::write(config.join("web.yaml"), SERVICE_WEB).expect("write");
-    std::fs::write(
-        config.join("web-slice.yaml"),
-        web_slice(&["10.0.0.1", "10.0.0.2"]),
-    )
-    .expect("write");
+    std::fs::write(config.join("web-slice.yaml"), web_slice(&["10.0.0.1", "10.0.0.2"])).expect("write");
     std::fs::write(config.join("api.yaml"), SERVICE_API).expect("write");
     let health = dir.path().join("healthy");
-    let mut beats = client
-        .subscribe(DISCOVERY_HEARTBEAT_SUBJECT)
-        .await
-        .expect("subscribe");
+    let mut beats = client.subscribe(DISCOVERY_HEARTBEAT_SUBJECT).await.expect("subscribe");
 
     let shutdown = Shutdown::new();
     let running = discovery::start(cfg(&config, &url, &health), shutdown.clone())
@@ -72,18 +65,11 @@ async fn scenario(url: String) {
 
     // Upstreams appear; the stale one goes; gateway's stays.
     eventually(WAIT, "both upstreams written, stale deleted", || async {
-        let (web, api, stale) = (
-            rev(&store, WEB).await,
-            rev(&store, API).await,
-            rev(&store, STALE).await,
-        );
+        let (web, api, stale) = (rev(&store, WEB).await, rev(&store, API).await, rev(&store, STALE).await);
         (web.is_some() && api.is_some() && stale.is_none()).then_some(())
     })
     .await;
-    assert_eq!(
-        endpoints(&store, WEB).await,
-        ["10.0.0.1:8080", "10.0.0.2:8080"]
-    );
+    assert_eq!(endpoints(&store, WEB).await, ["10.0.0.1:8080", "10.0.0.2:8080"]);
     assert_eq!(endpoints(&store, API).await, ["10.0.1.1:9000"]);
     assert!(rev(&store, USER).await.is_some(), "gateway's upstream kept");
 
@@ -105,10 +91,7 @@ async fn scenario(url: String) {
         "{}",
         beat.instance
     );
-    eventually(WAIT, "health file", || async {
-        health.exists().then_some(())
-    })
-    .await;
+    eventually(WAIT, "health file", || async { health.exists().then_some(()) }).await;
 
     // One endpoint fewer: only web's upstream is rewritten.
     let mut stats = running.writer.clone();
@@ -124,11 +107,7 @@ async fn scenario(url: String) {
     })
     .await;
     assert!(rev(&store, WEB).await > web_rev);
-    assert_eq!(
-        rev(&store, API).await,
-        api_rev,
-        "api's upstream not rewritten"
-    );
+    assert_eq!(rev(&store, API).await, api_rev, "api's upstream not rewritten");
     let after = tokio::time::timeout(WAIT, stats.wait_for(|s| s.puts > before.puts))
         .await
         .expect("put counted")
@@ -157,14 +136,11 @@ async fn scenario(url: String) {
         .await
         .expect("restart");
     let mut stats = running.writer.clone();
-    let settled = tokio::time::timeout(
-        WAIT,
-        stats.wait_for(|s| s.unchanged > 0 || s.puts > 0 || s.deletes > 0),
-    )
-    .await
-    .expect("writer reconciled")
-    .expect("writer")
-    .clone();
+    let settled = tokio::time::timeout(WAIT, stats.wait_for(|s| s.unchanged > 0 || s.puts > 0 || s.deletes > 0))
+        .await
+        .expect("writer reconciled")
+        .expect("writer")
+        .clone();
     assert_eq!(
         (settled.puts, settled.deletes, settled.errors),
         (0, 0, 0),

@@ -34,7 +34,13 @@ pub struct GatewayActor {
 
 impl GatewayActor {
     pub fn new(options: Options, outputs: Outputs) -> Self {
-        Self { index: Index::default(), problems: Arc::default(), options, outputs, last: None }
+        Self {
+            index: Index::default(),
+            problems: Arc::default(),
+            options,
+            outputs,
+            last: None,
+        }
     }
 }
 
@@ -65,7 +71,9 @@ impl Handler<SourceBatch> for GatewayActor {
         if self.last.as_ref().map(|l| &l.proxies) != Some(&output.proxies) {
             self.outputs.proxies.send_replace(Arc::new(encode_proxies(&output)));
         }
-        self.outputs.status.send_replace(Arc::new(encode_status(&output, &self.problems)));
+        self.outputs
+            .status
+            .send_replace(Arc::new(encode_status(&output, &self.problems)));
         self.outputs.synced.send_replace(true);
         self.last = Some(output);
     }

@@ -1,7 +1,11 @@
 #![forbid(unsafe_code)]
 use clap::{Parser, Subcommand};
 use gateway::{run, status_cmd, translate::Options};
-use kgw_common::{config::{CommonArgs, SourceArgs}, shutdown::{self, Shutdown}, telemetry};
+use kgw_common::{
+    config::{CommonArgs, SourceArgs},
+    shutdown::{self, Shutdown},
+    telemetry,
+};
 
 /// Gateway API + policies → Proxy (KV kgw_proxies), and status.
 #[derive(Parser, Debug)]
@@ -33,10 +37,13 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
-    let result: anyhow::Result<()> = actix::System::with_tokio_rt(move || runtime().expect("tokio runtime"))
-        .block_on(async move {
+    let result: anyhow::Result<()> =
+        actix::System::with_tokio_rt(move || runtime().expect("tokio runtime")).block_on(async move {
             if let Some(Command::Status { filter }) = &cli.command {
-                print!("{}", status_cmd::print_status(&cli.common.nats_url, filter.as_deref()).await?);
+                print!(
+                    "{}",
+                    status_cmd::print_status(&cli.common.nats_url, filter.as_deref()).await?
+                );
                 return Ok(());
             }
             let _telemetry = telemetry::init("gateway", cli.common.log_format);

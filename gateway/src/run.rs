@@ -47,7 +47,11 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Gat
     let (proxies_tx, proxies) = watch::channel(KvState::default());
     let (status_tx, status) = watch::channel(KvState::default());
     let (synced_tx, synced) = watch::channel(false);
-    let outputs = Outputs { proxies: proxies_tx, status: status_tx, synced: synced_tx };
+    let outputs = Outputs {
+        proxies: proxies_tx,
+        status: status_tx,
+        synced: synced_tx,
+    };
     let actor = GatewayActor::new(config.options, outputs).start();
 
     let (batches_tx, mut batches) = mpsc::channel(16);
@@ -71,12 +75,22 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Gat
         if ready.wait_for(|synced| *synced).await.is_err() {
             return;
         }
-        let mut stats =
-            bus::spawn_kv_writer(writer_bus.clone(), PROXIES_BUCKET, writer_proxies, everything.clone(), shutdown.clone());
+        let mut stats = bus::spawn_kv_writer(
+            writer_bus.clone(),
+            PROXIES_BUCKET,
+            writer_proxies,
+            everything.clone(),
+            shutdown.clone(),
+        );
         bus::spawn_kv_writer(writer_bus, STATUS_BUCKET, status, everything, shutdown);
         while stats.changed().await.is_ok() {
             writes_tx.send_replace(stats.borrow().clone());
         }
     });
-    Ok(Running { bus, synced, proxies, proxy_writes })
+    Ok(Running {
+        bus,
+        synced,
+        proxies,
+        proxy_writes,
+    })
 }

@@ -18,9 +18,10 @@ pub async fn print_status(nats_url: &str, filter: Option<&str>) -> Result<String
             }));
         }
     };
-    let all = bus::read_all(&store)
-        .await
-        .map_err(|message| bus::BusError::Bucket { bucket: STATUS_BUCKET.into(), message })?;
+    let all = bus::read_all(&store).await.map_err(|message| bus::BusError::Bucket {
+        bucket: STATUS_BUCKET.into(),
+        message,
+    })?;
     let mut out = String::new();
     for (key, value) in all {
         if filter.is_some_and(|f| !key.contains(f)) {

@@ -163,17 +163,10 @@ fn try_take(layout: Layout) -> Result<Result<Lease, Busy>> {
             return Err(e).with_context(|| format!("locking {}", path.display()));
         }
     }
-    if let Some(addr) = layout
-        .probes()
-        .into_iter()
-        .find(|a| TcpListener::bind(a).is_err())
-    {
+    if let Some(addr) = layout.probes().into_iter().find(|a| TcpListener::bind(a).is_err()) {
         return Ok(Err(Busy::Bound(addr)));
     }
-    Ok(Ok(Lease {
-        layout,
-        _lock: file,
-    }))
+    Ok(Ok(Lease { layout, _lock: file }))
 }
 
 /// Takes `layout` if it is free (its lock not held, its ports bindable).
@@ -206,10 +199,7 @@ pub fn take_local() -> Result<Lease> {
     match try_take(Layout::local())? {
         Ok(lease) => Ok(lease),
         Err(Busy::Locked(path)) => {
-            bail!(
-                "another kgw-up holds the local layout (lock {})",
-                path.display()
-            )
+            bail!("another kgw-up holds the local layout (lock {})", path.display())
         }
         Err(Busy::Bound(addr)) => bail!("{addr} is already in use: is another kgw-up running?"),
     }

@@ -38,10 +38,7 @@ fn find_bin_dir() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("KGW_BIN_DIR") {
         let dir = PathBuf::from(dir);
         if !is_executable(&dir.join(CONTROLLER)) {
-            bail!(
-                "KGW_BIN_DIR={} has no executable `controller`",
-                dir.display()
-            );
+            bail!("KGW_BIN_DIR={} has no executable `controller`", dir.display());
         }
         return Ok(dir);
     }

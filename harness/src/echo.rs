@@ -34,11 +34,7 @@ pub fn describe<B>(name: &str, req: &Request<B>) -> serde_json::Value {
         .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     serde_json::json!({
         "backend": name,
         "method": req.method().as_str(),
@@ -70,9 +66,7 @@ pub async fn serve(listener: TcpListener, name: String) {
         let name = name.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| handle(name.clone(), req));
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }

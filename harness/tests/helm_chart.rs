@@ -36,13 +36,7 @@ fn ensure_renderer(py: &str) {
     }
     eprintln!("helm_chart: installing {missing:?} with pip");
     let out = run(Command::new(py)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
         .args(&missing));
     assert!(
         out.status.success(),
@@ -69,11 +63,7 @@ fn helm_chart_lints_renders_and_has_the_legacy_layout() {
     let script = root.join("deploy/scripts/check_chart.py");
     let chart = root.join("deploy/helm/kgw");
     assert!(script.is_file(), "missing {}", script.display());
-    assert!(
-        chart.join("Chart.yaml").is_file(),
-        "missing {}",
-        chart.display()
-    );
+    assert!(chart.join("Chart.yaml").is_file(), "missing {}", chart.display());
 
     let out = run(Command::new(&py)
         .arg(&script)

@@ -13,7 +13,10 @@ use envoy_types::pb::{
 use envoy_types::util::pack_any;
 use kgw_proto::v1 as pb;
 
-use super::{ACCESS_LOG_CLUSTER, listeners::{ads_config_source, socket_address}};
+use super::{
+    ACCESS_LOG_CLUSTER,
+    listeners::{ads_config_source, socket_address},
+};
 
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
@@ -25,14 +28,18 @@ fn http2(cluster: &mut Cluster) {
     let options = HttpProtocolOptions {
         upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
             http_protocol_options::ExplicitHttpConfig {
-                protocol_config: Some(http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                    Http2ProtocolOptions::default(),
-                )),
+                protocol_config: Some(
+                    http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                        Http2ProtocolOptions::default(),
+                    ),
+                ),
             },
         )),
         ..Default::default()
     };
-    cluster.typed_extension_protocol_options.insert(HTTP_PROTOCOL_OPTIONS.into(), pack_any(options));
+    cluster
+        .typed_extension_protocol_options
+        .insert(HTTP_PROTOCOL_OPTIONS.into(), pack_any(options));
 }
 
 fn discovery_type(t: cluster::DiscoveryType) -> Option<cluster::ClusterDiscoveryType> {
@@ -46,13 +53,20 @@ fn load_assignment<'a>(name: &str, hosts: impl Iterator<Item = (&'a str, u32, bo
                 address: Some(socket_address(address, port)),
                 ..Default::default()
             })),
-            health_status: if ready { HealthStatus::Healthy } else { HealthStatus::Unhealthy } as i32,
+            health_status: if ready {
+                HealthStatus::Healthy
+            } else {
+                HealthStatus::Unhealthy
+            } as i32,
             ..Default::default()
         })
         .collect();
     ClusterLoadAssignment {
         cluster_name: name.to_string(),
-        endpoints: vec![LocalityLbEndpoints { lb_endpoints, ..Default::default() }],
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints,
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }
@@ -60,7 +74,11 @@ fn load_assignment<'a>(name: &str, hosts: impl Iterator<Item = (&'a str, u32, bo
 /// One Cluster per Upstream; kube upstreams are EDS clusters with their endpoints as a
 /// separate ClusterLoadAssignment, static upstreams carry their hosts inline.
 pub fn cluster(name: &str, upstream: &pb::Upstream) -> (Cluster, Option<ClusterLoadAssignment>) {
-    let mut out = Cluster { name: name.to_string(), connect_timeout: connect_timeout(), ..Default::default() };
+    let mut out = Cluster {
+        name: name.to_string(),
+        connect_timeout: connect_timeout(),
+        ..Default::default()
+    };
     match &upstream.upstream_type {
         Some(pb::upstream::UpstreamType::Kube(kube)) => {
             out.cluster_discovery_type = discovery_type(cluster::DiscoveryType::Eds);
@@ -76,11 +94,20 @@ pub fn cluster(name: &str, upstream: &pb::Upstream) -> (Cluster, Option<ClusterL
             (out, Some(endpoints))
         }
         Some(pb::upstream::UpstreamType::Static(hosts)) => {
-            let all_ips = hosts.hosts.iter().all(|h| h.address.parse::<std::net::IpAddr>().is_ok());
-            let kind = if all_ips { cluster::DiscoveryType::Static } else { cluster::DiscoveryType::StrictDns };
+            let all_ips = hosts
+                .hosts
+                .iter()
+                .all(|h| h.address.parse::<std::net::IpAddr>().is_ok());
+            let kind = if all_ips {
+                cluster::DiscoveryType::Static
+            } else {
+                cluster::DiscoveryType::StrictDns
+            };
             out.cluster_discovery_type = discovery_type(kind);
-            out.load_assignment =
-                Some(load_assignment(name, hosts.hosts.iter().map(|h| (h.address.as_str(), h.port, true))));
+            out.load_assignment = Some(load_assignment(
+                name,
+                hosts.hosts.iter().map(|h| (h.address.as_str(), h.port, true)),
+            ));
             (out, None)
         }
         None => {

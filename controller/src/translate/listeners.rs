@@ -1,22 +1,20 @@
 //! Proxy listener → Envoy Listener with an HTTP connection manager (RDS over ADS, router,
 //! gRPC access log).
-use envoy_types::pb::{
-    envoy::{
-        config::{
-            accesslog::v3::{AccessLog, access_log},
-            core::v3::{
-                Address, AggregatedConfigSource, ApiVersion, ConfigSource, GrpcService, SocketAddress,
-                address, config_source, grpc_service, socket_address,
-            },
-            listener::v3::{Filter, FilterChain, Listener, filter},
+use envoy_types::pb::envoy::{
+    config::{
+        accesslog::v3::{AccessLog, access_log},
+        core::v3::{
+            Address, AggregatedConfigSource, ApiVersion, ConfigSource, GrpcService, SocketAddress, address,
+            config_source, grpc_service, socket_address,
         },
-        extensions::{
-            access_loggers::grpc::v3::{CommonGrpcAccessLogConfig, HttpGrpcAccessLogConfig},
-            filters::{
-                http::router::v3::Router,
-                network::http_connection_manager::v3::{
-                    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
-                },
+        listener::v3::{Filter, FilterChain, Listener, filter},
+    },
+    extensions::{
+        access_loggers::grpc::v3::{CommonGrpcAccessLogConfig, HttpGrpcAccessLogConfig},
+        filters::{
+            http::router::v3::Router,
+            network::http_connection_manager::v3::{
+                HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
             },
         },
     },

@@ -9,8 +9,7 @@ mod routes;
 use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::config::{
-    cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
-    route::v3::RouteConfiguration,
+    cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener, route::v3::RouteConfiguration,
 };
 use kgw_proto::v1 as pb;
 
@@ -94,7 +93,8 @@ pub fn translate(
         out.endpoints.extend(endpoints);
     }
     if !settings.access_log_address.is_empty() {
-        out.clusters.push(clusters::access_log_cluster(&settings.access_log_address));
+        out.clusters
+            .push(clusters::access_log_cluster(&settings.access_log_address));
     }
     out.listeners.sort_by(|a, b| a.name.cmp(&b.name));
     out.routes.sort_by(|a, b| a.name.cmp(&b.name));

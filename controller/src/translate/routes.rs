@@ -45,7 +45,11 @@ pub fn route_configuration<'a>(
             ..Default::default()
         })
         .collect();
-    RouteConfiguration { name: name.to_string(), virtual_hosts, ..Default::default() }
+    RouteConfiguration {
+        name: name.to_string(),
+        virtual_hosts,
+        ..Default::default()
+    }
 }
 
 fn route<'a>(
@@ -126,7 +130,10 @@ fn route<'a>(
             ..Default::default()
         }),
         Some(pb::route::Action::RedirectAction(redirect)) => route::Action::Redirect(redirect_action(redirect)),
-        None => route::Action::DirectResponse(DirectResponseAction { status: 500, ..Default::default() }),
+        None => route::Action::DirectResponse(DirectResponseAction {
+            status: 500,
+            ..Default::default()
+        }),
     };
     Route {
         name: r.name.clone(),
@@ -141,12 +148,19 @@ fn route<'a>(
 }
 
 fn millis(ms: u32) -> Duration {
-    Duration { seconds: i64::from(ms / 1000), nanos: ((ms % 1000) * 1_000_000) as i32 }
+    Duration {
+        seconds: i64::from(ms / 1000),
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
 }
 
 fn header(h: &pb::HeaderValue) -> HeaderValueOption {
     HeaderValueOption {
-        header: Some(HeaderValue { key: h.name.clone(), value: h.value.clone(), ..Default::default() }),
+        header: Some(HeaderValue {
+            key: h.name.clone(),
+            value: h.value.clone(),
+            ..Default::default()
+        }),
         append_action: if h.append {
             header_value_option::HeaderAppendAction::AppendIfExistsOrAdd
         } else {
@@ -159,7 +173,10 @@ fn header(h: &pb::HeaderValue) -> HeaderValueOption {
 fn string_match(value: &str, regex: bool) -> StringMatcher {
     StringMatcher {
         match_pattern: Some(if regex {
-            string_matcher::MatchPattern::SafeRegex(RegexMatcher { regex: value.to_string(), ..Default::default() })
+            string_matcher::MatchPattern::SafeRegex(RegexMatcher {
+                regex: value.to_string(),
+                ..Default::default()
+            })
         } else {
             string_matcher::MatchPattern::Exact(value.to_string())
         }),
@@ -170,9 +187,10 @@ fn string_match(value: &str, regex: bool) -> StringMatcher {
 fn route_match(m: &pb::Matcher) -> RouteMatch {
     let path_specifier = match &m.path_specifier {
         Some(pb::matcher::PathSpecifier::Exact(p)) => route_match::PathSpecifier::Path(p.clone()),
-        Some(pb::matcher::PathSpecifier::Regex(p)) => {
-            route_match::PathSpecifier::SafeRegex(RegexMatcher { regex: p.clone(), ..Default::default() })
-        }
+        Some(pb::matcher::PathSpecifier::Regex(p)) => route_match::PathSpecifier::SafeRegex(RegexMatcher {
+            regex: p.clone(),
+            ..Default::default()
+        }),
         Some(pb::matcher::PathSpecifier::Prefix(p)) if p != "/" && p.ends_with('/') => {
             // Gateway API prefixes match whole path segments: "/a/" matches "/a" too.
             route_match::PathSpecifier::PathSeparatedPrefix(p.trim_end_matches('/').to_string())
@@ -215,9 +233,9 @@ fn route_match(m: &pb::Matcher) -> RouteMatch {
             .iter()
             .map(|q| QueryParameterMatcher {
                 name: q.name.clone(),
-                query_parameter_match_specifier: Some(query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(
-                    string_match(&q.value, q.regex),
-                )),
+                query_parameter_match_specifier: Some(
+                    query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(string_match(&q.value, q.regex)),
+                ),
             })
             .collect(),
         ..Default::default()

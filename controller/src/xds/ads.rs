@@ -68,8 +68,7 @@ type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status
 #[tonic::async_trait]
 impl<S: SnapshotSource> AggregatedDiscoveryService for AdsService<S> {
     type StreamAggregatedResourcesStream = ResponseStream;
-    type DeltaAggregatedResourcesStream =
-        Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+    type DeltaAggregatedResourcesStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
 
     async fn stream_aggregated_resources(
         &self,
@@ -86,7 +85,9 @@ impl<S: SnapshotSource> AggregatedDiscoveryService for AdsService<S> {
         &self,
         _request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented("delta xDS is not served yet; use state-of-the-world ADS"))
+        Err(Status::unimplemented(
+            "delta xDS is not served yet; use state-of-the-world ADS",
+        ))
     }
 }
 
@@ -114,7 +115,16 @@ struct StreamState<S> {
 
 impl<S: SnapshotSource> StreamState<S> {
     fn new(source: S, stats: Arc<XdsStats>, tx: mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Self {
-        Self { source, stats, tx, role: None, node_id: String::new(), snapshots: None, types: HashMap::new(), nonce: 0 }
+        Self {
+            source,
+            stats,
+            tx,
+            role: None,
+            node_id: String::new(),
+            snapshots: None,
+            types: HashMap::new(),
+            nonce: 0,
+        }
     }
 
     async fn run(mut self, mut inbound: Streaming<DiscoveryRequest>) {
@@ -154,7 +164,10 @@ impl<S: SnapshotSource> StreamState<S> {
     async fn on_request(&mut self, request: DiscoveryRequest) -> bool {
         if self.role.is_none() {
             let Some(node) = request.node.as_ref() else {
-                let _ = self.tx.send(Err(Status::invalid_argument("the first request must carry the node"))).await;
+                let _ = self
+                    .tx
+                    .send(Err(Status::invalid_argument("the first request must carry the node")))
+                    .await;
                 return false;
             };
             let Some(role) = node_role(node) else {
@@ -207,8 +220,12 @@ impl<S: SnapshotSource> StreamState<S> {
         let Some(snapshot) = self.snapshots.as_ref().and_then(|rx| rx.borrow().clone()) else {
             return true; // nothing to serve this role yet; Envoy waits
         };
-        let Some(state) = self.types.get_mut(type_url) else { return true };
-        let Some(response) = build_response(&snapshot, type_url, state) else { return true };
+        let Some(state) = self.types.get_mut(type_url) else {
+            return true;
+        };
+        let Some(response) = build_response(&snapshot, type_url, state) else {
+            return true;
+        };
         self.nonce += 1;
         let nonce = self.nonce.to_string();
         let state = self.types.entry(type_url.to_string()).or_default();
@@ -223,8 +240,16 @@ impl<S: SnapshotSource> StreamState<S> {
 fn build_response(snapshot: &Snapshot, type_url: &str, state: &TypeState) -> Option<DiscoveryResponse> {
     let empty = Default::default();
     let resources = snapshot.types.get(type_url).unwrap_or(&empty);
-    let version = if resources.version.is_empty() { "empty".to_string() } else { resources.version.clone() };
-    if state.sent.as_ref().is_some_and(|(v, names)| *v == version && *names == state.names) {
+    let version = if resources.version.is_empty() {
+        "empty".to_string()
+    } else {
+        resources.version.clone()
+    };
+    if state
+        .sent
+        .as_ref()
+        .is_some_and(|(v, names)| *v == version && *names == state.names)
+    {
         return None;
     }
     if state.rejected.as_deref() == Some(version.as_str()) {
@@ -238,5 +263,10 @@ fn build_response(snapshot: &Snapshot, type_url: &str, state: &TypeState) -> Opt
         .filter(|(name, _)| !by_name || state.names.iter().any(|n| n == *name))
         .map(|(_, any)| any.clone())
         .collect();
-    Some(DiscoveryResponse { version_info: version, resources: items, type_url: type_url.to_string(), ..Default::default() })
+    Some(DiscoveryResponse {
+        version_info: version,
+        resources: items,
+        type_url: type_url.to_string(),
+        ..Default::default()
+    })
 }

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use super::Snapshot;
 
 pub type SnapshotRx = watch::Receiver<Option<Arc<Snapshot>>>;
+type SnapshotTx = watch::Sender<Option<Arc<Snapshot>>>;
 
 /// What the ADS service needs from the state: a subscription per role.
 pub trait SnapshotSource: Clone + Send + Sync + 'static {
@@ -18,7 +19,7 @@ pub trait SnapshotSource: Clone + Send + Sync + 'static {
 
 #[derive(Clone, Default)]
 pub struct SnapshotCache {
-    roles: Arc<Mutex<HashMap<String, watch::Sender<Option<Arc<Snapshot>>>>>>,
+    roles: Arc<Mutex<HashMap<String, SnapshotTx>>>,
 }
 
 impl SnapshotCache {
@@ -38,13 +39,20 @@ impl SnapshotCache {
 
     pub fn roles(&self) -> Vec<String> {
         let roles = self.roles.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        roles.iter().filter(|(_, tx)| tx.borrow().is_some()).map(|(role, _)| role.clone()).collect()
+        roles
+            .iter()
+            .filter(|(_, tx)| tx.borrow().is_some())
+            .map(|(role, _)| role.clone())
+            .collect()
     }
 }
 
 impl SnapshotSource for SnapshotCache {
     fn subscribe(&self, role: &str) -> SnapshotRx {
         let mut roles = self.roles.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        roles.entry(role.to_string()).or_insert_with(|| watch::channel(None).0).subscribe()
+        roles
+            .entry(role.to_string())
+            .or_insert_with(|| watch::channel(None).0)
+            .subscribe()
     }
 }

@@ -45,12 +45,21 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn new(resources: &EnvoyResources) -> Self {
-        fn by_name<T: prost::Name + prost::Message + Clone>(items: &[T], name: impl Fn(&T) -> &str) -> BTreeMap<String, Any> {
-            items.iter().map(|item| (name(item).to_string(), pack_any(item.clone()))).collect()
+        fn by_name<T: prost::Name + prost::Message + Clone>(
+            items: &[T],
+            name: impl Fn(&T) -> &str,
+        ) -> BTreeMap<String, Any> {
+            items
+                .iter()
+                .map(|item| (name(item).to_string(), pack_any(item.clone())))
+                .collect()
         }
         let types = BTreeMap::from([
             (CLUSTER, TypeResources::new(by_name(&resources.clusters, |c| &c.name))),
-            (ENDPOINT, TypeResources::new(by_name(&resources.endpoints, |e| &e.cluster_name))),
+            (
+                ENDPOINT,
+                TypeResources::new(by_name(&resources.endpoints, |e| &e.cluster_name)),
+            ),
             (LISTENER, TypeResources::new(by_name(&resources.listeners, |l| &l.name))),
             (ROUTE, TypeResources::new(by_name(&resources.routes, |r| &r.name))),
         ]);
@@ -63,6 +72,10 @@ impl Snapshot {
 
     /// Total encoded size, for logs and metrics.
     pub fn bytes(&self) -> usize {
-        self.types.values().flat_map(|t| t.items.values()).map(|a| a.encoded_len()).sum()
+        self.types
+            .values()
+            .flat_map(|t| t.items.values())
+            .map(|a| a.encoded_len())
+            .sum()
     }
 }

@@ -101,10 +101,7 @@ fn nats_server_binary() -> PathBuf {
 
 fn python_scripts_dir() -> Option<PathBuf> {
     let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_path('scripts'))",
-        ])
+        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
         .output()
         .ok()?;
     let dir = String::from_utf8(out.stdout).ok()?;
@@ -133,9 +130,7 @@ pub fn run_system<F: Future<Output = ()>>(limit: Duration, fut: F) {
             .expect("tokio runtime")
     });
     system.block_on(async move {
-        tokio::time::timeout(limit, fut)
-            .await
-            .expect("test timed out");
+        tokio::time::timeout(limit, fut).await.expect("test timed out");
     });
 }
 
@@ -150,20 +145,13 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// Blocking variant of [`eventually`] for tests without a runtime.
-pub fn eventually_blocking<T>(
-    limit: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
+pub fn eventually_blocking<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = check() {
@@ -176,10 +164,7 @@ pub fn eventually_blocking<T>(
 
 /// Writes through a hidden temp file and a rename, so the watcher never reads half a file.
 pub fn write_atomically(path: &Path, contents: &str) {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("file name");
+    let name = path.file_name().and_then(|n| n.to_str()).expect("file name");
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     std::fs::write(&tmp, contents).expect("write temp file");
     std::fs::rename(&tmp, path).expect("rename");
@@ -215,10 +200,7 @@ endpoints:
 
 /// An EndpointSlice of `web` with these addresses on port 8080.
 pub fn web_slice(addresses: &[&str]) -> String {
-    let endpoints: String = addresses
-        .iter()
-        .map(|a| format!("- addresses: [{a}]\n"))
-        .collect();
+    let endpoints: String = addresses.iter().map(|a| format!("- addresses: [{a}]\n")).collect();
     format!(
         "apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice

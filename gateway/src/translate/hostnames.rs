@@ -38,7 +38,8 @@ fn pair(listener: &str, route: &str) -> Option<String> {
 
 /// `*.suffix` covers `host` when host ends with `.suffix` (one or more labels before it).
 fn covers(suffix: &str, host: &str) -> bool {
-    host.strip_suffix(suffix).is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+    host.strip_suffix(suffix)
+        .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
 }
 
 #[cfg(test)]
@@ -54,9 +55,18 @@ mod tests {
         assert_eq!(intersect(None, &[]), Some(v(&["*"])));
         assert_eq!(intersect(Some("a.example"), &[]), Some(v(&["a.example"])));
         assert_eq!(intersect(None, &v(&["a.example"])), Some(v(&["a.example"])));
-        assert_eq!(intersect(Some("*.example"), &v(&["a.example", "b.other"])), Some(v(&["a.example"])));
-        assert_eq!(intersect(Some("a.example"), &v(&["*.example"])), Some(v(&["a.example"])));
-        assert_eq!(intersect(Some("*.example"), &v(&["*.a.example"])), Some(v(&["*.a.example"])));
+        assert_eq!(
+            intersect(Some("*.example"), &v(&["a.example", "b.other"])),
+            Some(v(&["a.example"]))
+        );
+        assert_eq!(
+            intersect(Some("a.example"), &v(&["*.example"])),
+            Some(v(&["a.example"]))
+        );
+        assert_eq!(
+            intersect(Some("*.example"), &v(&["*.a.example"])),
+            Some(v(&["*.a.example"]))
+        );
         assert_eq!(intersect(Some("*.example"), &v(&["example"])), None);
         assert_eq!(intersect(Some("a.example"), &v(&["b.example"])), None);
     }

@@ -81,7 +81,10 @@ fn translate_gateway(
     options: &Options,
     status: &mut StatusReport,
 ) -> pb::Proxy {
-    let gateway_ref = status::GatewayRef { namespace: namespace.into(), name: name.into() };
+    let gateway_ref = status::GatewayRef {
+        namespace: namespace.into(),
+        name: name.into(),
+    };
     status.gateway_seen(&gateway_ref);
     // Envoy port → (gateway listener names, virtual host builder)
     let mut by_port: BTreeMap<u32, (Vec<pb::ResourceRef>, routes::VirtualHosts)> = BTreeMap::new();

@@ -48,7 +48,17 @@ pub fn attaches(route: &HttpRoute, gw_ns: &str, gw_name: &str, listener: &Gatewa
 /// Gateway API precedence, smallest first: exact path, then regex, then longest prefix;
 /// then a method match; then more header matches; then more query matches; then the
 /// oldest route, then namespace/name; then rule and match order.
-type SortKey = (u8, Reverse<usize>, bool, Reverse<usize>, Reverse<usize>, String, String, usize, usize);
+type SortKey = (
+    u8,
+    Reverse<usize>,
+    bool,
+    Reverse<usize>,
+    Reverse<usize>,
+    String,
+    String,
+    usize,
+    usize,
+);
 
 /// Routes collected per hostname for one Envoy listener.
 #[derive(Default)]
@@ -69,24 +79,43 @@ impl VirtualHosts {
         let name = route.metadata.name.clone().unwrap_or_default();
         status.route_attached(&namespace, &name, gateway);
         let route_hostnames = route.spec.hostnames.clone().unwrap_or_default();
-        let Some(hosts) = hostnames::intersect(listener_hostname, &route_hostnames) else { return };
+        let Some(hosts) = hostnames::intersect(listener_hostname, &route_hostnames) else {
+            return;
+        };
         let created = route
             .metadata
             .creation_timestamp
             .as_ref()
             .map(|t| t.0.to_string())
             .unwrap_or_default();
-        let source = pb::ResourceRef { kind: "HTTPRoute".into(), namespace: namespace.clone(), name: name.clone() };
+        let source = pb::ResourceRef {
+            kind: "HTTPRoute".into(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+        };
         let default_match = [HttpRouteRulesMatches::default()];
         for (rule_index, rule) in route.spec.rules.iter().flatten().enumerate() {
-            let action = backend_action(rule.backend_refs.as_deref().unwrap_or_default(), &namespace, &name, index, gateway, status);
+            let action = backend_action(
+                rule.backend_refs.as_deref().unwrap_or_default(),
+                &namespace,
+                &name,
+                index,
+                gateway,
+                status,
+            );
             let matches = match rule.matches.as_deref() {
                 Some(m) if !m.is_empty() => m,
                 _ => &default_match,
             };
             for (match_index, m) in matches.iter().enumerate() {
                 let matcher = matcher(m);
-                let key = sort_key(&matcher, created.clone(), format!("{namespace}/{name}"), rule_index, match_index);
+                let key = sort_key(
+                    &matcher,
+                    created.clone(),
+                    format!("{namespace}/{name}"),
+                    rule_index,
+                    match_index,
+                );
                 let proxy_route = pb::Route {
                     name: format!("{namespace}/{name}/rule/{rule_index}/match/{match_index}"),
                     matchers: vec![matcher],
@@ -95,7 +124,10 @@ impl VirtualHosts {
                     source: Some(source.clone()),
                 };
                 for host in &hosts {
-                    self.hosts.entry(host.clone()).or_default().push((key.clone(), proxy_route.clone()));
+                    self.hosts
+                        .entry(host.clone())
+                        .or_default()
+                        .push((key.clone(), proxy_route.clone()));
                 }
             }
         }
@@ -139,7 +171,10 @@ fn sort_key(m: &pb::Matcher, created: String, id: String, rule: usize, index: us
 fn matcher(m: &HttpRouteRulesMatches) -> pb::Matcher {
     let path = m.path.as_ref();
     let value = path.and_then(|p| p.value.clone()).unwrap_or_else(|| "/".into());
-    let path_specifier = match path.and_then(|p| p.r#type.clone()).unwrap_or(HttpRouteRulesMatchesPathType::PathPrefix) {
+    let path_specifier = match path
+        .and_then(|p| p.r#type.clone())
+        .unwrap_or(HttpRouteRulesMatchesPathType::PathPrefix)
+    {
         HttpRouteRulesMatchesPathType::Exact => PathSpecifier::Exact(value),
         HttpRouteRulesMatchesPathType::RegularExpression => PathSpecifier::Regex(value),
         HttpRouteRulesMatchesPathType::PathPrefix => PathSpecifier::Prefix(value),
@@ -167,7 +202,11 @@ fn matcher(m: &HttpRouteRulesMatches) -> pb::Matcher {
                 regex: matches!(q.r#type, Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression)),
             })
             .collect(),
-        methods: m.method.iter().map(|method| format!("{method:?}").to_ascii_uppercase()).collect(),
+        methods: m
+            .method
+            .iter()
+            .map(|method| format!("{method:?}").to_ascii_uppercase())
+            .collect(),
     }
 }
 
@@ -188,13 +227,28 @@ fn backend_action(
         let kind = backend.kind.as_deref().unwrap_or("Service");
         let namespace = backend.namespace.clone().unwrap_or_else(|| route_ns.to_string());
         let problem = if !(group.is_empty() && kind == "Service") {
-            Some(("InvalidKind", format!("backendRef kind {group}/{kind} is not supported")))
+            Some((
+                "InvalidKind",
+                format!("backendRef kind {group}/{kind} is not supported"),
+            ))
         } else if namespace != route_ns {
-            Some(("RefNotPermitted", format!("backendRef to Service {namespace}/{} needs a ReferenceGrant, which is not supported yet", backend.name)))
+            Some((
+                "RefNotPermitted",
+                format!(
+                    "backendRef to Service {namespace}/{} needs a ReferenceGrant, which is not supported yet",
+                    backend.name
+                ),
+            ))
         } else if backend.port.is_none() {
-            Some(("UnsupportedValue", format!("backendRef to Service {namespace}/{} has no port", backend.name)))
+            Some((
+                "UnsupportedValue",
+                format!("backendRef to Service {namespace}/{} has no port", backend.name),
+            ))
         } else if !index.services.contains_key(&(namespace.clone(), backend.name.clone())) {
-            Some(("BackendNotFound", format!("Service {namespace}/{} not found", backend.name)))
+            Some((
+                "BackendNotFound",
+                format!("Service {namespace}/{} not found", backend.name),
+            ))
         } else {
             None
         };
@@ -223,9 +277,14 @@ fn backend_action(
         });
     }
     match destinations.len() {
-        0 => Action::DirectResponseAction(pb::DirectResponseAction { status: 500, body: String::new() }),
+        0 => Action::DirectResponseAction(pb::DirectResponseAction {
+            status: 500,
+            body: String::new(),
+        }),
         1 if refs.len() == 1 => Action::RouteAction(pb::RouteAction {
-            destination: Some(Destination::Single(destinations.remove(0).destination.unwrap_or_default())),
+            destination: Some(Destination::Single(
+                destinations.remove(0).destination.unwrap_or_default(),
+            )),
         }),
         _ => Action::RouteAction(pb::RouteAction {
             destination: Some(Destination::Multi(pb::MultiDestination { destinations })),

@@ -106,7 +106,12 @@ impl StatusReport {
             ListenerStatus {
                 attached_routes: 0,
                 conditions: vec![
-                    Condition::new("Accepted", false, "UnsupportedProtocol", format!("protocol {protocol} is not supported yet")),
+                    Condition::new(
+                        "Accepted",
+                        false,
+                        "UnsupportedProtocol",
+                        format!("protocol {protocol} is not supported yet"),
+                    ),
                     Condition::new("Programmed", false, "Invalid", ""),
                 ],
             },
@@ -114,11 +119,15 @@ impl StatusReport {
     }
 
     pub fn route_attached(&mut self, namespace: &str, name: &str, gateway: &GatewayRef) {
-        self.attached.insert((format!("{namespace}/{name}"), gw_key(gateway)), ());
+        self.attached
+            .insert((format!("{namespace}/{name}"), gw_key(gateway)), ());
     }
 
     pub fn route_unresolved(&mut self, namespace: &str, name: &str, gateway: &GatewayRef, reason: &str, message: &str) {
-        let reasons = self.unresolved.entry((format!("{namespace}/{name}"), gw_key(gateway))).or_default();
+        let reasons = self
+            .unresolved
+            .entry((format!("{namespace}/{name}"), gw_key(gateway)))
+            .or_default();
         let entry = (reason.to_string(), message.to_string());
         if !reasons.contains(&entry) {
             reasons.push(entry);
@@ -141,7 +150,12 @@ impl StatusReport {
                 let accepted = if self.attached.contains_key(&key) {
                     Condition::new("Accepted", true, "Accepted", "")
                 } else {
-                    Condition::new("Accepted", false, "NoMatchingParent", "no listener of the Gateway accepts this route (sectionName, port, hostnames or allowedRoutes)")
+                    Condition::new(
+                        "Accepted",
+                        false,
+                        "NoMatchingParent",
+                        "no listener of the Gateway accepts this route (sectionName, port, hostnames or allowedRoutes)",
+                    )
                 };
                 let resolved = match self.unresolved.get(&key) {
                     Some(reasons) if !reasons.is_empty() => Condition::new(
@@ -156,7 +170,10 @@ impl StatusReport {
                     Some(section) => format!("{gateway}/{section}"),
                     None => gateway,
                 };
-                parents.push(RouteParentStatus { parent_ref, conditions: vec![accepted, resolved] });
+                parents.push(RouteParentStatus {
+                    parent_ref,
+                    conditions: vec![accepted, resolved],
+                });
             }
             if !parents.is_empty() {
                 self.http_routes.insert(route_key, parents);

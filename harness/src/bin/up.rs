@@ -32,10 +32,7 @@ struct Args {
 
 fn parse_backend(s: &str) -> Result<(String, SocketAddr), String> {
     let (name, addr) = s.split_once('=').ok_or("expected NAME=ADDR")?;
-    Ok((
-        name.to_string(),
-        addr.parse().map_err(|e| format!("{addr}: {e}"))?,
-    ))
+    Ok((name.to_string(), addr.parse().map_err(|e| format!("{addr}: {e}"))?))
 }
 
 #[tokio::main]
@@ -58,9 +55,7 @@ async fn run(args: Args) -> Result<()> {
     }
     let gateway = match &args.gateway {
         Some(g) => {
-            let (ns, name) = g
-                .split_once('/')
-                .context("--gateway takes NAMESPACE/NAME")?;
+            let (ns, name) = g.split_once('/').context("--gateway takes NAMESPACE/NAME")?;
             (ns.to_string(), name.to_string())
         }
         None => documents_of_kind(&args.config_dir, "Gateway")
@@ -83,10 +78,7 @@ async fn run(args: Args) -> Result<()> {
         Some(d) => d,
         None => tempfile::Builder::new().prefix("kgw-up-").tempdir()?.keep(),
     };
-    eprintln!(
-        "kgw-up: starting the system (logs in {})...",
-        run_dir.display()
-    );
+    eprintln!("kgw-up: starting the system (logs in {})...", run_dir.display());
     let start = System::start(SystemConfig {
         config_dir: Some(args.config_dir.clone()),
         run_dir: Some(run_dir),
@@ -141,11 +133,7 @@ fn print_summary(sys: &System, backends: &[(String, SocketAddr)], gateway: &(Str
         })
         .next();
     println!("kgw-up: running (Ctrl-C stops everything)");
-    println!(
-        "  nats-server  {:<28} pid {}",
-        l.nats_url(),
-        pid(Component::Nats)
-    );
+    println!("  nats-server  {:<28} pid {}", l.nats_url(), pid(Component::Nats));
     println!(
         "  controller   xDS {:<24} pid {}",
         l.xds_addr(),
@@ -156,11 +144,7 @@ fn print_summary(sys: &System, backends: &[(String, SocketAddr)], gateway: &(Str
         format!("(webhook {})", l.webhook_addr()),
         pid(Component::Gateway)
     );
-    println!(
-        "  discovery    {:<28} pid {}",
-        "(no port)",
-        pid(Component::Discovery)
-    );
+    println!("  discovery    {:<28} pid {}", "(no port)", pid(Component::Discovery));
     println!(
         "  access-log   {:<28} pid {}",
         l.access_log_addr(),

@@ -53,9 +53,7 @@ impl System {
         };
         let run_dir = std::path::absolute(run_dir)?;
         let config_dir = match cfg.config_dir {
-            Some(d) => {
-                std::fs::canonicalize(&d).with_context(|| format!("config dir {}", d.display()))?
-            }
+            Some(d) => std::fs::canonicalize(&d).with_context(|| format!("config dir {}", d.display()))?,
             None => {
                 let d = run_dir.join("config");
                 std::fs::create_dir_all(&d)?;
@@ -72,16 +70,8 @@ impl System {
             tmp,
             _lease: lease,
         };
-        for c in Component::ALL
-            .into_iter()
-            .filter(|c| cfg.components.contains(c))
-        {
-            let mut p = sys.process(
-                c,
-                &role,
-                cfg.envoy_bootstrap.as_deref(),
-                &cfg.envoy_log_level,
-            )?;
+        for c in Component::ALL.into_iter().filter(|c| cfg.components.contains(c)) {
+            let mut p = sys.process(c, &role, cfg.envoy_bootstrap.as_deref(), &cfg.envoy_log_level)?;
             for (k, v) in &cfg.env {
                 p = p.env(k, v);
             }
@@ -99,20 +89,13 @@ impl System {
     }
 
     /// The process of one component, not started.
-    fn process(
-        &self,
-        c: Component,
-        role: &str,
-        bootstrap: Option<&str>,
-        envoy_log: &str,
-    ) -> Result<Process> {
+    fn process(&self, c: Component, role: &str, bootstrap: Option<&str>, envoy_log: &str) -> Result<Process> {
         let l = &self.layout;
         let nats = l.nats_url();
         let config = self.config_dir.display().to_string();
         let log = self.log_path(c);
-        let ours = |args: Vec<String>| -> Result<Process> {
-            Ok(Process::new(c.name(), bins::bin(c.name())?, args, &log))
-        };
+        let ours =
+            |args: Vec<String>| -> Result<Process> { Ok(Process::new(c.name(), bins::bin(c.name())?, args, &log)) };
         let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
         Ok(match c {
             Component::Nats => {
@@ -171,8 +154,7 @@ impl System {
             Component::Envoy => {
                 let path = self.run_dir.join("envoy-bootstrap.yaml");
                 match bootstrap {
-                    Some(y) => std::fs::write(&path, y)
-                        .with_context(|| format!("writing {}", path.display()))?,
+                    Some(y) => std::fs::write(&path, y).with_context(|| format!("writing {}", path.display()))?,
                     None => {
                         let params = envoy::BootstrapParams {
                             node_id: format!("gateway-proxy-{}", l.id()),
@@ -183,12 +165,7 @@ impl System {
                         envoy::write_bootstrap(&bins::bin(bins::CONTROLLER)?, &params, &path)?
                     }
                 }
-                Process::new(
-                    c.name(),
-                    tools::ensure_envoy()?,
-                    envoy::args(&path, envoy_log),
-                    &log,
-                )
+                Process::new(c.name(), tools::ensure_envoy()?, envoy::args(&path, envoy_log), &log)
             }
         })
     }
@@ -208,11 +185,7 @@ impl System {
             self.check(c)?;
             let up = match probe {
                 Some(a) => matches!(
-                    tokio::time::timeout(
-                        Duration::from_millis(500),
-                        tokio::net::TcpStream::connect(a)
-                    )
-                    .await,
+                    tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(a)).await,
                     Ok(Ok(_))
                 ),
                 None => started.elapsed() >= Duration::from_millis(300),
@@ -222,9 +195,7 @@ impl System {
             }
             if started.elapsed() > self.ready_timeout {
                 let what = probe.map_or("".into(), |a| format!(" (nothing listens on {a})"));
-                return Err(
-                    self.failure(c, &format!("not up after {:?}{what}", self.ready_timeout))
-                );
+                return Err(self.failure(c, &format!("not up after {:?}{what}", self.ready_timeout)));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -342,18 +313,10 @@ impl System {
     /// Stops everything: the processes (in parallel), then nats-server.
     fn shutdown(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(5);
-        for (_, p) in self
-            .procs
-            .iter_mut()
-            .filter(|(c, _)| **c != Component::Nats)
-        {
+        for (_, p) in self.procs.iter_mut().filter(|(c, _)| **c != Component::Nats) {
             p.terminate();
         }
-        for (_, p) in self
-            .procs
-            .iter_mut()
-            .filter(|(c, _)| **c != Component::Nats)
-        {
+        for (_, p) in self.procs.iter_mut().filter(|(c, _)| **c != Component::Nats) {
             while p.is_running() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }

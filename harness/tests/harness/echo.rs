@@ -9,15 +9,9 @@ async fn echo_backend_describes_the_request() {
     let task = kgw_harness::spawn_echo_on(listener, "echo-a");
 
     let url = format!("http://{addr}/some/path?q=1");
-    let resp = request(
-        Method::POST,
-        &url,
-        Some("example.com"),
-        &[("x-test", "yes")],
-        "hello",
-    )
-    .await
-    .unwrap();
+    let resp = request(Method::POST, &url, Some("example.com"), &[("x-test", "yes")], "hello")
+        .await
+        .unwrap();
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("x-backend"), "echo-a");
     let body = resp.json().unwrap();
@@ -27,9 +21,7 @@ async fn echo_backend_describes_the_request() {
     assert_eq!(body["host"], "example.com");
     assert_eq!(body["headers"]["x-test"], "yes");
 
-    let resp = kgw_harness::get(&format!("http://{addr}/"), None)
-        .await
-        .unwrap();
+    let resp = kgw_harness::get(&format!("http://{addr}/"), None).await.unwrap();
     assert_eq!(resp.json().unwrap()["host"], addr.to_string());
     task.abort();
 }
@@ -42,14 +34,7 @@ async fn echo_backend_binary_serves() {
     let mut p = kgw_harness::Process::new(
         "echo-backend",
         env!("CARGO_BIN_EXE_echo-backend"),
-        [
-            "--listen",
-            &a.to_string(),
-            "--listen",
-            &b.to_string(),
-            "--name",
-            "bin",
-        ],
+        ["--listen", &a.to_string(), "--listen", &b.to_string(), "--name", "bin"],
         dir.path().join("echo.log"),
     );
     p.start().unwrap();

@@ -10,9 +10,7 @@ async fn envoy_starts_serves_and_stops() {
     for i in 0..2 {
         let lease = addr::allocate().unwrap();
         let l = lease.layout.clone();
-        let yaml =
-            direct_response_bootstrap(l.envoy_admin(), l.envoy_http(), 200, &format!("hello {i}"))
-                .unwrap();
+        let yaml = direct_response_bootstrap(l.envoy_admin(), l.envoy_http(), 200, &format!("hello {i}")).unwrap();
         let sys = System::start(SystemConfig {
             placement: Placement::Lease(lease),
             components: vec![Component::Envoy],
@@ -24,18 +22,11 @@ async fn envoy_starts_serves_and_stops() {
         systems.push(sys);
     }
     for (i, sys) in systems.iter().enumerate() {
-        let resp = wait_status(
-            &sys.url("/anything"),
-            Some("a.example"),
-            200,
-            Duration::from_secs(20),
-        )
-        .await
-        .unwrap();
-        assert_eq!(resp.text(), format!("hello {i}"));
-        let ready = kgw_harness::get(&sys.admin_url("/ready"), None)
+        let resp = wait_status(&sys.url("/anything"), Some("a.example"), 200, Duration::from_secs(20))
             .await
             .unwrap();
+        assert_eq!(resp.text(), format!("hello {i}"));
+        let ready = kgw_harness::get(&sys.admin_url("/ready"), None).await.unwrap();
         assert_eq!(ready.status, 200, "{}", ready.text());
     }
     let mut sys = systems.pop().unwrap();
@@ -62,9 +53,7 @@ async fn nats_starts_with_jetstream() {
     .await
     .unwrap();
     let mon = format!("http://{}/jsz", sys.layout().nats_monitor_addr());
-    let resp = wait_status(&mon, None, 200, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let resp = wait_status(&mon, None, 200, Duration::from_secs(10)).await.unwrap();
     assert!(resp.text().contains("\"config\""), "{}", resp.text());
     let client = async_nats::connect(sys.nats_url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
@@ -98,19 +87,12 @@ async fn fallback_bootstrap_loads() {
     })
     .await
     .unwrap();
-    let info = wait_status(
-        &sys.admin_url("/server_info"),
-        None,
-        200,
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
+    let info = wait_status(&sys.admin_url("/server_info"), None, 200, Duration::from_secs(10))
+        .await
+        .unwrap();
     let info = info.json().unwrap();
     let node = &info["command_line_options"];
     assert!(node.is_object(), "{info}");
-    let bootstrap = kgw_harness::get(&sys.admin_url("/config_dump"), None)
-        .await
-        .unwrap();
+    let bootstrap = kgw_harness::get(&sys.admin_url("/config_dump"), None).await.unwrap();
     assert!(bootstrap.text().contains("ns1~gw1"), "{}", bootstrap.text());
 }

@@ -1,0 +1,117 @@
+//! Manifest builders and a started system with backends, shared by the e2e tests.
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use anyhow::Result;
+use kgw_harness::{Layout, System, SystemConfig, spawn_echo, write_manifest_atomically};
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn gateway_yaml() -> String {
+    "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: kgateway}
+spec: {controllerName: kgateway.dev/kgateway}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: kgateway
+  listeners: [{name: http, protocol: HTTP, port: 8080}]
+"
+    .into()
+}
+
+/// A Service `name` on port 80 whose EndpointSlice lists `backends`.
+pub fn service_yaml(name: &str, backends: &[SocketAddr]) -> String {
+    let port = backends.first().map(|b| b.port()).unwrap_or(9000);
+    let endpoints: String = backends
+        .iter()
+        .map(|b| format!("- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n", b.ip()))
+        .collect();
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec: {{ports: [{{name: http, port: 80, targetPort: {port}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints:
+{endpoints}"
+    )
+}
+
+/// An HTTPRoute sending `prefix` to weighted Services (name, weight).
+pub fn route_yaml(name: &str, prefix: &str, backends: &[(&str, u32)]) -> String {
+    let refs: String = backends
+        .iter()
+        .map(|(svc, weight)| format!("    - {{name: {svc}, port: 80, weight: {weight}}}\n"))
+        .collect();
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]
+    backendRefs:
+{refs}"
+    )
+}
+
+pub struct Running {
+    pub system: System,
+    /// Backend addresses, in the order of `backend_names`.
+    pub backends: Vec<SocketAddr>,
+}
+
+/// Starts echo backends named `names` on the block's backend addresses, writes the Gateway
+/// and one Service per backend into a fresh config dir, and starts the system.
+pub async fn start(names: &[&str]) -> Result<Running> {
+    let lease = kgw_harness::addr::allocate()?;
+    let layout: Layout = lease.layout.clone();
+    let config = tempfile::tempdir()?.keep();
+    let mut backends = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let addr = layout.backend(i as u8 + 1);
+        spawn_echo(addr, name).await?;
+        backends.push(addr);
+        write_manifest_atomically(&config, &format!("svc-{name}.yaml"), &service_yaml(name, &[addr]))?;
+    }
+    write_manifest_atomically(&config, "gateway.yaml", &gateway_yaml())?;
+    let system = System::start(SystemConfig {
+        config_dir: Some(config),
+        placement: kgw_harness::Placement::Lease(lease),
+        ..Default::default()
+    })
+    .await?;
+    Ok(Running { system, backends })
+}
+
+pub fn config_dir(system: &System) -> &Path {
+    system.config_dir()
+}
+
+/// Sends `n` GETs to `path` and counts answers per `x-backend` header (status 200 only).
+pub async fn spread(system: &System, path: &str, n: usize) -> Result<std::collections::BTreeMap<String, usize>> {
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let response = kgw_harness::get(&system.url(path), None).await?;
+        anyhow::ensure!(
+            response.status.as_u16() == 200,
+            "GET {path}: {} {}",
+            response.status,
+            response.text()
+        );
+        *counts.entry(response.header("x-backend")).or_insert(0) += 1;
+    }
+    Ok(counts)
+}

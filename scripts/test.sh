@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs every test: unit and golden tests, the Helm chart checks, and the end-to-end tests
+# with real nats-server and Envoy (which start the binaries built here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-tools.sh
+cargo build --workspace --bins
+cargo test --workspace "$@"
