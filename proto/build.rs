@@ -6,6 +6,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "protos/kgw/v1/proxy.proto",
         "protos/kgw/v1/upstream.proto",
         "protos/kgw/v1/report.proto",
+        "protos/kgw/v1/validation.proto",
+        "protos/kgw/v1/debug.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
