@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod config;
+pub mod policy;
 pub mod resources;
 pub mod shutdown;
 pub mod source;

@@ -7,6 +7,8 @@ use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
+use crate::policy::RouteOption;
+
 /// The kinds we read. Anything else in a manifest is skipped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
@@ -15,6 +17,7 @@ pub enum Kind {
     HttpRoute,
     Service,
     EndpointSlice,
+    RouteOption,
 }
 
 impl Kind {
@@ -26,6 +29,7 @@ impl Kind {
             ("gateway.networking.k8s.io", "HTTPRoute") => Some(Self::HttpRoute),
             ("", "Service") => Some(Self::Service),
             ("discovery.k8s.io", "EndpointSlice") => Some(Self::EndpointSlice),
+            ("gateway.solo.io", "RouteOption") => Some(Self::RouteOption),
             _ => None,
         }
     }
@@ -37,6 +41,7 @@ impl Kind {
             Self::HttpRoute => "HTTPRoute",
             Self::Service => "Service",
             Self::EndpointSlice => "EndpointSlice",
+            Self::RouteOption => "RouteOption",
         }
     }
 
@@ -77,6 +82,7 @@ pub enum Resource {
     HttpRoute(Arc<HttpRoute>),
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
+    RouteOption(Arc<RouteOption>),
 }
 
 /// Why a document was not accepted. `Display` names the kind/namespace/name (when known)
@@ -162,6 +168,7 @@ pub fn decode(doc: Value) -> Result<Option<(ResourceKey, Resource)>, DecodeError
         Kind::HttpRoute => Resource::HttpRoute(strict(&doc, &field_error)?),
         Kind::Service => Resource::Service(strict(&doc, &field_error)?),
         Kind::EndpointSlice => Resource::EndpointSlice(strict(&doc, &field_error)?),
+        Kind::RouteOption => Resource::RouteOption(strict(&doc, &field_error)?),
     };
     Ok(Some((ResourceKey { kind, namespace, name }, resource)))
 }
@@ -236,6 +243,7 @@ pub struct Index {
     pub http_routes: BTreeMap<(String, String), Arc<HttpRoute>>,
     pub services: BTreeMap<(String, String), Arc<Service>>,
     pub endpoint_slices: BTreeMap<(String, String), Arc<EndpointSlice>>,
+    pub route_options: BTreeMap<(String, String), Arc<RouteOption>>,
 }
 
 impl Index {
@@ -259,6 +267,9 @@ impl Index {
                     Resource::EndpointSlice(r) => {
                         self.endpoint_slices.insert(nn, r.clone());
                     }
+                    Resource::RouteOption(r) => {
+                        self.route_options.insert(nn, r.clone());
+                    }
                 }
             }
             Change::Delete(key) => {
@@ -278,6 +289,9 @@ impl Index {
                     }
                     Kind::EndpointSlice => {
                         self.endpoint_slices.remove(&nn);
+                    }
+                    Kind::RouteOption => {
+                        self.route_options.remove(&nn);
                     }
                 }
             }

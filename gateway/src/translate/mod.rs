@@ -2,6 +2,7 @@
 //! Gateway; Gateway listeners sharing a port become one Proxy listener whose virtual hosts
 //! come from the hostnames of the routes attached to them. Status is computed here, beside
 //! the translation, so what is reported is what was translated.
+mod filters;
 mod hostnames;
 mod routes;
 pub mod status;

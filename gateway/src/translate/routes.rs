@@ -12,7 +12,7 @@ use gateway_api::apis::standard::{
 use kgw_common::resources::Index;
 use kgw_proto::v1::{self as pb, matcher::PathSpecifier, route::Action, route_action::Destination};
 
-use super::{hostnames, status::GatewayRef, status::StatusReport};
+use super::{filters, hostnames, status::GatewayRef, status::StatusReport};
 
 /// Whether `route` attaches to `listener` of Gateway `gw_ns/gw_name` (parentRef name,
 /// namespace, sectionName and port, and the listener's allowedRoutes namespaces).
@@ -95,14 +95,20 @@ impl VirtualHosts {
         };
         let default_match = [HttpRouteRulesMatches::default()];
         for (rule_index, rule) in route.spec.rules.iter().flatten().enumerate() {
-            let action = backend_action(
-                rule.backend_refs.as_deref().unwrap_or_default(),
-                &namespace,
-                &name,
-                index,
-                gateway,
-                status,
-            );
+            let effects = filters::rule_effects(route, rule, index);
+            for (reason, message) in &effects.invalid {
+                status.route_unresolved(&namespace, &name, gateway, reason, message);
+            }
+            let action = if !effects.invalid.is_empty() {
+                // The Gateway API: a rule whose filters cannot be applied answers 500.
+                Action::DirectResponseAction(pb::DirectResponseAction { status: 500, body: String::new() })
+            } else if let Some(redirect) = effects.redirect.clone() {
+                Action::RedirectAction(redirect)
+            } else {
+                let refs = rule.backend_refs.as_deref().unwrap_or_default();
+                backend_action(refs, &namespace, &name, index, gateway, status)
+            };
+            let options = (effects.options != pb::RouteOptions::default()).then(|| effects.options.clone());
             let matches = match rule.matches.as_deref() {
                 Some(m) if !m.is_empty() => m,
                 _ => &default_match,
@@ -120,7 +126,7 @@ impl VirtualHosts {
                     name: format!("{namespace}/{name}/rule/{rule_index}/match/{match_index}"),
                     matchers: vec![matcher],
                     action: Some(action.clone()),
-                    options: None,
+                    options: options.clone(),
                     source: Some(source.clone()),
                 };
                 for host in &hosts {
