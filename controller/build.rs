@@ -16,6 +16,8 @@ const ROOTS: &[&str] = &[
     "envoy/extensions/access_loggers/grpc/v3/als.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
     "envoy/extensions/transport_sockets/tls/v3/tls.proto",
+    "envoy/extensions/filters/http/wasm/v3/wasm.proto",
+    "google/protobuf/wrappers.proto",
     "envoy/service/discovery/v3/discovery.proto",
 ];
 

@@ -15,3 +15,10 @@ if [ ${#need[@]} -gt 0 ]; then
   "$py" -m pip install --quiet "${need[@]}" \
     || "$py" -m pip install --quiet --user --break-system-packages "${need[@]}"
 fi
+# wrk (Debian) is the benchmark's load generator (scripts/bench.sh; its --quick run is a test).
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "installing from Debian: wrk" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get install -y -qq wrk >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq wrk; }
+fi

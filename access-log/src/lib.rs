@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod line;
+pub mod metrics;
 pub mod publish;
 pub mod service;
 pub mod stats;

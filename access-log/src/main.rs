@@ -7,6 +7,7 @@ use access_log::{Flush, Stats, WriterConfig};
 use anyhow::Context as _;
 use clap::Parser;
 use kgw_common::{
+    monitoring::{Monitoring, serve_monitoring},
     shutdown::{self, Shutdown},
     telemetry::{self, LogFormat},
 };
@@ -29,6 +30,10 @@ struct Config {
     /// Format of this process's own logs on stderr: text or json.
     #[arg(long, env = "KGW_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    /// Address of /healthz, /readyz and /metrics (HTTP). Ready means listening for Envoy:
+    /// NATS is not required, since lines are written to the output without it.
+    #[arg(long, env = "KGW_MONITORING_ADDR", default_value = "127.0.0.1:9093")]
+    monitoring_addr: SocketAddr,
 }
 
 /// How long open streams get to end after SIGTERM before the server is abandoned.
@@ -71,6 +76,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .await?;
 
     let shutdown = Shutdown::new();
+    // The monitoring port outlives the drain (readiness turns 503 while draining).
+    let monitoring_stop = Shutdown::new();
+    let draining = shutdown.clone();
+    let monitoring = Monitoring::new(access_log::metrics::registry(stats.clone(), writer.bus.as_ref()))
+        .ready_when("shutting down", move || !draining.is_triggered());
+    let _monitoring = serve_monitoring(config.monitoring_addr, monitoring, monitoring_stop.clone()).await?;
     let mut server = tokio::spawn(access_log::serve(
         listener,
         writer.addr.clone(),
@@ -101,6 +112,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     {
         let _ = tokio::time::timeout(Duration::from_secs(1), bus.client.flush()).await;
     }
+    monitoring_stop.trigger();
     tracing::info!(stats = ?stats.snapshot(), "access-log stopped");
     served.context("server task failed")??;
     Ok(())

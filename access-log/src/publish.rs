@@ -9,7 +9,7 @@ use bytes::Bytes;
 use kgw_common::bus::Bus;
 use tokio::sync::mpsc;
 
-use crate::stats::{self, Stats};
+use crate::stats::{self, DropReason, Stats};
 
 /// Lines waiting for the NATS client.
 pub const QUEUE: usize = 8192;
@@ -34,7 +34,7 @@ impl Publisher {
     /// Queues one message; never waits.
     pub fn publish(&self, subject: String, payload: Bytes) {
         if self.tx.try_send((subject, payload)).is_err() {
-            dropped(&self.stats, "publish queue full");
+            dropped(&self.stats, DropReason::QueueFull);
         }
     }
 }
@@ -42,7 +42,7 @@ impl Publisher {
 async fn run(bus: Bus, mut rx: mpsc::Receiver<(String, Bytes)>, stats: Arc<Stats>) {
     while let Some((subject, payload)) = rx.recv().await {
         if !bus.is_connected() {
-            dropped(&stats, "NATS not connected");
+            dropped(&stats, DropReason::NotConnected);
             continue;
         }
         match tokio::time::timeout(PUBLISH_TIMEOUT, bus.client.publish(subject, payload)).await {
@@ -51,17 +51,21 @@ async fn run(bus: Bus, mut rx: mpsc::Receiver<(String, Bytes)>, stats: Arc<Stats
             }
             Ok(Err(error)) => {
                 tracing::debug!(%error, "NATS publish failed");
-                dropped(&stats, "NATS publish failed");
+                dropped(&stats, DropReason::PublishFailed);
             }
-            Err(_) => dropped(&stats, "NATS publish timed out"),
+            Err(_) => dropped(&stats, DropReason::TimedOut),
         }
     }
 }
 
 /// Counts a drop; logs the 1st, 2nd, 4th, 8th, ... so a long outage does not flood the log.
-fn dropped(stats: &Stats, reason: &'static str) {
-    let total = stats::add(&stats.publishes_dropped, 1);
+fn dropped(stats: &Stats, reason: DropReason) {
+    let total = stats.dropped(reason);
     if total.is_power_of_two() {
-        tracing::warn!(reason, dropped_total = total, "access-log line not published on NATS");
+        tracing::warn!(
+            reason = reason.message(),
+            dropped_total = total,
+            "access-log line not published on NATS"
+        );
     }
 }

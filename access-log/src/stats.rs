@@ -15,6 +15,46 @@ pub struct Stats {
     pub publishes_sent: AtomicU64,
     /// Lines not published: NATS disconnected, queue full or publish failed.
     pub publishes_dropped: AtomicU64,
+    /// `publishes_dropped` per [`DropReason`] (indexed by `reason as usize`).
+    pub publishes_dropped_by: [AtomicU64; DropReason::ALL.len()],
+}
+
+/// Why a line was not published on NATS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    QueueFull,
+    NotConnected,
+    PublishFailed,
+    TimedOut,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 4] = [
+        DropReason::QueueFull,
+        DropReason::NotConnected,
+        DropReason::PublishFailed,
+        DropReason::TimedOut,
+    ];
+
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::NotConnected => "nats_not_connected",
+            DropReason::PublishFailed => "publish_failed",
+            DropReason::TimedOut => "publish_timed_out",
+        }
+    }
+
+    /// For logs.
+    pub fn message(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "publish queue full",
+            DropReason::NotConnected => "NATS not connected",
+            DropReason::PublishFailed => "NATS publish failed",
+            DropReason::TimedOut => "NATS publish timed out",
+        }
+    }
 }
 
 /// A copy of the counters at one moment.
@@ -38,6 +78,19 @@ impl Stats {
             publishes_sent: self.publishes_sent.load(Relaxed),
             publishes_dropped: self.publishes_dropped.load(Relaxed),
         }
+    }
+}
+
+impl Stats {
+    /// Counts one line not published; returns the new total of drops.
+    pub(crate) fn dropped(&self, reason: DropReason) -> u64 {
+        add(&self.publishes_dropped_by[reason as usize], 1);
+        add(&self.publishes_dropped, 1)
+    }
+
+    /// Drops so far for `reason`.
+    pub fn dropped_for(&self, reason: DropReason) -> u64 {
+        self.publishes_dropped_by[reason as usize].load(Relaxed)
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod config;
+pub mod monitoring;
 pub mod policy;
 pub mod resources;
 pub mod shutdown;

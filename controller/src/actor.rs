@@ -6,13 +6,15 @@ use std::{
     sync::Arc,
 };
 
-use actix::{Actor, Context, Handler, Message};
+use actix::{Actor, AsyncContext as _, Context, Handler, Message};
 use kgw_common::bus::KvEvent;
 use kgw_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
+    metrics::ControllerMetrics,
     translate::{self, Settings},
+    wasm::{Fetched, WasmFetcher},
     xds::{Snapshot, SnapshotCache},
 };
 
@@ -26,7 +28,42 @@ pub struct ControllerActor {
     reports: mpsc::UnboundedSender<pb::ProxyReport>,
     /// Which buckets have delivered their first full read (readiness).
     synced: watch::Sender<(bool, bool)>,
+    /// Fetches the WASM modules routes name; results arrive as [`WasmFetched`].
+    wasm: Option<WasmFetcher>,
+    /// Translations, counted for /metrics.
+    metrics: Arc<ControllerMetrics>,
+    /// Proxies, Upstreams and settings for readers outside the actor (debug, validation).
+    published: watch::Sender<Published>,
+    /// What changed since the last publication; a publication is pending when any is set.
+    unpublished: Unpublished,
 }
+
+/// What the actor publishes through a watch channel for the services that read its state
+/// (proxy debug, validation). Each part sits behind an `Arc`: a reader's copy is cheap, and
+/// a change copies only the part that changed.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub proxies: Arc<BTreeMap<String, pb::Proxy>>,
+    pub upstreams: Arc<BTreeMap<String, pb::Upstream>>,
+    pub settings: Arc<Settings>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Unpublished {
+    proxies: bool,
+    upstreams: bool,
+    settings: bool,
+}
+
+impl Unpublished {
+    fn any(self) -> bool {
+        self.proxies || self.upstreams || self.settings
+    }
+}
+
+/// Changes are published at most this often: a burst of KV events (thousands of
+/// Upstreams) copies the maps once, not once per event.
+const PUBLISH_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl ControllerActor {
     pub fn new(
@@ -35,6 +72,7 @@ impl ControllerActor {
         reports: mpsc::UnboundedSender<pb::ProxyReport>,
         synced: watch::Sender<(bool, bool)>,
     ) -> Self {
+        let initial_settings = settings.clone();
         Self {
             settings,
             cache,
@@ -43,7 +81,61 @@ impl ControllerActor {
             users: BTreeMap::new(),
             reports,
             synced,
+            wasm: None,
+            metrics: Arc::default(),
+            published: watch::channel(Published {
+                proxies: Arc::default(),
+                upstreams: Arc::default(),
+                settings: Arc::new(initial_settings),
+            })
+            .0,
+            unpublished: Unpublished::default(),
         }
+    }
+
+    /// Follows the actor's Proxies, Upstreams and settings (call before `start`).
+    pub fn published(&self) -> watch::Receiver<Published> {
+        self.published.subscribe()
+    }
+
+    /// Schedules the publication of what changed (see [`PUBLISH_DELAY`]).
+    fn publish_later(&mut self, ctx: &mut Context<Self>, changed: Unpublished) {
+        let pending = self.unpublished.any();
+        self.unpublished = Unpublished {
+            proxies: self.unpublished.proxies || changed.proxies,
+            upstreams: self.unpublished.upstreams || changed.upstreams,
+            settings: self.unpublished.settings || changed.settings,
+        };
+        if !pending && self.unpublished.any() {
+            ctx.run_later(PUBLISH_DELAY, |actor, _| actor.publish());
+        }
+    }
+
+    fn publish(&mut self) {
+        let changed = std::mem::take(&mut self.unpublished);
+        self.published.send_modify(|p| {
+            if changed.proxies {
+                p.proxies = Arc::new(self.proxies.clone());
+            }
+            if changed.upstreams {
+                p.upstreams = Arc::new(self.upstreams.clone());
+            }
+            if changed.settings {
+                p.settings = Arc::new(self.settings.clone());
+            }
+        });
+    }
+
+    /// Counts translations into `metrics` (else into a private set nobody reads).
+    pub fn with_metrics(mut self, metrics: Arc<ControllerMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Routes naming WASM modules get them fetched through `fetcher`.
+    pub fn with_wasm(mut self, fetcher: WasmFetcher) -> Self {
+        self.wasm = Some(fetcher);
+        self
     }
 
     /// Envoy role of a Proxy key: `<ns>.<name>` → `<ns>~<name>`.
@@ -55,10 +147,15 @@ impl ControllerActor {
         for key in keys {
             let Some(proxy) = self.proxies.get(&key) else {
                 self.cache.set(&Self::role(&key), None);
+                self.metrics.removed(&Self::role(&key));
                 continue;
             };
             let started = std::time::Instant::now();
+            if let Some(fetcher) = &self.wasm {
+                wasm_filters(proxy).for_each(|filter| fetcher.want(filter));
+            }
             let (resources, problems) = translate::translate(proxy, &self.upstreams, &self.settings);
+            let took = started.elapsed();
             for users in self.users.values_mut() {
                 users.remove(&key);
             }
@@ -71,6 +168,8 @@ impl ControllerActor {
                 }
             }
             let snapshot = Snapshot::new(&resources);
+            self.metrics
+                .translated(&Self::role(&key), took, snapshot.bytes(), &problems);
             tracing::debug!(
                 proxy = %key, listeners = resources.listeners.len(), clusters = resources.clusters.len(),
                 bytes = snapshot.bytes(), micros = started.elapsed().as_micros() as u64, "translated proxy"
@@ -161,9 +260,17 @@ pub struct UpstreamsChanged(pub KvEvent);
 impl Handler<ProxiesChanged> for ControllerActor {
     type Result = ();
 
-    fn handle(&mut self, ProxiesChanged(event): ProxiesChanged, _: &mut Context<Self>) {
+    fn handle(&mut self, ProxiesChanged(event): ProxiesChanged, ctx: &mut Context<Self>) {
         let full = matches!(event, KvEvent::Full(_));
         let changed = Self::apply(&mut self.proxies, event, "Proxy");
+        let proxies = !changed.is_empty();
+        self.publish_later(
+            ctx,
+            Unpublished {
+                proxies,
+                ..Default::default()
+            },
+        );
         self.retranslate(changed);
         if full {
             self.synced.send_modify(|s| s.0 = true);
@@ -174,9 +281,17 @@ impl Handler<ProxiesChanged> for ControllerActor {
 impl Handler<UpstreamsChanged> for ControllerActor {
     type Result = ();
 
-    fn handle(&mut self, UpstreamsChanged(event): UpstreamsChanged, _: &mut Context<Self>) {
+    fn handle(&mut self, UpstreamsChanged(event): UpstreamsChanged, ctx: &mut Context<Self>) {
         let full = matches!(event, KvEvent::Full(_));
         let changed = Self::apply(&mut self.upstreams, event, "Upstream");
+        let upstreams = !changed.is_empty();
+        self.publish_later(
+            ctx,
+            Unpublished {
+                upstreams,
+                ..Default::default()
+            },
+        );
         // Proxies that route to a changed upstream; a new upstream may be one a route was
         // waiting for, so proxies with unresolved routes are retried too.
         let mut affected: BTreeSet<String> = changed
@@ -199,6 +314,55 @@ impl Handler<UpstreamsChanged> for ControllerActor {
             self.synced.send_modify(|s| s.1 = true);
         }
     }
+}
+
+/// A WASM module was fetched (and verified) or refused.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WasmFetched(pub Fetched);
+
+impl Handler<WasmFetched> for ControllerActor {
+    type Result = ();
+
+    fn handle(&mut self, WasmFetched((filter, outcome)): WasmFetched, ctx: &mut Context<Self>) {
+        self.publish_later(
+            ctx,
+            Unpublished {
+                settings: true,
+                ..Default::default()
+            },
+        );
+        let modules = &mut self.settings.wasm;
+        match outcome {
+            Ok(()) => {
+                modules.refused.remove(&filter.sha256);
+                modules.verified.insert(filter.sha256.clone());
+                modules.last_good.insert(filter.name.clone(), filter.clone());
+            }
+            Err(reason) => {
+                modules.refused.insert(filter.sha256.clone(), reason);
+            }
+        }
+        let users = self
+            .proxies
+            .iter()
+            .filter(|(_, proxy)| wasm_filters(proxy).any(|f| f.name == filter.name))
+            .map(|(key, _)| key.clone())
+            .collect();
+        self.retranslate(users);
+    }
+}
+
+/// Every WASM filter a Proxy's routes name.
+fn wasm_filters(proxy: &pb::Proxy) -> impl Iterator<Item = &pb::WasmFilter> {
+    proxy
+        .listeners
+        .iter()
+        .filter_map(|l| l.listener_type.as_ref())
+        .flat_map(|pb::listener::ListenerType::HttpListener(http)| http.virtual_hosts.iter())
+        .flat_map(|vhost| vhost.routes.iter())
+        .filter_map(|route| route.options.as_ref())
+        .flat_map(|options| options.wasm_filters.iter())
 }
 
 /// Proxies with a route naming one of `changed` (an upstream that appeared or went away).

@@ -52,3 +52,20 @@ pub fn any_to_json(any: &Any) -> Result<serde_json::Value, JsonError> {
     }
     Ok(value)
 }
+
+/// Any Envoy message of the pool as proto3 JSON (lowerCamelCase names, default fields
+/// left out, every `Any` inside expanded with its `"@type"`).
+pub fn message_to_json<M: prost::Message + prost::Name>(message: &M) -> Result<serde_json::Value, JsonError> {
+    let name = M::full_name();
+    let descriptor = pool()?
+        .get_message_by_name(&name)
+        .ok_or_else(|| JsonError::UnknownType(name.clone()))?;
+    let message = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
+        .map_err(|source| JsonError::Decode { type_url: name, source })?;
+    let options = SerializeOptions::new().skip_default_fields(true);
+    let mut serializer = serde_json::Serializer::new(Vec::new());
+    message
+        .serialize_with_options(&mut serializer, &options)
+        .map_err(JsonError::Serialize)?;
+    serde_json::from_slice(&serializer.into_inner()).map_err(JsonError::Serialize)
+}

@@ -4,7 +4,12 @@
 
 pub mod actor;
 pub mod bootstrap;
+pub mod debug;
 pub mod json;
+pub mod metrics;
+pub mod rest_xds;
 pub mod run;
 pub mod translate;
+pub mod validation;
+pub mod wasm;
 pub mod xds;

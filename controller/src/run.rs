@@ -3,7 +3,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use actix::Actor as _;
 use kgw_common::{
-    bus::{self, KvEvent},
+    bus::{self, Bus, KvEvent},
     shutdown::Shutdown,
 };
 use kgw_proto::nats::{PROXIES_BUCKET, UPSTREAMS_BUCKET, reports_subject};
@@ -11,8 +11,12 @@ use prost::Message as _;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    actor::{ControllerActor, ProxiesChanged, UpstreamsChanged},
+    actor::{ControllerActor, ProxiesChanged, Published, UpstreamsChanged, WasmFetched},
+    debug,
+    metrics::ControllerMetrics,
+    rest_xds,
     translate::Settings,
+    validation, wasm,
     xds::{
         SnapshotCache,
         ads::{AdsService, XdsStats},
@@ -29,6 +33,8 @@ pub enum ControllerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("WASM cache")]
+    Wasm(#[from] wasm::WasmError),
     #[error("xDS server failed")]
     Serve(#[source] tonic::transport::Error),
 }
@@ -37,9 +43,18 @@ pub struct RunConfig {
     pub nats_url: String,
     pub xds_addr: SocketAddr,
     pub settings: Settings,
+    /// The WASM cache's HTTP address (9979) and its directory.
+    pub wasm_cache_addr: SocketAddr,
+    pub wasm_cache_dir: std::path::PathBuf,
+    /// REST xDS (9976), proxy debug gRPC (9966) and validation gRPC (9988).
+    pub rest_xds_addr: SocketAddr,
+    pub debug_addr: SocketAddr,
+    pub validation_addr: SocketAddr,
 }
 
 pub struct Running {
+    pub bus: Bus,
+    pub metrics: Arc<ControllerMetrics>,
     pub cache: SnapshotCache,
     pub stats: Arc<XdsStats>,
     pub synced: watch::Receiver<(bool, bool)>,
@@ -58,7 +73,35 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Con
     let cache = SnapshotCache::default();
     let (reports_tx, mut reports) = mpsc::unbounded_channel::<kgw_proto::v1::ProxyReport>();
     let (synced_tx, synced) = watch::channel((false, false));
-    let actor = ControllerActor::new(config.settings, cache.clone(), reports_tx, synced_tx).start();
+    let metrics = Arc::new(ControllerMetrics::default());
+    let wasm_listener = tokio::net::TcpListener::bind(config.wasm_cache_addr)
+        .await
+        .map_err(|source| ControllerError::Listen {
+            addr: config.wasm_cache_addr,
+            source,
+        })?;
+    let (fetched_tx, mut fetched) = mpsc::unbounded_channel();
+    let fetcher = wasm::spawn_fetcher(config.wasm_cache_dir.clone(), fetched_tx)?;
+    tokio::spawn(wasm::serve(
+        wasm_listener,
+        config.wasm_cache_dir.clone(),
+        shutdown.clone(),
+    ));
+    tracing::info!(addr = %config.wasm_cache_addr, dir = %config.wasm_cache_dir.display(), "serving the WASM cache");
+    let side_listeners = SideListeners::bind(&config).await?;
+    let actor = ControllerActor::new(config.settings, cache.clone(), reports_tx, synced_tx)
+        .with_wasm(fetcher)
+        .with_metrics(metrics.clone());
+    let published = actor.published();
+    let actor = actor.start();
+    let wasm_actor = actor.clone();
+    tokio::spawn(async move {
+        while let Some(outcome) = fetched.recv().await {
+            if wasm_actor.send(WasmFetched(outcome)).await.is_err() {
+                break;
+            }
+        }
+    });
 
     let publisher = bus.client.clone();
     tokio::spawn(async move {
@@ -91,6 +134,7 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Con
         }
     });
 
+    side_listeners.serve(cache.clone(), published, &shutdown);
     let stats = Arc::new(XdsStats::default());
     let ads = AdsService::new(cache.clone(), stats.clone()).into_server();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -104,9 +148,65 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Con
             .map_err(ControllerError::Serve)
     });
     Ok(Running {
+        bus,
+        metrics,
         cache,
         stats,
         synced,
         server,
     })
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ControllerError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ControllerError::Listen { addr, source })
+}
+
+/// The listeners of REST xDS, proxy debug and validation, bound before anything starts so
+/// that a taken port fails the start with its address.
+struct SideListeners {
+    rest_xds: tokio::net::TcpListener,
+    debug: tokio::net::TcpListener,
+    validation: tokio::net::TcpListener,
+}
+
+impl SideListeners {
+    async fn bind(config: &RunConfig) -> Result<Self, ControllerError> {
+        Ok(Self {
+            rest_xds: bind(config.rest_xds_addr).await?,
+            debug: bind(config.debug_addr).await?,
+            validation: bind(config.validation_addr).await?,
+        })
+    }
+
+    /// Serves each on its own task until `shutdown`.
+    fn serve(self, cache: SnapshotCache, published: watch::Receiver<Published>, shutdown: &Shutdown) {
+        let addr = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(addr = %addr(&self.rest_xds), "serving REST xDS");
+        tokio::spawn(rest_xds::serve(self.rest_xds, cache, shutdown.clone()));
+        let grpc = |name: &'static str, listener: tokio::net::TcpListener, router: tonic::transport::server::Router| {
+            tracing::info!(addr = %addr(&listener), "serving {name}");
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                if let Err(error) = router
+                    .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
+                    .await
+                {
+                    tracing::error!(server = name, error = %error, "gRPC server failed");
+                }
+            });
+        };
+        grpc(
+            "proxy debug gRPC",
+            self.debug,
+            tonic::transport::Server::builder().add_service(debug::ProxyDebug::new(published.clone()).into_server()),
+        );
+        grpc(
+            "validation gRPC",
+            self.validation,
+            tonic::transport::Server::builder().add_service(validation::Validation::new(published).into_server()),
+        );
+    }
 }

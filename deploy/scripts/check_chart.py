@@ -250,7 +250,8 @@ def check_release(docs: list[dict], exp: dict, f: Failures, validate_envoy: bool
         mports = [p for p in ports if p.get("name") == "http-monitoring"]
         f.check(len(mports) == 1 and mports[0]["containerPort"] == mon,
                 f"Deployment/{name} http-monitoring port is {mports}, want {mon}")
-        f.check(f"--monitoring-port={mon}" in args, f"Deployment/{name} args lack --monitoring-port={mon}")
+        f.check(f"--monitoring-addr=0.0.0.0:{mon}" in args,
+                f"Deployment/{name} args lack --monitoring-addr=0.0.0.0:{mon}")
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             g = (c.get(probe) or {}).get("httpGet") or {}
             f.check(g.get("path") == path and g.get("port") in ("http-monitoring", mon),

@@ -14,7 +14,11 @@ use prost::Message as _;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::translate::{self, Options, Output};
+use crate::{
+    metrics::GatewayMetrics,
+    translate::{self, Options, Output},
+    validation::background::Reported,
+};
 
 /// Desired bucket contents, published for the writers.
 pub struct Outputs {
@@ -22,6 +26,9 @@ pub struct Outputs {
     pub status: watch::Sender<KvState>,
     /// Set once the first full state has been translated (readiness).
     pub synced: watch::Sender<bool>,
+    /// The index after each batch, for the admission webhook and the background validation
+    /// (each review works on its own copy of one consistent state).
+    pub index: watch::Sender<Arc<Index>>,
 }
 
 pub struct GatewayActor {
@@ -30,6 +37,9 @@ pub struct GatewayActor {
     options: Options,
     outputs: Outputs,
     last: Option<Output>,
+    metrics: Arc<GatewayMetrics>,
+    /// The last background validation report (`problems.validation`).
+    validation: Arc<Vec<Reported>>,
 }
 
 impl GatewayActor {
@@ -40,7 +50,15 @@ impl GatewayActor {
             options,
             outputs,
             last: None,
+            metrics: Arc::default(),
+            validation: Arc::default(),
         }
+    }
+
+    /// Counts translations into `metrics` (else into a private set nobody reads).
+    pub fn with_metrics(mut self, metrics: Arc<GatewayMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -63,9 +81,11 @@ impl Handler<SourceBatch> for GatewayActor {
         self.problems = batch.problems.clone();
         let started = std::time::Instant::now();
         let output = translate::translate(&self.index, &self.options);
+        let took = started.elapsed();
+        self.metrics.translated(took, output.proxies.len(), self.problems.len());
         tracing::debug!(
             proxies = output.proxies.len(),
-            micros = started.elapsed().as_micros() as u64,
+            micros = took.as_micros() as u64,
             "translated"
         );
         if self.last.as_ref().map(|l| &l.proxies) != Some(&output.proxies) {
@@ -73,9 +93,28 @@ impl Handler<SourceBatch> for GatewayActor {
         }
         self.outputs
             .status
-            .send_replace(Arc::new(encode_status(&output, &self.problems)));
+            .send_replace(Arc::new(encode_status(&output, &self.problems, &self.validation)));
+        self.outputs.index.send_replace(Arc::new(self.index.clone()));
         self.outputs.synced.send_replace(true);
         self.last = Some(output);
+    }
+}
+
+/// The background validation's findings for the current state.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ValidationReport(pub Vec<Reported>);
+
+impl Handler<ValidationReport> for GatewayActor {
+    type Result = ();
+
+    fn handle(&mut self, ValidationReport(findings): ValidationReport, _: &mut Context<Self>) {
+        self.validation = Arc::new(findings);
+        if let Some(output) = &self.last {
+            self.outputs
+                .status
+                .send_replace(Arc::new(encode_status(output, &self.problems, &self.validation)));
+        }
     }
 }
 
@@ -94,8 +133,8 @@ pub fn encode_proxies(output: &Output) -> BTreeMap<String, Bytes> {
 }
 
 /// Status as YAML per resource, key `<kind>.<namespace>.<name>`; config problems under
-/// `problems.config`.
-pub fn encode_status(output: &Output, problems: &[Problem]) -> BTreeMap<String, Bytes> {
+/// `problems.config`, what the validating webhook would deny under `problems.validation`.
+pub fn encode_status(output: &Output, problems: &[Problem], validation: &[Reported]) -> BTreeMap<String, Bytes> {
     let yaml = |value: &dyn erased::Yaml| Bytes::from(value.to_yaml());
     let mut out = BTreeMap::new();
     for (name, conditions) in &output.status.gateway_classes {
@@ -109,6 +148,9 @@ pub fn encode_status(output: &Output, problems: &[Problem]) -> BTreeMap<String, 
     }
     if !problems.is_empty() {
         out.insert("problems.config".into(), yaml(&problems.to_vec()));
+    }
+    if !validation.is_empty() {
+        out.insert("problems.validation".into(), yaml(&validation.to_vec()));
     }
     out
 }

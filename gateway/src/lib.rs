@@ -3,6 +3,10 @@
 #![forbid(unsafe_code)]
 
 pub mod actor;
+pub mod metrics;
 pub mod run;
 pub mod status_cmd;
 pub mod translate;
+pub mod validate_cmd;
+pub mod validation;
+pub mod webhook;

@@ -5,6 +5,7 @@ use actix::Actor as _;
 use kgw_common::{
     bus::{self, Bus, KvState},
     config::ConfigError,
+    resources::Index,
     shutdown::Shutdown,
     source::{SourceError, spawn_dir_source},
 };
@@ -12,8 +13,10 @@ use kgw_proto::nats::{PROXIES_BUCKET, STATUS_BUCKET};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    actor::{GatewayActor, Outputs, SourceBatch},
+    actor::{GatewayActor, Outputs, SourceBatch, ValidationReport},
+    metrics::GatewayMetrics,
     translate::Options,
+    webhook,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +27,8 @@ pub enum GatewayError {
     Source(#[from] SourceError),
     #[error("NATS")]
     Bus(#[from] bus::BusError),
+    #[error("validation")]
+    Validation(#[from] webhook::StartError),
 }
 
 /// What `run` needs.
@@ -31,6 +36,8 @@ pub struct RunConfig {
     pub config_dir: std::path::PathBuf,
     pub nats_url: String,
     pub options: Options,
+    /// The 8443 admission webhook and the background validation.
+    pub validation: webhook::ValidationConfig,
 }
 
 /// Handles to the running pipeline, for health and tests.
@@ -39,6 +46,11 @@ pub struct Running {
     pub synced: watch::Receiver<bool>,
     pub proxies: watch::Receiver<KvState>,
     pub proxy_writes: watch::Receiver<bus::WriterStats>,
+    pub metrics: Arc<GatewayMetrics>,
+    /// The resource index after each batch.
+    pub index: watch::Receiver<Arc<Index>>,
+    /// The admission webhook's address and certificate, when it runs.
+    pub webhook: webhook::Started,
 }
 
 /// Starts the pipeline. Call on the actix System thread (it starts an actor).
@@ -47,12 +59,29 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Gat
     let (proxies_tx, proxies) = watch::channel(KvState::default());
     let (status_tx, status) = watch::channel(KvState::default());
     let (synced_tx, synced) = watch::channel(false);
+    let (index_tx, index) = watch::channel(Arc::new(Index::default()));
+    let options = config.options.clone();
     let outputs = Outputs {
         proxies: proxies_tx,
         status: status_tx,
         synced: synced_tx,
+        index: index_tx,
     };
-    let actor = GatewayActor::new(config.options, outputs).start();
+    let metrics = Arc::new(GatewayMetrics::default());
+    let actor = GatewayActor::new(config.options, outputs)
+        .with_metrics(metrics.clone())
+        .start();
+
+    let report_to = actor.clone();
+    let webhook = webhook::start(
+        &config.validation,
+        options,
+        index.clone(),
+        synced.clone(),
+        move |findings| report_to.do_send(ValidationReport(findings)),
+        shutdown.clone(),
+    )
+    .await?;
 
     let (batches_tx, mut batches) = mpsc::channel(16);
     spawn_dir_source(config.config_dir, batches_tx, shutdown.clone())?;
@@ -92,5 +121,8 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Gat
         synced,
         proxies,
         proxy_writes,
+        metrics,
+        index,
+        webhook,
     })
 }

@@ -4,11 +4,14 @@
 //! | host | who | ports |
 //! |---|---|---|
 //! | .1 | nats-server | 4222 (client), 8222 (monitoring) |
-//! | .2 | controller | 9977 (xDS) |
-//! | .3 | gateway | 8443 (webhook, later) |
-//! | .4 | access-log | 8083 |
+//! | .2 | controller | 9977 xDS, 9976 REST xDS, 9988 validation, 9966 proxy debug, 9979 WASM, 9092 health+metrics |
+//! | .3 | gateway | 8443 (admission webhook), 9091 (health and metrics) |
+//! | .4 | access-log | 8083, 9093 (health and metrics) |
 //! | .5 | Envoy | 8080 HTTP, 8443 HTTPS, 19000 admin |
 //! | .10.. | backends | 9001.. (backend `n` is host `.9+n`, port `9000+n`) |
+//!
+//! In the local layout the monitoring ports (9091-9093) are on 127.0.0.1, the binaries'
+//! defaults.
 
 use std::fs::{self, File, TryLockError};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
@@ -21,10 +24,17 @@ pub const NATS_PORT: u16 = 4222;
 pub const NATS_MONITOR_PORT: u16 = 8222;
 pub const XDS_PORT: u16 = 9977;
 pub const WEBHOOK_PORT: u16 = 8443;
+pub const VALIDATION_PORT: u16 = 9988;
+pub const REST_XDS_PORT: u16 = 9976;
+pub const DEBUG_PORT: u16 = 9966;
 pub const ACCESS_LOG_PORT: u16 = 8083;
 pub const ENVOY_HTTP_PORT: u16 = 8080;
 pub const ENVOY_HTTPS_PORT: u16 = 8443;
 pub const ENVOY_ADMIN_PORT: u16 = 19000;
+/// Health (`/healthz`, `/readyz`) and Prometheus `/metrics` of each process but discovery.
+pub const GATEWAY_MONITORING_PORT: u16 = 9091;
+pub const CONTROLLER_MONITORING_PORT: u16 = 9092;
+pub const ACCESS_LOG_MONITORING_PORT: u16 = 9093;
 
 const B_MIN: u8 = 20;
 const B_MAX: u8 = 250;
@@ -90,11 +100,43 @@ impl Layout {
     pub fn xds_addr(&self) -> SocketAddr {
         SocketAddr::new(self.controller, XDS_PORT)
     }
+    /// The controller's validation gRPC (kgw.v1.ValidationService), asked by the webhook.
+    pub fn validation_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.controller, VALIDATION_PORT)
+    }
+    /// The controller's REST xDS (HTTP/JSON).
+    pub fn rest_xds_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.controller, REST_XDS_PORT)
+    }
+    /// The controller's proxy debug gRPC (kgw.v1.ProxyDebugService).
+    pub fn debug_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.controller, DEBUG_PORT)
+    }
+    /// The controller's WASM filter cache (HTTP).
+    pub fn wasm_cache_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.controller, 9979)
+    }
     pub fn webhook_addr(&self) -> SocketAddr {
         SocketAddr::new(self.gateway, WEBHOOK_PORT)
     }
     pub fn access_log_addr(&self) -> SocketAddr {
         SocketAddr::new(self.access_log, ACCESS_LOG_PORT)
+    }
+    /// A monitoring port on the component's own host (on 127.0.0.1 in the local layout).
+    fn monitoring(&self, host: IpAddr, port: u16) -> SocketAddr {
+        match self.block {
+            Some(_) => SocketAddr::new(host, port),
+            None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+        }
+    }
+    pub fn gateway_monitoring_addr(&self) -> SocketAddr {
+        self.monitoring(self.gateway, GATEWAY_MONITORING_PORT)
+    }
+    pub fn controller_monitoring_addr(&self) -> SocketAddr {
+        self.monitoring(self.controller, CONTROLLER_MONITORING_PORT)
+    }
+    pub fn access_log_monitoring_addr(&self) -> SocketAddr {
+        self.monitoring(self.access_log, ACCESS_LOG_MONITORING_PORT)
     }
     pub fn envoy_http(&self) -> SocketAddr {
         SocketAddr::new(self.envoy, ENVOY_HTTP_PORT)
@@ -117,13 +159,16 @@ impl Layout {
     }
 
     /// The addresses whose being free says the layout is unused.
-    fn probes(&self) -> [SocketAddr; 5] {
+    fn probes(&self) -> [SocketAddr; 8] {
         [
             self.nats_addr(),
             self.envoy_admin(),
             self.xds_addr(),
             self.access_log_addr(),
             self.envoy_http(),
+            self.gateway_monitoring_addr(),
+            self.controller_monitoring_addr(),
+            self.access_log_monitoring_addr(),
         ]
     }
 }

@@ -120,21 +120,28 @@ pub fn cluster(name: &str, upstream: &pb::Upstream) -> (Cluster, Option<ClusterL
 
 /// The gRPC access-log sink, reached over HTTP/2.
 pub fn access_log_cluster(address: &str) -> Cluster {
-    let (host, port) = address.rsplit_once(':').unwrap_or((address, "8083"));
+    static_http_cluster(ACCESS_LOG_CLUSTER, address, true)
+}
+
+/// A cluster of one `host:port` (an IP: STATIC; a name: STRICT_DNS), for our own services.
+pub fn static_http_cluster(name: &str, address: &str, http2_only: bool) -> Cluster {
+    let (host, port) = address.rsplit_once(':').unwrap_or((address, "80"));
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = port.parse().unwrap_or(8083);
+    let port = port.parse().unwrap_or(80);
     let kind = if host.parse::<std::net::IpAddr>().is_ok() {
         cluster::DiscoveryType::Static
     } else {
         cluster::DiscoveryType::StrictDns
     };
     let mut out = Cluster {
-        name: ACCESS_LOG_CLUSTER.into(),
+        name: name.into(),
         connect_timeout: connect_timeout(),
         cluster_discovery_type: discovery_type(kind),
-        load_assignment: Some(load_assignment(ACCESS_LOG_CLUSTER, std::iter::once((host, port, true)))),
+        load_assignment: Some(load_assignment(name, std::iter::once((host, port, true)))),
         ..Default::default()
     };
-    http2(&mut out);
+    if http2_only {
+        http2(&mut out);
+    }
     out
 }

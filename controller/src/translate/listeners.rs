@@ -43,7 +43,8 @@ pub fn socket_address(address: &str, port: u32) -> Address {
     }
 }
 
-pub fn http_listener(listener: &pb::Listener, settings: &Settings) -> Listener {
+/// `wasm_filters` run before the router, disabled unless a route enables them.
+pub fn http_listener(listener: &pb::Listener, settings: &Settings, wasm_filters: Vec<HttpFilter>) -> Listener {
     let access_log = if settings.access_log_address.is_empty() {
         Vec::new()
     } else {
@@ -73,11 +74,14 @@ pub fn http_listener(listener: &pb::Listener, settings: &Settings) -> Listener {
             config_source: Some(ads_config_source()),
             route_config_name: listener.name.clone(),
         })),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Router::default()))),
-            ..Default::default()
-        }],
+        http_filters: wasm_filters
+            .into_iter()
+            .chain(std::iter::once(HttpFilter {
+                name: "envoy.filters.http.router".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Router::default()))),
+                ..Default::default()
+            }))
+            .collect(),
         access_log,
         // Host "a.example:8080" matches virtual host domain "a.example".
         strip_port_mode: Some(http_connection_manager::StripPortMode::StripAnyHostPort(true)),

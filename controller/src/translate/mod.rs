@@ -4,7 +4,9 @@
 //! upstreams, so an endpoint change touches only its ClusterLoadAssignment).
 mod clusters;
 mod listeners;
+pub mod re2;
 mod routes;
+pub mod wasm;
 
 use std::collections::BTreeMap;
 
@@ -24,6 +26,8 @@ pub const INVALID_BACKEND_CLUSTER: &str = "kgw-invalid-backend";
 pub struct Settings {
     /// host:port of the access-log gRPC sink; empty: no access log.
     pub access_log_address: String,
+    /// What the WASM cache holds (changes at run time, as modules are fetched).
+    pub wasm: wasm::WasmModules,
 }
 
 /// Envoy resources for one Proxy, each list sorted by name.
@@ -68,6 +72,7 @@ pub fn translate(
     let mut problems = Vec::new();
     let mut out = EnvoyResources::default();
     let mut referenced = BTreeMap::new();
+    let mut uses_wasm = false;
     for listener in &proxy.listeners {
         let Some(pb::listener::ListenerType::HttpListener(http)) = &listener.listener_type else {
             problems.push(Problem {
@@ -78,14 +83,26 @@ pub fn translate(
             });
             continue;
         };
-        out.listeners.push(listeners::http_listener(listener, settings));
+        let mut wasm_use = routes::WasmUse {
+            modules: &settings.wasm,
+            used: BTreeMap::new(),
+        };
         out.routes.push(routes::route_configuration(
             &listener.name,
             http,
             upstreams,
             &mut referenced,
+            &mut wasm_use,
             &mut problems,
         ));
+        let wasm_filters: Vec<_> = wasm_use
+            .used
+            .values()
+            .map(|f| wasm::http_filter(f, &settings.wasm))
+            .collect();
+        uses_wasm |= !wasm_filters.is_empty();
+        out.listeners
+            .push(listeners::http_listener(listener, settings, wasm_filters));
     }
     for (name, upstream) in referenced {
         let (cluster, endpoints) = clusters::cluster(&name, upstream);
@@ -95,6 +112,11 @@ pub fn translate(
     if !settings.access_log_address.is_empty() {
         out.clusters
             .push(clusters::access_log_cluster(&settings.access_log_address));
+    }
+    if uses_wasm {
+        let cache = &settings.wasm.cache_address;
+        out.clusters
+            .push(clusters::static_http_cluster(wasm::WASM_CACHE_CLUSTER, cache, false));
     }
     out.listeners.sort_by(|a, b| a.name.cmp(&b.name));
     out.routes.sort_by(|a, b| a.name.cmp(&b.name));

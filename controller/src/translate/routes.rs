@@ -17,7 +17,7 @@ use envoy_types::pb::{
 };
 use kgw_proto::v1 as pb;
 
-use super::{Problem, Severity, cluster_name};
+use super::{Problem, Severity, cluster_name, wasm};
 
 /// Builds the route table of one listener. Upstreams the routes name (and that exist) are
 /// added to `referenced` (cluster name → Upstream).
@@ -26,9 +26,10 @@ pub fn route_configuration<'a>(
     http: &pb::HttpListener,
     upstreams: &'a BTreeMap<String, pb::Upstream>,
     referenced: &mut BTreeMap<String, &'a pb::Upstream>,
+    wasm: &mut WasmUse<'_>,
     problems: &mut Vec<Problem>,
 ) -> RouteConfiguration {
-    let virtual_hosts = http
+    let mut virtual_hosts: Vec<VirtualHost> = http
         .virtual_hosts
         .iter()
         .map(|vhost| VirtualHost {
@@ -37,14 +38,37 @@ pub fn route_configuration<'a>(
             routes: vhost
                 .routes
                 .iter()
-                .map(|r| {
+                .filter_map(|r| {
                     let path = format!("listener/{name}/vhost/{}/route/{}", vhost.name, r.name);
-                    route(r, &path, upstreams, referenced, problems)
+                    // Envoy NACKs a whole route table for one bad regex: leave the route out.
+                    let bad_regexes = super::re2::check_route(r, &path);
+                    if !bad_regexes.is_empty() {
+                        problems.extend(bad_regexes);
+                        return None;
+                    }
+                    Some(route(r, &path, upstreams, referenced, wasm, problems))
                 })
                 .collect(),
             ..Default::default()
         })
         .collect();
+    // The listener runs every WASM filter its routes use; a route that does not use one
+    // turns it off (Envoy accepts a bare "disabled" per-route config, not a bare "enabled").
+    for route in virtual_hosts.iter_mut().flat_map(|v| v.routes.iter_mut()) {
+        for filter in wasm.used.keys() {
+            let uses = route
+                .typed_per_filter_config
+                .get(filter)
+                .is_some_and(wasm::is_use_marker);
+            if uses {
+                route.typed_per_filter_config.remove(filter);
+            } else {
+                route
+                    .typed_per_filter_config
+                    .insert(filter.clone(), wasm::disable_on_route());
+            }
+        }
+    }
     RouteConfiguration {
         name: name.to_string(),
         virtual_hosts,
@@ -52,11 +76,18 @@ pub fn route_configuration<'a>(
     }
 }
 
+/// The WASM cache's state, and the filters the listener's routes use (Envoy name → filter).
+pub struct WasmUse<'m> {
+    pub modules: &'m wasm::WasmModules,
+    pub used: BTreeMap<String, pb::WasmFilter>,
+}
+
 fn route<'a>(
     r: &pb::Route,
     path: &str,
     upstreams: &'a BTreeMap<String, pb::Upstream>,
     referenced: &mut BTreeMap<String, &'a pb::Upstream>,
+    wasm: &mut WasmUse<'_>,
     problems: &mut Vec<Problem>,
 ) -> Route {
     // One matcher per Envoy route; the gateway emits routes with exactly one.
@@ -117,6 +148,8 @@ fn route<'a>(
                 cluster_specifier: Some(cluster_specifier),
                 cluster_not_found_response_code: route_action::ClusterNotFoundResponseCode::InternalServerError as i32,
                 prefix_rewrite: options.prefix_rewrite.clone(),
+                host_rewrite_specifier: (!options.host_rewrite.is_empty())
+                    .then(|| route_action::HostRewriteSpecifier::HostRewriteLiteral(options.host_rewrite.clone())),
                 timeout: (options.timeout_ms > 0).then(|| millis(options.timeout_ms)),
                 ..Default::default()
             })
@@ -135,9 +168,33 @@ fn route<'a>(
             ..Default::default()
         }),
     };
+    let mut typed_per_filter_config = std::collections::HashMap::new();
+    for filter in wasm::resolve(&options.wasm_filters, wasm.modules, path, &r.source, problems) {
+        let envoy_name = wasm::filter_name(&filter);
+        match wasm.used.get(&envoy_name) {
+            Some(other) if other.sha256 != filter.sha256 || other.config != filter.config => {
+                problems.push(Problem {
+                    severity: Severity::Error,
+                    path: path.into(),
+                    source: r.source.clone(),
+                    message: format!(
+                        "WASM filter {} is configured differently by another route of this listener; left out here",
+                        filter.name
+                    ),
+                });
+                continue;
+            }
+            Some(_) => {}
+            None => {
+                wasm.used.insert(envoy_name.clone(), filter);
+            }
+        }
+        typed_per_filter_config.insert(envoy_name, wasm::use_marker());
+    }
     Route {
         name: r.name.clone(),
         r#match: Some(route_match(&matcher)),
+        typed_per_filter_config,
         action: Some(action),
         request_headers_to_add: options.request_headers_to_add.iter().map(header).collect(),
         request_headers_to_remove: options.request_headers_to_remove.clone(),
@@ -215,7 +272,10 @@ fn route_match(m: &pb::Matcher) -> RouteMatch {
     if !m.methods.is_empty() {
         let (value, regex) = match m.methods.as_slice() {
             [one] => (one.clone(), false),
-            many => (many.join("|"), true),
+            many => (
+                many.iter().map(|m| regex::escape(m)).collect::<Vec<_>>().join("|"),
+                true,
+            ),
         };
         headers.push(HeaderMatcher {
             name: ":method".into(),

@@ -27,7 +27,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{
     SnapshotSource,
     cache::SnapshotRx,
-    snapshot::{ENDPOINT, PUSH_ORDER, ROUTE, Snapshot},
+    snapshot::{CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET, Snapshot},
 };
 
 /// Counters of the xDS server.
@@ -37,6 +37,33 @@ pub struct XdsStats {
     pub responses: AtomicU64,
     pub acks: AtomicU64,
     pub nacks: AtomicU64,
+    /// Per resource type: `by_type[i]` counts [`XDS_TYPES`]`[i]`, the last slot every other
+    /// type_url (what Envoy names is outside input: it does not pick metric labels).
+    pub by_type: [TypeStats; XDS_TYPES.len() + 1],
+}
+
+/// The resource types counted apart in [`XdsStats::by_type`].
+pub const XDS_TYPES: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET];
+
+/// Counters of one resource type.
+#[derive(Debug, Default)]
+pub struct TypeStats {
+    pub responses: AtomicU64,
+    pub acks: AtomicU64,
+    pub nacks: AtomicU64,
+}
+
+impl XdsStats {
+    /// The counters of `type_url`.
+    pub fn of(&self, type_url: &str) -> &TypeStats {
+        let i = XDS_TYPES.iter().position(|t| *t == type_url).unwrap_or(XDS_TYPES.len());
+        &self.by_type[i]
+    }
+
+    /// (type_url label, counters) for every slot of [`XdsStats::by_type`].
+    pub fn types(&self) -> impl Iterator<Item = (&'static str, &TypeStats)> {
+        XDS_TYPES.iter().copied().chain(["other"]).zip(self.by_type.iter())
+    }
 }
 
 pub struct AdsService<S> {
@@ -188,6 +215,7 @@ impl<S: SnapshotSource> StreamState<S> {
         }
         if let Some(error) = &request.error_detail {
             self.stats.nacks.fetch_add(1, Ordering::Relaxed);
+            self.stats.of(&type_url).nacks.fetch_add(1, Ordering::Relaxed);
             let rejected = state.sent.as_ref().map(|(v, _)| v.clone());
             tracing::warn!(
                 node = %self.node_id, type_url, version = ?rejected, kept = %request.version_info,
@@ -199,6 +227,7 @@ impl<S: SnapshotSource> StreamState<S> {
         }
         if !request.response_nonce.is_empty() {
             self.stats.acks.fetch_add(1, Ordering::Relaxed);
+            self.stats.of(&type_url).acks.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(node = %self.node_id, type_url, version = %request.version_info, "ACK");
         }
         state.names = request.resource_names;
@@ -232,6 +261,7 @@ impl<S: SnapshotSource> StreamState<S> {
         state.nonce = nonce.clone();
         state.sent = Some((response.version_info.clone(), state.names.clone()));
         self.stats.responses.fetch_add(1, Ordering::Relaxed);
+        self.stats.of(type_url).responses.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(node = %self.node_id, type_url, version = %response.version_info, resources = response.resources.len(), "push");
         self.tx.send(Ok(DiscoveryResponse { nonce, ..response })).await.is_ok()
     }

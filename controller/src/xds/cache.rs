@@ -15,6 +15,11 @@ type SnapshotTx = watch::Sender<Option<Arc<Snapshot>>>;
 /// What the ADS service needs from the state: a subscription per role.
 pub trait SnapshotSource: Clone + Send + Sync + 'static {
     fn subscribe(&self, role: &str) -> SnapshotRx;
+
+    /// The current snapshot of `role`, if it has one (REST xDS polls this).
+    fn snapshot(&self, role: &str) -> Option<Arc<Snapshot>> {
+        self.subscribe(role).borrow().clone()
+    }
 }
 
 #[derive(Clone, Default)]
@@ -48,6 +53,12 @@ impl SnapshotCache {
 }
 
 impl SnapshotSource for SnapshotCache {
+    /// Looks the role up without adding it: pollers of unknown roles leave nothing behind.
+    fn snapshot(&self, role: &str) -> Option<Arc<Snapshot>> {
+        let roles = self.roles.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        roles.get(role).and_then(|tx| tx.borrow().clone())
+    }
+
     fn subscribe(&self, role: &str) -> SnapshotRx {
         let mut roles = self.roles.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         roles

@@ -29,7 +29,10 @@ pub fn rule_effects(route: &HttpRoute, rule: &HttpRouteRules, index: &Index) -> 
     // Policies targeting the whole route first; filters on the rule override them.
     for ((ns, _), option) in &index.route_options {
         let targets_route = option.spec.target_refs.iter().any(|t| {
-            t.group == "gateway.networking.k8s.io" && t.kind == "HTTPRoute" && t.name == name && t.section_name.is_none()
+            t.group == "gateway.networking.k8s.io"
+                && t.kind == "HTTPRoute"
+                && t.name == name
+                && t.section_name.is_none()
         });
         if ns == namespace && targets_route {
             apply_route_option(option, &mut effects);
@@ -49,7 +52,9 @@ fn apply_filter(filter: &HttpRouteRulesFilters, namespace: &str, index: &Index, 
                 let set = m.set.iter().flatten().map(|h| header(&h.name, &h.value, false));
                 let add = m.add.iter().flatten().map(|h| header(&h.name, &h.value, true));
                 options.request_headers_to_add.extend(set.chain(add));
-                options.request_headers_to_remove.extend(m.remove.iter().flatten().cloned());
+                options
+                    .request_headers_to_remove
+                    .extend(m.remove.iter().flatten().cloned());
             }
         }
         FilterType::ResponseHeaderModifier => {
@@ -57,18 +62,22 @@ fn apply_filter(filter: &HttpRouteRulesFilters, namespace: &str, index: &Index, 
                 let set = m.set.iter().flatten().map(|h| header(&h.name, &h.value, false));
                 let add = m.add.iter().flatten().map(|h| header(&h.name, &h.value, true));
                 options.response_headers_to_add.extend(set.chain(add));
-                options.response_headers_to_remove.extend(m.remove.iter().flatten().cloned());
+                options
+                    .response_headers_to_remove
+                    .extend(m.remove.iter().flatten().cloned());
             }
         }
         FilterType::RequestRedirect => {
             if let Some(r) = &filter.request_redirect {
                 let path_rewrite = r.path.as_ref().and_then(|p| match p.r#type {
-                    RedirectPath::ReplaceFullPath => {
-                        p.replace_full_path.clone().map(pb::redirect_action::PathRewrite::PathRedirect)
-                    }
-                    RedirectPath::ReplacePrefixMatch => {
-                        p.replace_prefix_match.clone().map(pb::redirect_action::PathRewrite::PrefixRewrite)
-                    }
+                    RedirectPath::ReplaceFullPath => p
+                        .replace_full_path
+                        .clone()
+                        .map(pb::redirect_action::PathRewrite::PathRedirect),
+                    RedirectPath::ReplacePrefixMatch => p
+                        .replace_prefix_match
+                        .clone()
+                        .map(pb::redirect_action::PathRewrite::PrefixRewrite),
                 });
                 effects.redirect = Some(pb::RedirectAction {
                     host_redirect: r.hostname.clone().unwrap_or_default(),
@@ -104,16 +113,18 @@ fn apply_filter(filter: &HttpRouteRulesFilters, namespace: &str, index: &Index, 
         FilterType::ExtensionRef => {
             let Some(ext) = &filter.extension_ref else { return };
             if !(ext.group == "gateway.solo.io" && ext.kind == "RouteOption") {
-                effects
-                    .invalid
-                    .push(("InvalidKind".into(), format!("ExtensionRef to {}/{} is not supported", ext.group, ext.kind)));
+                effects.invalid.push((
+                    "InvalidKind".into(),
+                    format!("ExtensionRef to {}/{} is not supported", ext.group, ext.kind),
+                ));
                 return;
             }
             match index.route_options.get(&(namespace.to_string(), ext.name.clone())) {
                 Some(option) => apply_route_option(option, effects),
-                None => effects
-                    .invalid
-                    .push(("BackendNotFound".into(), format!("RouteOption {namespace}/{} not found", ext.name))),
+                None => effects.invalid.push((
+                    "BackendNotFound".into(),
+                    format!("RouteOption {namespace}/{} not found", ext.name),
+                )),
             }
         }
         FilterType::RequestMirror | FilterType::Cors => effects.invalid.push((
@@ -124,7 +135,11 @@ fn apply_filter(filter: &HttpRouteRulesFilters, namespace: &str, index: &Index, 
 }
 
 fn header(name: &str, value: &str, append: bool) -> pb::HeaderValue {
-    pb::HeaderValue { name: name.to_string(), value: value.to_string(), append }
+    pb::HeaderValue {
+        name: name.to_string(),
+        value: value.to_string(),
+        append,
+    }
 }
 
 fn apply_route_option(option: &RouteOption, effects: &mut RuleEffects) {
@@ -148,10 +163,18 @@ fn apply_route_option(option: &RouteOption, effects: &mut RuleEffects) {
     }
     if let Some(h) = &spec.header_manipulation {
         let to_pb = |o: &policy::HeaderValueOption| header(&o.header.key, &o.header.value, o.append.unwrap_or(true));
-        options.request_headers_to_add.extend(h.request_headers_to_add.iter().map(to_pb));
-        options.request_headers_to_remove.extend(h.request_headers_to_remove.iter().cloned());
-        options.response_headers_to_add.extend(h.response_headers_to_add.iter().map(to_pb));
-        options.response_headers_to_remove.extend(h.response_headers_to_remove.iter().cloned());
+        options
+            .request_headers_to_add
+            .extend(h.request_headers_to_add.iter().map(to_pb));
+        options
+            .request_headers_to_remove
+            .extend(h.request_headers_to_remove.iter().cloned());
+        options
+            .response_headers_to_add
+            .extend(h.response_headers_to_add.iter().map(to_pb));
+        options
+            .response_headers_to_remove
+            .extend(h.response_headers_to_remove.iter().cloned());
     }
     if let Some(wasm) = &spec.wasm {
         options.wasm_filters = wasm

@@ -101,7 +101,10 @@ impl VirtualHosts {
             }
             let action = if !effects.invalid.is_empty() {
                 // The Gateway API: a rule whose filters cannot be applied answers 500.
-                Action::DirectResponseAction(pb::DirectResponseAction { status: 500, body: String::new() })
+                Action::DirectResponseAction(pb::DirectResponseAction {
+                    status: 500,
+                    body: String::new(),
+                })
             } else if let Some(redirect) = effects.redirect.clone() {
                 Action::RedirectAction(redirect)
             } else {

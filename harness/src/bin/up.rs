@@ -156,6 +156,12 @@ fn print_summary(sys: &System, backends: &[(String, SocketAddr)], gateway: &(Str
         pid(Component::Envoy)
     );
     println!("               admin http://{}", l.envoy_admin());
+    println!(
+        "  monitoring   /healthz /readyz /metrics: gateway http://{}, controller http://{}, access-log http://{}",
+        l.gateway_monitoring_addr(),
+        l.controller_monitoring_addr(),
+        l.access_log_monitoring_addr()
+    );
     for (name, addr) in backends {
         println!("  backend      {name} on {addr}");
     }

@@ -126,6 +126,18 @@ impl System {
                 &l.xds_addr().to_string(),
                 "--access-log-addr",
                 &l.access_log_addr().to_string(),
+                "--validation-addr",
+                &l.validation_addr().to_string(),
+                "--rest-xds-addr",
+                &l.rest_xds_addr().to_string(),
+                "--debug-addr",
+                &l.debug_addr().to_string(),
+                "--wasm-cache-addr",
+                &l.wasm_cache_addr().to_string(),
+                "--wasm-cache-dir",
+                &self.run_dir.join("wasm-cache").display().to_string(),
+                "--monitoring-addr",
+                &l.controller_monitoring_addr().to_string(),
             ]))?,
             Component::Gateway => ours(s(&[
                 "--config-dir",
@@ -134,6 +146,12 @@ impl System {
                 &nats,
                 "--listener-bind-address",
                 &l.envoy.to_string(),
+                "--webhook-addr",
+                &l.webhook_addr().to_string(),
+                "--validation-addr",
+                &l.validation_addr().to_string(),
+                "--monitoring-addr",
+                &l.gateway_monitoring_addr().to_string(),
             ]))?,
             Component::Discovery => ours(s(&[
                 "--config-dir",
@@ -150,6 +168,8 @@ impl System {
                 &self.access_log_path().display().to_string(),
                 "--nats-url",
                 &nats,
+                "--monitoring-addr",
+                &l.access_log_monitoring_addr().to_string(),
             ]))?,
             Component::Envoy => {
                 let path = self.run_dir.join("envoy-bootstrap.yaml");
@@ -283,6 +303,17 @@ impl System {
     /// `https://<envoy>:8443<path>`.
     pub fn https_url(&self, path: &str) -> String {
         format!("https://{}{path}", self.layout.envoy_https())
+    }
+    /// `http://<host>:<monitoring port><path>` of `c` (health and metrics); `None` for the
+    /// components without one (discovery, nats-server, Envoy).
+    pub fn monitoring_url(&self, c: Component, path: &str) -> Option<String> {
+        let addr = match c {
+            Component::Gateway => self.layout.gateway_monitoring_addr(),
+            Component::Controller => self.layout.controller_monitoring_addr(),
+            Component::AccessLog => self.layout.access_log_monitoring_addr(),
+            Component::Nats | Component::Discovery | Component::Envoy => return None,
+        };
+        Some(format!("http://{addr}{path}"))
     }
     /// `http://<envoy>:19000<path>`.
     pub fn admin_url(&self, path: &str) -> String {

@@ -1,0 +1,241 @@
+//! `kgw-bench [--quick]`: how fast config reaches Envoy, what it costs, at 1k–10k routes
+//! (issue 4). Starts nats-server, our four processes and Envoy with the harness on loopback
+//! blocks of its own, runs every scenario, prints a table of each figure beside its goal,
+//! writes the figures as JSON and prints that file's path as the last line.
+
+mod load;
+mod procstat;
+mod routeset;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde_json::{Value, json};
+
+use scenarios::{Plan, Report};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks the control plane: propagation, translation, memory, Envoy throughput")]
+struct Args {
+    /// Every scenario, small and short (for CI): the JSON has every key, with real values.
+    #[arg(long)]
+    quick: bool,
+    /// Where the JSON goes (default: target/bench of this repository).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Only these scenarios (comma-separated): translate, growth, bulk, throughput.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+const SCENARIOS: [&str; 4] = ["translate", "growth", "bulk", "throughput"];
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    // On Ctrl-C or SIGTERM the run is dropped, and with it every process it started.
+    let result = tokio::select! {
+        r = run(args) => Some(r),
+        s = stop_signal() => {
+            eprintln!("kgw-bench: {s}: stopping what was started");
+            None
+        }
+    };
+    // Here the run is dropped: every process it started has been stopped.
+    let Some(result) = result else {
+        std::process::exit(130);
+    };
+    match result {
+        Ok((path, ok)) => {
+            println!("{}", path.display());
+            if !ok {
+                std::process::exit(1);
+            }
+        }
+        Err(e) => {
+            eprintln!("kgw-bench: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "interrupted",
+            _ = term.recv() => "terminated",
+        },
+        _ => std::future::pending().await,
+    }
+}
+
+async fn run(args: Args) -> Result<(PathBuf, bool)> {
+    if let Some(bad) = args.only.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
+        anyhow::bail!("unknown scenario {bad:?}; scenarios: {}", SCENARIOS.join(", "));
+    }
+    let plan = if args.quick { Plan::quick() } else { Plan::full() };
+    let wanted = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
+    let started = Instant::now();
+    let mut report = Report::default();
+    report.set("machine", scenarios::machine::describe(plan.quick));
+    if wanted("translate") {
+        eprintln!("kgw-bench: translation, in process");
+        if let Err(e) = scenarios::translate::run(&plan, &mut report) {
+            report.error("translate", &e);
+        }
+    }
+    if wanted("growth") {
+        eprintln!("kgw-bench: propagation, churn, edits under load, memory");
+        if let Err(e) = scenarios::growth::run(&plan, &mut report).await {
+            report.error("growth", &e);
+        }
+    }
+    if wanted("bulk") {
+        eprintln!("kgw-bench: bulk load");
+        if let Err(e) = scenarios::bulk::run(&plan, &mut report).await {
+            report.error("bulk", &e);
+        }
+    }
+    if wanted("throughput") {
+        eprintln!("kgw-bench: Envoy throughput, access log, Envoy floor");
+        if let Err(e) = scenarios::throughput::run(&plan, &mut report).await {
+            report.error("throughput", &e);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    print!("{}", table(&plan, &report.values));
+    let mut doc = report.values.clone();
+    doc.insert("details".into(), Value::Object(report.details.clone()));
+    doc.insert("errors".into(), json!(report.errors));
+    doc.insert("elapsed_s".into(), json!(scenarios::round3(elapsed)));
+    let dir = args
+        .out
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let suffix = if plan.quick { "-quick" } else { "" };
+    let path = std::path::absolute(dir.join(format!("bench-{stamp}{suffix}.json")))?;
+    std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(doc))? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("kgw-bench: done in {elapsed:.0} s");
+    Ok((path, report.errors.is_empty()))
+}
+
+/// The figures, each beside its goal.
+fn table(plan: &Plan, v: &serde_json::Map<String, Value>) -> String {
+    let [small, mid, large] = plan.sizes.map(Plan::key);
+    let num = |key: &str, sub: &[&str]| -> Option<f64> {
+        let mut x = v.get(key)?;
+        for s in sub {
+            x = x.get(s)?;
+        }
+        x.as_f64()
+    };
+    let show = |x: Option<f64>| x.map_or("—".to_string(), fmt);
+    let mut rows: Vec<[String; 3]> = Vec::new();
+    let mut row = |what: String, measured: String, goal: &str| rows.push([what, measured, goal.to_string()]);
+    for size in [&small, &mid, &large] {
+        let goal = if *size == mid { "≤ 50 ms at 5k" } else { "" };
+        row(
+            format!("translate_full_ms {size}"),
+            show(num("translate_full_ms", &[size])),
+            goal,
+        );
+    }
+    for size in [&small, &mid, &large] {
+        row(
+            format!("translate_one_route_ms {size}"),
+            show(num("translate_one_route_ms", &[size])),
+            "≤ 1 ms, flat",
+        );
+    }
+    for size in [&small, &mid, &large] {
+        let p = |q| num("propagation_ms", &[size, q]);
+        let goal = if *size == mid {
+            "p50 ≤ 10, p99 ≤ 30 at 5k"
+        } else {
+            ""
+        };
+        row(
+            format!("propagation_ms {size} p50/p99/max"),
+            format!("{} / {} / {}", show(p("p50")), show(p("p99")), show(p("max"))),
+            goal,
+        );
+    }
+    for size in [&small, &mid] {
+        let p = |q| num("envoy_floor_ms", &[size, q]);
+        row(
+            format!("envoy_floor_ms {size} p50/max"),
+            format!("{} / {}", show(p("p50")), show(p("max"))),
+            "Envoy's own floor",
+        );
+    }
+    let churn = |q| num("propagation_under_churn_ms", &[q]);
+    row(
+        "propagation_under_churn_ms p50/p99".into(),
+        format!("{} / {}", show(churn("p50")), show(churn("p99"))),
+        "p99 ≤ 50",
+    );
+    row(
+        "non_2xx_during_edits".into(),
+        show(num("non_2xx_during_edits", &[])),
+        "0",
+    );
+    let ours = ["gateway", "controller", "discovery", "access-log"];
+    for p in ours.iter().chain(&["nats-server", "envoy"]) {
+        row(format!("rss_mib {p}"), show(num("rss_mib", &[p])), "");
+    }
+    let total: Option<f64> = ours.iter().map(|p| num("rss_mib", &[p])).sum();
+    row("rss_mib our four together".into(), show(total), "≤ 150 MiB");
+    row("bulk_5k_seconds".into(), show(num("bulk_5k_seconds", &[])), "≤ 3 s");
+    row("als_entries_sent".into(), show(num("als_entries_sent", &[])), "");
+    row("als_entries_lost".into(), show(num("als_entries_lost", &[])), "0");
+    row("als_rps".into(), show(num("als_rps", &[])), "");
+    row("als_sink_cores".into(), show(num("als_sink_cores", &[])), "≤ 0.25 core");
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("(ratio {:.3})", a / b),
+        _ => String::new(),
+    };
+    let (grpc, file) = (num("envoy_rps_grpc_log", &[]), num("envoy_rps_file_log", &[]));
+    row("envoy_rps_file_log".into(), show(file), "");
+    row(
+        "envoy_rps_grpc_log".into(),
+        format!("{} {}", show(grpc), ratio(grpc, file)),
+        "cost of our sink = ratio",
+    );
+    let (xds, stat) = (num("envoy_rps_xds", &[]), num("envoy_rps_static", &[]));
+    row("envoy_rps_static".into(), show(stat), "");
+    row(
+        "envoy_rps_xds".into(),
+        format!("{} {}", show(xds), ratio(xds, stat)),
+        "ratio ≥ 0.95",
+    );
+    let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+    let (w0, w1) = (width(0), width(1));
+    let mut out = format!("\n{:<w0$}  {:<w1$}  goal\n", "figure", "measured");
+    for [a, b, c] in &rows {
+        out.push_str(&format!("{a:<w0$}  {b:<w1$}  {c}\n"));
+    }
+    if let Some(m) = v.get("machine") {
+        out.push_str(&format!("machine: {m}\n"));
+    }
+    out
+}
+
+/// A figure with as many decimals as it deserves.
+fn fmt(x: f64) -> String {
+    if x.fract() == 0.0 || x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else if x.abs() >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}

@@ -1,0 +1,197 @@
+//! The generated route sets: N HTTPRoutes over N/5 Services whose EndpointSlices point at
+//! local echo backends. Route `i` has its own hostname (`r<i>.bench.local`) and path prefix
+//! (`/p<i>`), as routes spread over hostnames in real life; it sends to Service `svc-<i/5>`.
+//! One file per resource (`routes/route-<i>.yaml`, `services/svc-<j>.yaml`), so a route is
+//! added, edited or removed by writing one file.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use kgw_common::resources::{Change, Index, decode};
+use kgw_harness::write_manifest_atomically;
+use serde::Deserialize;
+
+/// Port every Service exposes.
+pub const SERVICE_PORT: u16 = 80;
+/// Routes per Service.
+pub const ROUTES_PER_SERVICE: usize = 5;
+/// Endpoints per Service (taken in turn from the backend pool).
+pub const ENDPOINTS_PER_SERVICE: usize = 3;
+
+/// Where the echo backends listen: one port on several loopback addresses.
+#[derive(Clone, Debug)]
+pub struct Backends {
+    pub ips: Vec<IpAddr>,
+    pub port: u16,
+}
+
+impl Backends {
+    /// The `k` endpoints of Service `j`, taken in turn from the pool.
+    pub fn endpoints(&self, j: usize, k: usize) -> Vec<IpAddr> {
+        (0..k.min(self.ips.len()))
+            .map(|e| self.ips[(j + e) % self.ips.len()])
+            .collect()
+    }
+}
+
+pub fn services_for(routes: usize) -> usize {
+    routes.div_ceil(ROUTES_PER_SERVICE)
+}
+
+pub fn host(name: &str) -> String {
+    format!("{name}.bench.local")
+}
+
+pub fn route_name(i: usize) -> String {
+    format!("r{i}")
+}
+
+pub fn service_name(j: usize) -> String {
+    format!("svc-{j}")
+}
+
+pub fn route_file(name: &str) -> String {
+    format!("routes/{name}.yaml")
+}
+
+pub fn service_file(name: &str) -> String {
+    format!("services/{name}.yaml")
+}
+
+/// The path a request to route `name` uses.
+pub fn request_path(name: &str) -> String {
+    format!("/{name}/x")
+}
+
+/// `<upstream>_<namespace>`, as the controller names the cluster of Service `svc`.
+pub fn cluster_name(svc: &str) -> String {
+    format!("default-{svc}-{SERVICE_PORT}_default")
+}
+
+pub fn gateway_yaml() -> String {
+    "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: kgateway}
+spec: {controllerName: kgateway.dev/kgateway}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: kgateway
+  listeners: [{name: http, protocol: HTTP, port: 8080}]
+"
+    .into()
+}
+
+/// A Service on port 80 whose EndpointSlice lists `ips` (all on `port`).
+pub fn service_yaml(name: &str, ips: &[IpAddr], port: u16) -> String {
+    let endpoints: String = ips
+        .iter()
+        .map(|ip| format!("- addresses: [\"{ip}\"]\n  conditions: {{ready: true}}\n"))
+        .collect();
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec: {{ports: [{{name: http, port: {SERVICE_PORT}, targetPort: {port}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints:
+{endpoints}"
+    )
+}
+
+/// An HTTPRoute for host `<name>.bench.local`, prefix `/<name>`, to Service `svc`.
+/// `variant` > 0 adds a second rule (prefix `/<name>-v<variant>`): a real change of the
+/// route table that leaves the first rule serving.
+pub fn route_yaml(name: &str, svc: &str, variant: usize) -> String {
+    let extra = if variant == 0 {
+        String::new()
+    } else {
+        format!(
+            "  - matches: [{{path: {{type: PathPrefix, value: /{name}-v{variant}}}}}]
+    backendRefs: [{{name: {svc}, port: {SERVICE_PORT}}}]
+"
+        )
+    };
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [\"{host}\"]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /{name}}}}}]
+    backendRefs: [{{name: {svc}, port: {SERVICE_PORT}}}]
+{extra}",
+        host = host(name)
+    )
+}
+
+/// The Service route `i` sends to, for a set of `services` Services.
+pub fn service_of(i: usize, services: usize) -> String {
+    service_name((i / ROUTES_PER_SERVICE) % services.max(1))
+}
+
+/// Writes Services `from..to` (each file atomically).
+pub fn write_services(dir: &Path, backends: &Backends, from: usize, to: usize) -> Result<()> {
+    for j in from..to {
+        let name = service_name(j);
+        let yaml = service_yaml(&name, &backends.endpoints(j, ENDPOINTS_PER_SERVICE), backends.port);
+        write_manifest_atomically(dir, &service_file(&name), &yaml)?;
+    }
+    Ok(())
+}
+
+/// Writes routes `from..to` over `services` Services (each file atomically).
+pub fn write_routes(dir: &Path, services: usize, from: usize, to: usize) -> Result<()> {
+    for i in from..to {
+        let name = route_name(i);
+        write_manifest_atomically(dir, &route_file(&name), &route_yaml(&name, &service_of(i, services), 0))?;
+    }
+    Ok(())
+}
+
+/// The resource index of a whole set of `n` routes, as the config source would fill it.
+pub fn index(n: usize, backends: &Backends) -> Result<Index> {
+    let services = services_for(n);
+    let mut text = gateway_yaml();
+    for j in 0..services {
+        let name = service_name(j);
+        text.push_str("---\n");
+        text.push_str(&service_yaml(
+            &name,
+            &backends.endpoints(j, ENDPOINTS_PER_SERVICE),
+            backends.port,
+        ));
+    }
+    for i in 0..n {
+        let name = route_name(i);
+        text.push_str("---\n");
+        text.push_str(&route_yaml(&name, &service_of(i, services), 0));
+    }
+    let mut index = Index::default();
+    apply_yaml(&mut index, &text)?;
+    Ok(index)
+}
+
+/// Decodes every document of `text` into `index`.
+pub fn apply_yaml(index: &mut Index, text: &str) -> Result<()> {
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value = serde_yaml::Value::deserialize(doc).context("generated YAML")?;
+        if let Some((key, resource)) = decode(value).context("generated resource")? {
+            index.apply(&Change::Upsert(key, resource));
+        }
+    }
+    Ok(())
+}

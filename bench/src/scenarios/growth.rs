@@ -1,0 +1,164 @@
+//! One system grown through the three sizes. At each size: `propagation_ms`. At the mid
+//! size (5k) also `propagation_under_churn_ms`, `non_2xx_during_edits` and then `rss_mib`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use kgw_harness::{Component, write_manifest_atomically};
+use serde_json::{Value, json};
+
+use super::fleet::Fleet;
+use super::propagation::{self, Churn};
+use super::{Plan, Report, edits, percentile, round3, summary};
+use crate::{procstat, routeset};
+
+/// Rate of the churn: a rewrite every 100 ms.
+const CHURN_EVERY: Duration = Duration::from_millis(100);
+
+pub async fn run(plan: &Plan, report: &mut Report) -> Result<()> {
+    let [_, mid, _] = plan.sizes;
+    let fleet = Fleet::start(|dir, _| {
+        write_manifest_atomically(dir, "gateway.yaml", &routeset::gateway_yaml())?;
+        Ok(())
+    })
+    .await?;
+    let mut loaded = 0;
+    for n in plan.sizes {
+        grow(&fleet, plan, loaded, n, report).await?;
+        loaded = n;
+        let services = routeset::services_for(n);
+        match propagation::sample(&fleet, plan, &format!("new{n}"), plan.samples, services).await {
+            Ok(s) => {
+                eprintln!(
+                    "kgw-bench: propagation at {n}: p50 {} ms, max {} ms",
+                    percentile(&s.ms, 50.0),
+                    percentile(&s.ms, 100.0)
+                );
+                report.set_in("propagation_ms", &Plan::key(n), summary(&s.ms));
+                report.detail(&format!("propagation_{n}"), json!({"ms": s.ms, "failures": s.failures}));
+            }
+            Err(e) => report.error(&format!("propagation_ms at {n}"), &e),
+        }
+        if n != mid {
+            continue;
+        }
+        if let Err(e) = churn(&fleet, plan, n, report).await {
+            report.error("propagation_under_churn_ms", &e);
+        }
+        if let Err(e) = edits::run(&fleet, plan, report).await {
+            report.error("non_2xx_during_edits", &e);
+        }
+        match peak_rss(&fleet) {
+            Ok((peak, now)) => {
+                report.set("rss_mib", peak);
+                report.detail("rss_now_mib", now);
+            }
+            Err(e) => report.error("rss_mib", &e),
+        }
+    }
+    Ok(())
+}
+
+/// Adds routes `from..to` (and their Services) and waits until a sample of them serves.
+async fn grow(fleet: &Fleet, plan: &Plan, from: usize, to: usize, report: &mut Report) -> Result<()> {
+    let dir = fleet.config_dir();
+    let started = Instant::now();
+    let services = routeset::services_for(to);
+    routeset::write_services(dir, &fleet.backends, routeset::services_for(from), services)?;
+    routeset::write_routes(dir, services, from, to)?;
+    let written = started.elapsed();
+    let mut names: Vec<String> = (0..20)
+        .map(|k| routeset::route_name(from + k * (to - from) / 20))
+        .collect();
+    names.push(routeset::route_name(to - 1));
+    if let Err(e) = fleet.poller.until_all_200(&names, started, plan.load_timeout).await {
+        // Say why when a process said so (e.g. a Proxy too large for one NATS message).
+        let why: Vec<String> = [Component::Gateway, Component::Controller]
+            .into_iter()
+            .flat_map(|c| {
+                fleet
+                    .system
+                    .log_tail(c, 400)
+                    .lines()
+                    .map(|l| format!("{c}: {l}"))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|l| l.contains("ERROR") || l.contains("too large"))
+            .take(3)
+            .collect();
+        return Err(e.context(format!("{to} routes not served; errors logged: {why:?}")));
+    }
+    let served = started.elapsed();
+    eprintln!(
+        "kgw-bench: {to} routes loaded ({} files written in {:.1} s, served after {:.1} s)",
+        to - from,
+        written.as_secs_f64(),
+        served.as_secs_f64()
+    );
+    report.detail(
+        &format!("load_{to}"),
+        json!({"files_written_s": round3(written.as_secs_f64()), "served_s": round3(served.as_secs_f64())}),
+    );
+    // Let the last of it (status writes, endpoint pushes) settle before measuring.
+    tokio::time::sleep(if plan.quick {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(3)
+    })
+    .await;
+    Ok(())
+}
+
+async fn churn(fleet: &Fleet, plan: &Plan, n: usize, report: &mut Report) -> Result<()> {
+    let services = routeset::services_for(n);
+    let name = routeset::route_name(1);
+    let churn = Churn::start(
+        fleet.config_dir().to_path_buf(),
+        name.clone(),
+        routeset::service_of(1, services),
+        CHURN_EVERY,
+    );
+    let started = Instant::now();
+    let samples = propagation::sample(fleet, plan, "churn", plan.churn_samples, services).await;
+    let rewrites = churn.stop().await?;
+    let rate = rewrites as f64 / started.elapsed().as_secs_f64();
+    let s = samples?;
+    eprintln!(
+        "kgw-bench: propagation under churn ({rate:.1} rewrites/s): p50 {} ms, p99 {} ms",
+        percentile(&s.ms, 50.0),
+        percentile(&s.ms, 99.0)
+    );
+    report.set(
+        "propagation_under_churn_ms",
+        json!({"p50": round3(percentile(&s.ms, 50.0)), "p99": round3(percentile(&s.ms, 99.0))}),
+    );
+    report.detail(
+        "propagation_under_churn",
+        json!({"ms": s.ms, "failures": s.failures, "routes": n, "rewrites_per_s": round3(rate)}),
+    );
+    // The churned route back to its plain form.
+    write_manifest_atomically(
+        fleet.config_dir(),
+        &routeset::route_file(&name),
+        &routeset::route_yaml(&name, &routeset::service_of(1, services), 0),
+    )?;
+    Ok(())
+}
+
+/// Peak resident memory (VmHWM) of every process of the system, and the current, in MiB.
+fn peak_rss(fleet: &Fleet) -> Result<(Value, Value)> {
+    let (mut peak, mut now) = (serde_json::Map::new(), serde_json::Map::new());
+    for (c, key) in [
+        (Component::Gateway, "gateway"),
+        (Component::Controller, "controller"),
+        (Component::Discovery, "discovery"),
+        (Component::AccessLog, "access-log"),
+        (Component::Nats, "nats-server"),
+        (Component::Envoy, "envoy"),
+    ] {
+        let pid = fleet.system.pid(c).ok_or_else(|| anyhow::anyhow!("{c} has no pid"))?;
+        peak.insert(key.into(), json!(round3(procstat::peak_rss_mib(pid)?)));
+        now.insert(key.into(), json!(round3(procstat::rss_mib(pid)?)));
+    }
+    Ok((Value::Object(peak), Value::Object(now)))
+}

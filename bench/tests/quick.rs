@@ -1,0 +1,116 @@
+//! `kgw-bench --quick` runs every scenario small and writes a JSON file with every key of
+//! the contract (issue 4), each with measured numbers. No timing is asserted.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Keys whose value is one number.
+const NUMBERS: &[&str] = &[
+    "non_2xx_during_edits",
+    "bulk_5k_seconds",
+    "als_entries_sent",
+    "als_entries_lost",
+    "als_rps",
+    "als_sink_cores",
+    "envoy_rps_file_log",
+    "envoy_rps_grpc_log",
+    "envoy_rps_static",
+    "envoy_rps_xds",
+];
+
+fn number(doc: &Value, path: &[&str]) -> f64 {
+    let mut v = doc;
+    for p in path {
+        v = v.get(p).unwrap_or_else(|| panic!("no {path:?} in {doc:#}"));
+    }
+    let x = v.as_f64().unwrap_or_else(|| panic!("{path:?} is not a number: {v}"));
+    assert!(x.is_finite() && x >= 0.0, "{path:?} = {x}");
+    x
+}
+
+/// The keys of an object of figures by route count, in increasing order.
+fn sizes(doc: &Value, key: &str) -> Vec<String> {
+    let obj = doc[key]
+        .as_object()
+        .unwrap_or_else(|| panic!("{key} is not an object: {}", doc[key]));
+    let mut keys: Vec<String> = obj.keys().cloned().collect();
+    keys.sort_by_key(|k| {
+        k.parse::<usize>()
+            .unwrap_or_else(|_| panic!("{key}: {k} is not a route count"))
+    });
+    keys
+}
+
+#[test]
+fn quick_run_reports_every_key_with_numbers() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let run = Command::new(env!("CARGO_BIN_EXE_kgw-bench"))
+        .arg("--quick")
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("kgw-bench runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "kgw-bench --quick: {}\n{stdout}\n{stderr}",
+        run.status
+    );
+    let last = stdout.lines().last().expect("some output");
+    let path = PathBuf::from(last.trim());
+    assert!(path.starts_with(out.path()), "last line is the JSON's path: {last}");
+    let doc: Value = serde_json::from_slice(&std::fs::read(&path).expect("JSON file")).expect("valid JSON");
+    assert_eq!(doc["errors"], serde_json::json!([]), "{doc:#}");
+    assert!(stdout.contains("goal"), "a table beside the goals: {stdout}");
+
+    for key in ["translate_full_ms", "translate_one_route_ms"] {
+        let s = sizes(&doc, key);
+        assert_eq!(s.len(), 3, "{key}: three sizes");
+        for size in &s {
+            number(&doc, &[key, size]);
+        }
+    }
+    let s = sizes(&doc, "propagation_ms");
+    assert_eq!(s.len(), 3, "propagation_ms: three sizes");
+    for size in &s {
+        for q in ["p50", "p99", "max"] {
+            number(&doc, &["propagation_ms", size, q]);
+        }
+    }
+    let s = sizes(&doc, "envoy_floor_ms");
+    assert_eq!(s.len(), 2, "envoy_floor_ms: two sizes");
+    for size in &s {
+        for q in ["p50", "max"] {
+            number(&doc, &["envoy_floor_ms", size, q]);
+        }
+    }
+    for q in ["p50", "p99"] {
+        number(&doc, &["propagation_under_churn_ms", q]);
+    }
+    for p in [
+        "gateway",
+        "controller",
+        "discovery",
+        "access-log",
+        "nats-server",
+        "envoy",
+    ] {
+        assert!(number(&doc, &["rss_mib", p]) > 0.0, "rss_mib.{p}");
+    }
+    for key in NUMBERS {
+        number(&doc, &[key]);
+    }
+    assert!(number(&doc, &["als_entries_sent"]) > 0.0);
+    assert!(number(&doc, &["envoy_rps_xds"]) > 0.0);
+    let machine = &doc["machine"];
+    assert!(number(&doc, &["machine", "cores"]) >= 1.0);
+    for k in ["cpu_model", "envoy", "nats_server", "git_commit"] {
+        assert!(
+            machine[k].as_str().is_some_and(|s| !s.is_empty()),
+            "machine.{k}: {machine}"
+        );
+    }
+}

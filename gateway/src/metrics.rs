@@ -1,0 +1,109 @@
+//! The gateway's Prometheus metrics and readiness, served on its monitoring port (9091).
+//!
+//! Names: `kgw_gateway_translations_total`, `kgw_gateway_translation_duration_seconds`,
+//! `kgw_gateway_proxies`, `kgw_gateway_config_problems`,
+//! `kgw_gateway_kv_writes_total{bucket,op}`, `kgw_gateway_kv_write_errors_total{bucket}`,
+//! `kgw_nats_connected`, `kgw_nats_connections_total`.
+//! Ready = connected to NATS and the first full state translated.
+use std::time::Duration;
+
+use kgw_common::monitoring::{FnCollector, Monitoring, register_nats};
+use kgw_proto::nats::PROXIES_BUCKET;
+use prometheus_client::{
+    metrics::{
+        counter::Counter,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::run::Running;
+
+/// Counted by the actor on every translation.
+#[derive(Clone, Debug)]
+pub struct GatewayMetrics {
+    pub translations: Counter,
+    pub translation_duration: Histogram,
+    pub proxies: Gauge,
+    pub config_problems: Gauge,
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        Self {
+            translations: Counter::default(),
+            // 100 µs … ~3.3 s.
+            translation_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            proxies: Gauge::default(),
+            config_problems: Gauge::default(),
+        }
+    }
+}
+
+impl GatewayMetrics {
+    /// One translation of the whole index: how long it took, the Proxies it produced and the
+    /// config problems (files or documents that could not be read) current at the time.
+    pub fn translated(&self, took: Duration, proxies: usize, config_problems: usize) {
+        self.translations.inc();
+        self.translation_duration.observe(took.as_secs_f64());
+        self.proxies.set(i64::try_from(proxies).unwrap_or(i64::MAX));
+        self.config_problems
+            .set(i64::try_from(config_problems).unwrap_or(i64::MAX));
+    }
+
+    /// Registers the metrics (on a registry prefixed `kgw_gateway`).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "translations",
+            "Translations of the config into Proxies",
+            self.translations.clone(),
+        );
+        registry.register(
+            "translation_duration_seconds",
+            "Time one translation of the config into Proxies took",
+            self.translation_duration.clone(),
+        );
+        registry.register("proxies", "Proxies the last translation produced", self.proxies.clone());
+        registry.register(
+            "config_problems",
+            "Config files or documents that could not be read (see `gateway status`)",
+            self.config_problems.clone(),
+        );
+    }
+}
+
+/// What the monitoring port serves for a running gateway.
+pub fn monitoring(running: &Running) -> Monitoring {
+    let mut registry = Registry::with_prefix("kgw");
+    register_nats(&mut registry, &running.bus);
+    let gateway = registry.sub_registry_with_prefix("gateway");
+    running.metrics.register(gateway);
+    let (writes, errors) = (running.proxy_writes.clone(), running.proxy_writes.clone());
+    gateway.register_collector(Box::new(
+        FnCollector::new()
+            .counter_family(
+                "kv_writes",
+                "Key-value writes of Proxies (only keys whose bytes changed), per operation",
+                move || {
+                    let stats = writes.borrow();
+                    let sample = |op: &'static str, value: u64| {
+                        let labels = vec![("bucket", PROXIES_BUCKET.to_string()), ("op", op.to_string())];
+                        (labels, i64::try_from(value).unwrap_or(i64::MAX))
+                    };
+                    vec![sample("put", stats.puts), sample("delete", stats.deletes)]
+                },
+            )
+            .counter_family(
+                "kv_write_errors",
+                "Key-value writes of Proxies that failed (retried)",
+                move || {
+                    let value = i64::try_from(errors.borrow().errors).unwrap_or(i64::MAX);
+                    vec![(vec![("bucket", PROXIES_BUCKET.to_string())], value)]
+                },
+            ),
+    ));
+    Monitoring::new(registry)
+        .ready_when_nats_connected(running.bus.clone())
+        .ready_when_set("the config has not been translated yet", running.synced.clone())
+}

@@ -1,0 +1,109 @@
+//! Directory mode: there is no API server to ask the webhook, so after every batch the
+//! whole state is validated in the background, as the webhook would validate it, and what
+//! would have been denied is logged and reported (status key `problems.validation`).
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use kgw_common::{resources::Index, shutdown::Shutdown};
+use serde::Serialize;
+use tokio::{sync::watch, task::JoinHandle};
+
+use super::{Finding, Policy, Validator, check_all};
+use crate::translate::Options;
+
+/// One finding of the background validation, as reported in the status bucket.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reported {
+    #[serde(flatten)]
+    pub finding: Finding,
+    /// Whether the webhook would deny a change introducing it with `alwaysAccept: false`.
+    pub would_deny: bool,
+}
+
+/// Validates the current index after every change and calls `report` with the findings
+/// whenever they differ from the last report. While the controller cannot be asked, the
+/// last report stays and the check is retried (with backoff) until it can.
+pub fn spawn<V: Validator>(
+    validator: V,
+    options: Options,
+    policy: Policy,
+    mut index: watch::Receiver<Arc<Index>>,
+    mut synced: watch::Receiver<bool>,
+    report: impl Fn(Vec<Reported>) + Send + 'static,
+    shutdown: Shutdown,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            ready = synced.wait_for(|s| *s) => if ready.is_err() { return },
+        }
+        let mut last: Option<Vec<Reported>> = None;
+        let mut failing: Option<String> = None;
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let current = index.borrow_and_update().clone();
+            match check_all(&validator, &options, &current).await {
+                Ok((_, findings)) => {
+                    if failing.take().is_some() {
+                        tracing::info!("background validation works again");
+                    }
+                    backoff = Duration::from_millis(500);
+                    let reported: Vec<Reported> = findings
+                        .into_iter()
+                        .map(|finding| Reported {
+                            would_deny: policy.would_deny(std::slice::from_ref(&finding)),
+                            finding,
+                        })
+                        .collect();
+                    if last.as_ref() != Some(&reported) {
+                        log_new(last.as_deref().unwrap_or_default(), &reported);
+                        report(reported.clone());
+                        last = Some(reported);
+                    }
+                    tokio::select! {
+                        _ = shutdown.wait() => return,
+                        changed = index.changed() => if changed.is_err() { return },
+                    }
+                }
+                Err(error) => {
+                    let text = error.to_string();
+                    if failing.as_deref() != Some(&text) {
+                        tracing::warn!(%error, "background validation cannot ask the controller; retrying");
+                        failing = Some(text);
+                    }
+                    tokio::select! {
+                        _ = shutdown.wait() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                        changed = index.changed() => if changed.is_err() { return },
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    })
+}
+
+/// Logs the findings that were not in the last report.
+fn log_new(before: &[Reported], now: &[Reported]) {
+    let before: BTreeSet<&Reported> = before.iter().collect();
+    for reported in now.iter().filter(|r| !before.contains(r)) {
+        let finding = &reported.finding;
+        if reported.would_deny {
+            tracing::warn!(
+                severity = ?finding.severity,
+                resource = %finding.resource,
+                path = %finding.path,
+                message = %finding.message,
+                "the validating webhook would deny this configuration (alwaysAccept: false)"
+            );
+        } else {
+            tracing::info!(
+                severity = ?finding.severity,
+                resource = %finding.resource,
+                path = %finding.path,
+                message = %finding.message,
+                "validation warning"
+            );
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The real [`Validator`]: the controller's `kgw.v1.ValidationService/Validate` (port 9988).
+//! The only place the validation's protobuf messages are built and read.
+use std::time::Duration;
+
+use kgw_proto::v1::{self as pb, validation_service_client::ValidationServiceClient};
+use tonic::transport::{Channel, Endpoint};
+
+use super::{DryRun, Finding, Severity, Validator, ValidatorError, resource_id};
+
+/// Default address of the controller's validation service in local mode.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9988";
+
+/// A gRPC client of the controller's ValidationService. Connects lazily and reconnects on
+/// its own, so it can be made before the controller is up.
+#[derive(Clone, Debug)]
+pub struct GrpcValidator {
+    addr: String,
+    client: ValidationServiceClient<Channel>,
+}
+
+impl GrpcValidator {
+    /// `addr` is `host:port` or a URL (`http://host:port`). Call inside a tokio runtime.
+    pub fn new(addr: &str, timeout: Duration) -> Result<Self, ValidatorError> {
+        let url = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(url)
+            .map_err(|source| ValidatorError::Address {
+                addr: addr.to_string(),
+                source,
+            })?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(timeout);
+        Ok(Self {
+            addr: addr.to_string(),
+            client: ValidationServiceClient::new(endpoint.connect_lazy()),
+        })
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+}
+
+impl Validator for GrpcValidator {
+    async fn validate(&self, dry_run: DryRun) -> Result<Vec<Finding>, ValidatorError> {
+        let request = pb::ValidateRequest {
+            proxy: Some(dry_run.proxy),
+            upstreams: dry_run.upstreams,
+            deleted_upstreams: dry_run
+                .deleted_upstreams
+                .into_iter()
+                .map(|(namespace, name)| pb::ResourceRef {
+                    kind: "Upstream".into(),
+                    namespace,
+                    name,
+                })
+                .collect(),
+            include_resources: false,
+        };
+        let response = self.client.clone().validate(request).await.map_err(|source| {
+            let addr = self.addr.clone();
+            match source.code() {
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                    ValidatorError::Unreachable {
+                        addr,
+                        detail: root_cause(&source),
+                        source,
+                    }
+                }
+                _ => ValidatorError::Failed { addr, source },
+            }
+        })?;
+        Ok(response.into_inner().problems.into_iter().map(finding).collect())
+    }
+}
+
+/// The innermost error under a status (the OS error of a failed connect), else its message.
+fn root_cause(status: &tonic::Status) -> String {
+    let mut cause: &dyn std::error::Error = status;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    if std::ptr::addr_eq(cause, status as &dyn std::error::Error) {
+        status.message().to_string()
+    } else {
+        format!("{}: {cause}", status.message())
+    }
+}
+
+fn finding(problem: pb::Problem) -> Finding {
+    let severity = match problem.severity() {
+        pb::problem::Severity::Warning => Severity::Warning,
+        pb::problem::Severity::Error => Severity::Error,
+    };
+    let resource = problem
+        .source
+        .as_ref()
+        .map(|s| resource_id(&s.kind, &s.namespace, &s.name))
+        .unwrap_or_default();
+    Finding {
+        severity,
+        resource,
+        path: problem.path,
+        message: problem.message,
+    }
+}
