@@ -33,6 +33,10 @@ struct Cli {
     /// Directory where fetched and verified WASM modules are kept.
     #[arg(long, env = "KGW_WASM_CACHE_DIR", default_value = "/tmp/kgw-wasm-cache")]
     wasm_cache_dir: std::path::PathBuf,
+    /// host:port Envoy fetches cached WASM modules from (the gloo Service in a cluster);
+    /// default: the --wasm-cache-addr.
+    #[arg(long, env = "KGW_WASM_CACHE_ADVERTISE_ADDR")]
+    wasm_cache_advertise_addr: Option<String>,
     /// Address of REST xDS (HTTP/JSON: POST /v3/discovery:{listeners,routes,clusters,endpoints,secrets}).
     #[arg(long, env = "KGW_REST_XDS_ADDR", default_value = "127.0.0.1:9976")]
     rest_xds_addr: SocketAddr,

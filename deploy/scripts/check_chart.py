@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -232,8 +233,10 @@ def check_release(docs: list[dict], exp: dict, f: Failures, validate_envoy: bool
         c = container(deps[name])
         args = c.get("args") or []
         f.check(c.get("command") == [binary], f"Deployment/{name} runs {c.get('command')}, want [{binary!r}]")
-        for a in ("--source=kubernetes", f"--nats-url={exp['nats_url']}", "--bind-addr=0.0.0.0"):
-            f.check(a in args, f"Deployment/{name} args {args} lack {a}")
+        f.check(f"--nats-url={exp['nats_url']}" in args, f"Deployment/{name} args {args} lack --nats-url")
+        if binary in ("gateway", "discovery"):
+            f.check("--source=kubernetes" in args, f"Deployment/{name} args {args} lack --source=kubernetes")
+        check_flags_exist(f, name, binary, args)
         f.check(env_value(c, "KGW_NATS_URL") == exp["nats_url"],
                 f"Deployment/{name} env KGW_NATS_URL is {env_value(c, 'KGW_NATS_URL')!r}, want {exp['nats_url']!r}")
         ports = c.get("ports") or []
@@ -401,6 +404,23 @@ CASES = [
         "rbac": False,
     }),
 ]
+
+
+def check_flags_exist(f, name, binary, args):
+    """Every --flag the chart passes must be one the real binary accepts (its --help)."""
+    bin_dir = os.environ.get("KGW_BIN_DIR")
+    if not bin_dir:
+        return
+    path = os.path.join(bin_dir, binary)
+    f.check(os.access(path, os.X_OK), f"binary {path} not found (KGW_BIN_DIR)")
+    if not os.access(path, os.X_OK):
+        return
+    help_text = subprocess.run([path, "--help"], capture_output=True, text=True).stdout
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("--"):
+            f.check(re.search(re.escape(flag) + r"\b", help_text) is not None,
+                    f"Deployment/{name}: {binary} does not accept {flag} (see `{binary} --help`)")
 
 
 def main() -> int:

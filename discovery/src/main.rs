@@ -5,25 +5,24 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
-use kgw_common::{shutdown::Shutdown, telemetry::LogFormat};
+use kgw_common::{
+    config::{CommonArgs, SourceArgs},
+    shutdown::Shutdown,
+};
 
 /// Upstream discovery (UDS): one Upstream per Service port, with its endpoints.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Directory of Kubernetes YAML manifests (Services, EndpointSlices), watched for changes.
-    #[arg(long, env = "KGW_CONFIG_DIR")]
-    config_dir: PathBuf,
-    /// NATS server URL (JetStream enabled).
-    #[arg(long, env = "KGW_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Where Services and EndpointSlices come from.
+    #[command(flatten)]
+    source: SourceArgs,
     /// File rewritten every 5 s while connected to NATS with the config read (content:
     /// unix ms), for an exec probe that checks its age; removed on shutdown.
     #[arg(long, env = "KGW_HEALTH_FILE", default_value = "/tmp/kgw-discovery-healthy")]
     health_file: PathBuf,
-    /// Log format on stderr: text or json.
-    #[arg(long, env = "KGW_LOG_FORMAT", default_value = "text")]
-    log_format: LogFormat,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,11 +37,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn async_main(args: Args) -> anyhow::Result<()> {
-    let _telemetry = kgw_common::telemetry::init("discovery", args.log_format);
+    let _telemetry = kgw_common::telemetry::init("discovery", args.common.log_format);
     let shutdown = Shutdown::new();
     let config = discovery::Config {
-        config_dir: args.config_dir,
-        nats_url: args.nats_url,
+        config_dir: args.source.directory()?,
+        nats_url: args.common.nats_url,
         health_file: args.health_file,
         heartbeat_every: Duration::from_secs(5),
     };

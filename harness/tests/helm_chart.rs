@@ -65,10 +65,14 @@ fn helm_chart_lints_renders_and_has_the_legacy_layout() {
     assert!(script.is_file(), "missing {}", script.display());
     assert!(chart.join("Chart.yaml").is_file(), "missing {}", chart.display());
 
+    // With our binaries at hand, the check also runs each one's --help to prove every flag
+    // the chart passes exists.
+    let bin_dir = kgw_harness::bins::bin_dir().expect("our binaries are built (cargo build --workspace --bins)");
     let out = run(Command::new(&py)
         .arg(&script)
         .arg("--chart")
         .arg(&chart)
+        .env("KGW_BIN_DIR", bin_dir)
         .current_dir(&root));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

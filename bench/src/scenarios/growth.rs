@@ -80,7 +80,7 @@ async fn grow(fleet: &Fleet, plan: &Plan, from: usize, to: usize, report: &mut R
                     .system
                     .log_tail(c, 400)
                     .lines()
-                    .map(|l| format!("{c}: {l}"))
+                    .map(|l| format!("{c}: {}", plain(l)))
                     .collect::<Vec<_>>()
             })
             .filter(|l| l.contains("ERROR") || l.contains("too large"))
@@ -161,4 +161,31 @@ fn peak_rss(fleet: &Fleet) -> Result<(Value, Value)> {
         now.insert(key.into(), json!(round3(procstat::rss_mib(pid)?)));
     }
     Ok((Value::Object(peak), Value::Object(now)))
+}
+
+/// A log line without its terminal colours.
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            // Skip to the end of the escape sequence (a letter).
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strips_colours() {
+        assert_eq!(super::plain("\u{1b}[31mERROR\u{1b}[0m too large"), "ERROR too large");
+    }
 }

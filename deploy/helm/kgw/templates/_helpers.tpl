@@ -85,9 +85,15 @@ Arguments shared by our processes (gateway, gloo, discovery, access-log).
 Usage: include "kgw.commonArgs" $
 */}}
 {{- define "kgw.commonArgs" -}}
-- --source={{ .Values.source }}
 - --nats-url={{ include "kgw.natsUrl" . }}
-- --bind-addr=0.0.0.0
+{{- end -}}
+
+{{/*
+The config source, for the processes that read resources (gateway, discovery).
+Usage: include "kgw.sourceArgs" $
+*/}}
+{{- define "kgw.sourceArgs" -}}
+- --source={{ .Values.source }}
 {{- end -}}
 
 {{/*
@@ -99,8 +105,6 @@ Usage: include "kgw.commonEnv" (dict "root" $ "values" .Values.gloo)
   value: {{ include "kgw.natsUrl" .root | quote }}
 - name: KGW_SOURCE
   value: {{ .root.Values.source | quote }}
-- name: KGW_BIND_ADDR
-  value: "0.0.0.0"
 - name: RUST_LOG
   value: {{ .values.logLevel | quote }}
 - name: POD_NAME
