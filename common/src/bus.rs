@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::shutdown::Shutdown;
+use crate::{chunk, shutdown::Shutdown};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -229,17 +229,7 @@ async fn reconcile(
         if have.get(key) == Some(value) {
             continue;
         }
-        if value.len() > kgw_proto::nats::CHUNK_BYTES {
-            tracing::error!(
-                bucket,
-                key,
-                bytes = value.len(),
-                "value too large for one NATS message; not written"
-            );
-            stats.send_modify(|s| s.errors += 1);
-            continue;
-        }
-        match store.put(key, value.clone()).await {
+        match put_value(store, key, value, have.get(key)).await {
             Ok(revision) => {
                 tracing::debug!(bucket, key, revision, bytes = value.len(), "kv put");
                 have.insert(key.clone(), value.clone());
@@ -255,7 +245,11 @@ async fn reconcile(
     }
     let stale: Vec<String> = have.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
     for key in stale {
-        match store.delete(&key).await {
+        let old_parts = have
+            .get(&key)
+            .and_then(|v| chunk::split(v))
+            .map_or(0, |(parts, _)| parts.len());
+        match delete_value(store, &key, old_parts).await {
             Ok(()) => {
                 tracing::debug!(bucket, key, "kv delete");
                 have.remove(&key);
@@ -275,7 +269,57 @@ async fn reconcile(
     Ok(())
 }
 
-/// Every live key and value of the bucket.
+/// Writes `value` under `key`, split into parts when it is too large for one message
+/// (parts first, head last; parts the previous value had beyond the new count are removed).
+async fn put_value(store: &kv::Store, key: &str, value: &Bytes, previous: Option<&Bytes>) -> Result<u64, String> {
+    let old_parts = previous.and_then(chunk::split).map_or(0, |(parts, _)| parts.len());
+    let (revision, new_parts) = match chunk::split(value) {
+        None => (store.put(key, value.clone()).await.map_err(|e| e.to_string())?, 0),
+        Some((parts, head)) => {
+            for (i, part) in parts.iter().enumerate() {
+                store
+                    .put(chunk::part_key(key, i as u32), part.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            (store.put(key, head).await.map_err(|e| e.to_string())?, parts.len())
+        }
+    };
+    for i in new_parts..old_parts {
+        store
+            .delete(chunk::part_key(key, i as u32))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(revision)
+}
+
+async fn delete_value(store: &kv::Store, key: &str, parts: usize) -> Result<(), String> {
+    store.delete(key).await.map_err(|e| e.to_string())?;
+    for i in 0..parts {
+        store
+            .delete(chunk::part_key(key, i as u32))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The value of a head key: itself, or its parts reassembled and checked.
+async fn resolve(store: &kv::Store, key: &str, value: Bytes) -> Result<Bytes, String> {
+    let Some(manifest) = chunk::manifest(&value) else {
+        return Ok(value);
+    };
+    let mut parts = Vec::with_capacity(manifest.parts as usize);
+    for i in 0..manifest.parts {
+        let part_key = chunk::part_key(key, i);
+        let part = store.get(&part_key).await.map_err(|e| e.to_string())?;
+        parts.push(part.ok_or_else(|| format!("{key}: part {part_key} is missing"))?);
+    }
+    chunk::join(&manifest, &parts).map_err(|e| format!("{key}: {e}"))
+}
+
+/// Every live key and value of the bucket (split values reassembled).
 pub async fn read_all(store: &kv::Store) -> Result<BTreeMap<String, Bytes>, String> {
     let mut keys = store.keys().await.map_err(|e| e.to_string())?;
     let mut names = Vec::new();
@@ -284,10 +328,11 @@ pub async fn read_all(store: &kv::Store) -> Result<BTreeMap<String, Bytes>, Stri
     }
     let mut all = BTreeMap::new();
     for key in names {
-        if key.contains(".part.") {
+        if chunk::is_part_key(&key) {
             continue;
         }
         if let Some(value) = store.get(&key).await.map_err(|e| e.to_string())? {
+            let value = resolve(store, &key, value).await?;
             all.insert(key, value);
         }
     }
@@ -367,9 +412,15 @@ async fn mirror_once(
             _ = epoch.changed() => return MirrorEnd::Resync,
             entry = watch.next() => {
                 let event = match entry {
-                    Some(Ok(entry)) if entry.key.contains(".part.") => continue,
+                    Some(Ok(entry)) if chunk::is_part_key(&entry.key) => continue,
                     Some(Ok(entry)) => match entry.operation {
-                        kv::Operation::Put => KvEvent::Put(entry.key, entry.value),
+                        kv::Operation::Put => match resolve(store, &entry.key, entry.value).await {
+                            Ok(value) => KvEvent::Put(entry.key, value),
+                            Err(error) => {
+                                tracing::warn!(bucket, %error, "cannot reassemble a split value; resyncing");
+                                return MirrorEnd::Failed;
+                            }
+                        },
                         kv::Operation::Delete | kv::Operation::Purge => KvEvent::Delete(entry.key),
                     },
                     Some(Err(error)) => {

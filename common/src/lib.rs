@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod chunk;
 pub mod config;
 pub mod monitoring;
 pub mod policy;

@@ -1,0 +1,74 @@
+//! Values larger than one NATS message travel split across keys: the writer writes parts
+//! then the head, the mirror reassembles them, and shrinking or deleting leaves no parts.
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use kgw_common::{
+    bus::{self, KvEvent, KvState},
+    shutdown::Shutdown,
+};
+use kgw_harness::{Component, System, SystemConfig};
+use tokio::sync::{mpsc, watch};
+
+async fn next_put(events: &mut mpsc::Receiver<KvEvent>, key: &str) -> Bytes {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("event")
+            .expect("open");
+        match event {
+            KvEvent::Put(k, value) if k == key => return value,
+            KvEvent::Full(all) if all.contains_key(key) => return all[key].clone(),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_values_are_split_and_reassembled() -> anyhow::Result<()> {
+    let system = System::start(SystemConfig {
+        components: vec![Component::Nats],
+        ..Default::default()
+    })
+    .await?;
+    let shutdown = Shutdown::new();
+    let bus = bus::connect(&system.nats_url(), "test").await?;
+    let big = Bytes::from((0..2_500_000u32).map(|i| (i % 253) as u8).collect::<Vec<_>>());
+    let (desired_tx, desired) = watch::channel(KvState::default());
+    desired_tx.send_replace(Arc::new(BTreeMap::from([("ns.big".to_string(), big.clone())])));
+    let owns: bus::Owns = Arc::new(|_, _| true);
+    let _stats = bus::spawn_kv_writer(bus.clone(), "test_chunks", desired, owns, shutdown.clone());
+
+    let (events_tx, mut events) = mpsc::channel(16);
+    bus::spawn_kv_mirror(bus.clone(), "test_chunks", events_tx, shutdown.clone());
+    assert_eq!(next_put(&mut events, "ns.big").await, big, "reassembled intact");
+
+    let store = bus.kv("test_chunks", &shutdown).await?;
+    let keys = || async {
+        let all = store.keys().await.expect("keys");
+        let mut keys: Vec<String> = futures::StreamExt::collect::<Vec<_>>(all)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(
+        keys().await,
+        ["ns.big", "ns.big.part.0", "ns.big.part.1", "ns.big.part.2"]
+    );
+
+    // Shrinks to one message: the parts go away.
+    let small = Bytes::from_static(b"small now");
+    desired_tx.send_replace(Arc::new(BTreeMap::from([("ns.big".to_string(), small.clone())])));
+    assert_eq!(next_put(&mut events, "ns.big").await, small);
+    kgw_harness::wait_for(Duration::from_secs(10), || async {
+        let now = keys().await;
+        anyhow::ensure!(now == ["ns.big"], "keys: {now:?}");
+        Ok(())
+    })
+    .await?;
+    shutdown.trigger();
+    Ok(())
+}
