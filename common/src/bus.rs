@@ -247,7 +247,7 @@ async fn reconcile(
     for key in stale {
         let old_parts = have
             .get(&key)
-            .and_then(|v| chunk::split(v))
+            .and_then(chunk::split)
             .map_or(0, |(parts, _)| parts.len());
         match delete_value(store, &key, old_parts).await {
             Ok(()) => {
