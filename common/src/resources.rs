@@ -105,6 +105,7 @@ impl DecodeError {
     /// The resource the document declares, when it got that far.
     pub fn key_hint(&self) -> Option<(String, String, String)> {
         match self {
+            Self::Field { name, .. } if name.is_empty() => None,
             Self::Field {
                 kind, namespace, name, ..
             } => Some((kind.clone(), namespace.clone(), name.clone())),

@@ -128,6 +128,13 @@ impl DirState {
         self.files.get(file)?.get(key).cloned()
     }
 
+    /// Whether `text` as the new content of `file` would drop a resource the file holds.
+    pub fn would_remove(&self, file: &str, text: &str) -> bool {
+        let Some(old) = self.files.get(file) else { return false };
+        let (new, _) = parse_file(file, text, old);
+        old.keys().any(|key| !new.contains_key(key))
+    }
+
     /// Files currently tracked, relative paths.
     pub fn files(&self) -> impl Iterator<Item = &String> {
         self.files.keys()
@@ -163,6 +170,9 @@ fn parse_file(
     }
     let mut resources = BTreeMap::new();
     let mut problems = Vec::new();
+    // A document that fails before naming its resource could be any of the file's: then
+    // every resource the file held and no longer declares keeps its last good version.
+    let mut unattributed = false;
     for (i, doc) in docs.into_iter().enumerate() {
         match decode(doc) {
             Ok(Some((key, resource))) => {
@@ -177,6 +187,7 @@ fn parse_file(
             }
             Ok(None) => {}
             Err(error) => {
+                unattributed |= error.key_hint().is_none();
                 let kept = keep_last_good(&error, old, &mut resources);
                 problems.push(Problem {
                     file: file.to_string(),
@@ -195,6 +206,11 @@ fn parse_file(
                     },
                 });
             }
+        }
+    }
+    if unattributed {
+        for (key, resource) in old {
+            resources.entry(key.clone()).or_insert_with(|| resource.clone());
         }
     }
     (resources, problems)
@@ -250,6 +266,9 @@ pub fn spawn_dir_source(dir: PathBuf, batches: mpsc::Sender<Batch>, shutdown: Sh
     let dir = dir.canonicalize().unwrap_or(dir);
     let (events_tx, mut events) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+        // Reading a file raises open/access/close-nowrite events: reacting to those would
+        // re-read forever. Only changes count.
+        Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => {}
         Ok(event) => {
             for path in event.paths {
                 let _ = events_tx.send(path);
@@ -276,7 +295,7 @@ pub fn spawn_dir_source(dir: PathBuf, batches: mpsc::Sender<Batch>, shutdown: Sh
         initial.sort();
         let mut changes = Vec::new();
         for path in &initial {
-            changes.extend(reload(&mut state, &dir, path));
+            changes.extend(reload(&mut state, &dir, path).await);
         }
         tracing::info!(dir = %dir.display(), files = initial.len(), resources = changes.len(), "read config directory");
         let first = Batch {
@@ -305,11 +324,11 @@ pub fn spawn_dir_source(dir: PathBuf, batches: mpsc::Sender<Batch>, shutdown: Sh
                     let mut found = Vec::new();
                     scan(&path, &mut found);
                     for file in found {
-                        changes.extend(reload(&mut state, &dir, &file));
+                        changes.extend(reload(&mut state, &dir, &file).await);
                     }
                 } else if path.exists() {
                     if is_manifest(&path) {
-                        changes.extend(reload(&mut state, &dir, &path));
+                        changes.extend(reload(&mut state, &dir, &path).await);
                     }
                 } else {
                     // Gone: the file itself, or a directory and everything below it.
@@ -350,9 +369,20 @@ fn relative(dir: &Path, path: &Path) -> String {
     path.strip_prefix(dir).unwrap_or(path).to_string_lossy().into_owned()
 }
 
-fn reload(state: &mut DirState, dir: &Path, path: &Path) -> Vec<Change> {
+/// A file that seems to lose resources may be mid-write (truncated, then written): it is
+/// read again after this long before anything is removed.
+const SETTLE_BEFORE_REMOVING: Duration = Duration::from_millis(50);
+
+async fn reload(state: &mut DirState, dir: &Path, path: &Path) -> Vec<Change> {
     let rel = relative(dir, path);
-    match std::fs::read_to_string(path) {
+    let mut read = std::fs::read_to_string(path);
+    if let Ok(text) = &read
+        && state.would_remove(&rel, text)
+    {
+        tokio::time::sleep(SETTLE_BEFORE_REMOVING).await;
+        read = std::fs::read_to_string(path);
+    }
+    match read {
         Ok(text) => state.update_file(&rel, Some(&text)),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => state.update_file(&rel, None),
         Err(error) => {
@@ -422,6 +452,18 @@ mod tests {
         // Fixing it clears the problem.
         state.update_file("r.yaml", Some(&format!("{ROUTE_A}---\n{ROUTE_B}")));
         assert!(state.problems().is_empty());
+    }
+
+    #[test]
+    fn a_document_without_a_name_keeps_the_files_resources() {
+        let mut state = DirState::default();
+        state.update_file("r.yaml", Some(ROUTE_A));
+        let nameless = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {}\n";
+        assert!(
+            state.update_file("r.yaml", Some(nameless)).is_empty(),
+            "route a is kept"
+        );
+        assert!(state.problems()[0].message.contains("metadata.name"));
     }
 
     #[test]

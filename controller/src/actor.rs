@@ -228,18 +228,7 @@ fn report(proxy: &pb::Proxy, problems: Vec<translate::Problem>) -> pb::ProxyRepo
     pb::ProxyReport {
         proxy: proxy.metadata.clone(),
         source_hash: proxy.source_hash.clone(),
-        problems: problems
-            .into_iter()
-            .map(|p| pb::Problem {
-                severity: match p.severity {
-                    translate::Severity::Error => pb::problem::Severity::Error,
-                    translate::Severity::Warning => pb::problem::Severity::Warning,
-                } as i32,
-                path: p.path,
-                source: p.source,
-                message: p.message,
-            })
-            .collect(),
+        problems: problems.into_iter().map(translate::Problem::to_proto).collect(),
     }
 }
 

@@ -98,7 +98,7 @@ impl<S: TranslationInputs> ValidationService for Validation<S> {
                 meta.namespace, meta.name
             ))
         })?;
-        let problems: Vec<pb::Problem> = problems.into_iter().map(problem).collect();
+        let problems: Vec<pb::Problem> = problems.into_iter().map(translate::Problem::to_proto).collect();
         tracing::debug!(
             proxy = %format!("{}/{}", meta.namespace, meta.name),
             errors = problems.iter().filter(|p| p.severity == pb::problem::Severity::Error as i32).count(),
@@ -120,18 +120,6 @@ fn resources_as_json(resources: &EnvoyResources) -> Result<Vec<String>, json::Js
         .chain(resources.endpoints.iter().map(|r| pack_any(r.clone())));
     anys.map(|any| json::any_to_json(&any).map(|value| value.to_string()))
         .collect()
-}
-
-fn problem(p: translate::Problem) -> pb::Problem {
-    pb::Problem {
-        severity: match p.severity {
-            translate::Severity::Error => pb::problem::Severity::Error,
-            translate::Severity::Warning => pb::problem::Severity::Warning,
-        } as i32,
-        path: p.path,
-        source: p.source,
-        message: p.message,
-    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::{
     metrics::GatewayMetrics,
-    translate::{self, Options, Output},
+    translate::{self, Options, Output, status::RouteParentStatus},
     validation::background::Reported,
 };
 
@@ -40,6 +40,8 @@ pub struct GatewayActor {
     metrics: Arc<GatewayMetrics>,
     /// The last background validation report (`problems.validation`).
     validation: Arc<Vec<Reported>>,
+    /// Encoded route statuses, reused while unchanged (most of them, on any one edit).
+    route_status: RouteStatusCache,
 }
 
 impl GatewayActor {
@@ -52,6 +54,7 @@ impl GatewayActor {
             last: None,
             metrics: Arc::default(),
             validation: Arc::default(),
+            route_status: RouteStatusCache::new(),
         }
     }
 
@@ -91,9 +94,12 @@ impl Handler<SourceBatch> for GatewayActor {
         if self.last.as_ref().map(|l| &l.proxies) != Some(&output.proxies) {
             self.outputs.proxies.send_replace(Arc::new(encode_proxies(&output)));
         }
-        self.outputs
-            .status
-            .send_replace(Arc::new(encode_status(&output, &self.problems, &self.validation)));
+        self.outputs.status.send_replace(Arc::new(encode_status(
+            &output,
+            &self.problems,
+            &self.validation,
+            &mut self.route_status,
+        )));
         self.outputs.index.send_replace(Arc::new(self.index.clone()));
         self.outputs.synced.send_replace(true);
         self.last = Some(output);
@@ -111,9 +117,12 @@ impl Handler<ValidationReport> for GatewayActor {
     fn handle(&mut self, ValidationReport(findings): ValidationReport, _: &mut Context<Self>) {
         self.validation = Arc::new(findings);
         if let Some(output) = &self.last {
-            self.outputs
-                .status
-                .send_replace(Arc::new(encode_status(output, &self.problems, &self.validation)));
+            self.outputs.status.send_replace(Arc::new(encode_status(
+                output,
+                &self.problems,
+                &self.validation,
+                &mut self.route_status,
+            )));
         }
     }
 }
@@ -134,7 +143,15 @@ pub fn encode_proxies(output: &Output) -> BTreeMap<String, Bytes> {
 
 /// Status as YAML per resource, key `<kind>.<namespace>.<name>`; config problems under
 /// `problems.config`, what the validating webhook would deny under `problems.validation`.
-pub fn encode_status(output: &Output, problems: &[Problem], validation: &[Reported]) -> BTreeMap<String, Bytes> {
+/// Route key → its status and that status encoded.
+pub type RouteStatusCache = BTreeMap<String, (Vec<RouteParentStatus>, Bytes)>;
+
+pub fn encode_status(
+    output: &Output,
+    problems: &[Problem],
+    validation: &[Reported],
+    cache: &mut RouteStatusCache,
+) -> BTreeMap<String, Bytes> {
     let yaml = |value: &dyn erased::Yaml| Bytes::from(value.to_yaml());
     let mut out = BTreeMap::new();
     for (name, conditions) in &output.status.gateway_classes {
@@ -143,9 +160,16 @@ pub fn encode_status(output: &Output, problems: &[Problem], validation: &[Report
     for (key, status) in &output.status.gateways {
         out.insert(format!("gateway.{}", key.replacen('/', ".", 1)), yaml(status));
     }
+    let mut fresh = RouteStatusCache::new();
     for (key, status) in &output.status.http_routes {
-        out.insert(format!("httproute.{}", key.replacen('/', ".", 1)), yaml(status));
+        let bytes = match cache.remove(key) {
+            Some((cached, bytes)) if cached == *status => bytes,
+            _ => yaml(status),
+        };
+        out.insert(format!("httproute.{}", key.replacen('/', ".", 1)), bytes.clone());
+        fresh.insert(key.clone(), (status.clone(), bytes));
     }
+    *cache = fresh;
     if !problems.is_empty() {
         out.insert("problems.config".into(), yaml(&problems.to_vec()));
     }

@@ -67,33 +67,5 @@ fn render(index: &Index) -> String {
 #[test]
 fn golden() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    let mut cases: Vec<_> = std::fs::read_dir(&root)
-        .expect("golden dir")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    cases.sort();
-    assert!(!cases.is_empty());
-    let mut failures = Vec::new();
-    for case in cases {
-        let actual = render(&load_index(&case.join("input.yaml")));
-        let expected_path = case.join("output.yaml");
-        if update {
-            std::fs::write(&expected_path, &actual).expect("write golden");
-            continue;
-        }
-        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
-        if expected != actual {
-            failures.push(format!(
-                "{}:\n--- expected\n{expected}\n--- actual\n{actual}",
-                case.display()
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "golden mismatches (UPDATE_GOLDEN=1 to accept):\n{}",
-        failures.join("\n")
-    );
+    kgw_harness::golden::check_cases(&root, |case| render(&load_index(&case.join("input.yaml"))));
 }

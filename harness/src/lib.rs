@@ -6,6 +6,7 @@ pub mod addr;
 pub mod bins;
 pub mod echo;
 pub mod envoy;
+pub mod golden;
 pub mod http;
 pub mod manifest;
 pub mod process;

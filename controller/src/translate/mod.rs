@@ -49,6 +49,21 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    /// The report form, as published to the gateway and answered by validation.
+    pub fn to_proto(self) -> pb::Problem {
+        pb::Problem {
+            severity: match self.severity {
+                Severity::Error => pb::problem::Severity::Error,
+                Severity::Warning => pb::problem::Severity::Warning,
+            } as i32,
+            path: self.path,
+            source: self.source,
+            message: self.message,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Severity {
     Error,

@@ -64,6 +64,9 @@ pub fn spawn<V: Validator>(
                         _ = shutdown.wait() => return,
                         changed = index.changed() => if changed.is_err() { return },
                     }
+                    // It is a report, not a gate: let a burst of edits settle first, so
+                    // churn does not cost a full dry run per edit.
+                    settle(&mut index, &shutdown).await;
                 }
                 Err(error) => {
                     let text = error.to_string();
@@ -81,6 +84,25 @@ pub fn spawn<V: Validator>(
             }
         }
     })
+}
+
+/// How long the index must stay unchanged before a background check, and the most a
+/// check is put off while changes keep coming.
+const SETTLE: Duration = Duration::from_millis(200);
+const SETTLE_AT_MOST: Duration = Duration::from_secs(2);
+
+async fn settle(index: &mut watch::Receiver<Arc<Index>>, shutdown: &Shutdown) {
+    let deadline = tokio::time::Instant::now() + SETTLE_AT_MOST;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(SETTLE) => {}
+        }
+        if !index.has_changed().unwrap_or(false) || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        index.borrow_and_update();
+    }
 }
 
 /// Logs the findings that were not in the last report.
