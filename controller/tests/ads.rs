@@ -219,3 +219,30 @@ async fn a_node_without_role_is_refused() {
         .expect_err("refused");
     assert!(error.message().contains("role"), "{error}");
 }
+
+#[tokio::test]
+async fn changes_while_envoy_is_busy_are_coalesced_into_the_latest() {
+    let cache = SnapshotCache::default();
+    cache.set(ROLE, Some(snapshot("10.0.0.1")));
+    let mut envoy = connect(cache.clone()).await;
+    envoy.send(request(ENDPOINT, &["default-echo-80_default"], None)).await;
+    let first = envoy.next().await;
+
+    // Envoy has not answered `first` yet: two more changes are held back...
+    cache.set(ROLE, Some(snapshot("10.0.0.2")));
+    cache.set(ROLE, Some(snapshot("10.0.0.3")));
+    envoy.nothing_for(Duration::from_millis(300)).await;
+    // ...and its ACK brings only the latest.
+    envoy
+        .send(request(ENDPOINT, &["default-echo-80_default"], Some(&first)))
+        .await;
+    let latest = envoy.next().await;
+    assert_eq!(
+        latest.version_info,
+        snapshot("10.0.0.3").version(ENDPOINT).expect("eds").to_string()
+    );
+    envoy
+        .send(request(ENDPOINT, &["default-echo-80_default"], Some(&latest)))
+        .await;
+    envoy.nothing_for(Duration::from_millis(300)).await;
+}

@@ -127,6 +127,10 @@ struct TypeState {
     nonce: String,
     /// A version Envoy rejected: not sent again.
     rejected: Option<String>,
+    /// A response Envoy has not answered (ACK or NACK) yet. Snapshot changes meanwhile are
+    /// not sent: when the answer comes, the latest version goes out, so a burst of changes
+    /// costs Envoy one update, not one per change.
+    awaiting_answer: bool,
 }
 
 struct StreamState<S> {
@@ -213,6 +217,9 @@ impl<S: SnapshotSource> StreamState<S> {
         if !request.response_nonce.is_empty() && request.response_nonce != state.nonce {
             return true; // answers an older response: superseded
         }
+        if !request.response_nonce.is_empty() {
+            state.awaiting_answer = false;
+        }
         if let Some(error) = &request.error_detail {
             self.stats.nacks.fetch_add(1, Ordering::Relaxed);
             self.stats.of(&type_url).nacks.fetch_add(1, Ordering::Relaxed);
@@ -223,7 +230,8 @@ impl<S: SnapshotSource> StreamState<S> {
             );
             state.rejected = rejected;
             state.names = request.resource_names;
-            return true;
+            // A newer version than the rejected one may be waiting.
+            return self.respond(&type_url).await;
         }
         if !request.response_nonce.is_empty() {
             self.stats.acks.fetch_add(1, Ordering::Relaxed);
@@ -236,7 +244,8 @@ impl<S: SnapshotSource> StreamState<S> {
 
     async fn push_all(&mut self) -> bool {
         for type_url in PUSH_ORDER {
-            if self.types.contains_key(type_url) && !self.respond(type_url).await {
+            let waiting = self.types.get(type_url).is_none_or(|t| t.awaiting_answer);
+            if !waiting && !self.respond(type_url).await {
                 return false;
             }
         }
@@ -260,6 +269,7 @@ impl<S: SnapshotSource> StreamState<S> {
         let state = self.types.entry(type_url.to_string()).or_default();
         state.nonce = nonce.clone();
         state.sent = Some((response.version_info.clone(), state.names.clone()));
+        state.awaiting_answer = true;
         self.stats.responses.fetch_add(1, Ordering::Relaxed);
         self.stats.of(type_url).responses.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(node = %self.node_id, type_url, version = %response.version_info, resources = response.resources.len(), "push");
