@@ -348,6 +348,40 @@ pub enum KvEvent {
     Delete(String),
 }
 
+/// `first` and every event already waiting in `more`, merged: a `Full` absorbs what follows
+/// it, and only the last `Put`/`Delete` of each key is kept. Order of keys is not kept (it
+/// does not matter: each key is independent state).
+pub fn coalesce(first: KvEvent, more: &mut mpsc::Receiver<KvEvent>) -> Vec<KvEvent> {
+    let mut full: Option<BTreeMap<String, Bytes>> = None;
+    let mut keyed: BTreeMap<String, KvEvent> = BTreeMap::new();
+    let mut next = Some(first);
+    while let Some(event) = next.take().or_else(|| more.try_recv().ok()) {
+        match event {
+            KvEvent::Full(all) => {
+                full = Some(all);
+                keyed.clear();
+            }
+            KvEvent::Put(key, value) => match full.as_mut() {
+                Some(all) => {
+                    all.insert(key, value);
+                }
+                None => {
+                    keyed.insert(key.clone(), KvEvent::Put(key, value));
+                }
+            },
+            KvEvent::Delete(key) => match full.as_mut() {
+                Some(all) => {
+                    all.remove(&key);
+                }
+                None => {
+                    keyed.insert(key.clone(), KvEvent::Delete(key));
+                }
+            },
+        }
+    }
+    full.map(KvEvent::Full).into_iter().chain(keyed.into_values()).collect()
+}
+
 /// Follows a bucket: sends `Full` first, then `Put`/`Delete` as they happen; after a
 /// reconnect (or a broken watch) sends a fresh `Full`. Ends when `events` is dropped.
 pub fn spawn_kv_mirror(bus: Bus, bucket: &'static str, events: mpsc::Sender<KvEvent>, shutdown: Shutdown) {
@@ -434,5 +468,37 @@ async fn mirror_once(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, value: &'static str) -> KvEvent {
+        KvEvent::Put(key.into(), Bytes::from_static(value.as_bytes()))
+    }
+
+    #[tokio::test]
+    async fn coalesce_keeps_the_last_event_per_key_and_folds_into_a_full_read() {
+        let (tx, mut rx) = mpsc::channel(8);
+        for event in [put("a", "2"), put("b", "1"), KvEvent::Delete("b".into()), put("a", "3")] {
+            tx.send(event).await.expect("open");
+        }
+        let merged = coalesce(put("a", "1"), &mut rx);
+        assert_eq!(merged, vec![put("a", "3"), KvEvent::Delete("b".into())]);
+
+        let full = KvEvent::Full(BTreeMap::from([("x".to_string(), Bytes::from_static(b"0"))]));
+        tx.send(full).await.expect("open");
+        tx.send(put("y", "1")).await.expect("open");
+        tx.send(KvEvent::Delete("x".into())).await.expect("open");
+        let merged = coalesce(put("z", "1"), &mut rx);
+        assert_eq!(
+            merged,
+            vec![KvEvent::Full(BTreeMap::from([(
+                "y".to_string(),
+                Bytes::from_static(b"1")
+            )]))]
+        );
     }
 }

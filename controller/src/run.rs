@@ -118,9 +118,12 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Con
     bus::spawn_kv_mirror(bus.clone(), PROXIES_BUCKET, proxies_tx, shutdown.clone());
     let proxy_actor = actor.clone();
     tokio::spawn(async move {
+        // Events that arrive while the actor translates are merged (latest per key).
         while let Some(event) = proxies.recv().await {
-            if proxy_actor.send(ProxiesChanged(event)).await.is_err() {
-                break;
+            for event in bus::coalesce(event, &mut proxies) {
+                if proxy_actor.send(ProxiesChanged(event)).await.is_err() {
+                    return;
+                }
             }
         }
     });
@@ -128,8 +131,10 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Con
     bus::spawn_kv_mirror(bus.clone(), UPSTREAMS_BUCKET, upstreams_tx, shutdown.clone());
     tokio::spawn(async move {
         while let Some(event) = upstreams.recv().await {
-            if actor.send(UpstreamsChanged(event)).await.is_err() {
-                break;
+            for event in bus::coalesce(event, &mut upstreams) {
+                if actor.send(UpstreamsChanged(event)).await.is_err() {
+                    return;
+                }
             }
         }
     });

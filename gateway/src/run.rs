@@ -86,7 +86,14 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Gat
     let (batches_tx, mut batches) = mpsc::channel(16);
     spawn_dir_source(config.config_dir, batches_tx, shutdown.clone())?;
     tokio::spawn(async move {
-        while let Some(batch) = batches.recv().await {
+        // Batches that arrive while the actor translates are merged: under churn the actor
+        // translates once per round, not once per file event.
+        while let Some(mut batch) = batches.recv().await {
+            while let Ok(more) = batches.try_recv() {
+                batch.changes.extend(more.changes);
+                batch.problems = more.problems;
+                batch.initial |= more.initial;
+            }
             if actor.send(SourceBatch(batch)).await.is_err() {
                 break;
             }
