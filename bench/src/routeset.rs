@@ -69,21 +69,7 @@ pub fn cluster_name(svc: &str) -> String {
     format!("default-{svc}-{SERVICE_PORT}_default")
 }
 
-pub fn gateway_yaml() -> String {
-    "apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: kgateway}
-spec: {controllerName: kgateway.dev/kgateway}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  gatewayClassName: kgateway
-  listeners: [{name: http, protocol: HTTP, port: 8080}]
-"
-    .into()
-}
+pub use kgw_harness::manifest::gateway_yaml;
 
 /// A Service on port 80 whose EndpointSlice lists `ips` (all on `port`).
 pub fn service_yaml(name: &str, ips: &[IpAddr], port: u16) -> String {

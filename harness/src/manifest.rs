@@ -82,3 +82,21 @@ fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+/// GatewayClass `kgateway` (ours) and Gateway `default/gw` with one HTTP listener on 8080:
+/// the base every end-to-end test and benchmark starts from.
+pub fn gateway_yaml() -> String {
+    "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: kgateway}
+spec: {controllerName: kgateway.dev/kgateway}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: kgateway
+  listeners: [{name: http, protocol: HTTP, port: 8080}]
+"
+    .into()
+}

@@ -6,21 +6,7 @@ use kgw_harness::{Layout, System, SystemConfig, spawn_echo, write_manifest_atomi
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
-pub fn gateway_yaml() -> String {
-    "apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: kgateway}
-spec: {controllerName: kgateway.dev/kgateway}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  gatewayClassName: kgateway
-  listeners: [{name: http, protocol: HTTP, port: 8080}]
-"
-    .into()
-}
+pub use kgw_harness::manifest::gateway_yaml;
 
 /// A Service `name` on port 80 whose EndpointSlice lists `backends`.
 pub fn service_yaml(name: &str, backends: &[SocketAddr]) -> String {
