@@ -172,8 +172,24 @@ fn print_summary(sys: &System, backends: &[(String, SocketAddr)], gateway: &(Str
     println!("  config dir   {}", sys.config_dir().display());
     println!("  logs         {}/*.log", sys.run_dir().display());
     println!("  access log   {}", sys.access_log_path().display());
+    // The first route's first path match, so the suggested request is one that is routed.
+    let path = documents_of_kind(sys.config_dir(), "HTTPRoute")
+        .iter()
+        .filter_map(|r| {
+            let value = r
+                .get("spec")?
+                .get("rules")?
+                .get(0)?
+                .get("matches")?
+                .get(0)?
+                .get("path")?
+                .get("value")?;
+            value.as_str().map(|p| format!("{}/hello", p.trim_end_matches('/')))
+        })
+        .next()
+        .unwrap_or_else(|| "/".into());
     match host {
-        Some(h) => println!("Try:  curl -i -H 'Host: {h}' {}", sys.url("/")),
-        None => println!("Try:  curl -i {}", sys.url("/")),
+        Some(h) => println!("Try:  curl -i -H 'Host: {h}' {}", sys.url(&path)),
+        None => println!("Try:  curl -i {}", sys.url(&path)),
     }
 }
