@@ -71,30 +71,7 @@ pub fn cluster_name(svc: &str) -> String {
 
 pub use kgw_harness::manifest::gateway_yaml;
 
-/// A Service on port 80 whose EndpointSlice lists `ips` (all on `port`).
-pub fn service_yaml(name: &str, ips: &[IpAddr], port: u16) -> String {
-    let endpoints: String = ips
-        .iter()
-        .map(|ip| format!("- addresses: [\"{ip}\"]\n  conditions: {{ready: true}}\n"))
-        .collect();
-    format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: default}}
-spec: {{ports: [{{name: http, port: {SERVICE_PORT}, targetPort: {port}}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports: [{{name: http, port: {port}}}]
-endpoints:
-{endpoints}"
-    )
-}
+pub use kgw_harness::manifest::service_yaml;
 
 /// An HTTPRoute for host `<name>.bench.local`, prefix `/<name>`, to Service `svc`.
 /// `variant` > 0 adds a second rule (prefix `/<name>-v<variant>`): a real change of the

@@ -1,5 +1,6 @@
 //! Manifests in a directory config source, written so that a watcher never sees half a file.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -99,4 +100,29 @@ spec:
   listeners: [{name: http, protocol: HTTP, port: 8080}]
 "
     .into()
+}
+
+/// A Service on port 80 whose EndpointSlice lists `ips` (all on `port`).
+pub fn service_yaml(name: &str, ips: &[IpAddr], port: u16) -> String {
+    let endpoints: String = ips
+        .iter()
+        .map(|ip| format!("- addresses: [\"{ip}\"]\n  conditions: {{ready: true}}\n"))
+        .collect();
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec: {{ports: [{{name: http, port: 80, targetPort: {port}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints:
+{endpoints}"
+    )
 }

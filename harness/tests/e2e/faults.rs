@@ -20,13 +20,19 @@ async fn steady(system: &kgw_harness::System, path: &str, during: Duration) -> a
     Ok(sent)
 }
 
+/// A system with one echo backend and route `/a` to it, already serving.
+async fn serving_route_a() -> anyhow::Result<(crate::support::Running, std::path::PathBuf)> {
+    let running = start(&["echo"]).await?;
+    let dir = config_dir(&running.system).to_path_buf();
+    write_manifest_atomically(&dir, "a.yaml", &route_yaml("a", "/a", &[("echo", 1)]))?;
+    wait_status(&running.system.url("/a"), None, 200, WAIT).await?;
+    Ok((running, dir))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn controller_kill9_traffic_flows_and_restart_brings_new_route() -> anyhow::Result<()> {
-    let mut running = start(&["echo"]).await?;
+    let (mut running, dir) = serving_route_a().await?;
     let system = &mut running.system;
-    let dir = config_dir(system).to_path_buf();
-    write_manifest_atomically(&dir, "a.yaml", &route_yaml("a", "/a", &[("echo", 1)]))?;
-    wait_status(&system.url("/a"), None, 200, WAIT).await?;
 
     system.kill9(Component::Controller)?;
     let sent = steady(system, "/a", Duration::from_secs(2)).await?;
@@ -47,11 +53,8 @@ async fn controller_kill9_traffic_flows_and_restart_brings_new_route() -> anyhow
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_kill9_traffic_flows_and_restart_brings_later_edit() -> anyhow::Result<()> {
-    let mut running = start(&["echo"]).await?;
+    let (mut running, dir) = serving_route_a().await?;
     let system = &mut running.system;
-    let dir = config_dir(system).to_path_buf();
-    write_manifest_atomically(&dir, "a.yaml", &route_yaml("a", "/a", &[("echo", 1)]))?;
-    wait_status(&system.url("/a"), None, 200, WAIT).await?;
 
     system.kill9(Component::Nats)?;
     let sent = steady(system, "/a", Duration::from_secs(2)).await?;
@@ -66,11 +69,8 @@ async fn nats_kill9_traffic_flows_and_restart_brings_later_edit() -> anyhow::Res
 
 #[tokio::test(flavor = "multi_thread")]
 async fn edit_while_nats_is_down_arrives_after_restart() -> anyhow::Result<()> {
-    let mut running = start(&["echo"]).await?;
+    let (mut running, dir) = serving_route_a().await?;
     let system = &mut running.system;
-    let dir = config_dir(system).to_path_buf();
-    write_manifest_atomically(&dir, "a.yaml", &route_yaml("a", "/a", &[("echo", 1)]))?;
-    wait_status(&system.url("/a"), None, 200, WAIT).await?;
     system.kill9(Component::Nats)?;
     write_manifest_atomically(&dir, "c.yaml", &route_yaml("c", "/c", &[("echo", 1)]))?;
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -8,30 +8,11 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 pub use kgw_harness::manifest::gateway_yaml;
 
-/// A Service `name` on port 80 whose EndpointSlice lists `backends`.
+/// A Service `name` on port 80 whose EndpointSlice lists `backends` (all on the first's port).
 pub fn service_yaml(name: &str, backends: &[SocketAddr]) -> String {
     let port = backends.first().map(|b| b.port()).unwrap_or(9000);
-    let endpoints: String = backends
-        .iter()
-        .map(|b| format!("- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n", b.ip()))
-        .collect();
-    format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: default}}
-spec: {{ports: [{{name: http, port: 80, targetPort: {port}}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports: [{{name: http, port: {port}}}]
-endpoints:
-{endpoints}"
-    )
+    let ips: Vec<_> = backends.iter().map(|b| b.ip()).collect();
+    kgw_harness::manifest::service_yaml(name, &ips, port)
 }
 
 /// An HTTPRoute sending `prefix` to weighted Services (name, weight).
