@@ -297,12 +297,16 @@ fn build_response(snapshot: &Snapshot, type_url: &str, state: &TypeState) -> Opt
     }
     // Listeners and clusters are wildcard subscriptions; endpoints and routes by name.
     let by_name = matches!(type_url, ENDPOINT | ROUTE) && !state.names.is_empty();
-    let items = resources
-        .items
-        .iter()
-        .filter(|(name, _)| !by_name || state.names.iter().any(|n| n == *name))
-        .map(|(_, any)| any.clone())
-        .collect();
+    // Looked up by name, not scanned: thousands of clusters ask for thousands of names.
+    let items = if by_name {
+        let names: std::collections::BTreeSet<&String> = state.names.iter().collect();
+        names
+            .into_iter()
+            .filter_map(|name| resources.items.get(name).cloned())
+            .collect()
+    } else {
+        resources.items.values().cloned().collect()
+    };
     Some(DiscoveryResponse {
         version_info: version,
         resources: items,
