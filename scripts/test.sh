@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-tools.sh
+scripts/kube-tools.sh
 cargo build --workspace --bins
 cargo test --workspace "$@"

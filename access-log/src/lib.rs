@@ -24,7 +24,7 @@ use kgw_common::bus::{self, Bus};
 pub use error::Error;
 pub use line::{GatewayId, LogLine};
 pub use service::serve;
-pub use stats::{Stats, StatsSnapshot};
+pub use stats::{RejectReason, Stats, StatsSnapshot};
 pub use writer::{Flush, LogWriter, Output, WriteBatch};
 
 /// Where the gRPC edge hands converted lines. One call per received gRPC message; the

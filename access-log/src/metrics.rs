@@ -14,7 +14,7 @@ use kgw_common::{
 };
 use prometheus_client::registry::Registry;
 
-use crate::stats::{DropReason, Stats};
+use crate::stats::{DropReason, RejectReason, Stats};
 
 /// A registry with every metric of the sink; `bus` when lines are also published on NATS.
 pub fn registry(stats: Arc<Stats>, bus: Option<&Bus>) -> Registry {
@@ -27,6 +27,7 @@ pub fn registry(stats: Arc<Stats>, bus: Option<&Bus>) -> Registry {
         move || counter(&stats).load(Relaxed)
     };
     let dropped = stats.clone();
+    let rejected = stats.clone();
     let collector = FnCollector::new()
         .counter("streams", "Access-log streams opened by Envoys", read(|s| &s.streams))
         .counter(
@@ -57,6 +58,19 @@ pub fn registry(stats: Arc<Stats>, bus: Option<&Bus>) -> Registry {
                     .iter()
                     .map(|reason| {
                         let value = i64::try_from(dropped.dropped_for(*reason)).unwrap_or(i64::MAX);
+                        (vec![("reason", reason.label().to_string())], value)
+                    })
+                    .collect()
+            },
+        )
+        .counter_family(
+            "messages_rejected",
+            "Messages from Envoy refused with an error status, per reason",
+            move || {
+                RejectReason::ALL
+                    .iter()
+                    .map(|reason| {
+                        let value = i64::try_from(rejected.rejected_for(*reason)).unwrap_or(i64::MAX);
                         (vec![("reason", reason.label().to_string())], value)
                     })
                     .collect()

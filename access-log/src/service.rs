@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming, transport::server::TcpIncoming
 use crate::{
     EntrySink, Error,
     line::{GatewayId, LogLine},
-    stats::{self, Stats},
+    stats::{self, RejectReason, Stats},
 };
 
 /// The service, generic over where lines go.
@@ -49,6 +49,16 @@ pub async fn serve<S: EntrySink>(
         .map_err(|source| Error::Serve { source })
 }
 
+/// Whether a receive error is a message we refuse (rather than a connection that broke).
+/// tonic reports an over-limit message as OutOfRange and a decode failure as Internal.
+fn reject_reason(status: &Status) -> Option<RejectReason> {
+    match status.code() {
+        tonic::Code::OutOfRange => Some(RejectReason::Oversized),
+        tonic::Code::Internal if status.message().contains("decode") => Some(RejectReason::Malformed),
+        _ => None,
+    }
+}
+
 #[tonic::async_trait]
 impl<S: EntrySink> AccessLogService for AlsService<S> {
     async fn stream_access_logs(
@@ -70,11 +80,23 @@ impl<S: EntrySink> AccessLogService for AlsService<S> {
             let message = match message {
                 Ok(Some(message)) => message,
                 Ok(None) => break,
-                Err(status) => {
-                    // Envoy went away mid-stream: nothing to answer.
-                    tracing::debug!(?peer, gateway = ?gateway.as_deref().map(ToString::to_string), %status, "access-log stream broken");
-                    break;
-                }
+                Err(status) => match reject_reason(&status) {
+                    Some(reason) => {
+                        // A message we cannot read must not vanish behind an OK: say so to
+                        // Envoy (its stream ends with this status), in the log and in metrics.
+                        self.stats.rejected(reason);
+                        tracing::error!(?peer, gateway = ?gateway.as_deref().map(ToString::to_string), reason = reason.label(), %status, "access-log message refused");
+                        return Err(match reason {
+                            RejectReason::Oversized => Status::resource_exhausted(status.message().to_string()),
+                            RejectReason::Malformed => Status::invalid_argument(status.message().to_string()),
+                        });
+                    }
+                    None => {
+                        // Envoy went away mid-stream: nothing to answer.
+                        tracing::debug!(?peer, gateway = ?gateway.as_deref().map(ToString::to_string), %status, "access-log stream broken");
+                        break;
+                    }
+                },
             };
             if let Some(identifier) = &message.identifier {
                 let id = Arc::new(GatewayId::from_node(identifier.node.as_ref()));

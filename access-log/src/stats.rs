@@ -17,6 +17,29 @@ pub struct Stats {
     pub publishes_dropped: AtomicU64,
     /// `publishes_dropped` per [`DropReason`] (indexed by `reason as usize`).
     pub publishes_dropped_by: [AtomicU64; DropReason::ALL.len()],
+    /// Streams ended by a message refused, per [`RejectReason`] (indexed by `reason as usize`).
+    pub messages_rejected_by: [AtomicU64; RejectReason::ALL.len()],
+}
+
+/// Why a message from Envoy was refused (the stream then ends with an error status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Larger than the gRPC message limit.
+    Oversized,
+    /// Not a valid `StreamAccessLogsMessage`.
+    Malformed,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 2] = [RejectReason::Oversized, RejectReason::Malformed];
+
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectReason::Oversized => "oversized",
+            RejectReason::Malformed => "malformed",
+        }
+    }
 }
 
 /// Why a line was not published on NATS.
@@ -86,6 +109,16 @@ impl Stats {
     pub(crate) fn dropped(&self, reason: DropReason) -> u64 {
         add(&self.publishes_dropped_by[reason as usize], 1);
         add(&self.publishes_dropped, 1)
+    }
+
+    /// Counts one refused message.
+    pub(crate) fn rejected(&self, reason: RejectReason) -> u64 {
+        add(&self.messages_rejected_by[reason as usize], 1)
+    }
+
+    /// Refused messages so far for `reason`.
+    pub fn rejected_for(&self, reason: RejectReason) -> u64 {
+        self.messages_rejected_by[reason as usize].load(Relaxed)
     }
 
     /// Drops so far for `reason`.

@@ -484,3 +484,58 @@ fn lines_are_published_on_nats() {
         sink.stop().await;
     });
 }
+
+/// Not a `StreamAccessLogsMessage`: field 1 (`identifier`, a message) as a varint.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Malformed {
+    #[prost(uint64, tag = "1")]
+    identifier: u64,
+}
+
+/// A message over the 4 MiB gRPC limit and one that does not decode each end their stream
+/// with an error status, a log line and a metric, and nothing is written for them.
+#[test]
+fn oversized_and_malformed_messages_are_refused_with_an_error_status() {
+    actix_test(async {
+        let mut sink = start_sink(Some("nats://127.0.0.1:1".into())).await;
+
+        let (tx, call) = open_stream(&sink).await;
+        let mut huge = http_message(Some(identifier("default~gw")), "big", 0, 1);
+        if let Some(LogEntries::HttpLogs(http)) = huge.log_entries.as_mut()
+            && let Some(request) = http.log_entry[0].request.as_mut()
+        {
+            request.path = "/".repeat(5 * 1024 * 1024);
+        }
+        tx.send(huge).await.expect("send");
+        drop(tx);
+        let status = call.await.expect("join").expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", sink.addr))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("ready");
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs",
+        );
+        let codec = tonic_prost::ProstCodec::<
+            Malformed,
+            envoy_types::pb::envoy::service::accesslog::v3::StreamAccessLogsResponse,
+        >::default();
+        let request = tonic::Request::new(futures::stream::iter([Malformed { identifier: 7 }]));
+        let status = grpc.client_streaming(request, path, codec).await.expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+
+        use access_log::RejectReason;
+        assert_eq!(sink.stats.rejected_for(RejectReason::Oversized), 1);
+        assert_eq!(sink.stats.rejected_for(RejectReason::Malformed), 1);
+        sink.stop().await;
+        assert!(
+            read_lines(&sink.output).is_empty(),
+            "nothing written for refused messages"
+        );
+    });
+}

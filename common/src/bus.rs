@@ -166,11 +166,18 @@ pub struct WriterStats {
     pub errors: u64,
     /// Reconciliations that found nothing to write.
     pub unchanged: u64,
+    /// Keys of this writer that another client deleted, overwrote or filled with garbage,
+    /// seen on the bucket's watch and rewritten from the writer's state.
+    pub repairs: u64,
+    /// Parts of split values left behind by a value that shrank or vanished, removed.
+    pub stale_parts_removed: u64,
 }
 
 /// Keeps `bucket` equal to `desired` for the keys this writer owns: writes only keys whose
 /// bytes differ from what the bucket holds, deletes owned keys no longer desired, and after
-/// every reconnect re-reads the bucket and repairs what differs. Never gives up.
+/// every reconnect re-reads the bucket and repairs what differs. It also watches the bucket:
+/// a key of its own that another client deletes, overwrites or fills with garbage is
+/// rewritten at once (logged and counted as a repair). Never gives up.
 pub fn spawn_kv_writer(
     bus: Bus,
     bucket: &'static str,
@@ -186,30 +193,53 @@ pub fn spawn_kv_writer(
         let mut epoch = bus.epoch();
         // What we believe the bucket holds for our keys; None: unknown, read it first.
         let mut known: Option<BTreeMap<String, Bytes>> = None;
+        // The bucket's changes since the last full read: how foreign writes are noticed.
+        let mut changes: Option<kv::Watch> = None;
+        // Revision of our last put per key: the watch echoes our own writes.
+        let mut ours = Revisions::default();
         let mut delay = Duration::from_millis(50);
         loop {
             if known.is_none() {
+                // Watch first, then read: a change between the two shows in both.
+                changes = store.watch_all().await.ok();
                 match read_all(&store).await {
                     Ok(all) => {
-                        known = Some(all.into_iter().filter(|(k, v)| owns(k, v)).collect());
+                        let have: BTreeMap<_, _> = all.into_iter().filter(|(k, v)| owns(k, v)).collect();
+                        let want = desired.borrow().clone();
+                        remove_stale_parts(&store, bucket, &want, &have, &owns, &stats_tx).await;
+                        known = Some(have);
                     }
                     Err(error) => tracing::warn!(bucket, %error, "cannot read bucket; retrying"),
                 }
             }
             if let Some(have) = known.as_mut() {
                 let want = desired.borrow_and_update().clone();
-                match reconcile(&store, bucket, &want, have, &stats_tx).await {
+                match reconcile(&store, bucket, &want, have, &mut ours, &stats_tx).await {
                     Ok(()) => delay = Duration::from_millis(50),
                     Err(()) => known = None,
                 }
             }
-            let retry = known.is_none();
+            let retry = known.is_none() || changes.is_none();
             tokio::select! {
                 _ = shutdown.wait() => return,
                 changed = desired.changed() => if changed.is_err() { return },
                 _ = epoch.changed() => known = None,
+                entry = next_change(&mut changes), if !retry => match (entry, known.as_mut()) {
+                    (Some(entry), Some(have)) => {
+                        let want = desired.borrow().clone();
+                        if let Some(repair) = foreign_change(&store, entry, &want, have, &ours, &owns).await {
+                            tracing::warn!(bucket, key = %repair.key, change = repair.what, "another client changed a key this writer owns; rewriting it");
+                            stats_tx.send_modify(|s| s.repairs += 1);
+                        }
+                    }
+                    // The watch broke: read everything again.
+                    _ => known = None,
+                },
                 _ = tokio::time::sleep(delay), if retry => {
                     delay = (delay * 2).min(Duration::from_secs(2));
+                    if changes.is_none() {
+                        known = None;
+                    }
                 }
             }
         }
@@ -217,11 +247,98 @@ pub fn spawn_kv_writer(
     stats_rx
 }
 
+/// Revision of this writer's last put, per key.
+type Revisions = BTreeMap<String, u64>;
+
+async fn next_change(changes: &mut Option<kv::Watch>) -> Option<kv::Entry> {
+    match changes {
+        Some(watch) => watch.next().await.and_then(Result::ok),
+        None => None,
+    }
+}
+
+/// A key of ours that another client changed.
+struct Repair {
+    key: String,
+    what: &'static str,
+}
+
+/// Applies a watched change to `have` when it is not our own write and touches a key we
+/// own or want; the caller's next reconcile then rewrites the key from `want`.
+async fn foreign_change(
+    store: &kv::Store,
+    entry: kv::Entry,
+    want: &BTreeMap<String, Bytes>,
+    have: &mut BTreeMap<String, Bytes>,
+    ours: &Revisions,
+    owns: &Owns,
+) -> Option<Repair> {
+    if chunk::is_part_key(&entry.key) || ours.get(&entry.key).is_some_and(|r| entry.revision <= *r) {
+        return None;
+    }
+    let key = entry.key.clone();
+    match entry.operation {
+        kv::Operation::Put => {
+            // A head whose parts do not add up is garbage like any other wrong value.
+            let value = resolve(store, &key, entry.value.clone()).await.unwrap_or(entry.value);
+            if !want.contains_key(&key) && !owns(&key, &value) {
+                return None;
+            }
+            if have.get(&key) == Some(&value) {
+                return None;
+            }
+            have.insert(key.clone(), value);
+            Some(Repair { key, what: "put" })
+        }
+        kv::Operation::Delete | kv::Operation::Purge => {
+            have.remove(&key)?;
+            Some(Repair { key, what: "delete" })
+        }
+    }
+}
+
+/// Removes parts `<key>.part.<i>` that no head of ours needs any more (its value shrank or
+/// was deleted while a write was under way, or an older version left them).
+async fn remove_stale_parts(
+    store: &kv::Store,
+    bucket: &str,
+    want: &BTreeMap<String, Bytes>,
+    have: &BTreeMap<String, Bytes>,
+    owns: &Owns,
+    stats: &watch::Sender<WriterStats>,
+) {
+    let Ok(mut keys) = store.keys().await else { return };
+    let mut parts = Vec::new();
+    while let Some(Ok(key)) = keys.next().await {
+        if let Some((head, index)) = chunk::parse_part_key(&key) {
+            parts.push((key.clone(), head.to_string(), index));
+        }
+    }
+    for (part, head, index) in parts {
+        let needed = match have.get(&head) {
+            Some(value) => chunk::split(value).is_some_and(|(p, _)| (index as usize) < p.len()),
+            // No head at all: an orphan, ours to clear when we would own its head.
+            None => want.contains_key(&head) || !owns(&head, b""),
+        };
+        if needed {
+            continue;
+        }
+        match store.delete(&part).await {
+            Ok(()) => {
+                tracing::info!(bucket, key = %part, "removed a stale part of a split value");
+                stats.send_modify(|s| s.stale_parts_removed += 1);
+            }
+            Err(error) => tracing::warn!(bucket, key = %part, %error, "cannot remove a stale part"),
+        }
+    }
+}
+
 async fn reconcile(
     store: &kv::Store,
     bucket: &str,
     want: &BTreeMap<String, Bytes>,
     have: &mut BTreeMap<String, Bytes>,
+    ours: &mut Revisions,
     stats: &watch::Sender<WriterStats>,
 ) -> Result<(), ()> {
     let mut wrote = false;
@@ -233,6 +350,7 @@ async fn reconcile(
             Ok(revision) => {
                 tracing::debug!(bucket, key, revision, bytes = value.len(), "kv put");
                 have.insert(key.clone(), value.clone());
+                ours.insert(key.clone(), revision);
                 stats.send_modify(|s| s.puts += 1);
                 wrote = true;
             }

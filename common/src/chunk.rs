@@ -18,6 +18,12 @@ pub fn is_part_key(key: &str) -> bool {
     key.contains(".part.")
 }
 
+/// `<key>.part.<i>` → (`<key>`, i).
+pub fn parse_part_key(key: &str) -> Option<(&str, u32)> {
+    let (head, index) = key.rsplit_once(".part.")?;
+    Some((head, index.parse().ok()?))
+}
+
 /// Parts and the head for a value too large for one message; None when it fits.
 pub fn split(value: &Bytes) -> Option<(Vec<Bytes>, Bytes)> {
     if value.len() <= CHUNK_BYTES {

@@ -9,7 +9,7 @@ pub enum SourceKind {
     /// A folder of Kubernetes YAML manifests, watched for changes.
     #[default]
     Directory,
-    /// The Kubernetes API (not available yet: the binaries say so and exit).
+    /// The Kubernetes API: watchers per kind (and per namespace with `--namespaces`).
     Kubernetes,
 }
 
@@ -33,22 +33,122 @@ pub struct SourceArgs {
     /// Folder of Kubernetes YAML manifests (directory source).
     #[arg(long, env = "KGW_CONFIG_DIR")]
     pub config_dir: Option<PathBuf>,
+    /// Kubeconfig file(s), `:`-separated (kubernetes source). Without it: the in-cluster
+    /// config (a pod's service account), else the usual inference (`~/.kube/config`).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<String>,
+    /// Namespaces to watch, comma-separated; empty: all namespaces.
+    #[arg(long, env = "KGW_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Only objects matching this label selector (e.g. `app=web,tier!=test`), every kind.
+    #[arg(long, env = "KGW_LABEL_SELECTOR")]
+    pub label_selector: Option<String>,
+}
+
+/// Where the Kubernetes source connects and what it watches.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KubeSpec {
+    /// Kubeconfig files (merged in order); empty: in-cluster, else inferred.
+    pub kubeconfig: Vec<PathBuf>,
+    /// Empty: every namespace.
+    pub namespaces: Vec<String>,
+    pub label_selector: Option<String>,
+}
+
+/// The config source a process reads, as chosen on its command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceSpec {
+    Directory(PathBuf),
+    Kubernetes(KubeSpec),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("--source kubernetes is not supported yet; use --source directory --config-dir DIR")]
-    KubernetesUnsupported,
     #[error("--config-dir is required with --source directory")]
     MissingConfigDir,
 }
 
 impl SourceArgs {
-    /// The directory to read, or why there is none.
-    pub fn directory(&self) -> Result<PathBuf, ConfigError> {
+    /// The source these flags choose, or why they choose none.
+    pub fn spec(&self) -> Result<SourceSpec, ConfigError> {
         match self.source {
-            SourceKind::Kubernetes => Err(ConfigError::KubernetesUnsupported),
-            SourceKind::Directory => self.config_dir.clone().ok_or(ConfigError::MissingConfigDir),
+            SourceKind::Directory => self
+                .config_dir
+                .clone()
+                .map(SourceSpec::Directory)
+                .ok_or(ConfigError::MissingConfigDir),
+            SourceKind::Kubernetes => Ok(SourceSpec::Kubernetes(KubeSpec {
+                kubeconfig: self
+                    .kubeconfig
+                    .iter()
+                    .flat_map(|paths| std::env::split_paths(paths).collect::<Vec<_>>())
+                    .filter(|path| !path.as_os_str().is_empty())
+                    .collect(),
+                namespaces: self
+                    .namespaces
+                    .iter()
+                    .map(|ns| ns.trim().to_string())
+                    .filter(|ns| !ns.is_empty())
+                    .collect(),
+                label_selector: self.label_selector.clone().filter(|s| !s.trim().is_empty()),
+            })),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        source: SourceArgs,
+    }
+
+    fn spec(args: &[&str]) -> Result<SourceSpec, ConfigError> {
+        Cli::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+            .expect("valid flags")
+            .source
+            .spec()
+    }
+
+    #[test]
+    fn kubernetes_flags() {
+        let parsed = spec(&[
+            "--source",
+            "kubernetes",
+            "--kubeconfig",
+            "a.yaml:b.yaml",
+            "--namespaces",
+            "team-a, team-b,",
+            "--label-selector",
+            "app=web",
+        ]);
+        let Ok(SourceSpec::Kubernetes(kube)) = parsed else {
+            panic!("{parsed:?}")
+        };
+        assert_eq!(kube.kubeconfig, [PathBuf::from("a.yaml"), PathBuf::from("b.yaml")]);
+        assert_eq!(kube.namespaces, ["team-a", "team-b"]);
+        assert_eq!(kube.label_selector.as_deref(), Some("app=web"));
+    }
+
+    #[test]
+    fn directory_needs_a_folder() {
+        // Built, not parsed: KGW_CONFIG_DIR in the environment would fill it.
+        let without = SourceArgs {
+            source: SourceKind::Directory,
+            config_dir: None,
+            kubeconfig: None,
+            namespaces: Vec::new(),
+            label_selector: None,
+        };
+        assert!(matches!(without.spec(), Err(ConfigError::MissingConfigDir)));
+        assert_eq!(
+            spec(&["--config-dir", "examples"]).ok(),
+            Some(SourceSpec::Directory(PathBuf::from("examples")))
+        );
     }
 }

@@ -5,6 +5,7 @@
 pub mod bus;
 pub mod chunk;
 pub mod config;
+pub mod leader;
 pub mod monitoring;
 pub mod policy;
 pub mod resources;

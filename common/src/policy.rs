@@ -1,7 +1,15 @@
 //! kgateway / Gloo policy resources, decoded strictly (unknown fields are errors). Today:
 //! RouteOption (`gateway.solo.io/v1`), attached to HTTPRoutes by `spec.targetRefs` or from
 //! a rule by an `ExtensionRef` filter, as in Gloo.
+use std::collections::BTreeMap;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, CustomResourceDefinitionNames, CustomResourceDefinitionSpec,
+    CustomResourceDefinitionVersion, CustomResourceSubresourceStatus, CustomResourceSubresources,
+    CustomResourceValidation, JSONSchemaProps,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -12,9 +20,47 @@ pub struct RouteOption {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: RouteOptionSpec,
+    /// Written by controllers, read back so that a status writer compares before writing;
+    /// never input to translation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<PolicyStatus>,
+}
+
+/// What controllers report on a policy, as Gateway API policies do (GEP-713): one entry
+/// per ancestor (a Gateway whose routes the policy affects) and controller. Not strict:
+/// other controllers may write more.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyStatus {
+    #[serde(default)]
+    pub ancestors: Vec<PolicyAncestorStatus>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyAncestorStatus {
+    pub ancestor_ref: AncestorRef,
+    pub controller_name: String,
+    #[serde(default)]
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+}
+
+/// A Gateway API ParentReference.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AncestorRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteOptionSpec {
     /// HTTPRoutes (same namespace) whose every rule gets these options.
@@ -24,7 +70,7 @@ pub struct RouteOptionSpec {
     pub options: RouteOptions,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyTargetRef {
     pub group: String,
@@ -35,7 +81,7 @@ pub struct PolicyTargetRef {
 }
 
 /// The subset of Gloo's RouteOptions we translate, plus `wasm` (our extension).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteOptions {
     /// Whole-request timeout, e.g. `5s`, `250ms`, `1m`.
@@ -51,7 +97,7 @@ pub struct RouteOptions {
     pub wasm: Option<WasmOptions>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderManipulation {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -64,7 +110,7 @@ pub struct HeaderManipulation {
     pub response_headers_to_remove: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderValueOption {
     pub header: HeaderValue,
@@ -73,24 +119,25 @@ pub struct HeaderValueOption {
     pub append: Option<bool>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderValue {
     pub key: String,
     pub value: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WasmOptions {
     pub filters: Vec<WasmFilterSpec>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WasmFilterSpec {
     pub name: String,
-    /// http://, https:// or file:// location of the module.
+    /// http://, https:// or file:// location of the module (file:// only under the folder
+    /// the controller's `--wasm-file-root` names).
     pub url: String,
     /// Hex sha256 the module must have.
     pub sha256: String,
@@ -98,6 +145,86 @@ pub struct WasmFilterSpec {
     pub config: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_id: Option<String>,
+    /// When the module cannot run: false (default) answers 503 on the routes that use it;
+    /// true lets their requests through without the filter.
+    #[serde(default)]
+    pub fail_open: bool,
+}
+
+/// The RouteOption CustomResourceDefinition (`routeoptions.gateway.solo.io`), its `spec`
+/// schema generated from [`RouteOptionSpec`], so the API server refuses what our decoder
+/// would refuse. The Helm chart ships it as `crds/gateway.solo.io_routeoptions.yaml`; a
+/// test keeps the two equal (`UPDATE_CRDS=1 cargo test -p kgw-common --test crds`).
+pub fn route_option_crd() -> CustomResourceDefinition {
+    let object = |properties: BTreeMap<String, JSONSchemaProps>| JSONSchemaProps {
+        type_: Some("object".into()),
+        properties: Some(properties),
+        ..Default::default()
+    };
+    // Status is written by the gateway (`ancestors`, see `PolicyStatus`) and perhaps by
+    // other controllers in other shapes: the API server keeps whatever is written.
+    let status = JSONSchemaProps {
+        type_: Some("object".into()),
+        x_kubernetes_preserve_unknown_fields: Some(true),
+        ..Default::default()
+    };
+    let root = object(BTreeMap::from([
+        ("spec".to_string(), structural_schema::<RouteOptionSpec>()),
+        ("status".to_string(), status),
+    ]));
+    CustomResourceDefinition {
+        metadata: ObjectMeta {
+            name: Some("routeoptions.gateway.solo.io".into()),
+            ..Default::default()
+        },
+        spec: CustomResourceDefinitionSpec {
+            group: "gateway.solo.io".into(),
+            scope: "Namespaced".into(),
+            names: CustomResourceDefinitionNames {
+                kind: "RouteOption".into(),
+                list_kind: Some("RouteOptionList".into()),
+                plural: "routeoptions".into(),
+                singular: Some("routeoption".into()),
+                // Gloo's short names, so `kubectl get rto` works as it does there.
+                short_names: Some(vec!["rto".into()]),
+                categories: Some(vec!["gloo".into(), "solo-io".into()]),
+            },
+            versions: vec![CustomResourceDefinitionVersion {
+                name: "v1".into(),
+                served: true,
+                storage: true,
+                schema: Some(CustomResourceValidation {
+                    open_api_v3_schema: Some(root),
+                }),
+                subresources: Some(CustomResourceSubresources {
+                    status: Some(CustomResourceSubresourceStatus(serde_json::json!({}))),
+                    scale: None,
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+/// `T`'s JSON schema in the structural form the API server requires: every subschema
+/// inlined (no `$ref`), a `type` on each, no `$schema`, as kube-derive generates it.
+fn structural_schema<T: JsonSchema>() -> JSONSchemaProps {
+    let generator = schemars::generate::SchemaSettings::openapi3()
+        .with(|settings| {
+            settings.inline_subschemas = true;
+            settings.meta_schema = None;
+        })
+        .with_transform(schemars::transform::AddNullable::default())
+        .with_transform(kube::core::schema::StructuralSchemaRewriter)
+        .into_generator();
+    let mut schema = serde_json::to_value(generator.into_root_schema_for::<T>()).expect("a schema is JSON");
+    // The root's title is the Rust type's name: noise in a CRD.
+    if let Some(map) = schema.as_object_mut() {
+        map.remove("title");
+    }
+    serde_json::from_value(schema).expect("schemars output is a valid JSONSchemaProps")
 }
 
 /// `5s`, `250ms`, `1.5s`, `2m`, `1h` → milliseconds.

@@ -2,7 +2,9 @@
 //! the [`Index`] any config source fills (directory today, the Kubernetes API later).
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
-use gateway_api::apis::standard::{gatewayclasses::GatewayClass, gateways::Gateway, httproutes::HttpRoute};
+use gateway_api::apis::standard::{
+    gatewayclasses::GatewayClass, gateways::Gateway, httproutes::HttpRoute, referencegrants::ReferenceGrant,
+};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
@@ -15,6 +17,7 @@ pub enum Kind {
     GatewayClass,
     Gateway,
     HttpRoute,
+    ReferenceGrant,
     Service,
     EndpointSlice,
     RouteOption,
@@ -27,6 +30,7 @@ impl Kind {
             ("gateway.networking.k8s.io", "GatewayClass") => Some(Self::GatewayClass),
             ("gateway.networking.k8s.io", "Gateway") => Some(Self::Gateway),
             ("gateway.networking.k8s.io", "HTTPRoute") => Some(Self::HttpRoute),
+            ("gateway.networking.k8s.io", "ReferenceGrant") => Some(Self::ReferenceGrant),
             ("", "Service") => Some(Self::Service),
             ("discovery.k8s.io", "EndpointSlice") => Some(Self::EndpointSlice),
             ("gateway.solo.io", "RouteOption") => Some(Self::RouteOption),
@@ -39,13 +43,24 @@ impl Kind {
             Self::GatewayClass => "GatewayClass",
             Self::Gateway => "Gateway",
             Self::HttpRoute => "HTTPRoute",
+            Self::ReferenceGrant => "ReferenceGrant",
             Self::Service => "Service",
             Self::EndpointSlice => "EndpointSlice",
             Self::RouteOption => "RouteOption",
         }
     }
 
-    fn namespaced(self) -> bool {
+    /// The API group (`""` for core kinds).
+    pub fn group(self) -> &'static str {
+        match self {
+            Self::GatewayClass | Self::Gateway | Self::HttpRoute | Self::ReferenceGrant => "gateway.networking.k8s.io",
+            Self::Service => "",
+            Self::EndpointSlice => "discovery.k8s.io",
+            Self::RouteOption => "gateway.solo.io",
+        }
+    }
+
+    pub fn namespaced(self) -> bool {
         !matches!(self, Self::GatewayClass)
     }
 }
@@ -80,6 +95,7 @@ pub enum Resource {
     GatewayClass(Arc<GatewayClass>),
     Gateway(Arc<Gateway>),
     HttpRoute(Arc<HttpRoute>),
+    ReferenceGrant(Arc<ReferenceGrant>),
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
     RouteOption(Arc<RouteOption>),
@@ -167,11 +183,52 @@ pub fn decode(doc: Value) -> Result<Option<(ResourceKey, Resource)>, DecodeError
         Kind::GatewayClass => Resource::GatewayClass(strict(&doc, &field_error)?),
         Kind::Gateway => Resource::Gateway(strict(&doc, &field_error)?),
         Kind::HttpRoute => Resource::HttpRoute(strict(&doc, &field_error)?),
+        Kind::ReferenceGrant => Resource::ReferenceGrant(strict(&doc, &field_error)?),
         Kind::Service => Resource::Service(strict(&doc, &field_error)?),
         Kind::EndpointSlice => Resource::EndpointSlice(strict(&doc, &field_error)?),
         Kind::RouteOption => Resource::RouteOption(strict(&doc, &field_error)?),
     };
     Ok(Some((ResourceKey { kind, namespace, name }, resource)))
+}
+
+/// Decodes an object the API server sent (JSON it has already validated), naming the
+/// failing field. Unlike [`decode`], fields the type does not know are dropped (the API
+/// server's schema may be newer than ours), except where the type itself denies them (our
+/// own CRDs, whose schema is ours).
+pub fn decode_api_object(kind: Kind, value: serde_json::Value) -> Result<Resource, DecodeError> {
+    let meta = value.get("metadata");
+    let text = |field: &str| {
+        meta.and_then(|m| m.get(field))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let (namespace, name) = (text("namespace"), text("name"));
+    fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<Arc<T>, (String, String)> {
+        serde_path_to_error::deserialize(value).map(Arc::new).map_err(|e| {
+            let path = e.path().to_string();
+            (
+                if path == "." { String::new() } else { path },
+                e.into_inner().to_string(),
+            )
+        })
+    }
+    let resource = match kind {
+        Kind::GatewayClass => typed(value).map(Resource::GatewayClass),
+        Kind::Gateway => typed(value).map(Resource::Gateway),
+        Kind::HttpRoute => typed(value).map(Resource::HttpRoute),
+        Kind::ReferenceGrant => typed(value).map(Resource::ReferenceGrant),
+        Kind::Service => typed(value).map(Resource::Service),
+        Kind::EndpointSlice => typed(value).map(Resource::EndpointSlice),
+        Kind::RouteOption => typed(value).map(Resource::RouteOption),
+    };
+    resource.map_err(|(field, message)| DecodeError::Field {
+        kind: kind.to_string(),
+        namespace,
+        name,
+        field,
+        message,
+    })
 }
 
 /// Typed decoding that names the failing field, then rejects fields the type does not have
@@ -242,6 +299,8 @@ pub struct Index {
     pub gateway_classes: BTreeMap<String, Arc<GatewayClass>>,
     pub gateways: BTreeMap<(String, String), Arc<Gateway>>,
     pub http_routes: BTreeMap<(String, String), Arc<HttpRoute>>,
+    /// Read, not used by the translation yet (cross-namespace references are a later step).
+    pub reference_grants: BTreeMap<(String, String), Arc<ReferenceGrant>>,
     pub services: BTreeMap<(String, String), Arc<Service>>,
     pub endpoint_slices: BTreeMap<(String, String), Arc<EndpointSlice>>,
     pub route_options: BTreeMap<(String, String), Arc<RouteOption>>,
@@ -261,6 +320,9 @@ impl Index {
                     }
                     Resource::HttpRoute(r) => {
                         self.http_routes.insert(nn, r.clone());
+                    }
+                    Resource::ReferenceGrant(r) => {
+                        self.reference_grants.insert(nn, r.clone());
                     }
                     Resource::Service(r) => {
                         self.services.insert(nn, r.clone());
@@ -284,6 +346,9 @@ impl Index {
                     }
                     Kind::HttpRoute => {
                         self.http_routes.remove(&nn);
+                    }
+                    Kind::ReferenceGrant => {
+                        self.reference_grants.remove(&nn);
                     }
                     Kind::Service => {
                         self.services.remove(&nn);
@@ -342,6 +407,21 @@ mod tests {
             err.to_string(),
             "HTTPRoute/default/r: field `spec.hostname`: unknown field"
         );
+    }
+
+    #[test]
+    fn decodes_reference_grants_of_either_version() {
+        for version in ["v1beta1", "v1"] {
+            let (key, resource) = decode(doc(&format!(
+                "apiVersion: gateway.networking.k8s.io/{version}\nkind: ReferenceGrant\nmetadata: {{name: g, namespace: backends}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: apps}}]\n  to: [{{group: '', kind: Service}}]\n"
+            )))
+            .expect("valid")
+            .expect("known kind");
+            assert_eq!(key.to_string(), "ReferenceGrant/backends/g");
+            let mut index = Index::default();
+            index.apply(&Change::Upsert(key, resource));
+            assert_eq!(index.reference_grants.len(), 1);
+        }
     }
 
     #[test]

@@ -111,3 +111,19 @@ async fn a_half_written_file_never_removes_what_it_held() {
     assert!(!deleted, "the half-done write removed the route for a moment");
     shutdown.trigger();
 }
+
+/// A folder symlinked into itself is read once: each file is read a single time, and the
+/// route it declares is there once, with no duplicate-declaration problem.
+#[tokio::test]
+async fn a_symlink_loop_is_not_followed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).expect("mkdir");
+    write(&sub, "a.yaml", &route("a", "a.example"));
+    std::os::unix::fs::symlink(dir.path(), sub.join("loop")).expect("symlink");
+    let (tx, mut rx) = mpsc::channel(16);
+    spawn_dir_source(dir.path().to_path_buf(), tx, Shutdown::new()).expect("source");
+    let first = rx.recv().await.expect("initial batch");
+    assert_eq!(first.changes.len(), 1, "{:?}", first.changes);
+    assert!(first.problems.is_empty(), "{:?}", first.problems);
+}

@@ -37,6 +37,16 @@ struct Cli {
     /// default: the --wasm-cache-addr.
     #[arg(long, env = "KGW_WASM_CACHE_ADVERTISE_ADDR")]
     wasm_cache_advertise_addr: Option<String>,
+    /// Folder that file:// WASM module URLs must point into (symlinks resolved); unset:
+    /// file:// URLs are refused, so a route cannot make the controller read its host's files.
+    #[arg(long, env = "KGW_WASM_FILE_ROOT")]
+    wasm_file_root: Option<std::path::PathBuf>,
+    /// The most a WASM module may weigh, in bytes (http(s) and file).
+    #[arg(long, env = "KGW_WASM_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    wasm_max_bytes: usize,
+    /// The longest a WASM module download may take, in seconds.
+    #[arg(long, env = "KGW_WASM_FETCH_TIMEOUT_SECONDS", default_value_t = 30)]
+    wasm_fetch_timeout_seconds: u64,
     /// Address of REST xDS (HTTP/JSON: POST /v3/discovery:{listeners,routes,clusters,endpoints,secrets}).
     #[arg(long, env = "KGW_REST_XDS_ADDR", default_value = "127.0.0.1:9976")]
     rest_xds_addr: SocketAddr,
@@ -86,6 +96,11 @@ fn main() -> anyhow::Result<()> {
             },
             wasm_cache_addr: cli.wasm_cache_addr,
             wasm_cache_dir: cli.wasm_cache_dir.clone(),
+            wasm_limits: controller::wasm::FetchLimits {
+                file_root: cli.wasm_file_root.clone(),
+                max_bytes: cli.wasm_max_bytes,
+                timeout: std::time::Duration::from_secs(cli.wasm_fetch_timeout_seconds),
+            },
             rest_xds_addr: cli.rest_xds_addr,
             debug_addr: cli.debug_addr,
             validation_addr: cli.validation_addr,

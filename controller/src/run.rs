@@ -46,6 +46,8 @@ pub struct RunConfig {
     /// The WASM cache's HTTP address (9979) and its directory.
     pub wasm_cache_addr: SocketAddr,
     pub wasm_cache_dir: std::path::PathBuf,
+    /// Where modules may come from and how large they may be.
+    pub wasm_limits: wasm::FetchLimits,
     /// REST xDS (9976), proxy debug gRPC (9966) and validation gRPC (9988).
     pub rest_xds_addr: SocketAddr,
     pub debug_addr: SocketAddr,
@@ -81,10 +83,17 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Con
             source,
         })?;
     let (fetched_tx, mut fetched) = mpsc::unbounded_channel();
-    let fetcher = wasm::spawn_fetcher(config.wasm_cache_dir.clone(), fetched_tx)?;
+    let verified = wasm::Verified::default();
+    let fetcher = wasm::spawn_fetcher(
+        config.wasm_cache_dir.clone(),
+        config.wasm_limits.clone(),
+        verified.clone(),
+        fetched_tx,
+    )?;
     tokio::spawn(wasm::serve(
         wasm_listener,
         config.wasm_cache_dir.clone(),
+        verified,
         shutdown.clone(),
     ));
     tracing::info!(addr = %config.wasm_cache_addr, dir = %config.wasm_cache_dir.display(), "serving the WASM cache");

@@ -44,7 +44,11 @@ fn render(input: &Path) -> String {
     let wasm = WasmModules {
         cache_address: "127.0.0.1:9979".into(),
         verified: ["aa11".to_string(), "bb22".to_string()].into(),
-        refused: [("cc33".to_string(), "sha256 mismatch: got dd44".to_string())].into(),
+        refused: [(
+            "cc33".to_string(),
+            "not a WebAssembly module (no \\0asm version 1 header)".to_string(),
+        )]
+        .into(),
         last_good: [("good".to_string(), wasm_filter("good", "bb22"))].into(),
     };
     let settings = Settings {

@@ -6,18 +6,24 @@ library, no helm binary) and `pyyaml`. No cluster is contacted.
 
 Checks, for several sets of values:
   * helm lint reports no warning and no error;
-  * one Deployment per pod (gateway, gloo, discovery, access-log, gateway-proxy,
-    nats) with the expected replicas, image, binary and arguments;
-  * the Services carry exactly the legacy ports (gloo 9976/9977/9988/9979/9966,
-    gateway 443->8443, gateway-proxy 80->8080 and 443->8443, access-log 8083,
-    nats 4222, plus the monitoring ports of gloo and gateway), select the right
-    pods and target ports those pods declare;
+  * the chart's crds/ holds our RouteOption CRD and the Gateway API CRDs;
+  * one Deployment per pod (gateway, gloo, discovery, access-log,
+    gateway-proxy) and the nats StatefulSet (JetStream on a PVC, or an
+    emptyDir) with the expected replicas, image, binary and arguments, and a
+    PodDisruptionBudget each;
+  * the Services carry exactly the legacy ports (gloo 443->gateway 8443 and
+    9976/9977/9988/9979/9966, gateway-proxy 80->8080 and 443->8443,
+    access-log 8083, nats 4222), each port reaching exactly the pods meant;
   * discovery has no container port and no Service, and an exec liveness probe
     on a fresh health file;
   * the Envoy bootstrap ConfigMap points ADS at the gloo Service on 9977, sets
     the node role <namespace>~<gateway name> and admin on 19000 (and, when an
     `envoy` binary is on PATH, `envoy --mode validate` accepts it);
-  * ServiceAccounts and RBAC for gateway, gloo and discovery.
+  * the ValidatingWebhookConfiguration: our kinds, Service gloo:443
+    /validation, failurePolicy and namespaceSelector from values, and the CA
+    of the certificate the gateway pods mount (generated or the user's);
+  * ServiceAccounts and least-privilege RBAC: exactly the rules each component
+    needs (no Secrets but for gloo, nothing for access-log).
 
 Prints one line per case and a summary; exits 1 with every failure listed.
 
@@ -54,18 +60,37 @@ OUR_PROCESSES = {
     "access-log": ("accessLog", "access-log", 9093),
 }
 
-# Service name -> exact set of (port, target port number).
+# Service name -> exact set of (port, workload whose pods serve it, target port number).
+# Service gloo spans two workloads: 443 is the gateway's webhook, as in Gloo Edge.
 SERVICE_PORTS = {
-    "gloo": {(9976, 9976), (9977, 9977), (9988, 9988), (9979, 9979), (9966, 9966), (9092, 9092)},
-    "gateway": {(443, 8443), (9091, 9091)},
-    "gateway-proxy": {(80, 8080), (443, 8443)},
-    "access-log": {(8083, 8083)},
-    "nats": {(4222, 4222)},
+    "gloo": {(443, "gateway", 8443), (9976, "gloo", 9976), (9977, "gloo", 9977), (9988, "gloo", 9988),
+             (9979, "gloo", 9979), (9966, "gloo", 9966)},
+    "gateway-proxy": {(80, "gateway-proxy", 8080), (443, "gateway-proxy", 8443)},
+    "access-log": {(8083, "access-log", 8083)},
+    "nats": {(4222, "nats", 4222)},
 }
-# Service name -> Deployment whose pods it must select.
-SERVICE_TARGET = {s: s for s in SERVICE_PORTS}
 
-NAMESPACED_KINDS = {"Deployment", "Service", "ServiceAccount", "ConfigMap"}
+NAMESPACED_KINDS = {"Deployment", "StatefulSet", "Service", "ServiceAccount", "ConfigMap", "Secret",
+                    "PodDisruptionBudget", "Role", "RoleBinding"}
+
+READ = ["get", "list", "watch"]
+# ClusterRole (by component) -> exactly its rules, as (apiGroup, resource, verbs).
+LEAST_PRIVILEGE = {
+    "gateway": {
+        *(("gateway.networking.k8s.io", r, tuple(READ))
+          for r in ("gatewayclasses", "gateways", "httproutes", "referencegrants")),
+        *(("gateway.networking.k8s.io", f"{r}/status", ("patch",))
+          for r in ("gatewayclasses", "gateways", "httproutes")),
+        ("gateway.solo.io", "routeoptions", tuple(READ)),
+        ("gateway.solo.io", "routeoptions/status", ("patch",)),
+        ("", "services", tuple(READ)),
+    },
+    "gloo": {("", "secrets", tuple(READ))},
+    "discovery": {("", "services", tuple(READ)), ("discovery.k8s.io", "endpointslices", tuple(READ))},
+}
+LEASE_RULES = {("coordination.k8s.io", "leases", ("create", "get", "list", "patch", "update", "watch"))}
+WEBHOOK_KINDS = {("gateway.networking.k8s.io", "httproutes"), ("gateway.networking.k8s.io", "gateways"),
+                 ("gateway.solo.io", "routeoptions")}
 
 
 class Failures:
@@ -137,11 +162,15 @@ def env_value(c: dict, name: str):
     return None
 
 
-def resolve_target(port: dict, c_ports: list[dict]):
-    """Service port's targetPort as a container port number, or None."""
+def endpoint_port(port: dict, c_ports: list[dict]):
+    """The pod port a Service port reaches on a selected pod, as the EndpointSlice
+    controller decides: a number reaches every selected pod (declared or not); a name
+    only the pods declaring it (None: this pod is not an endpoint of the port)."""
     t = port.get("targetPort", port["port"])
+    if isinstance(t, int):
+        return t
     for cp in c_ports:
-        if cp.get("name") == t or cp.get("containerPort") == t:
+        if cp.get("name") == t:
             return cp["containerPort"]
     return None
 
@@ -192,41 +221,43 @@ def envoy_validate(text: str, f: Failures) -> str:
         os.unlink(tmp.name)
 
 
-def check_release(docs: list[dict], exp: dict, f: Failures, validate_envoy: bool) -> list[str]:
-    ns = exp["namespace"]
-    notes = []
-    by = index(docs, f)
-    deps, svcs = of_kind(by, "Deployment"), of_kind(by, "Service")
-    sas, cms = of_kind(by, "ServiceAccount"), of_kind(by, "ConfigMap")
+def workload_labels(w: dict) -> dict:
+    return w["spec"]["template"]["metadata"]["labels"]
 
-    for (kind, name), d in by.items():
-        if kind in NAMESPACED_KINDS:
-            f.check(d["metadata"].get("namespace") == ns, f"{kind}/{name} is not in namespace {ns}")
 
-    want_deps = set(OUR_PROCESSES) | {"gateway-proxy"} | ({"nats"} if exp["nats_enabled"] else set())
-    f.check(set(deps) == want_deps, f"Deployments are {sorted(deps)}, want {sorted(want_deps)}")
+def selects(selector: dict, labels: dict) -> bool:
+    return bool(selector) and selector.items() <= labels.items()
 
-    for name, dep in deps.items():
-        spec = dep["spec"]
-        pod = spec["template"]
+
+def check_workloads(workloads: dict, sas: dict, exp: dict, f: Failures) -> None:
+    """Replicas, selectors, image, resources and ServiceAccount of every pod."""
+    for name, w in workloads.items():
+        spec = w["spec"]
         f.check(spec.get("replicas") == exp["replicas"].get(name, 1),
-                f"Deployment/{name} has replicas {spec.get('replicas')}, want {exp['replicas'].get(name, 1)}")
+                f"{w['kind']}/{name} has replicas {spec.get('replicas')}, want {exp['replicas'].get(name, 1)}")
         sel = spec["selector"]["matchLabels"]
-        labels = pod["metadata"]["labels"]
-        f.check(sel.items() <= labels.items(), f"Deployment/{name} selector {sel} does not match its pod labels")
-        for other, od in deps.items():
+        f.check(selects(sel, workload_labels(w)), f"{w['kind']}/{name} selector {sel} does not match its pod labels")
+        for other, ow in workloads.items():
             if other != name:
-                f.check(not sel.items() <= od["spec"]["template"]["metadata"]["labels"].items(),
-                        f"Deployment/{name} selector also matches the pods of {other}")
-        cs = pod["spec"]["containers"]
-        f.check(len(cs) == 1, f"Deployment/{name} has {len(cs)} containers, want 1")
+                f.check(not selects(sel, workload_labels(ow)), f"{w['kind']}/{name} selector also matches the pods of {other}")
+        cs = spec["template"]["spec"]["containers"]
+        f.check(len(cs) == 1, f"{w['kind']}/{name} has {len(cs)} containers, want 1")
         c = cs[0]
         f.check(c.get("image") == exp["images"].get(name),
-                f"Deployment/{name} image is {c.get('image')!r}, want {exp['images'].get(name)!r}")
-        f.check(bool((c.get("resources") or {}).get("requests")), f"Deployment/{name} has no resource requests")
-        sa = pod["spec"].get("serviceAccountName")
-        f.check(sa in sas, f"Deployment/{name} uses ServiceAccount {sa!r}, which the chart does not create")
+                f"{w['kind']}/{name} image is {c.get('image')!r}, want {exp['images'].get(name)!r}")
+        f.check(bool((c.get("resources") or {}).get("requests")), f"{w['kind']}/{name} has no resource requests")
+        pod = spec["template"]["spec"]
+        sa = pod.get("serviceAccountName")
+        f.check(sa in sas, f"{w['kind']}/{name} uses ServiceAccount {sa!r}, which the chart does not create")
+        # Only the pods that talk to the API server carry a token.
+        want_token = name in LEAST_PRIVILEGE
+        f.check(pod.get("automountServiceAccountToken") == want_token,
+                f"{w['kind']}/{name} automountServiceAccountToken is {pod.get('automountServiceAccountToken')}, "
+                f"want {want_token}")
 
+
+def check_our_processes(deps: dict, exp: dict, f: Failures) -> None:
+    """Binary, arguments (which must exist on the binaries), env and probes of our four."""
     for name, (_, binary, mon) in OUR_PROCESSES.items():
         if name not in deps:
             continue
@@ -236,6 +267,9 @@ def check_release(docs: list[dict], exp: dict, f: Failures, validate_envoy: bool
         f.check(f"--nats-url={exp['nats_url']}" in args, f"Deployment/{name} args {args} lack --nats-url")
         if binary in ("gateway", "discovery"):
             f.check("--source=kubernetes" in args, f"Deployment/{name} args {args} lack --source=kubernetes")
+            for flag, want in (("--namespaces", exp["namespaces"]), ("--label-selector", exp["label_selector"])):
+                got = next((a.split("=", 1)[1] for a in args if a.startswith(flag + "=")), "")
+                f.check(got == want, f"Deployment/{name} {flag} is {got!r}, want {want!r}")
         check_flags_exist(f, name, binary, args)
         f.check(env_value(c, "KGW_NATS_URL") == exp["nats_url"],
                 f"Deployment/{name} env KGW_NATS_URL is {env_value(c, 'KGW_NATS_URL')!r}, want {exp['nats_url']!r}")
@@ -246,6 +280,7 @@ def check_release(docs: list[dict], exp: dict, f: Failures, validate_envoy: bool
             script = " ".join(live)
             f.check("/tmp/kgw-discovery-healthy" in script and "find" in script and "-mmin" in script,
                     f"Deployment/{name} liveness is not an exec probe on a fresh health file: {live}")
+            f.check("--health-file=/tmp/kgw-discovery-healthy" in args, f"Deployment/{name} lacks --health-file")
             for p in ("readinessProbe", "livenessProbe", "startupProbe"):
                 f.check("httpGet" not in (c.get(p) or {}) and "tcpSocket" not in (c.get(p) or {}),
                         f"Deployment/{name} {p} probes a port")
@@ -260,94 +295,236 @@ def check_release(docs: list[dict], exp: dict, f: Failures, validate_envoy: bool
             f.check(g.get("path") == path and g.get("port") in ("http-monitoring", mon),
                     f"Deployment/{name} {probe} is {g}, want GET {path} on http-monitoring")
 
-    if "nats" in deps:
-        c = container(deps["nats"])
-        f.check("-js" in (c.get("args") or []), "Deployment/nats does not enable JetStream (-js)")
-        cports = {p["containerPort"] for p in c.get("ports") or []}
-        f.check({4222, 8222} <= cports, f"Deployment/nats container ports {cports} lack 4222/8222")
 
-    # Services: exact ports, right pods, targets that exist.
+def check_nats(stss: dict, exp: dict, f: Failures) -> None:
+    if not exp["nats_enabled"]:
+        f.check("nats" not in stss, "nats.enabled=false still renders the nats StatefulSet")
+        return
+    if not f.check("nats" in stss, "StatefulSet/nats is missing"):
+        return
+    sts = stss["nats"]
+    c = container(sts)
+    f.check("-js" in (c.get("args") or []), "StatefulSet/nats does not enable JetStream (-js)")
+    cports = {p["containerPort"] for p in c.get("ports") or []}
+    f.check({4222, 8222} <= cports, f"StatefulSet/nats container ports {cports} lack 4222/8222")
+    claims = [t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates") or []]
+    empty = [v["name"] for v in sts["spec"]["template"]["spec"].get("volumes") or [] if "emptyDir" in v]
+    mounts = [m["name"] for m in c.get("volumeMounts") or []]
+    if exp["nats_persistence"]:
+        f.check(claims == ["jetstream"] and not empty,
+                f"StatefulSet/nats: JetStream store is not a PersistentVolumeClaim (claims {claims}, emptyDirs {empty})")
+    else:
+        f.check(not claims and empty == ["jetstream"], f"StatefulSet/nats: persistence off but claims {claims}")
+    f.check("jetstream" in mounts, "StatefulSet/nats does not mount its JetStream store")
+
+
+def check_services(svcs: dict, workloads: dict, exp: dict, f: Failures) -> None:
+    """Exact legacy ports; each port's endpoints are exactly the pods meant (as the
+    EndpointSlice controller computes them: selected pods that declare the target)."""
     want_svcs = set(SERVICE_PORTS) - (set() if exp["nats_enabled"] else {"nats"})
     f.check(set(svcs) == want_svcs, f"Services are {sorted(svcs)}, want {sorted(want_svcs)}")
     for name, svc in svcs.items():
         sel = svc["spec"].get("selector") or {}
-        matched = [d for d, dep in deps.items()
-                   if sel and sel.items() <= dep["spec"]["template"]["metadata"]["labels"].items()]
-        target = SERVICE_TARGET.get(name)
-        f.check(matched == [target], f"Service/{name} selects the pods of {matched}, want [{target!r}]")
-        if target not in deps:
-            continue
-        cports = container(deps[target]).get("ports") or []
+        selected = {w: workload for w, workload in workloads.items() if selects(sel, workload_labels(workload))}
         got = set()
         for p in svc["spec"]["ports"]:
-            tgt = resolve_target(p, cports)
-            f.check(tgt is not None, f"Service/{name} port {p['port']} targets {p.get('targetPort')!r}, "
-                                     f"which Deployment/{target} does not declare")
-            got.add((p["port"], tgt))
-        f.check(got == SERVICE_PORTS.get(name), f"Service/{name} ports (port, target) are {sorted(got, key=str)}, "
-                                                f"want {sorted(SERVICE_PORTS.get(name, ()))}")
-    if "discovery" in deps:
-        dl = deps["discovery"]["spec"]["template"]["metadata"]["labels"]
-        for name, svc in svcs.items():
-            sel = svc["spec"].get("selector") or {}
-            f.check(not (sel and sel.items() <= dl.items()), f"Service/{name} selects the discovery pods")
+            serving = [(w, endpoint_port(p, container(workload).get("ports") or []))
+                       for w, workload in selected.items()]
+            serving = [(w, t) for w, t in serving if t is not None]
+            f.check(len(serving) == 1, f"Service/{name} port {p['port']} reaches {serving}, want one workload")
+            got.update((p["port"], w, t) for w, t in serving)
+        want = {p for p in SERVICE_PORTS.get(name, ()) if exp["webhook"]["enabled"] or p[1] != "gateway"}
+        f.check(got == want, f"Service/{name} ports (port, pods, target) are {sorted(got, key=str)}, "
+                             f"want {sorted(want, key=str)}")
+        if "discovery" in workloads:
+            f.check(not selects(sel, workload_labels(workloads["discovery"])), f"Service/{name} selects the discovery pods")
 
-    # gateway-proxy: Envoy and its bootstrap.
-    if "gateway-proxy" in deps:
-        gp = deps["gateway-proxy"]
-        c = container(gp)
-        cports = {p["containerPort"] for p in c.get("ports") or []}
-        f.check({8080, 8443, 19000} <= cports, f"Deployment/gateway-proxy container ports {cports} lack 8080/8443/19000")
-        cm_names = [v["configMap"]["name"] for v in gp["spec"]["template"]["spec"].get("volumes") or []
-                    if "configMap" in v]
-        f.check(len(cm_names) == 1, f"Deployment/gateway-proxy mounts ConfigMaps {cm_names}, want 1")
-        for cm_name in cm_names:
-            if not f.check(cm_name in cms, f"ConfigMap/{cm_name} mounted by gateway-proxy is not rendered"):
-                continue
-            data = cms[cm_name].get("data") or {}
-            if not f.check("envoy.yaml" in data, f"ConfigMap/{cm_name} has no envoy.yaml"):
-                continue
-            config_path = next((a.split("=", 1)[1] for a in c.get("args", []) if a.startswith("--config-path=")), "")
-            f.check(config_path.endswith("/envoy.yaml"), f"Envoy --config-path is {config_path!r}")
-            text = data["envoy.yaml"]
-            f.check("gloo" in text and "9977" in text, "Envoy bootstrap does not name gloo and 9977")
-            check_envoy_bootstrap(yaml.safe_load(text), ns, exp["role"], f)
-            if validate_envoy:
-                notes.append(envoy_validate(text, f))
 
-    # RBAC.
-    roles, bindings = of_kind(by, "ClusterRole"), of_kind(by, "ClusterRoleBinding")
-    if exp["rbac"]:
-        def grants(role: str, group: str, resource: str, verbs: set[str]) -> bool:
-            for r in (roles.get(role) or {}).get("rules", []):
-                if group in r.get("apiGroups", []) and resource in r.get("resources", []) \
-                        and verbs <= set(r.get("verbs", [])):
-                    return True
-            return False
-
-        gw, disc = f"kgw-gateway-{ns}", f"kgw-discovery-{ns}"
-        read = {"get", "list", "watch"}
-        need = {
-            gw: [("gateway.networking.k8s.io", r, read) for r in ("gatewayclasses", "gateways", "httproutes")]
-                + [("gateway.networking.k8s.io", r, {"update"}) for r in ("gateways/status", "httproutes/status")]
-                + [("", "services", read), ("", "secrets", read), ("discovery.k8s.io", "endpointslices", read)],
-            disc: [("", "services", read), ("discovery.k8s.io", "endpointslices", read)],
-        }
-        for role, rules in need.items():
-            if not f.check(role in roles, f"ClusterRole/{role} is missing"):
-                continue
-            for g, r, v in rules:
-                f.check(grants(role, g, r, v), f"ClusterRole/{role} does not grant {sorted(v)} on {g or 'core'}/{r}")
-        for b in bindings.values():
-            ref = b["roleRef"]["name"]
-            f.check(ref in roles, f"ClusterRoleBinding/{b['metadata']['name']} refers to missing role {ref}")
-            for s in b.get("subjects", []):
-                f.check(s.get("kind") == "ServiceAccount" and s.get("name") in sas and s.get("namespace") == ns,
-                        f"ClusterRoleBinding/{b['metadata']['name']} subject {s} is not a chart ServiceAccount in {ns}")
-        f.check({r["roleRef"]["name"] for r in bindings.values()} >= {gw, disc}, "gateway/discovery roles are not bound")
-    else:
-        f.check(not roles and not bindings, "rbac.create=false still renders ClusterRoles/Bindings")
+def check_gateway_proxy(deps: dict, cms: dict, exp: dict, f: Failures, validate_envoy: bool) -> list[str]:
+    notes = []
+    if "gateway-proxy" not in deps:
+        return notes
+    gp = deps["gateway-proxy"]
+    c = container(gp)
+    cports = {p["containerPort"] for p in c.get("ports") or []}
+    f.check({8080, 8443, 19000} <= cports, f"Deployment/gateway-proxy container ports {cports} lack 8080/8443/19000")
+    cm_names = [v["configMap"]["name"] for v in gp["spec"]["template"]["spec"].get("volumes") or []
+                if "configMap" in v]
+    f.check(len(cm_names) == 1, f"Deployment/gateway-proxy mounts ConfigMaps {cm_names}, want 1")
+    for cm_name in cm_names:
+        if not f.check(cm_name in cms, f"ConfigMap/{cm_name} mounted by gateway-proxy is not rendered"):
+            continue
+        data = cms[cm_name].get("data") or {}
+        if not f.check("envoy.yaml" in data, f"ConfigMap/{cm_name} has no envoy.yaml"):
+            continue
+        config_path = next((a.split("=", 1)[1] for a in c.get("args", []) if a.startswith("--config-path=")), "")
+        f.check(config_path.endswith("/envoy.yaml"), f"Envoy --config-path is {config_path!r}")
+        text = data["envoy.yaml"]
+        f.check("gloo" in text and "9977" in text, "Envoy bootstrap does not name gloo and 9977")
+        check_envoy_bootstrap(yaml.safe_load(text), exp["namespace"], exp["role"], f)
+        if validate_envoy:
+            notes.append(envoy_validate(text, f))
     return notes
+
+
+def check_webhook(by: dict, deps: dict, exp: dict, f: Failures) -> None:
+    """The ValidatingWebhookConfiguration and the certificate the gateway serves."""
+    ns, w = exp["namespace"], exp["webhook"]
+    vwcs = of_kind(by, "ValidatingWebhookConfiguration")
+    secrets = of_kind(by, "Secret")
+    if not w["enabled"]:
+        f.check(not vwcs and not secrets, "webhook.enabled=false still renders the webhook")
+        args = container(deps["gateway"]).get("args") or [] if "gateway" in deps else []
+        f.check("--webhook-addr=off" in args and not any(a.startswith("--webhook-cert") for a in args),
+                "webhook.enabled=false: the gateway must get --webhook-addr=off and no certificate")
+        return
+    if not f.check(len(vwcs) == 1, f"ValidatingWebhookConfigurations: {sorted(vwcs)}, want 1"):
+        return
+    hooks = next(iter(vwcs.values()))["webhooks"]
+    f.check(len(hooks) == 1, f"{len(hooks)} webhooks, want 1")
+    hook = hooks[0]
+    svc = hook["clientConfig"].get("service") or {}
+    f.check((svc.get("name"), svc.get("namespace"), svc.get("port"), svc.get("path")) == ("gloo", ns, 443, "/validation"),
+            f"webhook clientConfig.service is {svc}, want gloo.{ns}:443/validation")
+    f.check(hook.get("failurePolicy") == w["failurePolicy"], f"failurePolicy is {hook.get('failurePolicy')}")
+    f.check((hook.get("namespaceSelector") or {}) == w["namespaceSelector"],
+            f"namespaceSelector is {hook.get('namespaceSelector')}, want {w['namespaceSelector']}")
+    f.check(hook.get("sideEffects") == "None" and hook.get("admissionReviewVersions") == ["v1"],
+            "webhook sideEffects/admissionReviewVersions are not None/[v1]")
+    kinds = {(g, r) for rule in hook.get("rules", []) for g in rule["apiGroups"] for r in rule["resources"]}
+    f.check(kinds == WEBHOOK_KINDS, f"webhook kinds are {sorted(kinds)}, want {sorted(WEBHOOK_KINDS)}")
+
+    # The gateway pods mount the Secret and pass its files as --webhook-cert/--webhook-key.
+    secret_name = w["existingSecret"] or "gateway-validation-certs"
+    gw = deps.get("gateway")
+    if gw:
+        pod = gw["spec"]["template"]["spec"]
+        vols = {v["name"]: v for v in pod.get("volumes") or []}
+        c = container(gw)
+        mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts") or []}
+        cert_vol = next((n for n, v in vols.items() if (v.get("secret") or {}).get("secretName") == secret_name), None)
+        if f.check(cert_vol in mounts, f"Deployment/gateway does not mount Secret {secret_name}"):
+            args = c.get("args") or []
+            for flag, file in (("--webhook-cert", "tls.crt"), ("--webhook-key", "tls.key")):
+                f.check(f"{flag}={mounts[cert_vol]}/{file}" in args, f"Deployment/gateway lacks {flag}=.../{file}")
+        f.check("--webhook-addr=0.0.0.0:8443" in (c.get("args") or []), "Deployment/gateway lacks --webhook-addr=0.0.0.0:8443")
+        f.check(f"--always-accept={str(w['alwaysAccept']).lower()}" in (c.get("args") or []),
+                "Deployment/gateway --always-accept does not follow webhook.alwaysAccept")
+    ca = hook["clientConfig"].get("caBundle")
+    if w["existingSecret"]:
+        f.check(secret_name not in secrets, f"the chart renders Secret {secret_name}, which the user manages")
+        f.check(ca == (w["caBundle"] or None), f"caBundle is {ca!r}, want webhook.caBundle")
+        return
+    if not f.check(secret_name in secrets, f"Secret/{secret_name} is not rendered"):
+        return
+    data = secrets[secret_name].get("data") or {}
+    f.check(set(data) == {"tls.crt", "tls.key", "ca.crt"}, f"Secret/{secret_name} keys are {sorted(data)}")
+    f.check(ca and ca == data.get("ca.crt"), "the webhook's caBundle is not the Secret's ca.crt")
+    f.check(ca and check_cert_chain(data, ns), "the webhook certificate is not signed by its CA for gloo.<ns>.svc")
+
+
+def check_cert_chain(data: dict, ns: str) -> bool:
+    """openssl (when present): tls.crt verifies against ca.crt and names gloo.<ns>.svc."""
+    openssl = shutil.which("openssl")
+    if not openssl:
+        return True
+    import base64
+    with tempfile.TemporaryDirectory() as d:
+        for k in ("tls.crt", "ca.crt"):
+            with open(os.path.join(d, k), "wb") as fh:
+                fh.write(base64.b64decode(data[k]))
+        r = subprocess.run([openssl, "verify", "-CAfile", os.path.join(d, "ca.crt"),
+                            "-verify_hostname", f"gloo.{ns}.svc", os.path.join(d, "tls.crt")],
+                           capture_output=True, text=True)
+        return r.returncode == 0
+
+
+def check_rbac(by: dict, sas: dict, exp: dict, f: Failures) -> None:
+    ns = exp["namespace"]
+    roles, bindings = of_kind(by, "ClusterRole"), of_kind(by, "ClusterRoleBinding")
+    ns_roles, ns_bindings = of_kind(by, "Role"), of_kind(by, "RoleBinding")
+    if not exp["rbac"]:
+        f.check(not roles and not bindings and not ns_roles and not ns_bindings,
+                "rbac.create=false still renders RBAC")
+        return
+
+    def rules_of(role: dict) -> set:
+        return {(g, r, tuple(sorted(rule.get("verbs", []))))
+                for rule in role.get("rules", []) for g in rule.get("apiGroups", []) for r in rule.get("resources", [])}
+
+    want_roles = {f"kgw-{c}-{ns}": rules for c, rules in LEAST_PRIVILEGE.items()}
+    f.check(set(roles) == set(want_roles), f"ClusterRoles are {sorted(roles)}, want {sorted(want_roles)}")
+    for name, want in want_roles.items():
+        if f.check(name in roles, f"ClusterRole/{name} is missing"):
+            got = rules_of(roles[name])
+            f.check(got == want, f"ClusterRole/{name}: extra {sorted(got - want)}, missing {sorted(want - got)}")
+    bound = {}
+    for b in bindings.values():
+        ref = b["roleRef"]["name"]
+        f.check(ref in roles, f"ClusterRoleBinding/{b['metadata']['name']} refers to missing role {ref}")
+        for s in b.get("subjects", []):
+            f.check(s.get("kind") == "ServiceAccount" and s.get("name") in sas and s.get("namespace") == ns,
+                    f"ClusterRoleBinding/{b['metadata']['name']} subject {s} is not a chart ServiceAccount in {ns}")
+            bound.setdefault(s.get("name"), set()).add(ref)
+    f.check(bound == {c: {f"kgw-{c}-{ns}"} for c in LEAST_PRIVILEGE},
+            f"ServiceAccounts bound to ClusterRoles: {bound}; each component wants its own only")
+    f.check(set(ns_roles) == {"gateway-leader-election"}, f"Roles are {sorted(ns_roles)}")
+    if "gateway-leader-election" in ns_roles:
+        f.check(rules_of(ns_roles["gateway-leader-election"]) == LEASE_RULES, "the gateway's Lease Role is not leases only")
+    subjects = [(s["name"], b["roleRef"]["name"]) for b in ns_bindings.values() for s in b.get("subjects", [])]
+    f.check(subjects == [("gateway", "gateway-leader-election")], f"RoleBindings bind {subjects}")
+
+
+def check_pdbs(by: dict, workloads: dict, exp: dict, f: Failures) -> None:
+    pdbs = of_kind(by, "PodDisruptionBudget")
+    want = set(workloads) if exp["pdbs"] else set()
+    f.check(set(pdbs) == want, f"PodDisruptionBudgets are {sorted(pdbs)}, want {sorted(want)}")
+    for name, pdb in pdbs.items():
+        if name in workloads:
+            sel = pdb["spec"]["selector"]["matchLabels"]
+            f.check(sel == workloads[name]["spec"]["selector"]["matchLabels"],
+                    f"PodDisruptionBudget/{name} does not select exactly the pods of {name}")
+
+
+def check_release(docs: list[dict], exp: dict, f: Failures, validate_envoy: bool) -> list[str]:
+    ns = exp["namespace"]
+    by = index(docs, f)
+    deps, stss, svcs = of_kind(by, "Deployment"), of_kind(by, "StatefulSet"), of_kind(by, "Service")
+    sas, cms = of_kind(by, "ServiceAccount"), of_kind(by, "ConfigMap")
+
+    for (kind, name), d in by.items():
+        if kind in NAMESPACED_KINDS:
+            f.check(d["metadata"].get("namespace") == ns, f"{kind}/{name} is not in namespace {ns}")
+
+    want_deps = set(OUR_PROCESSES) | {"gateway-proxy"}
+    f.check(set(deps) == want_deps, f"Deployments are {sorted(deps)}, want {sorted(want_deps)}")
+    workloads = {**deps, **stss}
+    check_workloads(workloads, sas, exp, f)
+    check_our_processes(deps, exp, f)
+    check_nats(stss, exp, f)
+    check_services(svcs, workloads, exp, f)
+    notes = check_gateway_proxy(deps, cms, exp, f, validate_envoy)
+    check_webhook(by, deps, exp, f)
+    check_rbac(by, sas, exp, f)
+    check_pdbs(by, workloads, exp, f)
+    return notes
+
+
+def check_crds(chart: str, f: Failures) -> str:
+    """crds/ (installed by helm before the templates): ours and the Gateway API's."""
+    names = set()
+    for root, _, files in os.walk(os.path.join(chart, "crds")):
+        for file in files:
+            if file.endswith((".yaml", ".yml")):
+                with open(os.path.join(root, file)) as fh:
+                    for doc in yaml.safe_load_all(fh):
+                        if doc and doc.get("kind") == "CustomResourceDefinition":
+                            names.add(doc["metadata"]["name"])
+    for want in ("routeoptions.gateway.solo.io", "gatewayclasses.gateway.networking.k8s.io",
+                 "gateways.gateway.networking.k8s.io", "httproutes.gateway.networking.k8s.io",
+                 "referencegrants.gateway.networking.k8s.io"):
+        f.check(want in names, f"crds/ lacks the CRD {want}")
+    return f"crds/: {len(names)} CRDs"
 
 
 def expectations(chart: str, values: dict, namespace: str) -> dict:
@@ -371,8 +548,13 @@ def expectations(chart: str, values: dict, namespace: str) -> dict:
         "replicas": replicas,
         "nats_url": nats_url,
         "nats_enabled": v["nats"]["enabled"],
+        "nats_persistence": v["nats"]["persistence"]["enabled"],
         "rbac": v["rbac"]["create"],
         "role": f"{gp['gatewayNamespace'] or namespace}~{gp['gatewayName']}",
+        "namespaces": ",".join(v["watchNamespaces"]),
+        "label_selector": v["labelSelector"],
+        "webhook": v["webhook"],
+        "pdbs": v["podDisruptionBudget"]["enabled"],
     }
 
 
@@ -383,25 +565,40 @@ CASES = [
         "images": {"gateway-proxy": "envoyproxy/envoy:v1.40.0", "gloo": "kgw/controller:0.1.0"},
         "role": "gloo-system~gateway-proxy",
         "nats_url": "nats://nats.gloo-system.svc.cluster.local:4222",
+        "nats_persistence": True,
     }),
     ("overrides", "edge", "kgw-test", {
         "discovery": {"replicas": 3},
         "gateway": {"image": {"tag": "1.2.3"}},
         "gloo": {"image": {"repository": "example.invalid/kgw/controller", "tag": "dev"}},
         "gatewayProxy": {"gatewayName": "public", "gatewayNamespace": "apps", "replicas": 2},
+        "webhook": {"failurePolicy": "Fail", "namespaceSelector": {"matchLabels": {"kgw.dev/validate": "true"}},
+                    "alwaysAccept": False},
+        "nats": {"persistence": {"enabled": False}},
+        "watchNamespaces": ["apps", "web"],
+        "labelSelector": "team=edge",
     }, {
         "replicas": {"discovery": 3, "gateway-proxy": 2, "gloo": 1},
         "images": {"gateway": "kgw/gateway:1.2.3", "gloo": "example.invalid/kgw/controller:dev"},
         "role": "apps~public",
         "nats_url": "nats://nats.kgw-test.svc.cluster.local:4222",
+        "namespaces": "apps,web",
+        "label_selector": "team=edge",
     }),
     ("external-nats-no-rbac", "kgw", "gloo-system", {
         "nats": {"enabled": False, "url": "nats://broker.messaging:4222"},
         "rbac": {"create": False},
+        "webhook": {"existingSecret": "my-webhook-tls", "caBundle": "Q0EK"},
     }, {
         "nats_url": "nats://broker.messaging:4222",
         "nats_enabled": False,
         "rbac": False,
+    }),
+    ("webhook-and-pdbs-off", "kgw", "gloo-system", {
+        "webhook": {"enabled": False},
+        "podDisruptionBudget": {"enabled": False},
+    }, {
+        "pdbs": False,
     }),
 ]
 
@@ -431,6 +628,8 @@ def main() -> int:
     chart = os.path.abspath(opts.chart)
     f = Failures()
     print(f"check_chart: chart {os.path.relpath(chart)} (helm {helm_python.helm_sdk_version()})")
+    f.context = "crds"
+    print(f"  {check_crds(chart, f)}")
 
     for label, release, ns, values, pinned in CASES:
         f.context = label

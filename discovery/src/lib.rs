@@ -14,6 +14,8 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use actix::{Actor as _, Addr};
 use kgw_common::{
     bus::{self, Bus, BusError, KvState, Owns, WriterStats},
+    config::SourceSpec,
+    resources::Kind,
     shutdown::Shutdown,
     source::{self, Batch, SourceError},
 };
@@ -34,9 +36,12 @@ pub enum DiscoveryError {
     Bus(#[source] BusError),
 }
 
+/// The kinds discovery reads from the Kubernetes source.
+pub const KINDS: &[Kind] = &[Kind::Service, Kind::EndpointSlice];
+
 pub struct Config {
-    /// Directory of Kubernetes YAML manifests (the directory config source).
-    pub config_dir: PathBuf,
+    /// Where Services and EndpointSlices come from (`--source`).
+    pub source: SourceSpec,
     pub nats_url: String,
     pub health_file: PathBuf,
     /// Heartbeat and health-file period.
@@ -61,7 +66,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Discov
         .await
         .map_err(DiscoveryError::Bus)?;
     let (batches_tx, batches) = mpsc::channel::<Batch>(16);
-    source::spawn_dir_source(config.config_dir, batches_tx, shutdown.clone()).map_err(DiscoveryError::Source)?;
+    source::spawn(config.source, KINDS, batches_tx, shutdown.clone())
+        .await
+        .map_err(DiscoveryError::Source)?;
     let (actor, outputs) = Discovery::new();
     let addr = actor.start();
 

@@ -40,7 +40,7 @@ async fn async_main(args: Args) -> anyhow::Result<()> {
     let _telemetry = kgw_common::telemetry::init("discovery", args.common.log_format);
     let shutdown = Shutdown::new();
     let config = discovery::Config {
-        config_dir: args.source.directory()?,
+        source: args.source.spec()?,
         nats_url: args.common.nats_url,
         health_file: args.health_file,
         heartbeat_every: Duration::from_secs(5),

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::{
     metrics::GatewayMetrics,
-    translate::{self, Options, Output, status::RouteParentStatus},
+    translate::{self, Options, Output, StatusReport, status::RouteParentStatus},
     validation::background::Reported,
 };
 
@@ -29,6 +29,9 @@ pub struct Outputs {
     /// The index after each batch, for the admission webhook and the background validation
     /// (each review works on its own copy of one consistent state).
     pub index: watch::Sender<Arc<Index>>,
+    /// The status of the last translation, for the Kubernetes status writer. Sent before
+    /// `index` (only when it changed): a reader woken by `index` sees the matching report.
+    pub report: watch::Sender<Arc<StatusReport>>,
 }
 
 pub struct GatewayActor {
@@ -100,6 +103,9 @@ impl Handler<SourceBatch> for GatewayActor {
             &self.validation,
             &mut self.route_status,
         )));
+        if self.last.as_ref().map(|l| &l.status) != Some(&output.status) {
+            self.outputs.report.send_replace(Arc::new(output.status.clone()));
+        }
         self.outputs.index.send_replace(Arc::new(self.index.clone()));
         self.outputs.synced.send_replace(true);
         self.last = Some(output);
@@ -170,6 +176,9 @@ pub fn encode_status(
         fresh.insert(key.clone(), (status.clone(), bytes));
     }
     *cache = fresh;
+    for (key, ancestors) in &output.status.route_options {
+        out.insert(format!("routeoption.{}", key.replacen('/', ".", 1)), yaml(ancestors));
+    }
     if !problems.is_empty() {
         out.insert("problems.config".into(), yaml(&problems.to_vec()));
     }

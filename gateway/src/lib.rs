@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod actor;
+pub mod kube_status;
 pub mod metrics;
 pub mod run;
 pub mod status_cmd;

@@ -1,8 +1,11 @@
 #![forbid(unsafe_code)]
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
 use gateway::{run, status_cmd, translate::Options, validate_cmd, validation::grpc::GrpcValidator, webhook};
 use kgw_common::{
     config::{CommonArgs, SourceArgs},
+    leader::LeaseConfig,
     monitoring::serve_monitoring,
     shutdown::{self, Shutdown},
     telemetry,
@@ -29,6 +32,49 @@ struct Cli {
     monitoring_addr: std::net::SocketAddr,
     #[command(flatten)]
     validation: webhook::args::ValidationArgs,
+    #[command(flatten)]
+    leader: LeaderArgs,
+}
+
+/// Leader election (Kubernetes source): one replica writes Proxies and status at a time.
+#[derive(clap::Args, Debug)]
+struct LeaderArgs {
+    /// Elect a leader with a coordination.k8s.io Lease (Kubernetes source only); `false`:
+    /// this replica always writes (run one replica only).
+    #[arg(long, env = "KGW_LEADER_ELECTION", action = clap::ArgAction::Set, num_args = 0..=1,
+          default_value_t = true, default_missing_value = "true")]
+    leader_election: bool,
+    /// Namespace of the Lease (the chart passes the pod's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, env = "KGW_LEADER_ELECTION_ID", default_value = "kgw-gateway")]
+    leader_election_id: String,
+    /// Seconds a leader holds the Lease without renewing it: at most this long passes
+    /// between a leader's death and its successor's first write.
+    #[arg(long, env = "KGW_LEADER_ELECTION_LEASE_SECONDS", default_value_t = 15)]
+    leader_election_lease_seconds: u64,
+}
+
+impl LeaderArgs {
+    fn lease(&self) -> Option<LeaseConfig> {
+        if !self.leader_election {
+            return None;
+        }
+        // Unique per replica: the pod's name in a cluster, else host and pid.
+        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+        let lease = Duration::from_secs(self.leader_election_lease_seconds.max(3));
+        Some(LeaseConfig {
+            lease_duration: lease,
+            // As client-go's defaults: renew deadline 2/3 of the lease, retry every 2/15.
+            renew_deadline: lease * 2 / 3,
+            retry_period: lease * 2 / 15,
+            ..LeaseConfig::new(&self.leader_election_namespace, &self.leader_election_id, &identity)
+        })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -76,13 +122,14 @@ fn main() -> anyhow::Result<()> {
             }
             let _telemetry = telemetry::init("gateway", cli.common.log_format);
             let config = run::RunConfig {
-                config_dir: cli.source.directory()?,
+                source: cli.source.spec()?,
                 nats_url: cli.common.nats_url.clone(),
                 options: Options {
                     controller_name: cli.controller_name.clone(),
                     listener_bind_address: cli.listener_bind_address.clone(),
                 },
                 validation: cli.validation.config(),
+                leader_election: cli.leader.lease(),
             };
             let stop = Shutdown::new();
             let running = run::start(config, stop.clone()).await?;
@@ -96,6 +143,10 @@ fn main() -> anyhow::Result<()> {
             shutdown::signal().await;
             tracing::info!("shutting down");
             stop.trigger();
+            // Hand the lease over at once rather than after it expires.
+            if let Some(election) = running.election {
+                let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+            }
             Ok(())
         });
     result

@@ -3,7 +3,9 @@
 //! Names: `kgw_gateway_translations_total`, `kgw_gateway_translation_duration_seconds`,
 //! `kgw_gateway_proxies`, `kgw_gateway_config_problems`,
 //! `kgw_gateway_kv_writes_total{bucket,op}`, `kgw_gateway_kv_write_errors_total{bucket}`,
-//! `kgw_nats_connected`, `kgw_nats_connections_total`.
+//! `kgw_gateway_status_writes_total{kind}`, `kgw_gateway_status_write_errors_total` (status
+//! written to the API server, Kubernetes source), `kgw_nats_connected`,
+//! `kgw_nats_connections_total`.
 //! Ready = connected to NATS and the first full state translated.
 use std::time::Duration;
 
@@ -80,6 +82,7 @@ pub fn monitoring(running: &Running) -> Monitoring {
     let gateway = registry.sub_registry_with_prefix("gateway");
     running.metrics.register(gateway);
     let (writes, errors) = (running.proxy_writes.clone(), running.proxy_writes.clone());
+    let (status_writes, status_errors) = (running.status_writes.clone(), running.status_writes.clone());
     gateway.register_collector(Box::new(
         FnCollector::new()
             .counter_family(
@@ -100,6 +103,33 @@ pub fn monitoring(running: &Running) -> Monitoring {
                 move || {
                     let value = i64::try_from(errors.borrow().errors).unwrap_or(i64::MAX);
                     vec![(vec![("bucket", PROXIES_BUCKET.to_string())], value)]
+                },
+            )
+            .counter_family(
+                "status_writes",
+                "Status subresource writes to the Kubernetes API server (only changed statuses), per kind",
+                move || {
+                    let stats = status_writes.borrow();
+                    let sample = |kind: &'static str, value: u64| {
+                        (
+                            vec![("kind", kind.to_string())],
+                            i64::try_from(value).unwrap_or(i64::MAX),
+                        )
+                    };
+                    vec![
+                        sample("GatewayClass", stats.gateway_classes),
+                        sample("Gateway", stats.gateways),
+                        sample("HTTPRoute", stats.http_routes),
+                        sample("RouteOption", stats.route_options),
+                    ]
+                },
+            )
+            .counter_family(
+                "status_write_errors",
+                "Status writes to the Kubernetes API server that failed (retried)",
+                move || {
+                    let value = i64::try_from(status_errors.borrow().errors).unwrap_or(i64::MAX);
+                    vec![(Vec::new(), value)]
                 },
             ),
     ));

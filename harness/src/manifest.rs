@@ -126,3 +126,23 @@ endpoints:
 {endpoints}"
     )
 }
+
+/// An HTTPRoute `default/<name>` on Gateway `gw` sending `prefix` to weighted Services
+/// (name, weight), each on port 80.
+pub fn route_yaml(name: &str, prefix: &str, backends: &[(&str, u32)]) -> String {
+    let refs: String = backends
+        .iter()
+        .map(|(svc, weight)| format!("    - {{name: {svc}, port: 80, weight: {weight}}}\n"))
+        .collect();
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]
+    backendRefs:
+{refs}"
+    )
+}

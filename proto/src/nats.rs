@@ -27,8 +27,11 @@ pub const REPORTS_SUBJECT_PREFIX: &str = "kgw.reports";
 pub const ACCESS_LOG_SUBJECT_PREFIX: &str = "kgw.accesslog";
 /// Discovery replicas' heartbeats.
 pub const DISCOVERY_HEARTBEAT_SUBJECT: &str = "kgw.discovery.heartbeat";
-/// Work shared by discovery replicas (queue group [`DISCOVERY_QUEUE_GROUP`]).
+/// Reserved for work shared by discovery replicas (queue group [`DISCOVERY_QUEUE_GROUP`]).
+/// Not used yet: today every discovery replica does all the work and writes only what
+/// changed (sharing the work is issue 11).
 pub const DISCOVERY_WORK_SUBJECT: &str = "kgw.discovery.work";
+/// Reserved, see [`DISCOVERY_WORK_SUBJECT`].
 pub const DISCOVERY_QUEUE_GROUP: &str = "kgw-discovery";
 
 /// Size above which a value is split into parts (see the module docs).

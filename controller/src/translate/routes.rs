@@ -52,6 +52,9 @@ pub fn route_configuration<'a>(
             ..Default::default()
         })
         .collect();
+    if !wasm.used.is_empty() {
+        add_unrouted_catch_alls(&mut virtual_hosts);
+    }
     // The listener runs every WASM filter its routes use; a route that does not use one
     // turns it off (Envoy accepts a bare "disabled" per-route config, not a bare "enabled").
     for route in virtual_hosts.iter_mut().flat_map(|v| v.routes.iter_mut()) {
@@ -75,6 +78,39 @@ pub fn route_configuration<'a>(
         ..Default::default()
     }
 }
+
+/// A request that matches no route runs every listener-level filter (there is no route to
+/// turn them off). With WASM filters on the listener, each virtual host (and a `*` one)
+/// ends in an explicit 404 route instead, which turns them off like any route that does
+/// not use them: a module that fails affects only the routes that use it.
+fn add_unrouted_catch_alls(virtual_hosts: &mut Vec<VirtualHost>) {
+    let catch_all = || Route {
+        name: UNROUTED.into(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+            ..Default::default()
+        }),
+        action: Some(route::Action::DirectResponse(DirectResponseAction {
+            status: 404,
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    for vhost in virtual_hosts.iter_mut() {
+        vhost.routes.push(catch_all());
+    }
+    if !virtual_hosts.iter().any(|v| v.domains.iter().any(|d| d == "*")) {
+        virtual_hosts.push(VirtualHost {
+            name: UNROUTED.into(),
+            domains: vec!["*".into()],
+            routes: vec![catch_all()],
+            ..Default::default()
+        });
+    }
+}
+
+/// Name of the explicit no-route routes and virtual host.
+const UNROUTED: &str = "kgw-unrouted";
 
 /// The WASM cache's state, and the filters the listener's routes use (Envoy name → filter).
 pub struct WasmUse<'m> {
@@ -168,17 +204,25 @@ fn route<'a>(
             ..Default::default()
         }),
     };
+    let wasm_filters = wasm::resolve(&options.wasm_filters, wasm.modules, path, &r.source, problems);
+    let mut closed_by = wasm_filters.closed;
     let mut typed_per_filter_config = std::collections::HashMap::new();
-    for filter in wasm::resolve(&options.wasm_filters, wasm.modules, path, &r.source, problems) {
+    for filter in wasm_filters.run {
         let envoy_name = wasm::filter_name(&filter);
         match wasm.used.get(&envoy_name) {
             Some(other) if other.sha256 != filter.sha256 || other.config != filter.config => {
+                let outcome = if filter.fail_open {
+                    "left out here"
+                } else {
+                    closed_by.get_or_insert_with(|| filter.name.clone());
+                    "it fails closed: the route answers 503"
+                };
                 problems.push(Problem {
                     severity: Severity::Error,
                     path: path.into(),
                     source: r.source.clone(),
                     message: format!(
-                        "WASM filter {} is configured differently by another route of this listener; left out here",
+                        "WASM filter {} is configured differently by another route of this listener; {outcome}",
                         filter.name
                     ),
                 });
@@ -191,6 +235,24 @@ fn route<'a>(
         }
         typed_per_filter_config.insert(envoy_name, wasm::use_marker());
     }
+    let action = match closed_by {
+        // A filter that must run cannot: refuse the route's requests rather than serve them
+        // unfiltered (the filter may be an authorization check).
+        Some(filter) => {
+            typed_per_filter_config.clear();
+            route::Action::DirectResponse(DirectResponseAction {
+                status: 503,
+                body: Some(DataSource {
+                    specifier: Some(data_source::Specifier::InlineString(format!(
+                        "WASM filter {filter} is not available\n"
+                    ))),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        }
+        None => action,
+    };
     Route {
         name: r.name.clone(),
         r#match: Some(route_match(&matcher)),

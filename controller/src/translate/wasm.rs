@@ -9,7 +9,7 @@ use envoy_types::pb::{
         config::route::v3::FilterConfig,
         extensions::{
             filters::{http::wasm::v3::Wasm, network::http_connection_manager::v3::HttpFilter},
-            wasm::v3::{PluginConfig, VmConfig, plugin_config},
+            wasm::v3::{FailurePolicy, PluginConfig, VmConfig, plugin_config},
         },
     },
     google::protobuf::{Any, Duration, StringValue},
@@ -40,20 +40,31 @@ pub fn filter_name(filter: &pb::WasmFilter) -> String {
     format!("kgw.wasm.{}", filter.name)
 }
 
+/// What a route's WASM filters come to.
+#[derive(Debug, Default, PartialEq)]
+pub struct Resolved {
+    /// The filters the route runs.
+    pub run: Vec<pb::WasmFilter>,
+    /// Set when a filter that fails closed cannot run: the route answers 503 instead of
+    /// serving without it. Names the filter.
+    pub closed: Option<String>,
+}
+
 /// The module each requested filter runs: the requested one when verified, else the last
 /// good module under that name (reported as an error: the route keeps its last good
-/// config), else none (the filter is left out, reported).
+/// config), else none: a filter that fails open is left out, one that fails closed (the
+/// default) closes the route (both reported).
 pub fn resolve(
     requested: &[pb::WasmFilter],
     modules: &WasmModules,
     path: &str,
     source: &Option<pb::ResourceRef>,
     problems: &mut Vec<Problem>,
-) -> Vec<pb::WasmFilter> {
-    let mut out = Vec::new();
+) -> Resolved {
+    let mut out = Resolved::default();
     for filter in requested {
         if modules.verified.contains(&filter.sha256) && !modules.cache_address.is_empty() {
-            out.push(filter.clone());
+            out.run.push(filter.clone());
             continue;
         }
         let (severity, why) = if modules.cache_address.is_empty() {
@@ -70,16 +81,23 @@ pub fn resolve(
             .filter(|f| modules.verified.contains(&f.sha256));
         let message = match fallback {
             Some(good) => {
-                out.push(good.clone());
+                out.run.push(good.clone());
                 format!(
                     "WASM filter {} (sha256 {}): {why}; the route keeps the last good module (sha256 {})",
                     filter.name, filter.sha256, good.sha256
                 )
             }
-            None => format!(
-                "WASM filter {} (sha256 {}): {why}; the filter is left out",
+            None if filter.fail_open => format!(
+                "WASM filter {} (sha256 {}): {why}; it fails open: the route serves without it",
                 filter.name, filter.sha256
             ),
+            None => {
+                out.closed.get_or_insert_with(|| filter.name.clone());
+                format!(
+                    "WASM filter {} (sha256 {}): {why}; it fails closed: the route answers 503 until the module is available",
+                    filter.name, filter.sha256
+                )
+            }
         };
         problems.push(Problem {
             severity,
@@ -140,6 +158,12 @@ pub fn http_filter(filter: &pb::WasmFilter, modules: &WasmModules) -> HttpFilter
                     value: filter.config.clone(),
                 })
             }),
+            // A module that fails in Envoy affects only the routes that enable it.
+            failure_policy: if filter.fail_open {
+                FailurePolicy::FailOpen
+            } else {
+                FailurePolicy::FailClosed
+            } as i32,
             vm: Some(plugin_config::Vm::VmConfig(VmConfig {
                 vm_id: filter.sha256.clone(),
                 runtime: "envoy.wasm.runtime.v8".into(),

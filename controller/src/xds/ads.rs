@@ -209,7 +209,13 @@ impl<S: SnapshotSource> StreamState<S> {
             };
             tracing::info!(node = %node.id, %role, "Envoy connected");
             self.node_id = node.id.clone();
-            self.snapshots = Some(self.source.subscribe(&role));
+            let snapshots = self.source.subscribe(&role);
+            if snapshots.borrow().is_none() {
+                // Envoy waits quietly for a role that has no Proxy: say so, once, so a typo in
+                // the role (or a Gateway not translated yet) is visible.
+                tracing::warn!(node = %node.id, %role, "no Proxy for this role yet; Envoy gets its config when a Gateway <namespace>~<name> with that name is translated");
+            }
+            self.snapshots = Some(snapshots);
             self.role = Some(role);
         }
         let type_url = request.type_url.clone();

@@ -142,18 +142,70 @@ fn header(name: &str, value: &str, append: bool) -> pb::HeaderValue {
     }
 }
 
+/// What is wrong with a RouteOption's values, if anything (the routes it applies to
+/// answer 500 with this reason, and its own status says so).
+pub fn route_option_invalid(option: &RouteOption) -> Option<String> {
+    let name = option.metadata.name.as_deref().unwrap_or_default();
+    let timeout = option.spec.options.timeout.as_ref()?;
+    policy::parse_duration_ms(timeout)
+        .is_none()
+        .then(|| format!("RouteOption {name}: spec.options.timeout {timeout:?} is not a duration like 5s or 250ms"))
+}
+
+/// Each RouteOption's status: for every Gateway of ours that a route it applies to (by
+/// targetRefs or an ExtensionRef filter) is attached to, Accepted or Invalid. A
+/// RouteOption that affects none of our routes gets no entry (nothing of ours to report).
+pub fn report_route_options(index: &Index, routes: &[&HttpRoute], status: &mut crate::translate::StatusReport) {
+    for ((namespace, name), option) in &index.route_options {
+        let invalid = route_option_invalid(option);
+        let option_key = format!("{namespace}/{name}");
+        let users = routes.iter().filter(|route| {
+            route.metadata.namespace.as_deref().unwrap_or("default") == namespace
+                && uses_route_option(route, name, option)
+        });
+        let mut gateways: Vec<String> = users
+            .flat_map(|route| {
+                let route_key = format!("{namespace}/{}", route.metadata.name.as_deref().unwrap_or_default());
+                status.attached_gateways(&route_key)
+            })
+            .collect();
+        gateways.sort();
+        gateways.dedup();
+        for gateway in gateways {
+            status.route_option(&option_key, &gateway, invalid.as_deref());
+        }
+    }
+}
+
+/// Whether `route` (in the option's namespace) gets the RouteOption `name`.
+fn uses_route_option(route: &HttpRoute, name: &str, option: &RouteOption) -> bool {
+    let route_name = route.metadata.name.as_deref().unwrap_or_default();
+    let targeted = option
+        .spec
+        .target_refs
+        .iter()
+        .any(|t| t.group == "gateway.networking.k8s.io" && t.kind == "HTTPRoute" && t.name == route_name);
+    let referenced = route
+        .spec
+        .rules
+        .iter()
+        .flatten()
+        .flat_map(|r| r.filters.iter().flatten())
+        .any(|f| {
+            f.extension_ref
+                .as_ref()
+                .is_some_and(|e| e.group == "gateway.solo.io" && e.kind == "RouteOption" && e.name == name)
+        });
+    targeted || referenced
+}
+
 fn apply_route_option(option: &RouteOption, effects: &mut RuleEffects) {
     let spec = &option.spec.options;
-    let name = option.metadata.name.as_deref().unwrap_or_default();
     let options = &mut effects.options;
-    if let Some(timeout) = &spec.timeout {
-        match policy::parse_duration_ms(timeout) {
-            Some(ms) => options.timeout_ms = ms,
-            None => effects.invalid.push((
-                "UnsupportedValue".into(),
-                format!("RouteOption {name}: spec.options.timeout {timeout:?} is not a duration like 5s or 250ms"),
-            )),
-        }
+    if let Some(why) = route_option_invalid(option) {
+        effects.invalid.push(("UnsupportedValue".into(), why));
+    } else if let Some(ms) = spec.timeout.as_deref().and_then(policy::parse_duration_ms) {
+        options.timeout_ms = ms;
     }
     if let Some(prefix) = &spec.prefix_rewrite {
         options.prefix_rewrite = prefix.clone();
@@ -186,6 +238,7 @@ fn apply_route_option(option: &RouteOption, effects: &mut RuleEffects) {
                 sha256: f.sha256.to_ascii_lowercase(),
                 config: f.config.clone().unwrap_or_default(),
                 root_id: f.root_id.clone().unwrap_or_default(),
+                fail_open: f.fail_open,
             })
             .collect();
     }

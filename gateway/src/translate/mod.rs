@@ -70,6 +70,7 @@ pub fn translate(index: &Index, options: &Options) -> Output {
         }
     }
     output.status.finish_routes(&routes);
+    filters::report_route_options(index, &routes, &mut output.status);
     output
 }
 

@@ -59,6 +59,10 @@ pub struct StatusReport {
     pub gateway_classes: BTreeMap<String, Vec<Condition>>,
     pub gateways: BTreeMap<String, GatewayStatus>,
     pub http_routes: BTreeMap<String, Vec<RouteParentStatus>>,
+    /// RouteOption `namespace/name` → Gateway `namespace/name` (an ancestor: a Gateway of
+    /// ours that a route the option affects is attached to) → conditions.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub route_options: BTreeMap<String, BTreeMap<String, Vec<Condition>>>,
     /// (route key, gateway key) → unresolved-ref reasons.
     #[serde(skip)]
     unresolved: BTreeMap<(String, String), Vec<(String, String)>>,
@@ -116,6 +120,28 @@ impl StatusReport {
                 ],
             },
         );
+    }
+
+    /// The Gateways (`namespace/name`) route `namespace/name` is attached to.
+    pub fn attached_gateways(&self, route_key: &str) -> Vec<String> {
+        self.attached
+            .keys()
+            .filter(|(route, _)| route == route_key)
+            .map(|(_, gateway)| gateway.clone())
+            .collect()
+    }
+
+    /// A RouteOption's verdict for one Gateway whose routes it affects: Accepted, or not
+    /// (reason Invalid) with why.
+    pub fn route_option(&mut self, option_key: &str, gateway: &str, invalid: Option<&str>) {
+        let accepted = match invalid {
+            None => Condition::new("Accepted", true, "Accepted", ""),
+            Some(why) => Condition::new("Accepted", false, "Invalid", why),
+        };
+        self.route_options
+            .entry(option_key.to_string())
+            .or_default()
+            .insert(gateway.to_string(), vec![accepted]);
     }
 
     pub fn route_attached(&mut self, namespace: &str, name: &str, gateway: &GatewayRef) {

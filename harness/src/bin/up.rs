@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -94,22 +93,13 @@ async fn run(args: Args) -> Result<()> {
     };
     print_summary(&sys, &args.backends, &gateway);
 
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut reported = Vec::new();
-    loop {
+    sys.report_exits_until("kgw-up", async {
         tokio::select! {
-            _ = int.recv() => break,
-            _ = term.recv() => break,
-            _ = tick.tick() => {
-                for (c, status) in sys.exited() {
-                    if !reported.contains(&c) {
-                        reported.push(c);
-                        eprintln!("kgw-up: {c} exited ({status}); see {}", sys.log_path(c).display());
-                    }
-                }
-            }
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
-    }
+    })
+    .await;
     eprintln!("kgw-up: stopping...");
     drop(sys);
     for b in backends {

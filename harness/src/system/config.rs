@@ -58,8 +58,20 @@ pub enum Placement {
     Lease(Lease),
 }
 
+/// Where gateway and discovery read resources.
+#[derive(Clone, Debug, Default)]
+pub enum Source {
+    /// The config directory ([`SystemConfig::config_dir`]).
+    #[default]
+    Directory,
+    /// A Kubernetes API server, through this kubeconfig.
+    Kubernetes { kubeconfig: PathBuf },
+}
+
 #[derive(Debug)]
 pub struct SystemConfig {
+    /// Where gateway and discovery read resources.
+    pub source: Source,
     /// The directory config source; `None`: `<run dir>/config`, created empty.
     pub config_dir: Option<PathBuf>,
     /// Where logs, the access log and NATS' store go; `None`: a temporary directory,
@@ -82,6 +94,7 @@ pub struct SystemConfig {
 impl Default for SystemConfig {
     fn default() -> Self {
         SystemConfig {
+            source: Source::Directory,
             config_dir: None,
             run_dir: None,
             placement: Placement::Block,

@@ -4,7 +4,7 @@
 
 mod config;
 
-pub use config::{Component, Placement, SystemConfig};
+pub use config::{Component, Placement, Source, SystemConfig};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +25,7 @@ pub struct System {
     layout: Layout,
     run_dir: PathBuf,
     config_dir: PathBuf,
+    source: Source,
     procs: BTreeMap<Component, Process>,
     ready_timeout: Duration,
     tmp: Option<tempfile::TempDir>,
@@ -52,6 +53,7 @@ impl System {
             }
         };
         let run_dir = std::path::absolute(run_dir)?;
+        std::fs::create_dir_all(run_dir.join("wasm-modules"))?;
         let config_dir = match cfg.config_dir {
             Some(d) => std::fs::canonicalize(&d).with_context(|| format!("config dir {}", d.display()))?,
             None => {
@@ -65,6 +67,7 @@ impl System {
             layout,
             run_dir,
             config_dir,
+            source: cfg.source.clone(),
             procs: BTreeMap::new(),
             ready_timeout: cfg.ready_timeout,
             tmp,
@@ -92,7 +95,16 @@ impl System {
     fn process(&self, c: Component, role: &str, bootstrap: Option<&str>, envoy_log: &str) -> Result<Process> {
         let l = &self.layout;
         let nats = l.nats_url();
-        let config = self.config_dir.display().to_string();
+        // `--config-dir DIR`, or `--source kubernetes --kubeconfig PATH`.
+        let source: Vec<String> = match &self.source {
+            Source::Directory => vec!["--config-dir".into(), self.config_dir.display().to_string()],
+            Source::Kubernetes { kubeconfig } => vec![
+                "--source".into(),
+                "kubernetes".into(),
+                "--kubeconfig".into(),
+                kubeconfig.display().to_string(),
+            ],
+        };
         let log = self.log_path(c);
         let ours =
             |args: Vec<String>| -> Result<Process> { Ok(Process::new(c.name(), bins::bin(c.name())?, args, &log)) };
@@ -136,31 +148,41 @@ impl System {
                 &l.wasm_cache_addr().to_string(),
                 "--wasm-cache-dir",
                 &self.run_dir.join("wasm-cache").display().to_string(),
+                "--wasm-file-root",
+                &self.wasm_modules_dir().display().to_string(),
                 "--monitoring-addr",
                 &l.controller_monitoring_addr().to_string(),
             ]))?,
-            Component::Gateway => ours(s(&[
-                "--config-dir",
-                &config,
-                "--nats-url",
-                &nats,
-                "--listener-bind-address",
-                &l.envoy.to_string(),
-                "--webhook-addr",
-                &l.webhook_addr().to_string(),
-                "--validation-addr",
-                &l.validation_addr().to_string(),
-                "--monitoring-addr",
-                &l.gateway_monitoring_addr().to_string(),
-            ]))?,
-            Component::Discovery => ours(s(&[
-                "--config-dir",
-                &config,
-                "--nats-url",
-                &nats,
-                "--health-file",
-                &self.discovery_health_file().display().to_string(),
-            ]))?,
+            Component::Gateway => ours(
+                [
+                    source.clone(),
+                    s(&[
+                        "--nats-url",
+                        &nats,
+                        "--listener-bind-address",
+                        &l.envoy.to_string(),
+                        "--webhook-addr",
+                        &l.webhook_addr().to_string(),
+                        "--validation-addr",
+                        &l.validation_addr().to_string(),
+                        "--monitoring-addr",
+                        &l.gateway_monitoring_addr().to_string(),
+                    ]),
+                ]
+                .concat(),
+            )?,
+            Component::Discovery => ours(
+                [
+                    source,
+                    s(&[
+                        "--nats-url",
+                        &nats,
+                        "--health-file",
+                        &self.discovery_health_file().display().to_string(),
+                    ]),
+                ]
+                .concat(),
+            )?,
             Component::AccessLog => ours(s(&[
                 "--listen",
                 &l.access_log_addr().to_string(),
@@ -322,6 +344,44 @@ impl System {
     pub fn nats_url(&self) -> String {
         self.layout.nats_url()
     }
+    /// The last sequence of a KV bucket's stream: any write to the bucket moves it.
+    pub async fn kv_last_sequence(&self, bucket: &str) -> Result<u64> {
+        let client = async_nats::connect(self.nats_url()).await?;
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream(format!("KV_{bucket}")).await?;
+        Ok(stream.info().await?.state.last_sequence)
+    }
+    /// The value of a KV key (a value split across keys is returned as its head).
+    pub async fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<bytes::Bytes>> {
+        let client = async_nats::connect(self.nats_url()).await?;
+        let store = async_nats::jetstream::new(client).get_key_value(bucket).await?;
+        Ok(store.get(key).await?)
+    }
+    /// Until `stop` resolves, reports once each component that exits (with its log), as
+    /// `kgw-up` and `kgw-kube-up` show it; `tool` names the reporter.
+    pub async fn report_exits_until(&mut self, tool: &str, stop: impl std::future::Future<Output = ()>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut reported = Vec::new();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tick.tick() => {
+                    for (c, status) in self.exited() {
+                        if !reported.contains(&c) {
+                            reported.push(c);
+                            eprintln!("{tool}: {c} exited ({status}); see {}", self.log_path(c).display());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    /// The one folder the controller reads file:// WASM modules from (`--wasm-file-root`).
+    pub fn wasm_modules_dir(&self) -> PathBuf {
+        self.run_dir.join("wasm-modules")
+    }
+
     pub fn run_dir(&self) -> &Path {
         &self.run_dir
     }

@@ -72,3 +72,50 @@ async fn large_values_are_split_and_reassembled() -> anyhow::Result<()> {
     shutdown.trigger();
     Ok(())
 }
+
+/// A writer heals its keys: another client's delete, overwrite or garbage is rewritten from
+/// the writer's state within a second (counted as repairs), and parts of split values that
+/// no head needs are removed when the writer reads the bucket.
+#[tokio::test(flavor = "multi_thread")]
+async fn writers_heal_deleted_and_overwritten_keys_and_remove_stale_parts() -> anyhow::Result<()> {
+    let system = System::start(SystemConfig {
+        components: vec![Component::Nats],
+        ..Default::default()
+    })
+    .await?;
+    let shutdown = Shutdown::new();
+    let bus = bus::connect(&system.nats_url(), "test").await?;
+    let store = bus.kv("test_heal", &shutdown).await?;
+    // Left behind by an earlier writer: an orphan part and one beyond a head's count.
+    store.put("ns.gone.part.0", Bytes::from_static(b"orphan")).await?;
+    store.put("ns.a.part.3", Bytes::from_static(b"stale")).await?;
+
+    let value = Bytes::from_static(b"the writer's value");
+    let (_desired_tx, desired) = watch::channel(Arc::new(BTreeMap::from([("ns.a".to_string(), value.clone())])));
+    let owns: bus::Owns = Arc::new(|_, _| true);
+    let mut stats = bus::spawn_kv_writer(bus.clone(), "test_heal", desired, owns, shutdown.clone());
+    let within = Duration::from_secs(1);
+    let holds = |expected: Bytes| {
+        let store = store.clone();
+        async move {
+            kgw_harness::wait_for(within, || async {
+                let now = store.get("ns.a").await?;
+                anyhow::ensure!(now.as_ref() == Some(&expected), "ns.a holds {now:?}");
+                Ok(())
+            })
+            .await
+        }
+    };
+    holds(value.clone()).await?;
+    tokio::time::timeout(Duration::from_secs(10), stats.wait_for(|s| s.stale_parts_removed == 2)).await??;
+
+    store.delete("ns.a").await?;
+    holds(value.clone()).await?;
+    store.put("ns.a", Bytes::from_static(b"\xff garbage")).await?;
+    holds(value.clone()).await?;
+    let repaired = tokio::time::timeout(Duration::from_secs(10), stats.wait_for(|s| s.repairs >= 2)).await??;
+    assert_eq!(repaired.repairs, 2, "one repair per foreign change");
+    assert_eq!(repaired.errors, 0);
+    shutdown.trigger();
+    Ok(())
+}

@@ -51,6 +51,10 @@ async fn rest_xds_and_proxy_debug() -> Result<()> {
     let again = serde_json::json!({ "node": node, "versionInfo": version }).to_string();
     let response = request(Method::POST, &rest, None, &[], again).await?;
     ensure!(response.status == StatusCode::NOT_MODIFIED, "{}", response.status);
+    // A 100 MB body is refused with 413, not a closed connection.
+    let huge = vec![b' '; 100 * 1024 * 1024];
+    let response = request(Method::POST, &rest, None, &[], huge).await?;
+    ensure!(response.status == StatusCode::PAYLOAD_TOO_LARGE, "{}", response.status);
 
     // `controller proxies`: the Proxy of Gateway default/gw, as JSON and as YAML.
     let controller = kgw_harness::bins::bin(kgw_harness::bins::CONTROLLER)?;

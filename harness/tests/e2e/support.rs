@@ -6,32 +6,13 @@ use kgw_harness::{Layout, System, SystemConfig, spawn_echo, write_manifest_atomi
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
-pub use kgw_harness::manifest::gateway_yaml;
+pub use kgw_harness::manifest::{gateway_yaml, route_yaml};
 
 /// A Service `name` on port 80 whose EndpointSlice lists `backends` (all on the first's port).
 pub fn service_yaml(name: &str, backends: &[SocketAddr]) -> String {
     let port = backends.first().map(|b| b.port()).unwrap_or(9000);
     let ips: Vec<_> = backends.iter().map(|b| b.ip()).collect();
     kgw_harness::manifest::service_yaml(name, &ips, port)
-}
-
-/// An HTTPRoute sending `prefix` to weighted Services (name, weight).
-pub fn route_yaml(name: &str, prefix: &str, backends: &[(&str, u32)]) -> String {
-    let refs: String = backends
-        .iter()
-        .map(|(svc, weight)| format!("    - {{name: {svc}, port: 80, weight: {weight}}}\n"))
-        .collect();
-    format!(
-        "apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: {name}, namespace: default}}
-spec:
-  parentRefs: [{{name: gw}}]
-  rules:
-  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]
-    backendRefs:
-{refs}"
-    )
 }
 
 pub struct Running {

@@ -1,7 +1,9 @@
 //! A proxy-wasm module (written in WAT, assembled here) that adds a response header,
 //! configured on a route through a RouteOption: the controller fetches it from a file,
 //! verifies its sha256, caches it and serves it on 9979; Envoy loads it by remote data
-//! source. A wrong digest is refused and the route keeps its last good module.
+//! source. A wrong digest is refused and the route keeps its last good module. A file
+//! outside `--wasm-file-root` is never read, a refused file never echoed, and a module that
+//! fails in Envoy affects only the routes that use it.
 use kgw_harness::{Component, get, wait_for, wait_status, write_manifest_atomically};
 use sha2::{Digest, Sha256};
 
@@ -30,16 +32,32 @@ const MODULE: &str = r#"
     (i32.const 0)))
 "#;
 
+/// Exports the ABI but refuses to start its VM: a module that passes the controller's
+/// checks and fails in Envoy.
+const FAILING_MODULE: &str = r#"
+(module
+  (memory (export "memory") 1)
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 0)))
+"#;
+
 fn route_option(url: &str, sha256: &str) -> String {
+    named_route_option("add-header", url, sha256, false)
+}
+
+fn named_route_option(name: &str, url: &str, sha256: &str, fail_open: bool) -> String {
     format!(
         "apiVersion: gateway.solo.io/v1
 kind: RouteOption
-metadata: {{name: add-header, namespace: default}}
+metadata: {{name: {name}, namespace: default}}
 spec:
   options:
     wasm:
       filters:
-      - {{name: add-header, url: \"{url}\", sha256: \"{sha256}\"}}
+      - {{name: {name}, url: \"{url}\", sha256: \"{sha256}\", failOpen: {fail_open}}}
 "
     )
 }
@@ -65,7 +83,7 @@ async fn wasm_filter_adds_header_and_wrong_digest_keeps_last_good_module() -> an
     let system = &running.system;
     let dir = config_dir(system);
     let module = wat::parse_str(MODULE)?;
-    let module_path = system.run_dir().join("add-header.wasm");
+    let module_path = system.wasm_modules_dir().join("add-header.wasm");
     std::fs::write(&module_path, &module)?;
     let digest = hex::encode(Sha256::digest(&module));
     let url = format!("file://{}", module_path.display());
@@ -99,6 +117,94 @@ async fn wasm_filter_adds_header_and_wrong_digest_keeps_last_good_module() -> an
         let response = get(&system.url("/with-wasm"), None).await?;
         assert_eq!(response.status.as_u16(), 200);
         assert_eq!(response.header("x-wasm-filter"), "kgw", "last good module still runs");
+    }
+    Ok(())
+}
+
+/// A RouteOption naming a host file: outside `--wasm-file-root` it is never read (right
+/// digest or not), nothing of it is logged or served, and its route fails closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn host_files_are_never_read_logged_or_served() -> anyhow::Result<()> {
+    let running = start(&["echo"]).await?;
+    let system = &running.system;
+    let dir = config_dir(system);
+    let secret = b"root:$6$not-a-real-hash:19000:0:99999:7:::\n";
+    let secret_path = system.run_dir().join("shadow");
+    std::fs::write(&secret_path, secret)?;
+    let real_digest = hex::encode(Sha256::digest(secret));
+    let url = format!("file://{}", secret_path.display());
+    write_manifest_atomically(dir, "routes.yaml", ROUTES)?;
+
+    // First a wrong digest (the old leak: the error named the real one), then the real one.
+    for (round, digest) in ["0".repeat(64), real_digest.clone()].into_iter().enumerate() {
+        write_manifest_atomically(dir, "option.yaml", &route_option(&url, &digest))?;
+        wait_for(WAIT, || async {
+            let log = std::fs::read_to_string(system.log_path(Component::Controller))?;
+            anyhow::ensure!(
+                log.matches("outside the folder file:// modules may come from").count() > round,
+                "controller has not refused it yet"
+            );
+            Ok(())
+        })
+        .await?;
+        // Fails closed: the route answers 503, the route without the filter still serves.
+        wait_status(&system.url("/with-wasm"), None, 503, WAIT).await?;
+        wait_status(&system.url("/without"), None, 200, WAIT).await?;
+    }
+    let log = std::fs::read_to_string(system.log_path(Component::Controller))?;
+    assert!(!log.contains(&real_digest), "the file's digest reached the log");
+    assert!(!log.contains("not-a-real-hash"), "the file's bytes reached the log");
+    let cache = format!("http://{}/{real_digest}.wasm", system.layout().wasm_cache_addr());
+    assert_eq!(get(&cache, None).await?.status.as_u16(), 404, "the file is not served");
+    Ok(())
+}
+
+/// A module that passes the controller's checks but cannot start in Envoy: the routes that
+/// use it answer 503 (fail closed) or serve without it (fail open); every other route and
+/// unrouted paths are untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_module_affects_only_its_routes() -> anyhow::Result<()> {
+    let running = start(&["echo"]).await?;
+    let system = &running.system;
+    let dir = config_dir(system);
+    let module = wat::parse_str(FAILING_MODULE)?;
+    let module_path = system.wasm_modules_dir().join("failing.wasm");
+    std::fs::write(&module_path, &module)?;
+    let digest = hex::encode(Sha256::digest(&module));
+    let url = format!("file://{}", module_path.display());
+    write_manifest_atomically(dir, "option.yaml", &named_route_option("closed", &url, &digest, false))?;
+    write_manifest_atomically(
+        dir,
+        "option-open.yaml",
+        &named_route_option("open", &url, &digest, true),
+    )?;
+    write_manifest_atomically(
+        dir,
+        "routes.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wasm, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /closed}}]
+    filters:
+    - {type: ExtensionRef, extensionRef: {group: gateway.solo.io, kind: RouteOption, name: closed}}
+    backendRefs: [{name: echo, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /open}}]
+    filters:
+    - {type: ExtensionRef, extensionRef: {group: gateway.solo.io, kind: RouteOption, name: open}}
+    backendRefs: [{name: echo, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /without}}]
+    backendRefs: [{name: echo, port: 80}]
+",
+    )?;
+    wait_status(&system.url("/closed"), None, 503, WAIT).await?;
+    wait_status(&system.url("/open"), None, 200, WAIT).await?;
+    for _ in 0..10 {
+        assert_eq!(get(&system.url("/without"), None).await?.status.as_u16(), 200);
+        assert_eq!(get(&system.url("/nothing-here"), None).await?.status.as_u16(), 404);
+        assert_eq!(get(&system.url("/closed"), None).await?.status.as_u16(), 503);
     }
     Ok(())
 }

@@ -94,6 +94,47 @@ Usage: include "kgw.sourceArgs" $
 */}}
 {{- define "kgw.sourceArgs" -}}
 - --source={{ .Values.source }}
+{{- with .Values.watchNamespaces }}
+- --namespaces={{ join "," . }}
+{{- end }}
+{{- with .Values.labelSelector }}
+- --label-selector={{ . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Pods behind Service `gloo`: the gloo pods (xDS and the other controller ports)
+and the gateway pods (the webhook on 443). One Service spans both by this
+label; each Service port targets a port name that only one of them declares,
+so the endpoints of each port are the right pods.
+*/}}
+{{- define "kgw.glooServiceLabel" -}}
+kgw.dev/service-gloo: "true"
+{{- end -}}
+
+{{/* Name of the Secret holding the webhook's serving certificate. */}}
+{{- define "kgw.webhookSecret" -}}
+{{- .Values.webhook.existingSecret | default "gateway-validation-certs" -}}
+{{- end -}}
+
+{{/* A PodDisruptionBudget for one component's pods.
+Usage: include "kgw.pdb" (dict "root" $ "component" "gloo") */}}
+{{- define "kgw.pdb" -}}
+{{- if .root.Values.podDisruptionBudget.enabled }}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ .component }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "kgw.componentLabels" (dict "root" .root "component" .component) | nindent 4 }}
+spec:
+  maxUnavailable: {{ .root.Values.podDisruptionBudget.maxUnavailable }}
+  selector:
+    matchLabels:
+      {{- include "kgw.selectorLabels" (dict "root" .root "component" .component) | nindent 6 }}
+{{- end }}
 {{- end -}}
 
 {{/*
@@ -153,6 +194,8 @@ Usage: include "kgw.podCommon" (dict "root" $ "values" .Values.gloo "sa" "gloo")
 */}}
 {{- define "kgw.podCommon" -}}
 serviceAccountName: {{ .sa }}
+{{- /* Only the pods that talk to the API server get a token. */}}
+automountServiceAccountToken: {{ has .sa (list "gateway" "gloo" "discovery") }}
 {{- with .root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}

@@ -13,49 +13,11 @@ use notify::Watcher as _;
 use serde::Deserialize as _;
 use tokio::sync::mpsc;
 
+use super::{Batch, Problem, SourceError};
 use crate::{
     resources::{Change, DecodeError, Resource, ResourceKey, decode},
     shutdown::Shutdown,
 };
-
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("config directory {0} does not exist or is not a directory")]
-    NotADirectory(PathBuf),
-    #[error("cannot watch {path}")]
-    Watch {
-        path: PathBuf,
-        #[source]
-        source: notify::Error,
-    },
-}
-
-/// Something wrong in one document of one file. Shown to people: names the file, the
-/// document (1-based), the resource when known, and the field.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Problem {
-    /// Path relative to the config directory.
-    pub file: String,
-    pub document: usize,
-    /// `Kind/namespace/name`, when the document got that far.
-    pub resource: Option<String>,
-    pub message: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (document {}): {}", self.file, self.document, self.message)
-    }
-}
-
-/// What the source sends: changes since the last batch, and every current problem.
-#[derive(Clone, Debug)]
-pub struct Batch {
-    pub changes: Vec<Change>,
-    pub problems: Arc<Vec<Problem>>,
-    /// The first batch, after the initial scan: the whole state.
-    pub initial: bool,
-}
 
 /// The pure part of the source: files → resources, with fallbacks and duplicate handling.
 #[derive(Default)]
@@ -245,12 +207,25 @@ fn is_manifest(path: &Path) -> bool {
     !hidden && matches!(ext, "yaml" | "yml" | "json")
 }
 
+/// Every manifest under `dir`. Symlinked folders are followed, but a folder (by its real
+/// path) is read once: a symlink loop is reported and not followed again.
 fn scan(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut visited = BTreeSet::new();
+    scan_into(dir, out, &mut visited);
+}
+
+fn scan_into(dir: &Path, out: &mut Vec<PathBuf>, visited: &mut BTreeSet<PathBuf>) {
+    let real = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    if !visited.insert(real.clone()) {
+        tracing::warn!(dir = %dir.display(), real = %real.display(), "folder already read (symlink loop or second link); not followed");
+        return;
+    }
     let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let path = entry.path();
+    let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries {
         if path.is_dir() {
-            scan(&path, out);
+            scan_into(&path, out, visited);
         } else if is_manifest(&path) {
             out.push(path);
         }

@@ -1,0 +1,102 @@
+//! Config sources: where resources come from. Two sources, one contract: each sends
+//! [`Batch`]es (changes since the last batch, every current problem, and `initial` on the
+//! first, which holds the whole state) into one mpsc channel, and a process picks one with
+//! [`spawn`] from its `--source` flags.
+//!
+//! - [`directory`]: a folder of YAML manifests, watched for changes.
+//! - [`kubernetes`]: kube-rs watchers per kind (and per namespace), relisted on desync.
+use std::{path::PathBuf, sync::Arc};
+
+use tokio::sync::mpsc;
+
+use crate::{config::SourceSpec, resources::Change, resources::Kind, shutdown::Shutdown};
+
+mod directory;
+pub mod kubernetes;
+pub mod relist;
+
+pub use directory::{DirState, spawn_dir_source};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("config directory {0} does not exist or is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("cannot watch {path}")]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("cannot start the Kubernetes source")]
+    Kubernetes(#[from] kubernetes::KubeSourceError),
+}
+
+/// Something wrong in one document of one file (directory source) or one object
+/// (Kubernetes source). Shown to people: names the file (or `kubernetes`), the document
+/// (1-based; 0 when not about one document), the resource when known, and the field.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// Path relative to the config directory, or `kubernetes`.
+    pub file: String,
+    pub document: usize,
+    /// `Kind/namespace/name`, when the document got that far.
+    pub resource: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.document, &self.resource) {
+            (0, Some(resource)) => write!(f, "{} {resource}: {}", self.file, self.message),
+            (0, None) => write!(f, "{}: {}", self.file, self.message),
+            (document, _) => write!(f, "{} (document {document}): {}", self.file, self.message),
+        }
+    }
+}
+
+/// What a source sends: changes since the last batch, and every current problem.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub changes: Vec<Change>,
+    pub problems: Arc<Vec<Problem>>,
+    /// The first batch, after the initial scan or list: the whole state.
+    pub initial: bool,
+}
+
+/// A started source.
+#[derive(Clone)]
+pub enum Started {
+    Directory,
+    /// The client the watchers use, for the process's other API calls (status).
+    Kubernetes(kube::Client),
+}
+
+impl Started {
+    pub fn kube_client(&self) -> Option<&kube::Client> {
+        match self {
+            Self::Directory => None,
+            Self::Kubernetes(client) => Some(client),
+        }
+    }
+}
+
+/// Starts the source `spec` names. `kinds`: what this process reads (the Kubernetes source
+/// watches only these; the directory source reads every kind its files declare).
+pub async fn spawn(
+    spec: SourceSpec,
+    kinds: &[Kind],
+    batches: mpsc::Sender<Batch>,
+    shutdown: Shutdown,
+) -> Result<Started, SourceError> {
+    match spec {
+        SourceSpec::Directory(dir) => {
+            spawn_dir_source(dir, batches, shutdown)?;
+            Ok(Started::Directory)
+        }
+        SourceSpec::Kubernetes(spec) => {
+            let client = kubernetes::client(&spec).await?;
+            kubernetes::spawn_kube_source(client.clone(), &spec, kinds, batches, shutdown);
+            Ok(Started::Kubernetes(client))
+        }
+    }
+}
