@@ -33,6 +33,10 @@ pub struct SourceArgs {
     /// Folder of Kubernetes YAML manifests (directory source).
     #[arg(long, env = "KGW_CONFIG_DIR")]
     pub config_dir: Option<PathBuf>,
+    /// Largest manifest file read (directory source); a larger file is reported and its
+    /// last good content keeps serving.
+    #[arg(long, env = "KGW_MAX_FILE_BYTES", default_value_t = DirSpec::DEFAULT_MAX_FILE_BYTES)]
+    pub max_file_bytes: u64,
     /// Kubeconfig file(s), `:`-separated (kubernetes source). Without it: the in-cluster
     /// config (a pod's service account), else the usual inference (`~/.kube/config`).
     #[arg(long, env = "KUBECONFIG")]
@@ -55,10 +59,31 @@ pub struct KubeSpec {
     pub label_selector: Option<String>,
 }
 
+/// The directory source: which folder, and how large a file it reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirSpec {
+    pub dir: PathBuf,
+    pub max_file_bytes: u64,
+}
+
+impl DirSpec {
+    /// Far above any real manifest, far below what would strain a process.
+    pub const DEFAULT_MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+}
+
+impl From<PathBuf> for DirSpec {
+    fn from(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            max_file_bytes: Self::DEFAULT_MAX_FILE_BYTES,
+        }
+    }
+}
+
 /// The config source a process reads, as chosen on its command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceSpec {
-    Directory(PathBuf),
+    Directory(DirSpec),
     Kubernetes(KubeSpec),
 }
 
@@ -75,7 +100,12 @@ impl SourceArgs {
             SourceKind::Directory => self
                 .config_dir
                 .clone()
-                .map(SourceSpec::Directory)
+                .map(|dir| {
+                    SourceSpec::Directory(DirSpec {
+                        dir,
+                        max_file_bytes: self.max_file_bytes,
+                    })
+                })
                 .ok_or(ConfigError::MissingConfigDir),
             SourceKind::Kubernetes => Ok(SourceSpec::Kubernetes(KubeSpec {
                 kubeconfig: self
@@ -141,6 +171,7 @@ mod tests {
         let without = SourceArgs {
             source: SourceKind::Directory,
             config_dir: None,
+            max_file_bytes: DirSpec::DEFAULT_MAX_FILE_BYTES,
             kubeconfig: None,
             namespaces: Vec::new(),
             label_selector: None,
@@ -148,7 +179,7 @@ mod tests {
         assert!(matches!(without.spec(), Err(ConfigError::MissingConfigDir)));
         assert_eq!(
             spec(&["--config-dir", "examples"]).ok(),
-            Some(SourceSpec::Directory(PathBuf::from("examples")))
+            Some(SourceSpec::Directory(PathBuf::from("examples").into()))
         );
     }
 }

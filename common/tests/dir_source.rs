@@ -127,3 +127,37 @@ async fn a_symlink_loop_is_not_followed() {
     assert_eq!(first.changes.len(), 1, "{:?}", first.changes);
     assert!(first.problems.is_empty(), "{:?}", first.problems);
 }
+
+/// A file over `--max-file-bytes` is not read: a problem names it and the limit, and what
+/// it held before keeps serving.
+#[tokio::test]
+async fn a_file_over_the_size_limit_is_refused_and_keeps_its_last_good_content() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "a.yaml", &route("a", "a.example"));
+    let (tx, mut rx) = mpsc::channel(16);
+    let spec = kgw_common::config::DirSpec {
+        dir: dir.path().to_path_buf(),
+        max_file_bytes: 1024,
+    };
+    kgw_common::source::spawn_dir_source_with(spec, tx, Shutdown::new()).expect("source");
+    let mut index = Index::default();
+    until(&mut rx, &mut index, |i| hosts(i, "a") == ["a.example"]).await;
+
+    let padding = format!("# {}\n", "x".repeat(2048));
+    write(dir.path(), "a.yaml", &format!("{}{padding}", route("a", "b.example")));
+    let batch = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a batch")
+        .expect("source running");
+    assert!(batch.changes.is_empty(), "{:?}", batch.changes);
+    let [problem] = batch.problems.as_slice() else {
+        panic!("one problem: {:?}", batch.problems)
+    };
+    assert_eq!(problem.file, "a.yaml");
+    assert!(
+        problem.message.contains("larger than 1024 bytes"),
+        "{}",
+        problem.message
+    );
+    assert_eq!(hosts(&index, "a"), ["a.example"], "the last good content keeps serving");
+}

@@ -153,7 +153,7 @@ async fn scenario(url: String) {
 
 fn cfg(config: &Path, url: &str, health: &Path) -> discovery::Config {
     discovery::Config {
-        source: kgw_common::config::SourceSpec::Directory(config.to_path_buf()),
+        source: kgw_common::config::SourceSpec::Directory(config.to_path_buf().into()),
         nats_url: url.to_string(),
         health_file: health.to_path_buf(),
         heartbeat_every: Duration::from_millis(200),

@@ -14,6 +14,7 @@ use serde::Deserialize as _;
 use tokio::sync::mpsc;
 
 use super::{Batch, Problem, SourceError};
+use crate::config::DirSpec;
 use crate::{
     resources::{Change, DecodeError, Resource, ResourceKey, decode},
     shutdown::Shutdown,
@@ -95,6 +96,20 @@ impl DirState {
         let Some(old) = self.files.get(file) else { return false };
         let (new, _) = parse_file(file, text, old);
         old.keys().any(|key| !new.contains_key(key))
+    }
+
+    /// Keeps what `file` held and reports why its new content was not read.
+    pub fn refuse_file(&mut self, file: &str, message: String) {
+        tracing::error!(%file, error = %message, "config file not read; its last good state keeps serving");
+        self.problems.insert(
+            file.to_string(),
+            vec![Problem {
+                file: file.to_string(),
+                document: 0,
+                resource: None,
+                message,
+            }],
+        );
     }
 
     /// Files currently tracked, relative paths.
@@ -232,9 +247,19 @@ fn scan_into(dir: &Path, out: &mut Vec<PathBuf>, visited: &mut BTreeSet<PathBuf>
     }
 }
 
-/// Watches `dir` and sends a [`Batch`] after the initial scan and after every change.
-/// Runs until shutdown or until the receiver is dropped.
+/// Watches `dir` (files up to the default size) and sends a [`Batch`] after the initial
+/// scan and after every change. Runs until shutdown or until the receiver is dropped.
 pub fn spawn_dir_source(dir: PathBuf, batches: mpsc::Sender<Batch>, shutdown: Shutdown) -> Result<(), SourceError> {
+    spawn_dir_source_with(DirSpec::from(dir), batches, shutdown)
+}
+
+/// [`spawn_dir_source`] with a size limit of the caller's.
+pub fn spawn_dir_source_with(
+    spec: DirSpec,
+    batches: mpsc::Sender<Batch>,
+    shutdown: Shutdown,
+) -> Result<(), SourceError> {
+    let DirSpec { dir, max_file_bytes } = spec;
     if !dir.is_dir() {
         return Err(SourceError::NotADirectory(dir));
     }
@@ -270,7 +295,7 @@ pub fn spawn_dir_source(dir: PathBuf, batches: mpsc::Sender<Batch>, shutdown: Sh
         initial.sort();
         let mut changes = Vec::new();
         for path in &initial {
-            changes.extend(reload(&mut state, &dir, path).await);
+            changes.extend(reload(&mut state, &dir, path, max_file_bytes).await);
         }
         tracing::info!(dir = %dir.display(), files = initial.len(), resources = changes.len(), "read config directory");
         let first = Batch {
@@ -299,11 +324,11 @@ pub fn spawn_dir_source(dir: PathBuf, batches: mpsc::Sender<Batch>, shutdown: Sh
                     let mut found = Vec::new();
                     scan(&path, &mut found);
                     for file in found {
-                        changes.extend(reload(&mut state, &dir, &file).await);
+                        changes.extend(reload(&mut state, &dir, &file, max_file_bytes).await);
                     }
                 } else if path.exists() {
                     if is_manifest(&path) {
-                        changes.extend(reload(&mut state, &dir, &path).await);
+                        changes.extend(reload(&mut state, &dir, &path, max_file_bytes).await);
                     }
                 } else {
                     // Gone: the file itself, or a directory and everything below it.
@@ -348,23 +373,48 @@ fn relative(dir: &Path, path: &Path) -> String {
 /// read again after this long before anything is removed.
 const SETTLE_BEFORE_REMOVING: Duration = Duration::from_millis(50);
 
-async fn reload(state: &mut DirState, dir: &Path, path: &Path) -> Vec<Change> {
+async fn reload(state: &mut DirState, dir: &Path, path: &Path, max_bytes: u64) -> Vec<Change> {
     let rel = relative(dir, path);
-    let mut read = std::fs::read_to_string(path);
-    if let Ok(text) = &read
+    let mut read = read_capped(path, max_bytes);
+    if let Ok(Some(text)) = &read
         && state.would_remove(&rel, text)
     {
         tokio::time::sleep(SETTLE_BEFORE_REMOVING).await;
-        read = std::fs::read_to_string(path);
+        read = read_capped(path, max_bytes);
     }
     match read {
-        Ok(text) => state.update_file(&rel, Some(&text)),
+        Ok(Some(text)) => state.update_file(&rel, Some(&text)),
+        Ok(None) => {
+            state.refuse_file(
+                &rel,
+                format!("larger than {max_bytes} bytes (--max-file-bytes); its last good content keeps serving"),
+            );
+            Vec::new()
+        }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => state.update_file(&rel, None),
         Err(error) => {
             tracing::warn!(file = %rel, %error, "cannot read config file; keeping its last good state");
             Vec::new()
         }
     }
+}
+
+/// The file's text, or None when it is larger than `max_bytes` (never reading past it, even
+/// if it grows meanwhile).
+fn read_capped(path: &Path, max_bytes: u64) -> std::io::Result<Option<String>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() > max_bytes {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    file.take(max_bytes + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max_bytes {
+        return Ok(None);
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 #[cfg(test)]

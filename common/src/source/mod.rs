@@ -15,7 +15,7 @@ mod directory;
 pub mod kubernetes;
 pub mod relist;
 
-pub use directory::{DirState, spawn_dir_source};
+pub use directory::{DirState, spawn_dir_source, spawn_dir_source_with};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -89,8 +89,8 @@ pub async fn spawn(
     shutdown: Shutdown,
 ) -> Result<Started, SourceError> {
     match spec {
-        SourceSpec::Directory(dir) => {
-            spawn_dir_source(dir, batches, shutdown)?;
+        SourceSpec::Directory(spec) => {
+            directory::spawn_dir_source_with(spec, batches, shutdown)?;
             Ok(Started::Directory)
         }
         SourceSpec::Kubernetes(spec) => {
