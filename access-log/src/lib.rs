@@ -40,6 +40,8 @@ pub struct WriterConfig {
     pub output: Option<PathBuf>,
     /// Also publish each line on NATS at this URL; no publishing when `None`.
     pub nats_url: Option<String>,
+    /// The credentials for that NATS.
+    pub nats_auth: bus::NatsAuth,
 }
 
 /// The started writer: its address (the [`EntrySink`]) and the NATS connection, if any.
@@ -57,10 +59,14 @@ pub async fn start_writer(config: &WriterConfig, stats: Arc<Stats>) -> Result<Wr
         None => Output::stdout(),
     };
     let bus = match &config.nats_url {
-        Some(url) => Some(bus::connect(url, "access-log").await.map_err(|source| Error::Nats {
-            url: url.clone(),
-            source,
-        })?),
+        Some(url) => Some(
+            bus::connect(url, "access-log", &config.nats_auth)
+                .await
+                .map_err(|source| Error::Nats {
+                    url: url.clone(),
+                    source,
+                })?,
+        ),
         None => None,
     };
     let publisher = bus

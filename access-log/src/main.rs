@@ -7,9 +7,10 @@ use access_log::{Flush, Stats, WriterConfig};
 use anyhow::Context as _;
 use clap::Parser;
 use kgw_common::{
+    config::CommonArgs,
     monitoring::{Monitoring, serve_monitoring},
     shutdown::{self, Shutdown},
-    telemetry::{self, LogFormat},
+    telemetry,
 };
 
 /// Envoy access-log sink: serves envoy.service.accesslog.v3.AccessLogService, writes one JSON
@@ -23,13 +24,10 @@ struct Config {
     /// File the JSON lines are appended to (parent directories are created); stdout if unset.
     #[arg(long, env = "KGW_ACCESS_LOG_OUTPUT")]
     output: Option<PathBuf>,
-    /// NATS server the lines are also published to; unreachable is fine (lines are then
-    /// only written, and the dropped publishes counted).
-    #[arg(long, env = "KGW_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
-    /// Format of this process's own logs on stderr: text or json.
-    #[arg(long, env = "KGW_LOG_FORMAT", default_value = "text")]
-    log_format: LogFormat,
+    /// NATS (the lines are also published there; unreachable is fine: lines are then only
+    /// written, and the dropped publishes counted), its credentials, and the log format.
+    #[command(flatten)]
+    common: CommonArgs,
     /// Address of /healthz, /readyz and /metrics (HTTP). Ready means listening for Envoy:
     /// NATS is not required, since lines are written to the output without it.
     #[arg(long, env = "KGW_MONITORING_ADDR", default_value = "127.0.0.1:9093")]
@@ -51,7 +49,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn async_main(config: Config) -> anyhow::Result<()> {
-    let telemetry = telemetry::init("access-log", config.log_format);
+    let telemetry = telemetry::init("access-log", config.common.log_format);
     let result = run(config).await;
     if let Err(error) = &result {
         tracing::error!(error = format!("{error:#}"), "access-log failed");
@@ -69,7 +67,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let writer = access_log::start_writer(
         &WriterConfig {
             output: config.output.clone(),
-            nats_url: Some(config.nats_url.clone()),
+            nats_url: Some(config.common.nats_url.clone()),
+            nats_auth: config.common.nats_auth(),
         },
         stats.clone(),
     )

@@ -65,6 +65,7 @@ async fn start_sink(nats_url: Option<String>) -> Sink {
         &WriterConfig {
             output: Some(output.clone()),
             nats_url,
+            nats_auth: Default::default(),
         },
         stats.clone(),
     )

@@ -22,6 +22,20 @@ pub enum BusError {
     Bucket { bucket: String, message: String },
     #[error("shutting down")]
     Shutdown,
+    #[error("cannot read the NATS password file {path}")]
+    PasswordFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Who a process is to the broker: a user and its password (from a file, as a mounted
+/// Secret gives it), or nobody (a broker without authorization).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NatsAuth {
+    pub user: Option<String>,
+    pub password_file: Option<std::path::PathBuf>,
 }
 
 /// A NATS connection plus its JetStream context. `epoch` counts connections: it changes
@@ -35,11 +49,33 @@ pub struct Bus {
 
 /// Connects in the background: returns at once, and the client keeps retrying (with
 /// backoff) until nats-server answers, forever.
-pub async fn connect(url: &str, name: &str) -> Result<Bus, BusError> {
+pub async fn connect(url: &str, name: &str, auth: &NatsAuth) -> Result<Bus, BusError> {
     let (epoch_tx, epoch) = watch::channel(0u64);
     let epoch_tx = Arc::new(epoch_tx);
     let process = name.to_string();
-    let client = async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new();
+    let (url, from_url) = split_credentials(url);
+    if auth.user.is_none()
+        && let Some((user, password)) = from_url
+    {
+        options = options.user_and_password(user, password);
+    }
+    if let Some(user) = &auth.user {
+        let password = match &auth.password_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|source| BusError::PasswordFile {
+                    path: path.clone(),
+                    source,
+                })?
+                .trim()
+                .to_string(),
+            None => String::new(),
+        };
+        options = options
+            .user_and_password(user.clone(), password)
+            .custom_inbox_prefix(kgw_proto::nats::users::inbox_prefix(user));
+    }
+    let client = options
         .name(name)
         .retry_on_initial_connect()
         .max_reconnects(None)
@@ -64,10 +100,10 @@ pub async fn connect(url: &str, name: &str) -> Result<Bus, BusError> {
                 }
             }
         })
-        .connect(url)
+        .connect(url.as_str())
         .await
         .map_err(|source| BusError::Connect {
-            url: url.to_string(),
+            url: url.clone(),
             source,
         })?;
     let jetstream = jetstream::new(client.clone());
@@ -76,6 +112,22 @@ pub async fn connect(url: &str, name: &str) -> Result<Bus, BusError> {
         jetstream,
         epoch,
     })
+}
+
+/// `nats://user:password@host:port` → (`nats://host:port`, the credentials): the client
+/// does not take them from the URL itself.
+pub fn split_credentials(url: &str) -> (String, Option<(String, String)>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return (url.to_string(), None);
+    };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    (
+        format!("{scheme}://{host}"),
+        Some((user.to_string(), password.to_string())),
+    )
 }
 
 impl Bus {
@@ -592,6 +644,21 @@ async fn mirror_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_come_out_of_the_url() {
+        assert_eq!(
+            split_credentials("nats://admin:s3cret@127.0.0.1:4222"),
+            (
+                "nats://127.0.0.1:4222".to_string(),
+                Some(("admin".to_string(), "s3cret".to_string()))
+            )
+        );
+        assert_eq!(
+            split_credentials("nats://127.0.0.1:4222"),
+            ("nats://127.0.0.1:4222".to_string(), None)
+        );
+    }
 
     fn put(key: &str, value: &'static str) -> KvEvent {
         KvEvent::Put(key.into(), Bytes::from_static(value.as_bytes()))

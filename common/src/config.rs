@@ -22,6 +22,23 @@ pub struct CommonArgs {
     /// Log format on stderr: text or json.
     #[arg(long, env = "KGW_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: LogFormat,
+    /// NATS user (a broker with authorization): gateway, controller, discovery or
+    /// access-log, each allowed only what that process does.
+    #[arg(long, env = "KGW_NATS_USER", global = true)]
+    pub nats_user: Option<String>,
+    /// File holding the NATS user's password (a mounted Secret).
+    #[arg(long, env = "KGW_NATS_PASSWORD_FILE", global = true)]
+    pub nats_password_file: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    /// The credentials these flags give.
+    pub fn nats_auth(&self) -> crate::bus::NatsAuth {
+        crate::bus::NatsAuth {
+            user: self.nats_user.clone(),
+            password_file: self.nats_password_file.clone(),
+        }
+    }
 }
 
 /// Flags of processes that read resources.

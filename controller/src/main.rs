@@ -86,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         let stop = Shutdown::new();
         let config = run::RunConfig {
             nats_url: cli.common.nats_url.clone(),
+            nats_auth: cli.common.nats_auth(),
             xds_addr: cli.xds_addr,
             settings: Settings {
                 access_log_address: cli.access_log_addr.clone(),

@@ -41,6 +41,7 @@ pub enum ControllerError {
 
 pub struct RunConfig {
     pub nats_url: String,
+    pub nats_auth: bus::NatsAuth,
     pub xds_addr: SocketAddr,
     pub settings: Settings,
     /// The WASM cache's HTTP address (9979) and its directory.
@@ -71,7 +72,7 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Con
             addr: config.xds_addr,
             source,
         })?;
-    let bus = bus::connect(&config.nats_url, "controller").await?;
+    let bus = bus::connect(&config.nats_url, "controller", &config.nats_auth).await?;
     let cache = SnapshotCache::default();
     let (reports_tx, mut reports) = mpsc::unbounded_channel::<kgw_proto::v1::ProxyReport>();
     let (synced_tx, synced) = watch::channel((false, false));

@@ -371,7 +371,8 @@ def check_webhook(by: dict, deps: dict, exp: dict, f: Failures) -> None:
     """The ValidatingWebhookConfiguration and the certificate the gateway serves."""
     ns, w = exp["namespace"], exp["webhook"]
     vwcs = of_kind(by, "ValidatingWebhookConfiguration")
-    secrets = of_kind(by, "Secret")
+    # The NATS users' Secrets are not the webhook's.
+    secrets = {n: d for n, d in of_kind(by, "Secret").items() if n not in ("nats-users", "nats-config")}
     if not w["enabled"]:
         f.check(not vwcs and not secrets, "webhook.enabled=false still renders the webhook")
         args = container(deps["gateway"]).get("args") or [] if "gateway" in deps else []
@@ -486,6 +487,35 @@ def check_pdbs(by: dict, workloads: dict, exp: dict, f: Failures) -> None:
                     f"PodDisruptionBudget/{name} does not select exactly the pods of {name}")
 
 
+NATS_USERS = {"gateway": "gateway", "gloo": "controller", "discovery": "discovery", "access-log": "access-log"}
+
+
+def check_nats_auth(by: dict, deps: dict, stss: dict, exp: dict, f: Failures) -> None:
+    """Each of our processes connects as its own NATS user with its own password; the
+    in-chart nats-server is configured with those users (nats.auth, on by default)."""
+    secrets = of_kind(by, "Secret")
+    f.check("nats-users" in secrets, "Secret/nats-users (the NATS passwords) is missing")
+    users = set(secrets.get("nats-users", {}).get("data") or {})
+    f.check(users == set(NATS_USERS.values()), f"Secret/nats-users has {sorted(users)}")
+    for name, user in NATS_USERS.items():
+        if name not in deps:
+            continue
+        spec = deps[name]["spec"]["template"]["spec"]
+        c = container(deps[name])
+        f.check(env_value(c, "KGW_NATS_USER") == user, f"Deployment/{name} is not NATS user {user}")
+        f.check(env_value(c, "KGW_NATS_PASSWORD_FILE") == "/etc/kgw/nats/password",
+                f"Deployment/{name} has no NATS password file")
+        volume = next((v for v in spec.get("volumes") or [] if v["name"] == "nats-password"), {})
+        items = (volume.get("secret") or {}).get("items") or []
+        f.check(items == [{"key": user, "path": "password"}],
+                f"Deployment/{name} mounts {items}, want only its own password ({user})")
+    if exp["nats_enabled"]:
+        conf = (secrets.get("nats-config", {}).get("stringData") or {}).get("nats.conf", "")
+        f.check(all(f'user: "{u}"' in conf for u in NATS_USERS.values()), "nats-config lacks a user")
+        args = container(stss["nats"]).get("args") or [] if "nats" in stss else []
+        f.check("--config=/etc/nats/nats.conf" in args, "StatefulSet/nats does not load its users")
+
+
 def check_release(docs: list[dict], exp: dict, f: Failures, validate_envoy: bool) -> list[str]:
     ns = exp["namespace"]
     by = index(docs, f)
@@ -507,6 +537,7 @@ def check_release(docs: list[dict], exp: dict, f: Failures, validate_envoy: bool
     check_webhook(by, deps, exp, f)
     check_rbac(by, sas, exp, f)
     check_pdbs(by, workloads, exp, f)
+    check_nats_auth(by, deps, stss, exp, f)
     return notes
 
 

@@ -43,6 +43,8 @@ pub struct Config {
     /// Where Services and EndpointSlices come from (`--source`).
     pub source: SourceSpec,
     pub nats_url: String,
+    /// The credentials for that NATS.
+    pub nats_auth: bus::NatsAuth,
     pub health_file: PathBuf,
     /// Heartbeat and health-file period.
     pub heartbeat_every: Duration,
@@ -62,7 +64,7 @@ pub struct Running {
 
 /// Starts the pipeline. Must be called on the actix System thread (it starts an actor).
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, DiscoveryError> {
-    let bus = bus::connect(&config.nats_url, health::PROCESS)
+    let bus = bus::connect(&config.nats_url, health::PROCESS, &config.nats_auth)
         .await
         .map_err(DiscoveryError::Bus)?;
     let (batches_tx, batches) = mpsc::channel::<Batch>(16);

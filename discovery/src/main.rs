@@ -41,6 +41,7 @@ async fn async_main(args: Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     let config = discovery::Config {
         source: args.source.spec()?,
+        nats_auth: args.common.nats_auth(),
         nats_url: args.common.nats_url,
         health_file: args.health_file,
         heartbeat_every: Duration::from_secs(5),

@@ -155,6 +155,7 @@ fn cfg(config: &Path, url: &str, health: &Path) -> discovery::Config {
     discovery::Config {
         source: kgw_common::config::SourceSpec::Directory(config.to_path_buf().into()),
         nats_url: url.to_string(),
+        nats_auth: Default::default(),
         health_file: health.to_path_buf(),
         heartbeat_every: Duration::from_millis(200),
     }

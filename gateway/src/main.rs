@@ -104,7 +104,7 @@ fn main() -> anyhow::Result<()> {
             if let Some(Command::Status { filter }) = &cli.command {
                 print!(
                     "{}",
-                    status_cmd::print_status(&cli.common.nats_url, filter.as_deref()).await?
+                    status_cmd::print_status(&cli.common.nats_url, &cli.common.nats_auth(), filter.as_deref()).await?
                 );
                 return Ok(());
             }
@@ -124,6 +124,7 @@ fn main() -> anyhow::Result<()> {
             let config = run::RunConfig {
                 source: cli.source.spec()?,
                 nats_url: cli.common.nats_url.clone(),
+                nats_auth: cli.common.nats_auth(),
                 options: Options {
                     controller_name: cli.controller_name.clone(),
                     listener_bind_address: cli.listener_bind_address.clone(),

@@ -48,6 +48,7 @@ pub struct RunConfig {
     /// Where resources come from (`--source`).
     pub source: SourceSpec,
     pub nats_url: String,
+    pub nats_auth: bus::NatsAuth,
     pub options: Options,
     /// The 8443 admission webhook and the background validation.
     pub validation: webhook::ValidationConfig,
@@ -77,7 +78,7 @@ pub struct Running {
 
 /// Starts the pipeline. Call on the actix System thread (it starts an actor).
 pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, GatewayError> {
-    let bus = bus::connect(&config.nats_url, "gateway").await?;
+    let bus = bus::connect(&config.nats_url, "gateway", &config.nats_auth).await?;
     let (proxies_tx, proxies) = watch::channel(KvState::default());
     let (status_tx, status) = watch::channel(KvState::default());
     let (synced_tx, synced) = watch::channel(false);

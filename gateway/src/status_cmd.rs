@@ -5,9 +5,9 @@ use kgw_proto::nats::STATUS_BUCKET;
 
 use crate::run::GatewayError;
 
-pub async fn print_status(nats_url: &str, filter: Option<&str>) -> Result<String, GatewayError> {
+pub async fn print_status(nats_url: &str, auth: &bus::NatsAuth, filter: Option<&str>) -> Result<String, GatewayError> {
     let shutdown = Shutdown::new();
-    let bus = bus::connect(nats_url, "gateway-status").await?;
+    let bus = bus::connect(nats_url, "gateway-status", auth).await?;
     let wait = tokio::time::timeout(std::time::Duration::from_secs(10), bus.kv(STATUS_BUCKET, &shutdown));
     let store = match wait.await {
         Ok(store) => store?,

@@ -608,7 +608,7 @@ spec:
     .with_context(|| format!("gateway log:\n{}", system.log_tail(Component::Gateway, 30)))?;
 
     // discovery: the Upstream of Service apps/echo port 80, in NATS.
-    let nats = async_nats::connect(system.nats_url()).await?;
+    let nats = system.nats_client().await?;
     let jetstream = async_nats::jetstream::new(nats);
     wait_for(WAIT, || async {
         let bucket = jetstream.get_key_value(kgw_proto::nats::UPSTREAMS_BUCKET).await?;

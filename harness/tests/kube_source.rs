@@ -516,7 +516,7 @@ async fn kubernetes_source_at_scale() -> Result<()> {
 
 /// `problems.config` of the gateway's status bucket (YAML), empty when there is none.
 async fn config_problems(system: &System) -> Result<String> {
-    let client = async_nats::connect(system.nats_url()).await?;
+    let client = system.nats_client().await?;
     let js = async_nats::jetstream::new(client);
     let kv = js.get_key_value(kgw_proto::nats::STATUS_BUCKET).await?;
     let value = kv.get("problems.config").await?;

@@ -76,3 +76,89 @@ mod tests {
         assert_eq!(role_to_key("~gw"), None);
     }
 }
+
+/// The broker's users, one per process, and what each may publish and subscribe to: the
+/// least each needs (gateway writes Proxies and status, discovery writes Upstreams, the
+/// controller only reads buckets and publishes reports, the access-log sink only publishes
+/// access logs). Replies come to a per-user inbox prefix, so no user sees another's.
+pub mod users {
+    use super::{
+        ACCESS_LOG_SUBJECT_PREFIX, DISCOVERY_HEARTBEAT_SUBJECT, PROXIES_BUCKET, REPORTS_SUBJECT_PREFIX, STATUS_BUCKET,
+        UPSTREAMS_BUCKET,
+    };
+
+    pub const GATEWAY: &str = "gateway";
+    pub const CONTROLLER: &str = "controller";
+    pub const DISCOVERY: &str = "discovery";
+    pub const ACCESS_LOG: &str = "access-log";
+    /// Every process's user.
+    pub const ALL: [&str; 4] = [GATEWAY, CONTROLLER, DISCOVERY, ACCESS_LOG];
+
+    /// Subjects a user may publish to and subscribe to (NATS wildcards).
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct Permissions {
+        pub publish: Vec<String>,
+        pub subscribe: Vec<String>,
+    }
+
+    /// Where a user's replies arrive (`<prefix>.>`); set on its connection.
+    pub fn inbox_prefix(user: &str) -> String {
+        format!("_INBOX_{}", user.replace(['.', '*', '>', ' '], "_"))
+    }
+
+    /// JetStream API subjects to open, list, watch and read a key-value bucket.
+    fn kv_read(bucket: &str) -> Vec<String> {
+        let stream = format!("KV_{bucket}");
+        vec![
+            "$JS.API.INFO".into(),
+            format!("$JS.API.STREAM.INFO.{stream}"),
+            format!("$JS.API.STREAM.MSG.GET.{stream}"),
+            format!("$JS.API.DIRECT.GET.{stream}"),
+            format!("$JS.API.DIRECT.GET.{stream}.>"),
+            format!("$JS.API.CONSUMER.CREATE.{stream}"),
+            format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+            format!("$JS.API.CONSUMER.INFO.{stream}.>"),
+            format!("$JS.API.CONSUMER.DELETE.{stream}.>"),
+            // Flow-control answers of the ordered consumers behind watches.
+            format!("$JS.FC.{stream}.>"),
+        ]
+    }
+
+    /// Reading, plus creating the bucket and putting and deleting keys.
+    fn kv_write(bucket: &str) -> Vec<String> {
+        let mut subjects = kv_read(bucket);
+        subjects.push(format!("$JS.API.STREAM.CREATE.KV_{bucket}"));
+        subjects.push(format!("$KV.{bucket}.>"));
+        subjects
+    }
+
+    /// The permissions of `user`, one of [`ALL`].
+    pub fn permissions(user: &str) -> Option<Permissions> {
+        let publish: Vec<String> = match user {
+            GATEWAY => [kv_write(PROXIES_BUCKET), kv_write(STATUS_BUCKET)].concat(),
+            CONTROLLER => [
+                kv_read(PROXIES_BUCKET),
+                kv_read(UPSTREAMS_BUCKET),
+                vec![format!("{REPORTS_SUBJECT_PREFIX}.>")],
+            ]
+            .concat(),
+            DISCOVERY => [
+                kv_write(UPSTREAMS_BUCKET),
+                vec![
+                    DISCOVERY_HEARTBEAT_SUBJECT.into(),
+                    format!("{DISCOVERY_HEARTBEAT_SUBJECT}.>"),
+                ],
+            ]
+            .concat(),
+            ACCESS_LOG => vec![format!("{ACCESS_LOG_SUBJECT_PREFIX}.>")],
+            _ => return None,
+        };
+        let mut publish = publish;
+        publish.sort();
+        publish.dedup();
+        Some(Permissions {
+            publish,
+            subscribe: vec![format!("{}.>", inbox_prefix(user))],
+        })
+    }
+}

@@ -106,7 +106,7 @@ pub async fn run(plan: &Plan, report: &mut Report) -> Result<()> {
 /// when all of them first did.
 async fn watch_accepted(nats_url: &str, names: Vec<String>) -> Result<(watch::Receiver<Accepted>, Shutdown)> {
     let shutdown = Shutdown::new();
-    let bus = bus::connect(nats_url, "kgw-bench").await?;
+    let bus = bus::connect(nats_url, "kgw-bench", &Default::default()).await?;
     let (tx, mut events) = mpsc::channel(64);
     bus::spawn_kv_mirror(bus, STATUS_BUCKET, tx, shutdown.clone());
     let (state_tx, state) = watch::channel(Accepted::default());

@@ -162,6 +162,11 @@ fn print_summary(sys: &System, backends: &[(String, SocketAddr)], gateway: &(Str
     println!("  config dir   {}", sys.config_dir().display());
     println!("  logs         {}/*.log", sys.run_dir().display());
     println!("  access log   {}", sys.access_log_path().display());
+    // NATS authenticates (one user per process): the status command connects as admin.
+    println!(
+        "  status       target/debug/gateway status --nats-url {}",
+        sys.nats_url()
+    );
     // The first route's first path match, so the suggested request is one that is routed.
     let path = documents_of_kind(sys.config_dir(), "HTTPRoute")
         .iter()

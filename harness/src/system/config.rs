@@ -89,6 +89,9 @@ pub struct SystemConfig {
     pub ready_timeout: Duration,
     /// Extra environment for every process.
     pub env: Vec<(String, String)>,
+    /// NATS with one user per process, each allowed only what it does (the default, as
+    /// the chart runs it); false: an open broker.
+    pub nats_auth: bool,
 }
 
 impl Default for SystemConfig {
@@ -104,6 +107,7 @@ impl Default for SystemConfig {
             envoy_log_level: "warn".into(),
             ready_timeout: Duration::from_secs(30),
             env: Vec::new(),
+            nats_auth: true,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Every process retries NATS, so none waits for another before starting.
 
 mod config;
+pub mod nats_auth;
 
 pub use config::{Component, Placement, Source, SystemConfig};
 
@@ -12,6 +13,8 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+
+use kgw_proto::nats::users as nats_users;
 
 use crate::addr::{self, Layout, Lease};
 use crate::process::Process;
@@ -28,6 +31,8 @@ pub struct System {
     source: Source,
     procs: BTreeMap<Component, Process>,
     ready_timeout: Duration,
+    /// The broker's users, when it authenticates.
+    nats_users: Option<nats_auth::NatsUsers>,
     tmp: Option<tempfile::TempDir>,
     _lease: Lease,
 }
@@ -63,6 +68,10 @@ impl System {
             }
         };
         let role = format!("{}~{}", cfg.gateway.0, cfg.gateway.1);
+        let nats_users = match cfg.nats_auth {
+            true => Some(nats_auth::NatsUsers::create(&run_dir)?),
+            false => None,
+        };
         let mut sys = System {
             layout,
             run_dir,
@@ -70,6 +79,7 @@ impl System {
             source: cfg.source.clone(),
             procs: BTreeMap::new(),
             ready_timeout: cfg.ready_timeout,
+            nats_users,
             tmp,
             _lease: lease,
         };
@@ -106,8 +116,22 @@ impl System {
             ],
         };
         let log = self.log_path(c);
-        let ours =
-            |args: Vec<String>| -> Result<Process> { Ok(Process::new(c.name(), bins::bin(c.name())?, args, &log)) };
+        // Each process connects as its own NATS user (when the broker authenticates).
+        let credentials = match (&self.nats_users, c) {
+            (Some(users), Component::Gateway) => users.args(nats_users::GATEWAY),
+            (Some(users), Component::Controller) => users.args(nats_users::CONTROLLER),
+            (Some(users), Component::Discovery) => users.args(nats_users::DISCOVERY),
+            (Some(users), Component::AccessLog) => users.args(nats_users::ACCESS_LOG),
+            _ => Vec::new(),
+        };
+        let ours = |args: Vec<String>| -> Result<Process> {
+            Ok(Process::new(
+                c.name(),
+                bins::bin(c.name())?,
+                [args, credentials.clone()].concat(),
+                &log,
+            ))
+        };
         let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
         Ok(match c {
             Component::Nats => {
@@ -129,6 +153,15 @@ impl System {
                     "-m",
                     &mon,
                 ]);
+                let args = match &self.nats_users {
+                    Some(users) => {
+                        let conf = self.run_dir.join("nats.conf");
+                        std::fs::write(&conf, users.server_config()?)
+                            .with_context(|| format!("writing {}", conf.display()))?;
+                        [s(&["-c", &conf.display().to_string()]), args].concat()
+                    }
+                    None => args,
+                };
                 Process::new(c.name(), tools::ensure_nats_server()?, args, &log)
             }
             Component::Controller => ours(s(&[
@@ -341,19 +374,36 @@ impl System {
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.layout.envoy_admin())
     }
+    /// The broker's URL for tests and tools: as `admin` when it authenticates.
     pub fn nats_url(&self) -> String {
-        self.layout.nats_url()
+        match &self.nats_users {
+            Some(users) => users.admin_url(&self.layout.nats_url()),
+            None => self.layout.nats_url(),
+        }
+    }
+    /// The broker's users, when it authenticates (tests acting as one process).
+    pub fn nats_users(&self) -> Option<&nats_auth::NatsUsers> {
+        self.nats_users.as_ref()
+    }
+    /// A client of the broker, as `admin` when it authenticates.
+    pub async fn nats_client(&self) -> Result<async_nats::Client> {
+        let (url, credentials) = kgw_common::bus::split_credentials(&self.nats_url());
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some((user, password)) = credentials {
+            options = options.user_and_password(user, password);
+        }
+        Ok(options.connect(url).await?)
     }
     /// The last sequence of a KV bucket's stream: any write to the bucket moves it.
     pub async fn kv_last_sequence(&self, bucket: &str) -> Result<u64> {
-        let client = async_nats::connect(self.nats_url()).await?;
+        let client = self.nats_client().await?;
         let js = async_nats::jetstream::new(client);
         let mut stream = js.get_stream(format!("KV_{bucket}")).await?;
         Ok(stream.info().await?.state.last_sequence)
     }
     /// The value of a KV key (a value split across keys is returned as its head).
     pub async fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<bytes::Bytes>> {
-        let client = async_nats::connect(self.nats_url()).await?;
+        let client = self.nats_client().await?;
         let store = async_nats::jetstream::new(client).get_key_value(bucket).await?;
         Ok(store.get(key).await?)
     }

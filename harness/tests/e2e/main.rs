@@ -4,6 +4,7 @@ mod bus_chunks;
 mod controller_ports;
 mod faults;
 mod monitoring;
+mod nats_auth;
 mod routing;
 mod support;
 mod wasm;

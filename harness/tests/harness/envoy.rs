@@ -55,7 +55,7 @@ async fn nats_starts_with_jetstream() {
     let mon = format!("http://{}/jsz", sys.layout().nats_monitor_addr());
     let resp = wait_status(&mon, None, 200, Duration::from_secs(10)).await.unwrap();
     assert!(resp.text().contains("\"config\""), "{}", resp.text());
-    let client = async_nats::connect(sys.nats_url()).await.unwrap();
+    let client = sys.nats_client().await.unwrap();
     let js = async_nats::jetstream::new(client);
     let kv = js
         .create_key_value(async_nats::jetstream::kv::Config {

@@ -213,3 +213,39 @@ affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* Secret holding the NATS users' passwords (one key per user). */}}
+{{- define "kgw.natsUsersSecret" -}}
+{{- .Values.nats.auth.existingSecret | default "nats-users" -}}
+{{- end -}}
+
+{{/* Env of a process that connects to NATS as `user` (nothing without NATS auth). */}}
+{{- define "kgw.natsAuthEnv" -}}
+{{- if .root.Values.nats.auth.enabled }}
+- name: KGW_NATS_USER
+  value: {{ .user | quote }}
+- name: KGW_NATS_PASSWORD_FILE
+  value: /etc/kgw/nats/password
+{{- end }}
+{{- end -}}
+
+{{/* Its password file's mount. */}}
+{{- define "kgw.natsAuthMount" -}}
+{{- if .Values.nats.auth.enabled }}
+- name: nats-password
+  mountPath: /etc/kgw/nats
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* And the volume: the user's key of the passwords Secret. */}}
+{{- define "kgw.natsAuthVolume" -}}
+{{- if .root.Values.nats.auth.enabled }}
+- name: nats-password
+  secret:
+    secretName: {{ include "kgw.natsUsersSecret" .root }}
+    items:
+      - key: {{ .user }}
+        path: password
+{{- end }}
+{{- end -}}

@@ -1,0 +1,101 @@
+//! The broker's users for one running system: a password per process user (the
+//! permissions `kgw_proto::nats::users` defines) and an `admin` for tests and tools, written
+//! as nats-server configuration and as password files the processes read.
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use kgw_proto::nats::users;
+
+/// The user tests and tools connect as: everything allowed.
+pub const ADMIN: &str = "admin";
+
+/// Passwords, and where each process user's is written.
+pub struct NatsUsers {
+    admin_password: String,
+    /// user → (password, password file).
+    users: BTreeMap<&'static str, (String, PathBuf)>,
+}
+
+impl NatsUsers {
+    /// Random passwords, their files under `dir` (mode 0600).
+    pub fn create(dir: &Path) -> Result<Self> {
+        let mut users = BTreeMap::new();
+        for user in users::ALL {
+            let password = random_password()?;
+            let file = dir.join(format!("nats-{user}.password"));
+            write_private(&file, &password)?;
+            users.insert(user, (password, file));
+        }
+        Ok(Self {
+            admin_password: random_password()?,
+            users,
+        })
+    }
+
+    /// `--nats-user U --nats-password-file F` for a process user.
+    pub fn args(&self, user: &str) -> Vec<String> {
+        match self.users.get(user) {
+            Some((_, file)) => vec![
+                "--nats-user".into(),
+                user.into(),
+                "--nats-password-file".into(),
+                file.display().to_string(),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    /// `nats://admin:<password>@host:port`.
+    pub fn admin_url(&self, plain_url: &str) -> String {
+        plain_url.replacen("nats://", &format!("nats://{ADMIN}:{}@", self.admin_password), 1)
+    }
+
+    /// (user, password) of a process user, for tests that act as one.
+    pub fn credentials(&self, user: &str) -> Option<(String, String)> {
+        self.users
+            .get(user)
+            .map(|(password, _)| (user.to_string(), password.clone()))
+    }
+
+    /// nats-server configuration (JSON, which its parser reads): the authorization block.
+    pub fn server_config(&self) -> Result<String> {
+        let mut list = vec![serde_json::json!({"user": ADMIN, "password": self.admin_password})];
+        for (user, (password, _)) in &self.users {
+            let permissions = users::permissions(user).with_context(|| format!("no permissions for {user}"))?;
+            list.push(serde_json::json!({
+                "user": user,
+                "password": password,
+                "permissions": {
+                    "publish": {"allow": permissions.publish},
+                    "subscribe": {"allow": permissions.subscribe},
+                },
+            }));
+        }
+        Ok(serde_json::to_string_pretty(&serde_json::json!({
+            "authorization": {"users": list}
+        }))?)
+    }
+}
+
+fn random_password() -> Result<String> {
+    let mut bytes = [0u8; 18];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom for a NATS password")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())?;
+    Ok(())
+}
