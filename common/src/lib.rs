@@ -2,6 +2,7 @@
 //! NATS connection and key-value helpers, telemetry and shutdown.
 #![forbid(unsafe_code)]
 
+pub mod body;
 pub mod bus;
 pub mod chunk;
 pub mod config;

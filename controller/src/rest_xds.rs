@@ -9,7 +9,7 @@ use std::{convert::Infallible, sync::Arc};
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, service::service_fn};
 use hyper_util::rt::TokioIo;
 use kgw_common::shutdown::Shutdown;
@@ -238,43 +238,13 @@ async fn answer<S: SnapshotSource>(source: &S, request: Request<Incoming>) -> Re
     if request.method() != Method::POST {
         return Err(RestXdsError::Method(request.method().clone()));
     }
-    let body = read_capped(request.into_body()).await?;
+    let body = kgw_common::body::read_capped(request.into_body(), MAX_BODY)
+        .await
+        .map_err(|error| match error {
+            kgw_common::body::BodyError::TooLarge { .. } => RestXdsError::TooLarge,
+            other => RestXdsError::Body(other.to_string()),
+        })?;
     discover(source, &path, &body)
-}
-
-/// After the limit, what is still read (and dropped) so that the client, still sending,
-/// gets the 413 instead of a reset connection: at most this much, for at most this long.
-const DRAIN_BYTES: usize = 256 * 1024 * 1024;
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The body, when it is at most [`MAX_BODY`]; else [`RestXdsError::TooLarge`], once the
-/// rest has been drained (bounded), as servers' lingering close does.
-async fn read_capped(mut body: Incoming) -> Result<Bytes, RestXdsError> {
-    let mut kept = Vec::new();
-    let mut seen = 0usize;
-    let drained = tokio::time::timeout(DRAIN_TIME, async {
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| RestXdsError::Body(e.to_string()))?;
-            let Ok(data) = frame.into_data() else { continue };
-            seen = seen.saturating_add(data.len());
-            if seen <= MAX_BODY {
-                kept.extend_from_slice(&data);
-            } else if seen > MAX_BODY + DRAIN_BYTES {
-                break;
-            }
-        }
-        Ok(())
-    })
-    .await;
-    match drained {
-        Ok(Err(error)) => Err(error),
-        _ if seen > MAX_BODY => Err(RestXdsError::TooLarge),
-        Ok(Ok(())) => Ok(Bytes::from(kept)),
-        Err(_) => Err(RestXdsError::Body(format!(
-            "not received within {} s",
-            DRAIN_TIME.as_secs()
-        ))),
-    }
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {

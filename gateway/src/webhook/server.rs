@@ -10,7 +10,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use kgw_common::shutdown::Shutdown;
@@ -183,14 +183,12 @@ async fn handle<V: Validator>(webhook: &Webhook<V>, request: Request<Incoming>) 
             "POST an admission.k8s.io/v1 AdmissionReview",
         );
     }
-    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(error) => {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                &format!("cannot read the request body (at most {MAX_BODY} bytes): {error}"),
-            );
+    let body = match kgw_common::body::read_capped(request.into_body(), MAX_BODY).await {
+        Ok(body) => body,
+        Err(error @ kgw_common::body::BodyError::TooLarge { .. }) => {
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, &error.to_string());
         }
+        Err(error) => return plain(StatusCode::BAD_REQUEST, &error.to_string()),
     };
     let review: AdmissionReview = match serde_json::from_slice(&body) {
         Ok(review) => review,

@@ -87,6 +87,22 @@ async fn start(allow_warnings: bool) -> Result<Webhook> {
 }
 
 impl Webhook {
+    /// Posts `body` to /validation over HTTPS; the status.
+    async fn post_status(&self, body: Bytes) -> Result<hyper::StatusCode> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+        let stream = TlsConnector::from(self.tls.clone())
+            .connect(ServerName::IpAddress(self.addr.ip().into()), tcp)
+            .await
+            .context("TLS handshake")?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let request = hyper::Request::post("/validation")
+            .header("host", format!("gateway.kgw.svc:{}", self.addr.port()))
+            .header("content-type", "application/json")
+            .body(Full::new(body))?;
+        Ok(sender.send_request(request).await?.status())
+    }
+
     /// Posts `review` to POST /validation over HTTPS; the AdmissionReview's `response`.
     async fn review(&self, review: &Value) -> Result<Value> {
         let tcp = tokio::net::TcpStream::connect(self.addr).await?;
@@ -185,6 +201,15 @@ async fn invalid_regex_and_missing_backend_are_denied_without_allow_warnings() -
         .review(&create_route("fine", "PathPrefix", "/fine", "echo"))
         .await?;
     ensure!(response["allowed"] == json!(true), "{response}");
+    Ok(())
+}
+
+/// A body over the webhook's 8 MiB cap is answered 413 (the client, still sending, gets it).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_review_is_refused_with_413() -> Result<()> {
+    let webhook = start(true).await?;
+    let status = webhook.post_status(Bytes::from(vec![b' '; 20 * 1024 * 1024])).await?;
+    ensure!(status == hyper::StatusCode::PAYLOAD_TOO_LARGE, "{status}");
     Ok(())
 }
 
