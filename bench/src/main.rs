@@ -26,12 +26,12 @@ struct Args {
     /// Where the JSON goes (default: target/bench of this repository).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Only these scenarios (comma-separated): translate, growth, bulk, throughput.
+    /// Only these scenarios (comma-separated): translate, growth, bulk, throughput, kube.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
 
-const SCENARIOS: [&str; 4] = ["translate", "growth", "bulk", "throughput"];
+const SCENARIOS: [&str; 5] = ["translate", "growth", "bulk", "throughput", "kube"];
 
 #[tokio::main]
 async fn main() {
@@ -104,6 +104,12 @@ async fn run(args: Args) -> Result<(PathBuf, bool)> {
         eprintln!("kgw-bench: Envoy throughput, access log, Envoy floor");
         if let Err(e) = scenarios::throughput::run(&plan, &mut report).await {
             report.error("throughput", &e);
+        }
+    }
+    if wanted("kube") {
+        eprintln!("kgw-bench: the Kubernetes source against a real API server");
+        if let Err(e) = scenarios::kube::run(&plan, &mut report).await {
+            report.error("kube", &e);
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -216,6 +222,25 @@ fn table(plan: &Plan, v: &serde_json::Map<String, Value>) -> String {
         "envoy_rps_xds".into(),
         format!("{} {}", show(xds), ratio(xds, stat)),
         "ratio ≥ 0.95",
+    );
+    let kube = |q| num("kube_route_create_to_200_ms", &[&small, q]);
+    row(
+        format!("kube_route_create_to_200_ms {small} p50/p99"),
+        format!("{} / {}", show(kube("p50")), show(kube("p99"))),
+        "",
+    );
+    for kind in ["HTTPRoute", "Gateway", "GatewayClass", "RouteOption"] {
+        let goal = if kind == "HTTPRoute" { "1" } else { "0" };
+        row(
+            format!("kube_status_writes_per_route_change {kind}"),
+            show(num("kube_status_writes_per_route_change", &[kind])),
+            goal,
+        );
+    }
+    row(
+        format!("kube_gateway_rss_mib {small}"),
+        show(num("kube_gateway_rss_mib", &[&small])),
+        "",
     );
     let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
     let (w0, w1) = (width(0), width(1));
