@@ -140,26 +140,10 @@ async fn route_status_current(cluster: &KubeCluster, name: &str) -> Result<i64> 
     .await
 }
 
-/// `kgw_gateway_status_writes_total` per kind, from the gateway's /metrics.
+/// `kgw_gateway_status_writes_total` per kind (all four kinds reported).
 async fn status_writes(system: &System) -> Result<BTreeMap<String, u64>> {
-    let url = system
-        .monitoring_url(Component::Gateway, "/metrics")
-        .context("the gateway's monitoring port")?;
-    let text = get(&url, None).await?.text();
-    let mut out = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("kgw_gateway_status_writes_total{"))
-    {
-        let (labels, value) = line.rsplit_once(' ').context("a metric line")?;
-        let kind = labels
-            .split("kind=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .context("a kind label")?;
-        out.insert(kind.to_string(), value.trim().parse()?);
-    }
-    ensure!(out.len() == 4, "status write counters: {text}");
+    let out = system.gateway_status_writes().await?;
+    ensure!(out.len() == 4, "status write counters: {out:?}");
     Ok(out)
 }
 

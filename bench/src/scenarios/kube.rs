@@ -8,13 +8,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use kgw_harness::kube::KubeCluster;
 use kgw_harness::kube::apply::{apply_yaml, chart_crd_dir, install_crds};
 use kgw_harness::manifest::{gateway_yaml, route_yaml, service_yaml};
 use kgw_harness::netns::TestHost;
 use kgw_harness::system::Source;
-use kgw_harness::{Component, System, SystemConfig, get, wait_status};
+use kgw_harness::{Component, System, SystemConfig, wait_status};
 use serde_json::json;
 
 use super::{Plan, Report, ms, round3, summary};
@@ -61,11 +61,11 @@ pub async fn run(plan: &Plan, report: &mut Report) -> Result<()> {
 
     // One route change: how many status writes, per kind.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = status_writes(&system).await?;
+    let before = system.gateway_status_writes().await?;
     apply_yaml(&client, &route_yaml("r0", "/r0-moved/", &[("echo", 1)])).await?;
     wait_status(&system.url("/r0-moved/x"), None, 200, Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = status_writes(&system).await?;
+    let after = system.gateway_status_writes().await?;
     let per_change: BTreeMap<&String, u64> = after
         .iter()
         .map(|(kind, n)| (kind, n - before.get(kind).copied().unwrap_or(0)))
@@ -87,26 +87,4 @@ pub async fn run(plan: &Plan, report: &mut Report) -> Result<()> {
     drop(system);
     drop(host);
     Ok(())
-}
-
-/// `kgw_gateway_status_writes_total` per kind, from the gateway's /metrics.
-async fn status_writes(system: &System) -> Result<BTreeMap<String, u64>> {
-    let url = system
-        .monitoring_url(Component::Gateway, "/metrics")
-        .context("the gateway's monitoring port")?;
-    let text = get(&url, None).await?.text();
-    let mut out = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("kgw_gateway_status_writes_total{"))
-    {
-        let (labels, value) = line.rsplit_once(' ').context("a metric line")?;
-        let kind = labels
-            .split("kind=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .context("a kind label")?;
-        out.insert(kind.to_string(), value.trim().parse()?);
-    }
-    Ok(out)
 }

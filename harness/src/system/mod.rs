@@ -381,6 +381,28 @@ impl System {
             None => self.layout.nats_url(),
         }
     }
+    /// `kgw_gateway_status_writes_total` per kind, from the gateway's /metrics: the status
+    /// writes the gateway made to the API server (Kubernetes source).
+    pub async fn gateway_status_writes(&self) -> Result<BTreeMap<String, u64>> {
+        let url = self
+            .monitoring_url(Component::Gateway, "/metrics")
+            .context("the gateway's monitoring port")?;
+        let text = crate::http::get(&url, None).await?.text();
+        let mut out = BTreeMap::new();
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("kgw_gateway_status_writes_total{"))
+        {
+            let (labels, value) = line.rsplit_once(' ').context("a metric line")?;
+            let kind = labels
+                .split("kind=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .context("a kind label")?;
+            out.insert(kind.to_string(), value.trim().parse()?);
+        }
+        Ok(out)
+    }
     /// The broker's users, when it authenticates (tests acting as one process).
     pub fn nats_users(&self) -> Option<&nats_auth::NatsUsers> {
         self.nats_users.as_ref()

@@ -87,24 +87,8 @@ async fn start(allow_warnings: bool) -> Result<Webhook> {
 }
 
 impl Webhook {
-    /// Posts `body` to /validation over HTTPS; the status.
-    async fn post_status(&self, body: Bytes) -> Result<hyper::StatusCode> {
-        let tcp = tokio::net::TcpStream::connect(self.addr).await?;
-        let stream = TlsConnector::from(self.tls.clone())
-            .connect(ServerName::IpAddress(self.addr.ip().into()), tcp)
-            .await
-            .context("TLS handshake")?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
-        let request = hyper::Request::post("/validation")
-            .header("host", format!("gateway.kgw.svc:{}", self.addr.port()))
-            .header("content-type", "application/json")
-            .body(Full::new(body))?;
-        Ok(sender.send_request(request).await?.status())
-    }
-
-    /// Posts `review` to POST /validation over HTTPS; the AdmissionReview's `response`.
-    async fn review(&self, review: &Value) -> Result<Value> {
+    /// Posts `body` to /validation over HTTPS.
+    async fn post(&self, body: Bytes) -> Result<hyper::Response<hyper::body::Incoming>> {
         let tcp = tokio::net::TcpStream::connect(self.addr).await?;
         let stream = TlsConnector::from(self.tls.clone())
             .connect(ServerName::IpAddress(self.addr.ip().into()), tcp)
@@ -115,8 +99,13 @@ impl Webhook {
         let request = hyper::Request::post("/validation?timeout=10s")
             .header("host", format!("gateway.kgw.svc:{}", self.addr.port()))
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(review.to_string())))?;
-        let response = sender.send_request(request).await?;
+            .body(Full::new(body))?;
+        Ok(sender.send_request(request).await?)
+    }
+
+    /// Posts `review` to POST /validation over HTTPS; the AdmissionReview's `response`.
+    async fn review(&self, review: &Value) -> Result<Value> {
+        let response = self.post(Bytes::from(review.to_string())).await?;
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
         if status != hyper::StatusCode::OK {
@@ -208,7 +197,7 @@ async fn invalid_regex_and_missing_backend_are_denied_without_allow_warnings() -
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oversized_review_is_refused_with_413() -> Result<()> {
     let webhook = start(true).await?;
-    let status = webhook.post_status(Bytes::from(vec![b' '; 20 * 1024 * 1024])).await?;
+    let status = webhook.post(Bytes::from(vec![b' '; 20 * 1024 * 1024])).await?.status();
     ensure!(status == hyper::StatusCode::PAYLOAD_TOO_LARGE, "{status}");
     Ok(())
 }
