@@ -145,13 +145,10 @@ async fn check_crds(client: &kube::Client) -> Result<()> {
             .get(name)
             .await
             .with_context(|| format!("CRD {name} after helm install"))?;
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        ensure!(established, "CRD {name} is not Established");
+        ensure!(
+            kgw_harness::kube::apply::established(&crd),
+            "CRD {name} is not Established"
+        );
     }
     Ok(())
 }

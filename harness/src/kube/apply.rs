@@ -113,18 +113,23 @@ pub async fn install_crds_from(client: &kube::Client, paths: &[PathBuf]) -> Resu
     }
     wait_for(Duration::from_secs(60), || async {
         for name in &names {
-            let crd = api.get(name).await?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            ensure!(established, "CRD {name} not established yet");
+            ensure!(established(&api.get(name).await?), "CRD {name} not established yet");
         }
         Ok(())
     })
     .await
+}
+
+/// Whether the API server serves `crd` (condition Established).
+pub fn established(crd: &CustomResourceDefinition) -> bool {
+    crd.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        })
 }
 
 fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {

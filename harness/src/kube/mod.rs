@@ -379,8 +379,8 @@ fn check_alive(process: &mut Process) -> Result<()> {
     }
 }
 
-/// A 32-hex-digit bearer token from the kernel's random source.
-fn random_token() -> Result<String> {
+/// A 32-hex-digit secret (bearer token, password) from the kernel's random source.
+pub(crate) fn random_token() -> Result<String> {
     let mut bytes = [0u8; 16];
     std::io::Read::read_exact(
         &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
@@ -396,8 +396,8 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", N.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Writes a file readable by its owner only (keys and tokens among them).
-fn write_file(path: &Path, contents: &str) -> Result<()> {
+/// Writes a file readable by its owner only (keys, tokens and passwords among them).
+pub(crate) fn write_file(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

@@ -2,11 +2,12 @@
 //! permissions `kgw_proto::nats::users` defines) and an `admin` for tests and tools, written
 //! as nats-server configuration and as password files the processes read.
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use kgw_proto::nats::users;
+
+use crate::kube::{random_token, write_file};
 
 /// The user tests and tools connect as: everything allowed.
 pub const ADMIN: &str = "admin";
@@ -23,13 +24,13 @@ impl NatsUsers {
     pub fn create(dir: &Path) -> Result<Self> {
         let mut users = BTreeMap::new();
         for user in users::ALL {
-            let password = random_password()?;
+            let password = random_token()?;
             let file = dir.join(format!("nats-{user}.password"));
-            write_private(&file, &password)?;
+            write_file(&file, &password)?;
             users.insert(user, (password, file));
         }
         Ok(Self {
-            admin_password: random_password()?,
+            admin_password: random_token()?,
             users,
         })
     }
@@ -77,25 +78,4 @@ impl NatsUsers {
             "authorization": {"users": list}
         }))?)
     }
-}
-
-fn random_password() -> Result<String> {
-    let mut bytes = [0u8; 18];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("reading /dev/urandom for a NATS password")?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    std::io::Write::write_all(&mut file, text.as_bytes())?;
-    Ok(())
 }
