@@ -637,21 +637,7 @@ fn httproutes() -> ApiResource {
 
 /// `kubectl create -f -` of `yaml` with the admin's rights.
 fn kubectl_create(cluster: &KubeCluster, yaml: &str) -> Result<()> {
-    use std::io::Write as _;
-    let mut child = cluster
-        .kubectl()
-        .args(["create", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("running kubectl")?;
-    child
-        .stdin
-        .take()
-        .context("kubectl stdin")?
-        .write_all(yaml.as_bytes())?;
-    let out = child.wait_with_output()?;
+    let out = cluster.kubectl_with_input(&["create", "-f", "-"], yaml)?;
     ensure!(
         out.status.success(),
         "kubectl create: {}{}",

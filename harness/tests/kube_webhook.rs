@@ -127,21 +127,7 @@ fn gateway_api_crds() -> PathBuf {
 
 /// kubectl with `stdin` as its input.
 fn kubectl(cluster: &KubeCluster, args: &[&str], stdin: &str) -> Result<Output> {
-    use std::io::Write as _;
-    let mut child = cluster
-        .kubectl()
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("running kubectl")?;
-    child
-        .stdin
-        .take()
-        .context("kubectl stdin")?
-        .write_all(stdin.as_bytes())?;
-    Ok(child.wait_with_output()?)
+    cluster.kubectl_with_input(args, stdin)
 }
 
 fn text(out: &Output) -> String {

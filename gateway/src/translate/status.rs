@@ -124,9 +124,11 @@ impl StatusReport {
 
     /// The Gateways (`namespace/name`) route `namespace/name` is attached to.
     pub fn attached_gateways(&self, route_key: &str) -> Vec<String> {
+        // Keys sort by route first: the route's entries are one range.
         self.attached
-            .keys()
-            .filter(|(route, _)| route == route_key)
+            .range((route_key.to_string(), String::new())..)
+            .map(|((route, gateway), _)| (route, gateway))
+            .take_while(|(route, _)| *route == route_key)
             .map(|(_, gateway)| gateway.clone())
             .collect()
     }

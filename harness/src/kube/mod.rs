@@ -216,6 +216,26 @@ impl KubeCluster {
         cmd
     }
 
+    /// Runs `kubectl <args>` (as admin) with `stdin` as its input; its output, whatever
+    /// its exit status.
+    pub fn kubectl_with_input(&self, args: &[&str], stdin: &str) -> Result<std::process::Output> {
+        use std::io::Write as _;
+        let mut child = self
+            .kubectl()
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running kubectl")?;
+        child
+            .stdin
+            .take()
+            .context("kubectl stdin")?
+            .write_all(stdin.as_bytes())?;
+        Ok(child.wait_with_output()?)
+    }
+
     /// Stops kube-apiserver (SIGTERM, then SIGKILL after a grace period) and starts it
     /// again on the same etcd, address and keys; returns once it is ready. Watches break
     /// and clients relist, as after a real API server restart.
