@@ -7,3 +7,5 @@ scripts/install-tools.sh
 scripts/kube-tools.sh
 cargo build --workspace --bins
 cargo test --workspace "$@"
+# A short run of every fuzz target (fuzz/, cargo-fuzz) over its committed corpus.
+scripts/fuzz.sh

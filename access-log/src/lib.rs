@@ -6,6 +6,10 @@
 //! [`line`]); it hands batches to any [`EntrySink`]. [`writer::LogWriter`] is the actix actor
 //! that owns the output file and the NATS publisher ([`publish`]); `Addr<LogWriter>` is the
 //! production sink. The gRPC code never sees NATS, the actor never sees tonic.
+//!
+//! No loss with several replicas: Envoy sends every entry to every replica, each replica
+//! publishes it into the JetStream stream `kgw_access_log` under an id that is the same on
+//! every replica, and the stream keeps one copy ([`publish`]).
 #![forbid(unsafe_code)]
 
 pub mod error;
@@ -18,7 +22,7 @@ pub mod writer;
 
 use std::{future::Future, path::PathBuf, sync::Arc};
 
-use actix::{Actor, Addr};
+use actix::Addr;
 use kgw_common::bus::{self, Bus};
 
 pub use error::Error;
@@ -42,12 +46,16 @@ pub struct WriterConfig {
     pub nats_url: Option<String>,
     /// The credentials for that NATS.
     pub nats_auth: bus::NatsAuth,
+    /// The publishing queue, pipeline and stream.
+    pub publish: publish::PublishConfig,
 }
 
-/// The started writer: its address (the [`EntrySink`]) and the NATS connection, if any.
+/// The started writer: its address (the [`EntrySink`]), the NATS connection and the
+/// publisher's drain, if any.
 pub struct WriterHandle {
     pub addr: Addr<LogWriter>,
     pub bus: Option<Bus>,
+    pub drainer: Option<publish::Drainer>,
 }
 
 /// Opens the output, connects to NATS in the background (never waits for the broker) and
@@ -69,9 +77,13 @@ pub async fn start_writer(config: &WriterConfig, stats: Arc<Stats>) -> Result<Wr
         ),
         None => None,
     };
-    let publisher = bus
-        .clone()
-        .map(|bus| publish::Publisher::spawn(bus, publish::QUEUE, stats.clone()));
-    let addr = LogWriter::new(output, publisher, stats).start();
-    Ok(WriterHandle { addr, bus })
+    let (publisher, drainer) = match bus.clone() {
+        Some(bus) => {
+            let (publisher, drainer) = publish::Publisher::spawn(bus, config.publish.clone(), stats.clone());
+            (Some(publisher), Some(drainer))
+        }
+        None => (None, None),
+    };
+    let addr = LogWriter::new(output, publisher, stats).start_on_thread();
+    Ok(WriterHandle { addr, bus, drainer })
 }

@@ -18,6 +18,10 @@
 //!
 //! Optional keys are left out when Envoy did not report them (empty string or unset), so
 //! TCP lines have no `method`, `authority`, `path` nor `status`.
+//!
+//! Each line also carries an identity that is not written ([`LogLine::id`], see
+//! [`entry_id_http`]): the same for the same entry on every sink replica, so the replicas'
+//! publishes of one entry are one message in the JetStream stream.
 use std::{
     fmt,
     sync::Arc,
@@ -30,10 +34,13 @@ use envoy_types::pb::{
         data::accesslog::v3::{
             AccessLogCommon, HttpAccessLogEntry, TcpAccessLogEntry, http_access_log_entry::HttpVersion,
         },
+        service::accesslog::v3::stream_access_logs_message::LogEntries,
     },
     google::protobuf::{Duration, Timestamp, value::Kind},
 };
+use prost::Message as _;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 /// The gateway an Envoy serves, from its node metadata `role`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -102,6 +109,10 @@ impl fmt::Display for GatewayId {
 /// One access-log entry as written (one JSON object per line).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LogLine {
+    /// The entry's identity (not written): its `Nats-Msg-Id` ([`entry_id_http`],
+    /// [`entry_id_tcp`]).
+    #[serde(skip)]
+    pub id: String,
     pub time: String,
     #[serde(serialize_with = "display")]
     pub gateway: Arc<GatewayId>,
@@ -141,6 +152,7 @@ impl LogLine {
     pub fn from_http(entry: &HttpAccessLogEntry, gateway: &Arc<GatewayId>) -> Self {
         let common = entry.common_properties.as_ref();
         let mut line = Self::common(common, gateway, http_protocol(entry.protocol_version));
+        line.id = entry_id_http(entry);
         let wire_in = common.map_or(0, |c| c.downstream_wire_bytes_received);
         let wire_out = common.map_or(0, |c| c.downstream_wire_bytes_sent);
         if let Some(req) = &entry.request {
@@ -171,6 +183,7 @@ impl LogLine {
     pub fn from_tcp(entry: &TcpAccessLogEntry, gateway: &Arc<GatewayId>) -> Self {
         let common = entry.common_properties.as_ref();
         let mut line = Self::common(common, gateway, "TCP");
+        line.id = entry_id_tcp(entry);
         let conn = entry.connection_properties.as_ref();
         line.bytes_in = match common.map_or(0, |c| c.downstream_wire_bytes_received) {
             0 => conn.map_or(0, |c| c.received_bytes),
@@ -190,6 +203,7 @@ impl LogLine {
         };
         let duration = common.and_then(|c| c.duration.as_ref().or(c.time_to_last_downstream_tx_byte.as_ref()));
         Self {
+            id: String::new(),
             time,
             gateway: gateway.clone(),
             protocol,
@@ -212,6 +226,74 @@ impl LogLine {
             user_agent: None,
         }
     }
+}
+
+/// The lines of one message's entries, HTTP or TCP.
+pub fn lines(entries: &LogEntries, gateway: &Arc<GatewayId>) -> Vec<LogLine> {
+    match entries {
+        LogEntries::HttpLogs(http) => http.log_entry.iter().map(|e| LogLine::from_http(e, gateway)).collect(),
+        LogEntries::TcpLogs(tcp) => tcp.log_entry.iter().map(|e| LogLine::from_tcp(e, gateway)).collect(),
+    }
+}
+
+/// The identity of an HTTP entry, the same on every replica Envoy sent it to: Envoy builds
+/// the entry once per access logger, from the same request, so what identifies the request
+/// is equal in every copy. From Envoy's request id (`x-request-id`, generated per request
+/// unless a trusted client sent one), the start time to the nanosecond and both ends of the
+/// downstream connection (so that a client reusing one `x-request-id` still gets distinct
+/// entries); without a request id, the digest of the whole encoded entry. Hashed (SHA-256,
+/// 128 bits in hex): fixed length, any bytes of the id are harmless in a header.
+pub fn entry_id_http(entry: &HttpAccessLogEntry) -> String {
+    let request_id = entry.request.as_ref().map_or("", |r| r.request_id.as_str());
+    if request_id.is_empty() {
+        return digest(&[b"http-entry", &entry.encode_to_vec()]);
+    }
+    let common = entry.common_properties.as_ref();
+    digest(&[
+        b"http",
+        request_id.as_bytes(),
+        start_nanos(common).as_bytes(),
+        connection_ends(common).as_bytes(),
+    ])
+}
+
+/// The identity of a TCP entry: its connection (start time and both ends), else the digest
+/// of the encoded entry (see [`entry_id_http`]).
+pub fn entry_id_tcp(entry: &TcpAccessLogEntry) -> String {
+    let common = entry.common_properties.as_ref();
+    if common.is_none_or(|c| c.start_time.is_none() || c.downstream_remote_address.is_none()) {
+        return digest(&[b"tcp-entry", &entry.encode_to_vec()]);
+    }
+    digest(&[
+        b"tcp",
+        start_nanos(common).as_bytes(),
+        connection_ends(common).as_bytes(),
+    ])
+}
+
+fn start_nanos(common: Option<&AccessLogCommon>) -> String {
+    common
+        .and_then(|c| c.start_time.as_ref())
+        .map_or_else(String::new, |t| format!("{}.{:09}", t.seconds, t.nanos))
+}
+
+fn connection_ends(common: Option<&AccessLogCommon>) -> String {
+    let end = |a: Option<&Address>| a.and_then(format_address).unwrap_or_default();
+    format!(
+        "{} {}",
+        end(common.and_then(|c| c.downstream_remote_address.as_ref())),
+        end(common.and_then(|c| c.downstream_local_address.as_ref()))
+    )
+}
+
+/// SHA-256 over length-prefixed parts, first 128 bits in hex.
+fn digest(parts: &[&[u8]]) -> String {
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+    hex::encode(&hash.finalize()[..16])
 }
 
 fn http_protocol(version: i32) -> &'static str {
@@ -456,5 +538,50 @@ mod tests {
                 "upstream_cluster": "db", "bytes_in": 3, "bytes_out": 4
             })
         );
+    }
+
+    #[test]
+    fn entry_ids() {
+        let entry = |request_id: &str, nanos: i32, port: u32| HttpAccessLogEntry {
+            common_properties: Some(AccessLogCommon {
+                start_time: Some(Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos,
+                }),
+                downstream_remote_address: socket("10.0.0.1", port),
+                ..Default::default()
+            }),
+            request: Some(HttpRequestProperties {
+                request_id: request_id.into(),
+                path: "/a".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let a = entry_id_http(&entry("r1", 1, 5000));
+        assert_eq!(a.len(), 32);
+        // Fields that are not part of the request's identity do not change it.
+        let mut other_fields = entry("r1", 1, 5000);
+        other_fields.request.as_mut().unwrap().path = "/b".into();
+        assert_eq!(entry_id_http(&other_fields), a);
+        // A reused request id at another time or from another connection is another entry.
+        assert_ne!(entry_id_http(&entry("r1", 2, 5000)), a);
+        assert_ne!(entry_id_http(&entry("r1", 1, 5001)), a);
+        assert_ne!(entry_id_http(&entry("r2", 1, 5000)), a);
+        // Without a request id: the whole entry.
+        assert_ne!(entry_id_http(&entry("", 1, 5000)), entry_id_http(&other_fields_no_id()));
+        assert_eq!(entry_id_http(&entry("", 1, 5000)), entry_id_http(&entry("", 1, 5000)));
+        let gw = Arc::new(GatewayId::unknown());
+        assert_eq!(LogLine::from_http(&entry("r1", 1, 5000), &gw).id, a);
+
+        fn other_fields_no_id() -> HttpAccessLogEntry {
+            HttpAccessLogEntry {
+                request: Some(HttpRequestProperties {
+                    path: "/b".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        }
     }
 }

@@ -9,8 +9,10 @@ use clap::Parser;
 use kgw_common::{
     config::CommonArgs,
     monitoring::{Monitoring, serve_monitoring},
-    shutdown::{self, Shutdown},
-    telemetry,
+    process::{self, Started},
+    serve::{Listener, ServerTls},
+    shutdown::Shutdown,
+    tls::Alpn,
 };
 
 /// Envoy access-log sink: serves envoy.service.accesslog.v3.AccessLogService, writes one JSON
@@ -32,6 +34,20 @@ struct Config {
     /// NATS is not required, since lines are written to the output without it.
     #[arg(long, env = "KGW_MONITORING_ADDR", default_value = "127.0.0.1:9093")]
     monitoring_addr: SocketAddr,
+    /// Lines waiting to be published on NATS (JetStream); beyond, lines are dropped
+    /// (`kgw_access_log_publishes_dropped_total{reason="queue_full"}`).
+    #[arg(long, env = "KGW_ACCESS_LOG_PUBLISH_QUEUE", default_value_t = access_log::publish::QUEUE)]
+    publish_queue: usize,
+    /// Retention of the access-log stream (kgw_access_log) when the sink creates it.
+    #[arg(long, env = "KGW_ACCESS_LOG_STREAM_MAX_AGE_SECONDS", default_value_t = 24 * 3600)]
+    stream_max_age_seconds: u64,
+    /// Size limit of the access-log stream when the sink creates it (oldest entries go).
+    #[arg(long, env = "KGW_ACCESS_LOG_STREAM_MAX_BYTES", default_value_t = 1 << 30)]
+    stream_max_bytes: i64,
+    /// How long a graceful stop (SIGTERM) may spend publishing what it holds, after its
+    /// streams ended.
+    #[arg(long, env = "KGW_ACCESS_LOG_DRAIN_SECONDS", default_value_t = 15)]
+    drain_seconds: u64,
 }
 
 /// How long open streams get to end after SIGTERM before the server is abandoned.
@@ -39,42 +55,32 @@ const DRAIN: Duration = Duration::from_secs(5);
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("cannot build the tokio runtime")
-    })
-    .block_on(async_main(config))
+    let common = config.common.clone();
+    process::run("access-log", &common, |started| run(config, started))
 }
 
-async fn async_main(config: Config) -> anyhow::Result<()> {
-    let telemetry = telemetry::init("access-log", config.common.log_format);
-    let result = run(config).await;
-    if let Err(error) = &result {
-        tracing::error!(error = format!("{error:#}"), "access-log failed");
-    }
-    // The OTLP exporter flushes on drop, which blocks: keep it off the runtime's threads.
-    let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
-    result
-}
-
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, Started { shutdown, tls }: Started) -> anyhow::Result<()> {
     let stats = Arc::new(Stats::default());
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = Listener::bind("access-log", config.listen, ServerTls::for_mode(&tls, Alpn::H2)).await?;
     let writer = access_log::start_writer(
         &WriterConfig {
             output: config.output.clone(),
             nats_url: Some(config.common.nats_url.clone()),
-            nats_auth: config.common.nats_auth(),
+            nats_auth: config.common.nats_auth(&tls),
+            publish: access_log::publish::PublishConfig {
+                queue: config.publish_queue,
+                stream: access_log::publish::StreamSettings {
+                    max_age: Duration::from_secs(config.stream_max_age_seconds),
+                    max_bytes: config.stream_max_bytes,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
         },
         stats.clone(),
     )
     .await?;
 
-    let shutdown = Shutdown::new();
     // The monitoring port outlives the drain (readiness turns 503 while draining).
     let monitoring_stop = Shutdown::new();
     let draining = shutdown.clone();
@@ -88,9 +94,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let served = tokio::select! {
-        _ = shutdown::signal() => {
-            tracing::info!("shutting down: no new streams, draining");
-            shutdown.trigger();
+        _ = shutdown.wait() => {
+            tracing::info!("no new streams, draining");
             match tokio::time::timeout(DRAIN, &mut server).await {
                 Ok(joined) => joined,
                 Err(_) => {
@@ -105,6 +110,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Flush the file whatever happened to the server.
     if let Err(error) = writer.addr.send(Flush).await.context("log writer gone")? {
         tracing::error!(%error, "cannot flush the access-log output");
+    }
+    // Publish what it holds: queued lines, retries and pending acks (the other replicas
+    // have the same entries, but this one's may be the only copy of a recent batch).
+    if let Some(drainer) = writer.drainer {
+        tracing::info!(within_seconds = config.drain_seconds, "publishing what is left");
+        drainer.drain(Duration::from_secs(config.drain_seconds)).await;
     }
     if let Some(bus) = &writer.bus
         && bus.is_connected()

@@ -1,7 +1,7 @@
 //! Prometheus metrics of the sink: the [`Stats`] atomics, read at scrape time (the gRPC edge,
 //! the writer and the publisher keep counting exactly as before), plus the NATS connection.
 //!
-//! Names: `kgw_access_log_{streams,entries_received,lines_written,write_errors,publishes_sent}_total`,
+//! Names: `kgw_access_log_{streams,entries_received,lines_written,write_errors,publishes_sent,publishes_duplicate,publish_retries}_total`,
 //! `kgw_access_log_publishes_dropped_total{reason}` and `kgw_nats_connected`.
 use std::sync::{
     Arc,
@@ -47,8 +47,18 @@ pub fn registry(stats: Arc<Stats>, bus: Option<&Bus>) -> Registry {
         )
         .counter(
             "publishes_sent",
-            "Lines handed to the NATS client",
+            "Lines acknowledged by JetStream (stored, or a duplicate of an entry it holds)",
             read(|s| &s.publishes_sent),
+        )
+        .counter(
+            "publishes_duplicate",
+            "JetStream acks saying the entry was already stored (by another replica or an earlier attempt)",
+            read(|s| &s.publishes_duplicate),
+        )
+        .counter(
+            "publish_retries",
+            "Publishes sent again after a failure or a missing JetStream ack",
+            read(|s| &s.publish_retries),
         )
         .counter_family(
             "publishes_dropped",
@@ -91,7 +101,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         stats.entries_received.store(3, Relaxed);
         stats.lines_written.store(2, Relaxed);
-        stats.dropped(DropReason::NotConnected);
+        stats.dropped_n(DropReason::NotConnected, 1);
         let registry = registry(stats, None);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
@@ -101,6 +111,9 @@ mod tests {
             "kgw_access_log_write_errors_total 0",
             "kgw_access_log_publishes_dropped_total{reason=\"nats_not_connected\"} 1",
             "kgw_access_log_publishes_dropped_total{reason=\"queue_full\"} 0",
+            "kgw_access_log_publishes_dropped_total{reason=\"stopped\"} 0",
+            "kgw_access_log_publish_retries_total 0",
+            "kgw_access_log_publishes_duplicate_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

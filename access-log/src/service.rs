@@ -6,15 +6,14 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::accesslog::v3::{
     StreamAccessLogsMessage, StreamAccessLogsResponse,
     access_log_service_server::{AccessLogService, AccessLogServiceServer},
-    stream_access_logs_message::LogEntries,
 };
-use kgw_common::shutdown::Shutdown;
-use tokio::net::TcpListener;
-use tonic::{Request, Response, Status, Streaming, transport::server::TcpIncoming};
+use kgw_common::{serve::Listener, shutdown::Shutdown};
+use kgw_proto::identity::Identity;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
     EntrySink, Error,
-    line::{GatewayId, LogLine},
+    line::{self, GatewayId, LogLine},
     stats::{self, RejectReason, Stats},
 };
 
@@ -34,17 +33,18 @@ impl<S: EntrySink> AlsService<S> {
 /// Serves the access-log service on `listener` until `shutdown`: then stops accepting,
 /// ends every open stream after the message it is on, and returns.
 pub async fn serve<S: EntrySink>(
-    listener: TcpListener,
+    listener: Listener,
     sink: S,
     stats: Arc<Stats>,
     shutdown: Shutdown,
 ) -> Result<(), Error> {
-    let local = listener.local_addr().ok();
+    let local = listener.local_addr();
     tracing::info!(listen = ?local, "access-log service listening");
     let service = AccessLogServiceServer::new(AlsService::new(sink, stats, shutdown.clone()));
+    let incoming = listener.incoming(shutdown.clone());
     tonic::transport::Server::builder()
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move { shutdown.wait().await })
+        .serve_with_incoming_shutdown(incoming, async move { shutdown.wait().await })
         .await
         .map_err(|source| Error::Serve { source })
 }
@@ -65,7 +65,14 @@ impl<S: EntrySink> AccessLogService for AlsService<S> {
         &self,
         request: Request<Streaming<StreamAccessLogsMessage>>,
     ) -> Result<Response<StreamAccessLogsResponse>, Status> {
-        let peer = request.remote_addr();
+        // Only Envoys (and admins) send access logs; an Envoy only for its own role.
+        kgw_common::tls::grpc::authorize(&request, "access-log service", Identity::is_proxy_or_admin)?;
+        let sender = kgw_common::tls::grpc::peer_of(&request);
+        let peer = request
+            .extensions()
+            .get::<kgw_common::tls::ConnInfo>()
+            .and_then(|info| info.remote)
+            .or_else(|| request.remote_addr());
         let mut stream = request.into_inner();
         stats::add(&self.stats.streams, 1);
         // Known from the first message's identifier (Envoy sends it only there).
@@ -100,6 +107,13 @@ impl<S: EntrySink> AccessLogService for AlsService<S> {
             };
             if let Some(identifier) = &message.identifier {
                 let id = Arc::new(GatewayId::from_node(identifier.node.as_ref()));
+                let role = kgw_proto::nats::role(&id.namespace, &id.name);
+                if !sender.allows(|identity| identity.may_read_role(&role)) {
+                    tracing::warn!(?peer, %sender, gateway = %id, "access-log stream refused: the certificate names another gateway");
+                    return Err(Status::permission_denied(format!(
+                        "{sender} may not send access logs for {id}"
+                    )));
+                }
                 tracing::info!(
                     ?peer,
                     gateway = %id,
@@ -114,8 +128,7 @@ impl<S: EntrySink> AccessLogService for AlsService<S> {
                 Arc::new(GatewayId::unknown())
             });
             let batch: Vec<LogLine> = match &message.log_entries {
-                Some(LogEntries::HttpLogs(http)) => http.log_entry.iter().map(|e| LogLine::from_http(e, gw)).collect(),
-                Some(LogEntries::TcpLogs(tcp)) => tcp.log_entry.iter().map(|e| LogLine::from_tcp(e, gw)).collect(),
+                Some(entries) => line::lines(entries, gw),
                 None => continue,
             };
             if batch.is_empty() {

@@ -11,9 +11,14 @@ pub struct Stats {
     pub lines_written: AtomicU64,
     /// Lines that could not be serialised or written.
     pub write_errors: AtomicU64,
-    /// Lines handed to the NATS client.
+    /// Lines acknowledged by JetStream (stored, or a duplicate of an entry it holds).
     pub publishes_sent: AtomicU64,
-    /// Lines not published: NATS disconnected, queue full or publish failed.
+    /// Of those, the acks that said `duplicate: true`: another replica (or an earlier
+    /// attempt of this one) had already stored the entry.
+    pub publishes_duplicate: AtomicU64,
+    /// Publishes sent again after a failure or a missing ack.
+    pub publish_retries: AtomicU64,
+    /// Lines not published: queue full, too large, or left when a drain ran out of time.
     pub publishes_dropped: AtomicU64,
     /// `publishes_dropped` per [`DropReason`] (indexed by `reason as usize`).
     pub publishes_dropped_by: [AtomicU64; DropReason::ALL.len()],
@@ -46,17 +51,23 @@ impl RejectReason {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
     QueueFull,
+    /// Not used since publishes are retried until acked (kept: the label stays exported).
     NotConnected,
+    /// Refused for good (larger than the broker's max payload).
     PublishFailed,
+    /// Not used since publishes are retried until acked (kept: the label stays exported).
     TimedOut,
+    /// Still unpublished when a graceful stop's drain ran out of time.
+    Stopped,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::QueueFull,
         DropReason::NotConnected,
         DropReason::PublishFailed,
         DropReason::TimedOut,
+        DropReason::Stopped,
     ];
 
     /// The metric label value.
@@ -66,6 +77,7 @@ impl DropReason {
             DropReason::NotConnected => "nats_not_connected",
             DropReason::PublishFailed => "publish_failed",
             DropReason::TimedOut => "publish_timed_out",
+            DropReason::Stopped => "stopped",
         }
     }
 
@@ -76,6 +88,7 @@ impl DropReason {
             DropReason::NotConnected => "NATS not connected",
             DropReason::PublishFailed => "NATS publish failed",
             DropReason::TimedOut => "NATS publish timed out",
+            DropReason::Stopped => "stopped before JetStream acked it",
         }
     }
 }
@@ -88,6 +101,8 @@ pub struct StatsSnapshot {
     pub lines_written: u64,
     pub write_errors: u64,
     pub publishes_sent: u64,
+    pub publishes_duplicate: u64,
+    pub publish_retries: u64,
     pub publishes_dropped: u64,
 }
 
@@ -99,16 +114,23 @@ impl Stats {
             lines_written: self.lines_written.load(Relaxed),
             write_errors: self.write_errors.load(Relaxed),
             publishes_sent: self.publishes_sent.load(Relaxed),
+            publishes_duplicate: self.publishes_duplicate.load(Relaxed),
+            publish_retries: self.publish_retries.load(Relaxed),
             publishes_dropped: self.publishes_dropped.load(Relaxed),
         }
     }
 }
 
 impl Stats {
-    /// Counts one line not published; returns the new total of drops.
-    pub(crate) fn dropped(&self, reason: DropReason) -> u64 {
-        add(&self.publishes_dropped_by[reason as usize], 1);
-        add(&self.publishes_dropped, 1)
+    /// Counts `n` lines not published; returns the new total of drops.
+    pub(crate) fn dropped_n(&self, reason: DropReason, n: u64) -> u64 {
+        add(&self.publishes_dropped_by[reason as usize], n);
+        add(&self.publishes_dropped, n)
+    }
+
+    /// Drops so far, all reasons.
+    pub fn dropped_total(&self) -> u64 {
+        self.publishes_dropped.load(Relaxed)
     }
 
     /// Counts one refused message.

@@ -1,6 +1,7 @@
 //! [`LogWriter`]: the actix actor that owns the output (file or stdout) and the NATS
 //! [`Publisher`]. One [`WriteBatch`] per gRPC message; the output is flushed after every
-//! batch so lines are visible at once.
+//! batch so lines are visible at once. File writes block, so the writer runs on a thread of
+//! its own (a one-thread `SyncArbiter`), never on the async runtime's threads.
 use std::{
     fs::{File, OpenOptions},
     io::{self, BufWriter, Stdout, Write},
@@ -8,7 +9,7 @@ use std::{
     sync::Arc,
 };
 
-use actix::{Actor, Addr, Context, Handler, Message};
+use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
 use bytes::Bytes;
 
 use crate::{
@@ -116,8 +117,35 @@ impl LogWriter {
     }
 }
 
+impl LogWriter {
+    /// Starts the writer on its own thread.
+    pub fn start_on_thread(self) -> Addr<Self> {
+        // The factory runs once per thread (one here); a restarted actor (it never stops on
+        // its own) reopens the same output.
+        let path = match &self.output {
+            Output::File { path, .. } => Some(path.clone()),
+            Output::Stdout(_) => None,
+        };
+        let (publisher, stats) = (self.publisher.clone(), self.stats.clone());
+        let first = std::sync::Mutex::new(Some(self));
+        SyncArbiter::start(1, move || {
+            if let Some(writer) = first.lock().ok().and_then(|mut w| w.take()) {
+                return writer;
+            }
+            let output = match &path {
+                Some(path) => Output::file(path).unwrap_or_else(|error| {
+                    tracing::error!(%error, "cannot reopen the access-log file; writing to stdout");
+                    Output::stdout()
+                }),
+                None => Output::stdout(),
+            };
+            LogWriter::new(output, publisher.clone(), stats.clone())
+        })
+    }
+}
+
 impl Actor for LogWriter {
-    type Context = Context<Self>;
+    type Context = SyncContext<Self>;
 
     fn started(&mut self, _ctx: &mut Self::Context) {
         tracing::info!(output = %self.output.name(), nats = self.publisher.is_some(), "log writer started");
@@ -154,7 +182,7 @@ impl Handler<WriteBatch> for LogWriter {
                     s
                 }
             };
-            publisher.publish(subject, Bytes::from(json));
+            publisher.publish(subject, line.id.clone(), Bytes::from(json));
         }
         let _ = self.flush();
         tracing::trace!(lines = batch.len(), "batch written");

@@ -26,12 +26,12 @@ struct Args {
     /// Where the JSON goes (default: target/bench of this repository).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Only these scenarios (comma-separated): translate, growth, bulk, throughput, kube.
+    /// Only these scenarios (comma-separated): translate, growth, bulk, throughput, kill_matrix, kube.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
 
-const SCENARIOS: [&str; 5] = ["translate", "growth", "bulk", "throughput", "kube"];
+const SCENARIOS: [&str; 6] = ["translate", "growth", "bulk", "throughput", "kill_matrix", "kube"];
 
 #[tokio::main]
 async fn main() {
@@ -104,6 +104,12 @@ async fn run(args: Args) -> Result<(PathBuf, bool)> {
         eprintln!("kgw-bench: Envoy throughput, access log, Envoy floor");
         if let Err(e) = scenarios::throughput::run(&plan, &mut report).await {
             report.error("throughput", &e);
+        }
+    }
+    if wanted("kill_matrix") {
+        eprintln!("kgw-bench: kill -9 of each process and nats-server under load");
+        if let Err(e) = scenarios::kill_matrix::run(&plan, &mut report).await {
+            report.error("kill_matrix", &e);
         }
     }
     if wanted("kube") {
@@ -242,6 +248,16 @@ fn table(plan: &Plan, v: &serde_json::Map<String, Value>) -> String {
         show(num("kube_gateway_rss_mib", &[&small])),
         "",
     );
+    for victim in ["controller", "gateway", "discovery", "access-log", "nats"] {
+        let figures = ["non_2xx", "socket_errors", "access_log_lost", "new_route_live_s"]
+            .map(|f| show(num("kill_matrix", &[victim, f])))
+            .join(" / ");
+        row(
+            format!("kill_matrix {victim}: non-2xx / socket errors / ALS lost / new route s"),
+            figures,
+            "0 / 0 / 0 / ≤ 2",
+        );
+    }
     let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
     let (w0, w1) = (width(0), width(1));
     let mut out = format!("\n{:<w0$}  {:<w1$}  goal\n", "figure", "measured");

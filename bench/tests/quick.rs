@@ -103,6 +103,15 @@ fn quick_run_reports_every_key_with_numbers() {
     for key in NUMBERS {
         number(&doc, &[key]);
     }
+    for victim in ["controller", "gateway", "discovery", "access-log", "nats"] {
+        for figure in ["non_2xx", "socket_errors", "access_log_lost", "new_route_live_s"] {
+            number(&doc, &["kill_matrix", victim, figure]);
+        }
+        assert!(
+            number(&doc, &["kill_matrix", victim, "requests"]) > 0.0,
+            "kill_matrix.{victim}"
+        );
+    }
     assert!(number(&doc, &["als_entries_sent"]) > 0.0);
     assert!(number(&doc, &["envoy_rps_xds"]) > 0.0);
     let machine = &doc["machine"];

@@ -31,11 +31,13 @@ pub enum BusError {
 }
 
 /// Who a process is to the broker: a user and its password (from a file, as a mounted
-/// Secret gives it), or nobody (a broker without authorization).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Secret gives it), or nobody (a broker without authorization); and, with mTLS, TLS with
+/// this process's certificate.
+#[derive(Clone, Debug, Default)]
 pub struct NatsAuth {
     pub user: Option<String>,
     pub password_file: Option<std::path::PathBuf>,
+    pub tls: Option<crate::tls::Mtls>,
 }
 
 /// A NATS connection plus its JetStream context. `epoch` counts connections: it changes
@@ -74,6 +76,11 @@ pub async fn connect(url: &str, name: &str, auth: &NatsAuth) -> Result<Bus, BusE
         options = options
             .user_and_password(user.clone(), password)
             .custom_inbox_prefix(kgw_proto::nats::users::inbox_prefix(user));
+    }
+    if let Some(mtls) = &auth.tls {
+        options = options
+            .require_tls(true)
+            .tls_client_config(rustls::ClientConfig::clone(&mtls.client_config()));
     }
     let client = options
         .name(name)
@@ -477,16 +484,10 @@ async fn delete_value(store: &kv::Store, key: &str, parts: usize) -> Result<(), 
 
 /// The value of a head key: itself, or its parts reassembled and checked.
 async fn resolve(store: &kv::Store, key: &str, value: Bytes) -> Result<Bytes, String> {
-    let Some(manifest) = chunk::manifest(&value) else {
-        return Ok(value);
-    };
-    let mut parts = Vec::with_capacity(manifest.parts as usize);
-    for i in 0..manifest.parts {
-        let part_key = chunk::part_key(key, i);
-        let part = store.get(&part_key).await.map_err(|e| e.to_string())?;
-        parts.push(part.ok_or_else(|| format!("{key}: part {part_key} is missing"))?);
-    }
-    chunk::join(&manifest, &parts).map_err(|e| format!("{key}: {e}"))
+    chunk::resolve(key, value, |part_key| async move {
+        store.get(&part_key).await.map_err(|e| e.to_string())
+    })
+    .await
 }
 
 /// Every live key and value of the bucket (split values reassembled).
@@ -518,14 +519,13 @@ pub enum KvEvent {
     Delete(String),
 }
 
-/// `first` and every event already waiting in `more`, merged: a `Full` absorbs what follows
-/// it, and only the last `Put`/`Delete` of each key is kept. Order of keys is not kept (it
-/// does not matter: each key is independent state).
-pub fn coalesce(first: KvEvent, more: &mut mpsc::Receiver<KvEvent>) -> Vec<KvEvent> {
+/// A batch of events in arrival order, merged: a `Full` absorbs what follows it, and only
+/// the last `Put`/`Delete` of each key is kept. Order of keys is not kept (it does not
+/// matter: each key is independent state).
+pub fn coalesce(events: impl IntoIterator<Item = KvEvent>) -> Vec<KvEvent> {
     let mut full: Option<BTreeMap<String, Bytes>> = None;
     let mut keyed: BTreeMap<String, KvEvent> = BTreeMap::new();
-    let mut next = Some(first);
-    while let Some(event) = next.take().or_else(|| more.try_recv().ok()) {
+    for event in events {
         match event {
             KvEvent::Full(all) => {
                 full = Some(all);
@@ -664,20 +664,19 @@ mod tests {
         KvEvent::Put(key.into(), Bytes::from_static(value.as_bytes()))
     }
 
-    #[tokio::test]
-    async fn coalesce_keeps_the_last_event_per_key_and_folds_into_a_full_read() {
-        let (tx, mut rx) = mpsc::channel(8);
-        for event in [put("a", "2"), put("b", "1"), KvEvent::Delete("b".into()), put("a", "3")] {
-            tx.send(event).await.expect("open");
-        }
-        let merged = coalesce(put("a", "1"), &mut rx);
+    #[test]
+    fn coalesce_keeps_the_last_event_per_key_and_folds_into_a_full_read() {
+        let merged = coalesce([
+            put("a", "1"),
+            put("a", "2"),
+            put("b", "1"),
+            KvEvent::Delete("b".into()),
+            put("a", "3"),
+        ]);
         assert_eq!(merged, vec![put("a", "3"), KvEvent::Delete("b".into())]);
 
         let full = KvEvent::Full(BTreeMap::from([("x".to_string(), Bytes::from_static(b"0"))]));
-        tx.send(full).await.expect("open");
-        tx.send(put("y", "1")).await.expect("open");
-        tx.send(KvEvent::Delete("x".into())).await.expect("open");
-        let merged = coalesce(put("z", "1"), &mut rx);
+        let merged = coalesce([put("z", "1"), full, put("y", "1"), KvEvent::Delete("x".into())]);
         assert_eq!(
             merged,
             vec![KvEvent::Full(BTreeMap::from([(

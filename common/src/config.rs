@@ -29,15 +29,33 @@ pub struct CommonArgs {
     /// File holding the NATS user's password (a mounted Secret).
     #[arg(long, env = "KGW_NATS_PASSWORD_FILE", global = true)]
     pub nats_password_file: Option<PathBuf>,
+    /// mTLS folder: `ca.crt`, `tls.crt`, `tls.key` (a Kubernetes TLS Secret with its CA).
+    /// Every port of ours then requires a client certificate from that CA, our clients
+    /// present this certificate, and NATS is reached over TLS. Files are re-read when they
+    /// change (rotation without a restart).
+    #[arg(long, env = "KGW_TLS_DIR", global = true)]
+    pub tls_dir: Option<PathBuf>,
+    /// Serve every port in plain text without client certificates, and reach NATS without
+    /// TLS. For debugging only: anyone who reaches a port can read or change the config.
+    #[arg(long, env = "KGW_INSECURE_NO_MTLS", global = true, conflicts_with = "tls_dir")]
+    pub insecure_no_mtls: bool,
 }
 
 impl CommonArgs {
-    /// The credentials these flags give.
-    pub fn nats_auth(&self) -> crate::bus::NatsAuth {
+    /// The credentials these flags give; with mTLS, NATS is reached over TLS with this
+    /// process's certificate.
+    pub fn nats_auth(&self, tls: &crate::tls::TlsMode) -> crate::bus::NatsAuth {
         crate::bus::NatsAuth {
             user: self.nats_user.clone(),
             password_file: self.nats_password_file.clone(),
+            tls: tls.mtls().cloned(),
         }
+    }
+
+    /// mTLS from `--tls-dir`, or plain text with `--insecure-no-mtls` (loudly); neither is
+    /// an error. Call inside the tokio runtime (a task watches the files).
+    pub fn tls_mode(&self) -> Result<crate::tls::TlsMode, crate::tls::TlsError> {
+        crate::tls::TlsMode::from_flags(self.tls_dir.as_deref(), self.insecure_no_mtls)
     }
 }
 

@@ -9,19 +9,18 @@
 //! Metrics are counted where events happen, with atomics ([`prometheus_client`] counters and
 //! gauges are atomics). Counters a component already keeps as plain atomics are read at
 //! scrape time through an [`FnCollector`], so its hot path does not change.
-use std::{convert::Infallible, fmt, net::SocketAddr, sync::Arc, time::Duration};
+use std::{fmt, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, server::conn::http1, service::service_fn};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _, MetricEncoder},
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{bus::Bus, shutdown::Shutdown};
 
@@ -144,55 +143,33 @@ pub struct Serving {
 }
 
 /// Binds `addr` (an error at once if it cannot) and serves `/healthz`, `/readyz` and
-/// `/metrics` on it in a task until `shutdown`.
+/// `/metrics` on it (plain text: health and metrics carry no config) in a task until
+/// `shutdown`.
 pub async fn serve_monitoring(
     addr: SocketAddr,
     monitoring: Monitoring,
     shutdown: Shutdown,
 ) -> Result<Serving, MonitoringError> {
-    let listener = TcpListener::bind(addr)
+    let listener = crate::serve::Listener::bind("monitoring", addr, crate::serve::ServerTls::Off)
         .await
-        .map_err(|source| MonitoringError::Listen { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| MonitoringError::Listen { addr, source })?;
+        .map_err(|error| MonitoringError::Listen {
+            addr,
+            source: error.source,
+        })?;
+    let bound = listener.local_addr().unwrap_or(addr);
     tracing::info!(addr = %bound, "serving /healthz, /readyz and /metrics");
-    let monitoring = Arc::new(monitoring);
-    let task = tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.wait() => return,
-                accepted = listener.accept() => accepted,
-            };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    // Out of file descriptors and the like: wait rather than spin.
-                    tracing::warn!(%error, "monitoring: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let (monitoring, shutdown) = (monitoring.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |request: Request<Incoming>| {
-                    let response = monitoring.handle(&request);
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let connection = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service);
-                tokio::select! {
-                    _ = shutdown.wait() => {}
-                    result = connection => if let Err(error) = result {
-                        tracing::debug!(%error, "monitoring: connection ended with an error");
-                    }
-                }
-            });
-        }
-    });
+    let options = crate::serve::HttpOptions {
+        header_read_timeout: HEADER_TIMEOUT,
+        drain: Duration::from_secs(1),
+    };
+    let task = tokio::spawn(crate::serve::serve_http(listener, monitoring, options, shutdown));
     Ok(Serving { addr: bound, task })
+}
+
+impl crate::serve::HttpHandler for Monitoring {
+    async fn handle(&self, request: Request<Incoming>, _peer: &crate::tls::ConnInfo) -> Response<Full<Bytes>> {
+        Monitoring::handle(self, &request)
+    }
 }
 
 /// Labels of a family counted per error kind (kube-rs controller-rs style):
@@ -337,7 +314,10 @@ pub fn register_nats(registry: &mut Registry, bus: &Bus) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    };
 
     use prometheus_client::metrics::{counter::Counter, family::Family};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

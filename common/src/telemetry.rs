@@ -72,3 +72,18 @@ pub fn init(service: &'static str, format: LogFormat) -> Telemetry {
     let _ = tracing_subscriber::registry().with(fmt).with(otel).try_init();
     Telemetry { provider }
 }
+
+/// `error: cause: cause`, for one log line or problem.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -25,7 +25,6 @@ pub struct ControllerActor {
     upstreams: BTreeMap<String, pb::Upstream>,
     /// Upstream key → Proxies whose routes name it (from their last translation).
     users: BTreeMap<String, BTreeSet<String>>,
-    reports: mpsc::UnboundedSender<pb::ProxyReport>,
     /// Which buckets have delivered their first full read (readiness).
     synced: watch::Sender<(bool, bool)>,
     /// Fetches the WASM modules routes name; results arrive as [`WasmFetched`].
@@ -66,12 +65,7 @@ impl Unpublished {
 const PUBLISH_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl ControllerActor {
-    pub fn new(
-        settings: Settings,
-        cache: SnapshotCache,
-        reports: mpsc::UnboundedSender<pb::ProxyReport>,
-        synced: watch::Sender<(bool, bool)>,
-    ) -> Self {
+    pub fn new(settings: Settings, cache: SnapshotCache, synced: watch::Sender<(bool, bool)>) -> Self {
         let initial_settings = settings.clone();
         Self {
             settings,
@@ -79,7 +73,6 @@ impl ControllerActor {
             proxies: BTreeMap::new(),
             upstreams: BTreeMap::new(),
             users: BTreeMap::new(),
-            reports,
             synced,
             wasm: None,
             metrics: Arc::default(),
@@ -138,9 +131,8 @@ impl ControllerActor {
         self
     }
 
-    /// Envoy role of a Proxy key: `<ns>.<name>` → `<ns>~<name>`.
     fn role(key: &str) -> String {
-        key.replacen('.', "~", 1)
+        kgw_proto::nats::key_to_role(key)
     }
 
     fn retranslate(&mut self, keys: BTreeSet<String>) {
@@ -159,13 +151,8 @@ impl ControllerActor {
             for users in self.users.values_mut() {
                 users.remove(&key);
             }
-            for route in resources.clusters.iter() {
-                if let Some((name, namespace)) = route.name.rsplit_once('_') {
-                    self.users
-                        .entry(kgw_proto::nats::key(namespace, name))
-                        .or_default()
-                        .insert(key.clone());
-                }
+            for upstream in &resources.upstream_keys {
+                self.users.entry(upstream.clone()).or_default().insert(key.clone());
             }
             let snapshot = Snapshot::new(&resources);
             self.metrics
@@ -174,8 +161,12 @@ impl ControllerActor {
                 proxy = %key, listeners = resources.listeners.len(), clusters = resources.clusters.len(),
                 bytes = snapshot.bytes(), micros = started.elapsed().as_micros() as u64, "translated proxy"
             );
+            // Problems reach status through validation (the gateway's dry runs); here they
+            // are counted and logged.
+            for problem in &problems {
+                tracing::debug!(proxy = %key, path = %problem.path, message = %problem.message, "translation problem");
+            }
             self.cache.set(&Self::role(&key), Some(Arc::new(snapshot)));
-            let _ = self.reports.send(report(proxy, problems));
         }
     }
 
@@ -224,19 +215,70 @@ impl ControllerActor {
     }
 }
 
-fn report(proxy: &pb::Proxy, problems: Vec<translate::Problem>) -> pb::ProxyReport {
-    pb::ProxyReport {
-        proxy: proxy.metadata.clone(),
-        source_hash: proxy.source_hash.clone(),
-        problems: problems.into_iter().map(translate::Problem::to_proto).collect(),
-    }
-}
-
 impl Actor for ControllerActor {
     type Context = Context<Self>;
 }
 
-/// A change in bucket `kgw_proxies`.
+/// What the actor consumes itself: the two buckets' events and the WASM fetcher's results.
+pub struct Inputs {
+    pub proxies: mpsc::Receiver<KvEvent>,
+    pub upstreams: mpsc::Receiver<KvEvent>,
+    pub wasm: mpsc::UnboundedReceiver<Fetched>,
+}
+
+/// The most events taken from a bucket's queue at once (then merged per key).
+const BATCH: usize = 1024;
+
+impl ControllerActor {
+    /// Starts the actor on its inputs: events that queued up while it translated arrive as
+    /// one batch, merged per key, so a burst costs one translation per Proxy.
+    pub fn start_on(self, inputs: Inputs) -> actix::Addr<Self> {
+        use futures::StreamExt as _;
+        use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
+        Self::create(move |ctx| {
+            ctx.add_stream(ReceiverStream::new(inputs.proxies).ready_chunks(BATCH).map(ProxyEvents));
+            ctx.add_stream(
+                ReceiverStream::new(inputs.upstreams)
+                    .ready_chunks(BATCH)
+                    .map(UpstreamEvents),
+            );
+            ctx.add_stream(UnboundedReceiverStream::new(inputs.wasm).map(WasmFetched));
+            self
+        })
+    }
+}
+
+/// A batch of events of bucket `kgw_proxies`, in arrival order.
+pub struct ProxyEvents(Vec<KvEvent>);
+/// A batch of events of bucket `kgw_upstreams`, in arrival order.
+pub struct UpstreamEvents(Vec<KvEvent>);
+
+impl actix::StreamHandler<ProxyEvents> for ControllerActor {
+    fn handle(&mut self, ProxyEvents(events): ProxyEvents, ctx: &mut Context<Self>) {
+        self.on_proxies(kgw_common::bus::coalesce(events), ctx);
+    }
+
+    /// The KV mirror ends only at shutdown; the actor stops with the system.
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+impl actix::StreamHandler<UpstreamEvents> for ControllerActor {
+    fn handle(&mut self, UpstreamEvents(events): UpstreamEvents, ctx: &mut Context<Self>) {
+        self.on_upstreams(kgw_common::bus::coalesce(events), ctx);
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+impl actix::StreamHandler<WasmFetched> for ControllerActor {
+    fn handle(&mut self, fetched: WasmFetched, ctx: &mut Context<Self>) {
+        Handler::handle(self, fetched, ctx);
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+/// A change in bucket `kgw_proxies` (tests send these; running, the actor reads its inputs).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ProxiesChanged(pub KvEvent);
@@ -250,8 +292,25 @@ impl Handler<ProxiesChanged> for ControllerActor {
     type Result = ();
 
     fn handle(&mut self, ProxiesChanged(event): ProxiesChanged, ctx: &mut Context<Self>) {
-        let full = matches!(event, KvEvent::Full(_));
-        let changed = Self::apply(&mut self.proxies, event, "Proxy");
+        self.on_proxies(vec![event], ctx);
+    }
+}
+
+impl Handler<UpstreamsChanged> for ControllerActor {
+    type Result = ();
+
+    fn handle(&mut self, UpstreamsChanged(event): UpstreamsChanged, ctx: &mut Context<Self>) {
+        self.on_upstreams(vec![event], ctx);
+    }
+}
+
+impl ControllerActor {
+    fn on_proxies(&mut self, events: Vec<KvEvent>, ctx: &mut Context<Self>) {
+        let full = events.iter().any(|e| matches!(e, KvEvent::Full(_)));
+        let mut changed = BTreeSet::new();
+        for event in events {
+            changed.extend(Self::apply(&mut self.proxies, event, "Proxy"));
+        }
         let proxies = !changed.is_empty();
         self.publish_later(
             ctx,
@@ -265,14 +324,13 @@ impl Handler<ProxiesChanged> for ControllerActor {
             self.synced.send_modify(|s| s.0 = true);
         }
     }
-}
 
-impl Handler<UpstreamsChanged> for ControllerActor {
-    type Result = ();
-
-    fn handle(&mut self, UpstreamsChanged(event): UpstreamsChanged, ctx: &mut Context<Self>) {
-        let full = matches!(event, KvEvent::Full(_));
-        let changed = Self::apply(&mut self.upstreams, event, "Upstream");
+    fn on_upstreams(&mut self, events: Vec<KvEvent>, ctx: &mut Context<Self>) {
+        let full = events.iter().any(|e| matches!(e, KvEvent::Full(_)));
+        let mut changed = BTreeSet::new();
+        for event in events {
+            changed.extend(Self::apply(&mut self.upstreams, event, "Upstream"));
+        }
         let upstreams = !changed.is_empty();
         self.publish_later(
             ctx,

@@ -3,6 +3,7 @@
 //! published state), and the `controller proxies` subcommand is its client.
 use std::{collections::BTreeMap, sync::Arc};
 
+use kgw_common::tls::TlsMode;
 use kgw_proto::v1::{
     self as pb,
     proxy_debug_service_client::ProxyDebugServiceClient,
@@ -123,12 +124,8 @@ pub struct ProxiesArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DebugClientError {
-    #[error("cannot connect to the proxy debug server at {addr}")]
-    Connect {
-        addr: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
+    #[error("proxy debug server address")]
+    Address(#[source] kgw_common::tls::client::ClientError),
     #[error("{}", .0.message())]
     Call(#[source] tonic::Status),
     #[error("cannot print YAML")]
@@ -139,19 +136,12 @@ pub enum DebugClientError {
 
 /// Asks the debug server and renders the answer: one Proxy with NAME, else a
 /// `ListProxiesResponse` (`proxies: [...]`).
-pub async fn fetch_and_render(args: &ProxiesArgs) -> Result<String, DebugClientError> {
-    let url = if args.debug_addr.contains("://") {
-        args.debug_addr.clone()
-    } else {
-        format!("http://{}", args.debug_addr)
-    };
-    let mut client = ProxyDebugServiceClient::connect(url)
-        .await
-        .map_err(|source| DebugClientError::Connect {
-            addr: args.debug_addr.clone(),
-            source,
-        })?
-        .max_decoding_message_size(64 * 1024 * 1024);
+/// With mTLS, `tls` must hold an admin certificate (`kgw-admin`).
+pub async fn fetch_and_render(args: &ProxiesArgs, tls: &TlsMode) -> Result<String, DebugClientError> {
+    let addr = args.debug_addr.trim_start_matches("http://");
+    let channel = kgw_common::tls::client::grpc_channel(addr, tls, kgw_proto::nats::users::CONTROLLER, |e| e)
+        .map_err(DebugClientError::Address)?;
+    let mut client = ProxyDebugServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     match &args.name {
         Some(name) => {
             let namespace = if args.namespace.is_empty() {
@@ -308,23 +298,25 @@ mod tests {
     async fn cli_renders_yaml_and_json() {
         let (addr, _tx, shutdown) = server(&[proxy("default", "gw")]).await;
 
-        let yaml = fetch_and_render(&args(&addr, "default", Some("gw"), Output::Yaml))
+        let yaml = fetch_and_render(&args(&addr, "default", Some("gw"), Output::Yaml), &TlsMode::Insecure)
             .await
             .unwrap();
         let back: pb::Proxy = serde_yaml::from_str(&yaml).unwrap();
         assert_eq!(back, proxy("default", "gw"));
         assert!(yaml.contains("bindPort: 8080"), "{yaml}");
 
-        let json = fetch_and_render(&args(&addr, "", None, Output::Json)).await.unwrap();
+        let json = fetch_and_render(&args(&addr, "", None, Output::Json), &TlsMode::Insecure)
+            .await
+            .unwrap();
         let back: pb::ListProxiesResponse = serde_json::from_str(&json).unwrap();
         assert_eq!(back.proxies, vec![proxy("default", "gw")]);
 
-        let error = fetch_and_render(&args(&addr, "default", Some("nope"), Output::Yaml))
+        let error = fetch_and_render(&args(&addr, "default", Some("nope"), Output::Yaml), &TlsMode::Insecure)
             .await
             .unwrap_err();
         assert!(error.to_string().contains("proxy default/nope not found"), "{error}");
         // NAME without a namespace: `default`, as kubectl.
-        let yaml = fetch_and_render(&args(&addr, "", Some("gw"), Output::Yaml))
+        let yaml = fetch_and_render(&args(&addr, "", Some("gw"), Output::Yaml), &TlsMode::Insecure)
             .await
             .unwrap();
         assert_eq!(

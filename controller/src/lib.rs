@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod debug;
 pub mod json;
 pub mod metrics;
+pub mod monitoring;
 pub mod rest_xds;
 pub mod run;
 pub mod translate;

@@ -9,8 +9,7 @@ use controller::{
 use kgw_common::{
     config::CommonArgs,
     monitoring::serve_monitoring,
-    shutdown::{self, Shutdown},
-    telemetry,
+    process::{self, Started},
 };
 
 /// Proxy + Upstreams → Envoy configuration, served over xDS.
@@ -24,9 +23,21 @@ struct Cli {
     /// Address of the xDS (ADS) gRPC server.
     #[arg(long, env = "KGW_XDS_ADDR", default_value = "127.0.0.1:9977")]
     xds_addr: SocketAddr,
-    /// host:port of the access-log sink Envoy streams its access logs to; empty: none.
-    #[arg(long, env = "KGW_ACCESS_LOG_ADDR", default_value = "127.0.0.1:8083")]
-    access_log_addr: String,
+    /// host:port of each access-log sink replica (repeat the flag, or separate with commas):
+    /// Envoy streams every access-log entry to every one; empty: no access log.
+    #[arg(
+        long,
+        env = "KGW_ACCESS_LOG_ADDR",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:8083"
+    )]
+    access_log_addr: Vec<String>,
+    /// With mTLS: the folder where Envoys keep their SDS files (`sds-cert.json`,
+    /// `sds-ca.json`, written by `controller bootstrap --proxy-tls-dir`); Envoy reaches the
+    /// access-log sink and the WASM cache with the certificate they name. `{role}` is
+    /// replaced by the Envoy's role, for hosts with Envoys of several roles.
+    #[arg(long, env = "KGW_PROXY_SDS_DIR", default_value = "/etc/kgw/sds")]
+    proxy_sds_dir: String,
     /// Address of the WASM filter cache (HTTP): Envoy fetches modules from it.
     #[arg(long, env = "KGW_WASM_CACHE_ADDR", default_value = "127.0.0.1:9979")]
     wasm_cache_addr: SocketAddr,
@@ -72,28 +83,44 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::Bootstrap(args)) = &cli.command {
-        println!("{}", serde_json::to_string_pretty(&bootstrap::bootstrap(args)?)?);
+        let printed = bootstrap::bootstrap(args, cli.common.insecure_no_mtls)?;
+        if args.write_sds {
+            bootstrap::write_sds_files(args)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&printed)?);
         return Ok(());
     }
     if let Some(Command::Proxies(args)) = &cli.command {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        print!("{}", runtime.block_on(controller::debug::fetch_and_render(args))?);
+        let rendered = runtime.block_on(async {
+            let tls = cli.common.tls_mode()?;
+            anyhow::Ok(controller::debug::fetch_and_render(args, &tls).await?)
+        })?;
+        print!("{rendered}");
         return Ok(());
     }
-    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
-    actix::System::with_tokio_rt(move || runtime().expect("tokio runtime")).block_on(async move {
-        let _telemetry = telemetry::init("controller", cli.common.log_format);
-        let stop = Shutdown::new();
+    let common = cli.common.clone();
+    process::run("controller", &common, |Started { shutdown: stop, tls }| async move {
+        let proxy_tls = tls.mtls().map(|_| controller::translate::proxy_tls::ProxyTls {
+            sds_dir: cli.proxy_sds_dir.clone(),
+        });
         let config = run::RunConfig {
             nats_url: cli.common.nats_url.clone(),
-            nats_auth: cli.common.nats_auth(),
+            nats_auth: cli.common.nats_auth(&tls),
+            tls,
             xds_addr: cli.xds_addr,
             settings: Settings {
-                access_log_address: cli.access_log_addr.clone(),
+                access_log_addresses: cli
+                    .access_log_addr
+                    .iter()
+                    .map(|a| a.trim().to_string())
+                    .filter(|a| !a.is_empty())
+                    .collect(),
                 wasm: WasmModules {
                     cache_address: cli.wasm_cache_addr.to_string(),
                     ..Default::default()
                 },
+                proxy_tls,
             },
             wasm_cache_addr: cli.wasm_cache_addr,
             wasm_cache_dir: cli.wasm_cache_dir.clone(),
@@ -109,12 +136,12 @@ fn main() -> anyhow::Result<()> {
         let running = run::start(config, stop.clone()).await?;
         let _monitoring = serve_monitoring(
             cli.monitoring_addr,
-            controller::metrics::monitoring(&running),
+            controller::monitoring::monitoring(&running),
             stop.clone(),
         )
         .await?;
         tokio::select! {
-            _ = shutdown::signal() => tracing::info!("shutting down"),
+            _ = stop.wait() => {}
             result = running.server => {
                 result??;
             }
@@ -122,4 +149,25 @@ fn main() -> anyhow::Result<()> {
         stop.trigger();
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_log_addresses_repeat_or_split_on_commas() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from([&["controller"], args].concat())
+                .expect("parses")
+                .access_log_addr
+        };
+        assert_eq!(parse(&[]), ["127.0.0.1:8083"]);
+        assert_eq!(parse(&["--access-log-addr", "a:8083,b:8083"]), ["a:8083", "b:8083"]);
+        assert_eq!(
+            parse(&["--access-log-addr", "a:8083", "--access-log-addr", "b:8083"]),
+            ["a:8083", "b:8083"]
+        );
+        assert_eq!(parse(&["--access-log-addr="]), [""]);
+    }
 }

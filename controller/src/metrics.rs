@@ -13,8 +13,7 @@ use std::{
     time::Duration,
 };
 
-use kgw_common::monitoring::{FnCollector, Monitoring, Sample, register_nats};
-use kgw_proto::nats::{PROXIES_BUCKET, UPSTREAMS_BUCKET};
+use kgw_common::monitoring::{FnCollector, Sample};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
@@ -27,7 +26,6 @@ use prometheus_client::{
 };
 
 use crate::{
-    run::Running,
     translate::{Problem, Severity},
     xds::ads::{TypeStats, XdsStats},
 };
@@ -151,24 +149,6 @@ pub fn register_xds(registry: &mut Registry, stats: Arc<XdsStats>) {
                 per_type(|t| &t.nacks),
             ),
     ));
-}
-
-/// What the monitoring port serves for a running controller.
-pub fn monitoring(running: &Running) -> Monitoring {
-    let mut registry = Registry::with_prefix("kgw");
-    register_nats(&mut registry, &running.bus);
-    let controller = registry.sub_registry_with_prefix("controller");
-    running.metrics.register(controller);
-    register_xds(controller, running.stats.clone());
-    let (proxies, upstreams) = (running.synced.clone(), running.synced.clone());
-    Monitoring::new(registry)
-        .ready_when_nats_connected(running.bus.clone())
-        .ready_when(format!("bucket {PROXIES_BUCKET} not read yet"), move || {
-            proxies.borrow().0
-        })
-        .ready_when(format!("bucket {UPSTREAMS_BUCKET} not read yet"), move || {
-            upstreams.borrow().1
-        })
 }
 
 #[cfg(test)]

@@ -5,14 +5,14 @@
 //! `304 Not Modified`, as Envoy's REST subscriptions expect. JSON is read and written
 //! through the Envoy descriptor pool (`crate::json`); the server sees the state only
 //! through [`SnapshotSource`].
-use std::{convert::Infallible, sync::Arc};
-
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, service::service_fn};
-use hyper_util::rt::TokioIo;
-use kgw_common::shutdown::Shutdown;
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
+use kgw_common::{
+    serve::HttpHandler,
+    tls::{ConnInfo, Peer},
+};
 use prost_reflect::DynamicMessage;
 
 use crate::{
@@ -58,6 +58,8 @@ pub enum RestXdsError {
         path: &'static str,
         expected: &'static str,
     },
+    #[error("{peer} may not read the config of role {role}")]
+    Forbidden { peer: String, role: String },
     #[error("unknown role {0:?}: the controller holds no Proxy for this gateway (<namespace>~<name>)")]
     UnknownRole(String),
     #[error("cannot convert to or from JSON")]
@@ -69,6 +71,7 @@ impl RestXdsError {
         match self {
             Self::NoSuchPath(_) | Self::UnknownRole(_) => StatusCode::NOT_FOUND,
             Self::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Body(_) | Self::BadJson { .. } | Self::NoRole | Self::TypeUrl { .. } => StatusCode::BAD_REQUEST,
             Self::Json(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -125,8 +128,9 @@ pub fn parse_request(body: &[u8]) -> Result<DiscoveryRequest, RestXdsError> {
         })
 }
 
-/// Answers one discovery request for `path` from the current snapshot of the node's role.
-pub fn discover<S: SnapshotSource>(source: &S, path: &str, body: &[u8]) -> Result<Reply, RestXdsError> {
+/// Answers one discovery request for `path` from the current snapshot of the node's role,
+/// if `peer` may read that role.
+pub fn discover<S: SnapshotSource>(peer: &Peer, source: &S, path: &str, body: &[u8]) -> Result<Reply, RestXdsError> {
     let (path, type_url) = PATHS
         .iter()
         .find(|(p, _)| *p == path)
@@ -141,6 +145,12 @@ pub fn discover<S: SnapshotSource>(source: &S, path: &str, body: &[u8]) -> Resul
         });
     }
     let role = request.node.as_ref().and_then(node_role).ok_or(RestXdsError::NoRole)?;
+    if !peer.allows(|identity| identity.may_read_role(&role)) {
+        return Err(RestXdsError::Forbidden {
+            peer: peer.to_string(),
+            role,
+        });
+    }
     let snapshot = source
         .snapshot(&role)
         .ok_or_else(|| RestXdsError::UnknownRole(role.clone()))?;
@@ -170,67 +180,39 @@ pub fn discover<S: SnapshotSource>(source: &S, path: &str, body: &[u8]) -> Resul
     Ok(Reply::Resources(json::message_to_json(&response)?))
 }
 
-/// Serves REST xDS on `listener` (HTTP/1.1) until `shutdown`; open connections then finish
-/// their current request and close.
-pub async fn serve<S: SnapshotSource>(listener: tokio::net::TcpListener, source: S, shutdown: Shutdown) {
-    let source = Arc::new(source);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.wait() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "REST xDS accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let source = source.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| handle(source.clone(), request));
-            let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = shutdown.wait() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(%peer, %error, "REST xDS connection ended with an error");
-            }
-        });
+/// The REST xDS server's handler (see [`kgw_common::serve::serve_http`]).
+pub struct RestXds<S> {
+    source: S,
+}
+
+impl<S: SnapshotSource> RestXds<S> {
+    pub fn new(source: S) -> Self {
+        Self { source }
     }
 }
 
-async fn handle<S: SnapshotSource>(
-    source: Arc<S>,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let path = request.uri().path().to_string();
-    let reply = answer(source.as_ref(), request).await;
-    let response = match reply {
-        Ok(Reply::Resources(body)) => {
-            tracing::debug!(%path, version = %body["versionInfo"], "REST xDS response");
-            json_response(StatusCode::OK, &body)
+impl<S: SnapshotSource> HttpHandler for RestXds<S> {
+    async fn handle(&self, request: Request<Incoming>, info: &ConnInfo) -> Response<Full<Bytes>> {
+        let path = request.uri().path().to_string();
+        match answer(&self.source, &info.peer, request).await {
+            Ok(Reply::Resources(body)) => {
+                tracing::debug!(%path, version = %body["versionInfo"], "REST xDS response");
+                json_response(StatusCode::OK, &body)
+            }
+            Ok(Reply::NotModified) => {
+                let mut response = Response::new(Full::new(Bytes::new()));
+                *response.status_mut() = StatusCode::NOT_MODIFIED;
+                response
+            }
+            Err(error) => {
+                tracing::info!(%path, status = error.status().as_u16(), error = %error, "REST xDS request refused");
+                json_response(error.status(), &error.body())
+            }
         }
-        Ok(Reply::NotModified) => {
-            let mut response = Response::new(Full::new(Bytes::new()));
-            *response.status_mut() = StatusCode::NOT_MODIFIED;
-            response
-        }
-        Err(error) => {
-            tracing::info!(%path, status = error.status().as_u16(), error = %error, "REST xDS request refused");
-            json_response(error.status(), &error.body())
-        }
-    };
-    Ok(response)
+    }
 }
 
-async fn answer<S: SnapshotSource>(source: &S, request: Request<Incoming>) -> Result<Reply, RestXdsError> {
+async fn answer<S: SnapshotSource>(source: &S, peer: &Peer, request: Request<Incoming>) -> Result<Reply, RestXdsError> {
     let path = request.uri().path().to_string();
     if !PATHS.iter().any(|(p, _)| *p == path) {
         return Err(RestXdsError::NoSuchPath(path));
@@ -244,7 +226,7 @@ async fn answer<S: SnapshotSource>(source: &S, request: Request<Incoming>) -> Re
             kgw_common::body::BodyError::TooLarge { .. } => RestXdsError::TooLarge,
             other => RestXdsError::Body(other.to_string()),
         })?;
-    discover(source, &path, &body)
+    discover(peer, source, &path, &body)
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
@@ -319,7 +301,15 @@ mod tests {
     #[test]
     fn answers_listeners_as_proto3_json() {
         let cache = cache();
-        let body = resources(discover(&cache, "/v3/discovery:listeners", &request("default~gw", "", &[])).unwrap());
+        let body = resources(
+            discover(
+                &Peer::Plaintext,
+                &cache,
+                "/v3/discovery:listeners",
+                &request("default~gw", "", &[]),
+            )
+            .unwrap(),
+        );
         assert_eq!(body["typeUrl"], LISTENER);
         assert_eq!(
             body["resources"],
@@ -338,9 +328,21 @@ mod tests {
             .version(CLUSTER)
             .unwrap()
             .to_string();
-        let reply = discover(&cache, "/v3/discovery:clusters", &request("default~gw", &version, &[])).unwrap();
+        let reply = discover(
+            &Peer::Plaintext,
+            &cache,
+            "/v3/discovery:clusters",
+            &request("default~gw", &version, &[]),
+        )
+        .unwrap();
         assert_eq!(reply, Reply::NotModified);
-        let reply = discover(&cache, "/v3/discovery:clusters", &request("default~gw", "older", &[])).unwrap();
+        let reply = discover(
+            &Peer::Plaintext,
+            &cache,
+            "/v3/discovery:clusters",
+            &request("default~gw", "older", &[]),
+        )
+        .unwrap();
         assert_eq!(resources(reply)["resources"][0]["name"], "echo_default");
     }
 
@@ -349,6 +351,7 @@ mod tests {
         let cache = cache();
         let body = resources(
             discover(
+                &Peer::Plaintext,
                 &cache,
                 "/v3/discovery:endpoints",
                 &request("default~gw", "", &["b_default"]),
@@ -366,15 +369,67 @@ mod tests {
 
     #[test]
     fn secrets_are_served_empty() {
-        let body = resources(discover(&cache(), "/v3/discovery:secrets", &request("default~gw", "", &[])).unwrap());
+        let body = resources(
+            discover(
+                &Peer::Plaintext,
+                &cache(),
+                "/v3/discovery:secrets",
+                &request("default~gw", "", &[]),
+            )
+            .unwrap(),
+        );
         assert_eq!(body["versionInfo"], "empty");
         assert_eq!(body["typeUrl"], SECRET);
         assert!(body.get("resources").is_none());
     }
 
     #[test]
+    fn a_certificate_reads_only_its_own_role() {
+        let other = Peer::Verified(kgw_proto::identity::Identity::Proxy {
+            role: "other~gw".into(),
+        });
+        let error = discover(
+            &other,
+            &cache(),
+            "/v3/discovery:listeners",
+            &request("default~gw", "", &[]),
+        )
+        .unwrap_err();
+        assert_eq!(error.status(), StatusCode::FORBIDDEN);
+        assert!(error.to_string().contains("kgw-proxy:other~gw"), "{error}");
+        let own = Peer::Verified(kgw_proto::identity::Identity::Proxy {
+            role: "default~gw".into(),
+        });
+        assert!(
+            discover(
+                &own,
+                &cache(),
+                "/v3/discovery:listeners",
+                &request("default~gw", "", &[])
+            )
+            .is_ok()
+        );
+        let anonymous = Peer::Anonymous;
+        assert!(
+            discover(
+                &anonymous,
+                &cache(),
+                "/v3/discovery:listeners",
+                &request("default~gw", "", &[])
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn unknown_role_is_404_naming_it() {
-        let error = discover(&cache(), "/v3/discovery:listeners", &request("other~gw", "", &[])).unwrap_err();
+        let error = discover(
+            &Peer::Plaintext,
+            &cache(),
+            "/v3/discovery:listeners",
+            &request("other~gw", "", &[]),
+        )
+        .unwrap_err();
         assert_eq!(error.status(), StatusCode::NOT_FOUND);
         assert!(
             error.body()["message"].as_str().unwrap().contains("\"other~gw\""),
@@ -387,18 +442,18 @@ mod tests {
     fn bad_json_is_400_naming_the_field() {
         let cache = cache();
         let body = br#"{"node": {"id": "x", "metadata": {"role": "default~gw"}}, "versionInfo": 5}"#;
-        let error = discover(&cache, "/v3/discovery:listeners", body).unwrap_err();
+        let error = discover(&Peer::Plaintext, &cache, "/v3/discovery:listeners", body).unwrap_err();
         assert_eq!(error.status(), StatusCode::BAD_REQUEST);
         let message = error.to_string();
         assert!(message.contains("versionInfo"), "{message}");
 
         let body = br#"{"node": {"id": "x", "metadat": {}}}"#;
-        let message = discover(&cache, "/v3/discovery:listeners", body)
+        let message = discover(&Peer::Plaintext, &cache, "/v3/discovery:listeners", body)
             .unwrap_err()
             .to_string();
         assert!(message.contains("node") && message.contains("metadat"), "{message}");
 
-        let message = discover(&cache, "/v3/discovery:listeners", b"{")
+        let message = discover(&Peer::Plaintext, &cache, "/v3/discovery:listeners", b"{")
             .unwrap_err()
             .to_string();
         assert!(message.starts_with("invalid DiscoveryRequest JSON"), "{message}");
@@ -408,17 +463,17 @@ mod tests {
     fn missing_role_and_wrong_type_are_400() {
         let cache = cache();
         let body = br#"{"node": {"id": "x"}}"#;
-        let error = discover(&cache, "/v3/discovery:listeners", body).unwrap_err();
+        let error = discover(&Peer::Plaintext, &cache, "/v3/discovery:listeners", body).unwrap_err();
         assert!(matches!(error, RestXdsError::NoRole), "{error}");
         let body = json!({"node": {"metadata": {"role": "default~gw"}}, "typeUrl": CLUSTER}).to_string();
-        let error = discover(&cache, "/v3/discovery:listeners", body.as_bytes()).unwrap_err();
+        let error = discover(&Peer::Plaintext, &cache, "/v3/discovery:listeners", body.as_bytes()).unwrap_err();
         assert_eq!(error.status(), StatusCode::BAD_REQUEST);
         assert!(error.to_string().contains(CLUSTER), "{error}");
     }
 
     #[test]
     fn unknown_path_is_404() {
-        let error = discover(&cache(), "/v3/discovery:runtime", b"{}").unwrap_err();
+        let error = discover(&Peer::Plaintext, &cache(), "/v3/discovery:runtime", b"{}").unwrap_err();
         assert_eq!(error.status(), StatusCode::NOT_FOUND);
     }
 
@@ -426,10 +481,21 @@ mod tests {
     #[tokio::test]
     async fn serves_http() {
         let cache = cache();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = kgw_common::serve::Listener::bind(
+            "REST xDS",
+            "127.0.0.1:0".parse().unwrap(),
+            kgw_common::serve::ServerTls::Off,
+        )
+        .await
+        .unwrap();
         let addr = listener.local_addr().unwrap();
-        let shutdown = Shutdown::new();
-        let server = tokio::spawn(serve(listener, cache.clone(), shutdown.clone()));
+        let shutdown = kgw_common::shutdown::Shutdown::new();
+        let server = tokio::spawn(kgw_common::serve::serve_http(
+            listener,
+            RestXds::new(cache.clone()),
+            kgw_common::serve::HttpOptions::default(),
+            shutdown.clone(),
+        ));
         let url = |what: &str| format!("http://{addr}/v3/discovery:{what}");
         let post =
             |url: String, body: Vec<u8>| async move { kgw_harness::request(Method::POST, &url, None, &[], body).await };

@@ -137,8 +137,9 @@ mod tests {
         }
         fn settings(&self) -> Arc<Settings> {
             Arc::new(Settings {
-                access_log_address: String::new(),
+                access_log_addresses: Vec::new(),
                 wasm: WasmModules::default(),
+                proxy_tls: None,
             })
         }
     }

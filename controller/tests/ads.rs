@@ -73,8 +73,9 @@ fn upstream(endpoint: &str) -> BTreeMap<String, pb::Upstream> {
 
 fn snapshot(endpoint: &str) -> Arc<Snapshot> {
     let settings = Settings {
-        access_log_address: String::new(),
+        access_log_addresses: Vec::new(),
         wasm: Default::default(),
+        proxy_tls: None,
     };
     let (resources, problems) = translate(&proxy(), &upstream(endpoint), &settings);
     assert!(problems.is_empty(), "{problems:?}");

@@ -11,7 +11,7 @@ use controller::{
 use kgw_common::bus::KvEvent;
 use kgw_proto::v1 as pb;
 use prost::Message as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 fn proxy(name: &str) -> pb::Proxy {
     pb::Proxy {
@@ -37,16 +37,11 @@ async fn wait_until(published: &mut watch::Receiver<Published>, done: impl Fn(&P
 fn publishes_proxies_and_upstreams() {
     actix::System::new().block_on(async {
         let settings = Settings {
-            access_log_address: String::new(),
+            access_log_addresses: Vec::new(),
             wasm: WasmModules::default(),
+            proxy_tls: None,
         };
-        let (reports, _reports) = mpsc::unbounded_channel();
-        let actor = ControllerActor::new(
-            settings,
-            SnapshotCache::default(),
-            reports,
-            watch::channel((false, false)).0,
-        );
+        let actor = ControllerActor::new(settings, SnapshotCache::default(), watch::channel((false, false)).0);
         let mut published = actor.published();
         let actor = actor.start();
 

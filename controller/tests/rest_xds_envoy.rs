@@ -14,7 +14,10 @@ use envoy_types::pb::envoy::config::{
     core::v3::{Address, SocketAddress, address, socket_address},
     endpoint::v3::{ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint},
 };
-use kgw_common::shutdown::Shutdown;
+use kgw_common::{
+    serve::{HttpOptions, Listener, ServerTls, serve_http},
+    shutdown::Shutdown,
+};
 use kgw_harness::{Process, StatusCode, addr, ensure_envoy, get, spawn_echo, wait_for};
 
 const ROLE: &str = "default~rest";
@@ -141,8 +144,15 @@ async fn envoy_gets_endpoints_over_rest_xds() -> anyhow::Result<()> {
     let rest = SocketAddr::new(layout.controller, 9976);
     let cache = SnapshotCache::default();
     let shutdown = Shutdown::new();
-    let listener = tokio::net::TcpListener::bind(rest).await?;
-    let server = tokio::spawn(rest_xds::serve(listener, cache.clone(), shutdown.clone()));
+    // Plain text: this test is about REST subscriptions, not about mTLS (which the e2e
+    // test `controller_ports` covers on REST xDS).
+    let listener = Listener::bind("REST xDS", rest, ServerTls::Off).await?;
+    let server = tokio::spawn(serve_http(
+        listener,
+        rest_xds::RestXds::new(cache.clone()),
+        HttpOptions::default(),
+        shutdown.clone(),
+    ));
     let _echo1 = spawn_echo(layout.backend(1), "echo-1").await?;
     let _echo2 = spawn_echo(layout.backend(2), "echo-2").await?;
 

@@ -7,10 +7,12 @@ library, no helm binary) and `pyyaml`. No cluster is contacted.
 Checks, for several sets of values:
   * helm lint reports no warning and no error;
   * the chart's crds/ holds our RouteOption CRD and the Gateway API CRDs;
-  * one Deployment per pod (gateway, gloo, discovery, access-log,
-    gateway-proxy) and the nats StatefulSet (JetStream on a PVC, or an
-    emptyDir) with the expected replicas, image, binary and arguments, and a
-    PodDisruptionBudget each;
+  * one Deployment per pod (gateway, gloo, discovery, gateway-proxy), the
+    access-log StatefulSet (2 replicas by default, each named by the headless
+    Service access-log-headless, and gloo's --access-log-addr lists every one)
+    and the nats StatefulSet (JetStream on a PVC, or an emptyDir) with the
+    expected replicas, image, binary and arguments, and a PodDisruptionBudget
+    each;
   * the Services carry exactly the legacy ports (gloo 443->gateway 8443 and
     9976/9977/9988/9979/9966, gateway-proxy 80->8080 and 443->8443,
     access-log 8083, nats 4222), each port reaching exactly the pods meant;
@@ -23,7 +25,16 @@ Checks, for several sets of values:
     /validation, failurePolicy and namespaceSelector from values, and the CA
     of the certificate the gateway pods mount (generated or the user's);
   * ServiceAccounts and least-privilege RBAC: exactly the rules each component
-    needs (no Secrets but for gloo, nothing for access-log).
+    needs (no Secrets but for gloo, nothing for access-log);
+  * mTLS (on by default): each pod of ours mounts the Secret of its own
+    identity at /etc/kgw/tls and sets KGW_TLS_DIR; the generated certificates
+    carry the common names of kgw_proto::identity and the DNS names clients
+    verify, signed by the CA in every Secret's ca.crt (openssl, when present);
+    the gateway-proxy gets its certificate, the SDS files and a bootstrap whose
+    xDS cluster speaks TLS; nats-server requires client certificates; with
+    cert-manager an Issuer and a Certificate per identity instead; with
+    mtls.enabled=false every process gets KGW_INSECURE_NO_MTLS=true and
+    nothing else of mTLS is rendered.
 
 Prints one line per case and a summary; exits 1 with every failure listed.
 
@@ -67,11 +78,20 @@ SERVICE_PORTS = {
              (9979, "gloo", 9979), (9966, "gloo", 9966)},
     "gateway-proxy": {(80, "gateway-proxy", 8080), (443, "gateway-proxy", 8443)},
     "access-log": {(8083, "access-log", 8083)},
+    "access-log-headless": {(8083, "access-log", 8083)},
     "nats": {(4222, "nats", 4222)},
 }
+# Our processes that run as a StatefulSet (the others are Deployments).
+STATEFUL = {"access-log"}
 
 NAMESPACED_KINDS = {"Deployment", "StatefulSet", "Service", "ServiceAccount", "ConfigMap", "Secret",
-                    "PodDisruptionBudget", "Role", "RoleBinding"}
+                    "PodDisruptionBudget", "Role", "RoleBinding", "Issuer", "Certificate"}
+
+# mTLS: workload -> the identity whose Secret (kgw-<who>-tls) it mounts at /etc/kgw/tls.
+MTLS_WORKLOADS = {"gateway": "gateway", "gloo": "controller", "discovery": "discovery",
+                  "access-log": "access-log", "gateway-proxy": "gateway-proxy"}
+MTLS_DIR = "/etc/kgw/tls"
+SDS_DIR = "/etc/kgw/sds"
 
 READ = ["get", "list", "watch"]
 # ClusterRole (by component) -> exactly its rules, as (apiGroup, resource, verbs).
@@ -203,10 +223,27 @@ def check_envoy_bootstrap(boot: dict, ns: str, role: str, f: Failures) -> None:
     f.check(admin.get("port_value") == 19000, f"envoy admin port is {admin.get('port_value')}, want 19000")
 
 
-def envoy_validate(text: str, f: Failures) -> str:
+def envoy_validate(text: str, f: Failures, sds: dict | None = None, secret: dict | None = None) -> str:
+    """`envoy --mode validate` of the bootstrap. With mTLS, the SDS files and the
+    certificate it names must exist: both are written to a temporary folder (as the
+    pod mounts the ConfigMap and the Secret) and the bootstrap's paths point there."""
     envoy = shutil.which("envoy")
     if not envoy:
         return "envoy not on PATH: bootstrap not validated by Envoy"
+    if sds is not None and secret is None:
+        return "the proxy's certificate is issued in the cluster (cert-manager): bootstrap not validated by Envoy"
+    import base64
+    mounts = tempfile.mkdtemp(prefix="kgw-envoy-validate-")
+    if sds is not None:
+        for sub in ("sds", "tls"):
+            os.makedirs(os.path.join(mounts, sub))
+        for name, content in (sds.get("data") or {}).items():
+            with open(os.path.join(mounts, "sds", name), "w") as fh:
+                fh.write(content.replace(MTLS_DIR, os.path.join(mounts, "tls")))
+        for name, content in ((secret or {}).get("data") or {}).items():
+            with open(os.path.join(mounts, "tls", name), "wb") as fh:
+                fh.write(base64.b64decode(content))
+        text = text.replace(SDS_DIR, os.path.join(mounts, "sds"))
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as tmp:
         tmp.write(text)
     try:
@@ -219,6 +256,7 @@ def envoy_validate(text: str, f: Failures) -> str:
         return "envoy --mode validate: OK" if r.returncode == 0 else "envoy --mode validate: FAILED"
     finally:
         os.unlink(tmp.name)
+        shutil.rmtree(mounts, ignore_errors=True)
 
 
 def workload_labels(w: dict) -> dict:
@@ -348,9 +386,12 @@ def check_gateway_proxy(deps: dict, cms: dict, exp: dict, f: Failures, validate_
     c = container(gp)
     cports = {p["containerPort"] for p in c.get("ports") or []}
     f.check({8080, 8443, 19000} <= cports, f"Deployment/gateway-proxy container ports {cports} lack 8080/8443/19000")
+    config_dir = os.path.dirname(next((a.split("=", 1)[1] for a in c.get("args", [])
+                                       if a.startswith("--config-path=")), ""))
+    mounted = {m["name"]: m["mountPath"] for m in c.get("volumeMounts") or []}
     cm_names = [v["configMap"]["name"] for v in gp["spec"]["template"]["spec"].get("volumes") or []
-                if "configMap" in v]
-    f.check(len(cm_names) == 1, f"Deployment/gateway-proxy mounts ConfigMaps {cm_names}, want 1")
+                if "configMap" in v and mounted.get(v["name"]) == config_dir]
+    f.check(len(cm_names) == 1, f"Deployment/gateway-proxy mounts ConfigMaps {cm_names} at {config_dir}, want 1")
     for cm_name in cm_names:
         if not f.check(cm_name in cms, f"ConfigMap/{cm_name} mounted by gateway-proxy is not rendered"):
             continue
@@ -363,7 +404,7 @@ def check_gateway_proxy(deps: dict, cms: dict, exp: dict, f: Failures, validate_
         f.check("gloo" in text and "9977" in text, "Envoy bootstrap does not name gloo and 9977")
         check_envoy_bootstrap(yaml.safe_load(text), exp["namespace"], exp["role"], f)
         if validate_envoy:
-            notes.append(envoy_validate(text, f))
+            notes.append(envoy_validate(text, f, cms.get("gateway-proxy-sds"), exp.get("proxy_secret")))
     return notes
 
 
@@ -371,8 +412,9 @@ def check_webhook(by: dict, deps: dict, exp: dict, f: Failures) -> None:
     """The ValidatingWebhookConfiguration and the certificate the gateway serves."""
     ns, w = exp["namespace"], exp["webhook"]
     vwcs = of_kind(by, "ValidatingWebhookConfiguration")
-    # The NATS users' Secrets are not the webhook's.
-    secrets = {n: d for n, d in of_kind(by, "Secret").items() if n not in ("nats-users", "nats-config")}
+    # The NATS users' Secrets and the mTLS certificates are not the webhook's.
+    secrets = {n: d for n, d in of_kind(by, "Secret").items()
+               if n not in ("nats-users", "nats-config", "kgw-ca") and not re.fullmatch(r"kgw-.*-tls", n)}
     if not w["enabled"]:
         f.check(not vwcs and not secrets, "webhook.enabled=false still renders the webhook")
         args = container(deps["gateway"]).get("args") or [] if "gateway" in deps else []
@@ -526,19 +568,193 @@ def check_release(docs: list[dict], exp: dict, f: Failures, validate_envoy: bool
         if kind in NAMESPACED_KINDS:
             f.check(d["metadata"].get("namespace") == ns, f"{kind}/{name} is not in namespace {ns}")
 
-    want_deps = set(OUR_PROCESSES) | {"gateway-proxy"}
+    want_deps = (set(OUR_PROCESSES) - STATEFUL) | {"gateway-proxy"}
     f.check(set(deps) == want_deps, f"Deployments are {sorted(deps)}, want {sorted(want_deps)}")
+    f.check(STATEFUL <= set(stss), f"StatefulSets are {sorted(stss)}, want {sorted(STATEFUL)} among them")
     workloads = {**deps, **stss}
     check_workloads(workloads, sas, exp, f)
-    check_our_processes(deps, exp, f)
+    check_our_processes(workloads, exp, f)
+    check_access_log_replicas(workloads, svcs, exp, f)
     check_nats(stss, exp, f)
     check_services(svcs, workloads, exp, f)
-    notes = check_gateway_proxy(deps, cms, exp, f, validate_envoy)
+    proxy_secret = of_kind(by, "Secret").get("kgw-gateway-proxy-tls")
+    notes = check_gateway_proxy(deps, cms, {**exp, "proxy_secret": proxy_secret}, f, validate_envoy)
     check_webhook(by, deps, exp, f)
     check_rbac(by, sas, exp, f)
     check_pdbs(by, workloads, exp, f)
-    check_nats_auth(by, deps, stss, exp, f)
+    check_nats_auth(by, workloads, stss, exp, f)
+    check_mtls(by, workloads, cms, exp, f)
     return notes
+
+
+def mtls_identities(exp: dict) -> dict[str, tuple[str, set[str]]]:
+    """Identity -> (common name, DNS names) of every certificate the chart issues."""
+    ns, domain = exp["namespace"], exp["cluster_domain"]
+
+    def svc(name: str) -> set[str]:
+        return {name, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.{domain}"}
+
+    ids = {
+        "gateway": ("kgw-process:gateway", {"gateway.kgw.internal"}),
+        "controller": ("kgw-process:controller", {"controller.kgw.internal"} | svc("gloo")),
+        "discovery": ("kgw-process:discovery", {"discovery.kgw.internal"}),
+        "access-log": ("kgw-process:access-log", {"access-log.kgw.internal"} | svc("access-log")
+                       | {f"*.access-log-headless.{ns}.svc", f"*.access-log-headless.{ns}.svc.{domain}"}),
+        "gateway-proxy": (f"kgw-proxy:{exp['role']}", set()),
+        "admin": ("kgw-admin", set()),
+    }
+    if exp["nats_enabled"]:
+        ids["nats"] = ("nats.kgw.internal", {"nats.kgw.internal"} | svc("nats")
+                       | {f"*.nats.{ns}.svc", f"*.nats.{ns}.svc.{domain}"})
+    return ids
+
+
+def cert_names(pem_b64: str) -> tuple[str, set[str]] | None:
+    """(common name, DNS names) of a base64 PEM certificate, by openssl; None without it."""
+    openssl = shutil.which("openssl")
+    if not openssl:
+        return None
+    import base64
+    r = subprocess.run([openssl, "x509", "-noout", "-subject", "-nameopt", "multiline", "-ext", "subjectAltName"],
+                       input=base64.b64decode(pem_b64), capture_output=True)
+    text = r.stdout.decode()
+    cn = next((l.split("=", 1)[1].strip() for l in text.splitlines() if l.strip().startswith("commonName")), "")
+    return cn, set(re.findall(r"DNS:([^,\s]+)", text))
+
+
+def cert_signed_by(data: dict) -> bool:
+    """openssl (when present): tls.crt verifies against ca.crt, for a client and a server."""
+    openssl = shutil.which("openssl")
+    if not openssl:
+        return True
+    import base64
+    with tempfile.TemporaryDirectory() as d:
+        for k in ("tls.crt", "ca.crt"):
+            with open(os.path.join(d, k), "wb") as fh:
+                fh.write(base64.b64decode(data[k]))
+        return all(subprocess.run([openssl, "verify", "-purpose", purpose, "-CAfile", os.path.join(d, "ca.crt"),
+                                   os.path.join(d, "tls.crt")], capture_output=True).returncode == 0
+                   for purpose in ("sslclient", "sslserver"))
+
+
+def check_mtls(by: dict, workloads: dict, cms: dict, exp: dict, f: Failures) -> None:
+    """Each pod of ours mounts its own identity's certificate and sets KGW_TLS_DIR (or,
+    with mtls.enabled=false, KGW_INSECURE_NO_MTLS=true and nothing of mTLS)."""
+    m = exp["mtls"]
+    secrets = of_kind(by, "Secret")
+    tls_secrets = {n: d for n, d in secrets.items() if n == "kgw-ca" or re.fullmatch(r"kgw-.*-tls", n)}
+    issuers, certs = of_kind(by, "Issuer"), of_kind(by, "Certificate")
+    boot = yaml.safe_load((cms.get("gateway-proxy-envoy-config", {}).get("data") or {}).get("envoy.yaml", "{}")) or {}
+    xds = next(iter((boot.get("static_resources") or {}).get("clusters") or []), {})
+    nats_args = (container(workloads["nats"]).get("args") or []) if "nats" in workloads else []
+    if not m["enabled"]:
+        f.check(not tls_secrets and not issuers and not certs and "gateway-proxy-sds" not in cms,
+                f"mtls.enabled=false still renders {sorted(tls_secrets) + sorted(issuers) + sorted(certs)}")
+        for name in OUR_PROCESSES:
+            if name in workloads:
+                c = container(workloads[name])
+                f.check(env_value(c, "KGW_INSECURE_NO_MTLS") == "true" and env_value(c, "KGW_TLS_DIR") is None,
+                        f"{workloads[name]['kind']}/{name}: mtls.enabled=false wants KGW_INSECURE_NO_MTLS=true only")
+        for name, w in workloads.items():
+            f.check(all(v["name"] != "mtls" for v in w["spec"]["template"]["spec"].get("volumes") or []),
+                    f"{w['kind']}/{name} mounts a certificate with mtls.enabled=false")
+        f.check("transport_socket" not in xds, "mtls.enabled=false: Envoy's xDS cluster still speaks TLS")
+        f.check(not any(a.startswith("--tls") for a in nats_args), "mtls.enabled=false: nats-server still wants TLS")
+        return
+
+    ids = mtls_identities(exp)
+    for name, who in MTLS_WORKLOADS.items():
+        if name not in workloads:
+            continue
+        w = workloads[name]
+        c = container(w)
+        vols = {v["name"]: v for v in w["spec"]["template"]["spec"].get("volumes") or []}
+        secret = (vols.get("mtls", {}).get("secret") or {}).get("secretName")
+        f.check(secret == f"kgw-{who}-tls", f"{w['kind']}/{name} mounts certificate Secret {secret!r}, "
+                                            f"want kgw-{who}-tls")
+        mounts = {mm["name"]: mm["mountPath"] for mm in c.get("volumeMounts") or []}
+        f.check(mounts.get("mtls") == MTLS_DIR, f"{w['kind']}/{name} mounts its certificate at "
+                                                f"{mounts.get('mtls')!r}, want {MTLS_DIR}")
+        if name in OUR_PROCESSES:
+            f.check(env_value(c, "KGW_TLS_DIR") == MTLS_DIR and env_value(c, "KGW_INSECURE_NO_MTLS") is None,
+                    f"{w['kind']}/{name}: KGW_TLS_DIR is {env_value(c, 'KGW_TLS_DIR')!r}, want {MTLS_DIR}")
+    if "gateway-proxy" in workloads:
+        gp = workloads["gateway-proxy"]
+        vols = {v["name"]: v for v in gp["spec"]["template"]["spec"].get("volumes") or []}
+        mounts = {mm["name"]: mm["mountPath"] for mm in container(gp).get("volumeMounts") or []}
+        sds_vol = next((n for n, v in vols.items() if (v.get("configMap") or {}).get("name") == "gateway-proxy-sds"), None)
+        f.check(sds_vol is not None and mounts.get(sds_vol) == SDS_DIR,
+                f"Deployment/gateway-proxy does not mount ConfigMap gateway-proxy-sds at {SDS_DIR}")
+        sds = cms.get("gateway-proxy-sds", {}).get("data") or {}
+        f.check(set(sds) == {"sds-cert.json", "sds-ca.json"}, f"ConfigMap/gateway-proxy-sds has {sorted(sds)}")
+        for file, want in (("sds-cert.json", f"{MTLS_DIR}/tls.crt"), ("sds-ca.json", f"{MTLS_DIR}/ca.crt")):
+            f.check(want in sds.get(file, ""), f"ConfigMap/gateway-proxy-sds {file} does not name {want}")
+        tls = (xds.get("transport_socket") or {}).get("typedConfig") or {}
+        f.check(tls.get("sni") == "controller.kgw.internal",
+                f"Envoy's xDS cluster does not speak TLS to controller.kgw.internal: {xds.get('transport_socket')}")
+        f.check(f"{SDS_DIR}/sds-cert.json" in str(tls) and f"{SDS_DIR}/sds-ca.json" in str(tls),
+                "Envoy's xDS TLS does not take its certificate from the SDS files")
+    if exp["nats_enabled"] and "nats" in workloads:
+        vols = {v["name"]: v for v in workloads["nats"]["spec"]["template"]["spec"].get("volumes") or []}
+        mounts = {mm["name"]: mm["mountPath"] for mm in container(workloads["nats"]).get("volumeMounts") or []}
+        tls_vol = next((n for n, v in vols.items() if (v.get("secret") or {}).get("secretName") == "kgw-nats-tls"), None)
+        f.check(tls_vol in mounts, "StatefulSet/nats does not mount Secret kgw-nats-tls")
+        d = mounts.get(tls_vol, "?")
+        for flag in ("--tlsverify", f"--tlscert={d}/tls.crt", f"--tlskey={d}/tls.key", f"--tlscacert={d}/ca.crt"):
+            f.check(flag in nats_args, f"StatefulSet/nats args lack {flag}: {nats_args}")
+
+    if m["certManager"]["enabled"]:
+        f.check(not tls_secrets, f"with cert-manager the chart renders certificate Secrets {sorted(tls_secrets)}")
+        f.check(set(issuers) == {"kgw-ca-issuer"} and
+                (issuers.get("kgw-ca-issuer", {}).get("spec", {}).get("ca") or {}).get("secretName")
+                == m["certManager"]["caSecretName"], f"Issuers {sorted(issuers)} do not sign with the CA Secret")
+        f.check(set(certs) == {f"kgw-{who}-tls" for who in ids}, f"Certificates are {sorted(certs)}")
+        for who, (cn, dns) in ids.items():
+            spec = certs.get(f"kgw-{who}-tls", {}).get("spec") or {}
+            f.check(spec.get("secretName") == f"kgw-{who}-tls" and spec.get("commonName") == cn
+                    and set(spec.get("dnsNames") or []) == dns
+                    and {"client auth", "server auth"} <= set(spec.get("usages") or [])
+                    and (spec.get("issuerRef") or {}).get("name") == "kgw-ca-issuer",
+                    f"Certificate/kgw-{who}-tls is {spec}, want CN {cn!r}, DNS {sorted(dns)}")
+        return
+    f.check(not issuers and not certs, "without cert-manager the chart renders cert-manager resources")
+    ca = (secrets.get("kgw-ca", {}).get("data") or {}).get("tls.crt")
+    f.check(bool(ca), "Secret/kgw-ca (the mTLS CA) is missing")
+    f.check(set(tls_secrets) == {"kgw-ca"} | {f"kgw-{who}-tls" for who in ids},
+            f"certificate Secrets are {sorted(tls_secrets)}")
+    for who, (cn, dns) in ids.items():
+        secret = tls_secrets.get(f"kgw-{who}-tls")
+        if not f.check(secret is not None, f"Secret/kgw-{who}-tls is missing"):
+            continue
+        data = secret.get("data") or {}
+        f.check(secret.get("type") == "kubernetes.io/tls" and set(data) == {"tls.crt", "tls.key", "ca.crt"},
+                f"Secret/kgw-{who}-tls is {secret.get('type')} with {sorted(data)}")
+        f.check(data.get("ca.crt") == ca, f"Secret/kgw-{who}-tls ca.crt is not the CA of Secret kgw-ca")
+        names = cert_names(data.get("tls.crt", ""))
+        if names is not None:
+            f.check(names == (cn, dns), f"Secret/kgw-{who}-tls names {names}, want ({cn!r}, {sorted(dns)})")
+        f.check(cert_signed_by(data), f"Secret/kgw-{who}-tls is not signed by its ca.crt for client and server use")
+
+
+def check_access_log_replicas(workloads: dict, svcs: dict, exp: dict, f: Failures) -> None:
+    """Each access-log replica has a stable name under the headless Service, and gloo
+    gives Envoy every one (Envoy sends every entry to each replica)."""
+    sts = workloads.get("access-log")
+    if not sts or "gloo" not in workloads:
+        return
+    f.check(sts["spec"].get("serviceName") == "access-log-headless",
+            f"StatefulSet/access-log serviceName is {sts['spec'].get('serviceName')!r}, want 'access-log-headless'")
+    headless = svcs.get("access-log-headless", {})
+    f.check(headless.get("spec", {}).get("clusterIP") == "None", "Service/access-log-headless is not headless")
+    suffix = f"{exp['namespace']}.svc.{exp['cluster_domain']}"
+    want = ",".join(f"access-log-{i}.access-log-headless.{suffix}:8083" for i in range(exp["replicas"]["access-log"]))
+    args = container(workloads["gloo"]).get("args") or []
+    got = next((a.split("=", 1)[1] for a in args if a.startswith("--access-log-addr=")), None)
+    f.check(got == want, f"Deployment/gloo --access-log-addr is {got!r}, want {want!r}")
+    c = container(sts)
+    drain = next((int(a.split("=", 1)[1]) for a in c.get("args") or [] if a.startswith("--drain-seconds=")), 0)
+    grace = sts["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+    f.check(grace > drain + 5, f"StatefulSet/access-log grace {grace}s leaves no time for a {drain}s drain")
 
 
 def check_crds(chart: str, f: Failures) -> str:
@@ -586,13 +802,15 @@ def expectations(chart: str, values: dict, namespace: str) -> dict:
         "label_selector": v["labelSelector"],
         "webhook": v["webhook"],
         "pdbs": v["podDisruptionBudget"]["enabled"],
+        "cluster_domain": v["clusterDomain"],
+        "mtls": v["mtls"],
     }
 
 
 CASES = [
     # (label, release name, namespace, values, hard-coded expectations to cross-check)
     ("defaults", "kgw", "gloo-system", {}, {
-        "replicas": {"discovery": 1, "gateway": 1},
+        "replicas": {"discovery": 1, "gateway": 1, "access-log": 2},
         "images": {"gateway-proxy": "envoyproxy/envoy:v1.40.0", "gloo": "kgw/controller:0.1.0"},
         "role": "gloo-system~gateway-proxy",
         "nats_url": "nats://nats.gloo-system.svc.cluster.local:4222",
@@ -600,6 +818,7 @@ CASES = [
     }),
     ("overrides", "edge", "kgw-test", {
         "discovery": {"replicas": 3},
+        "accessLog": {"replicas": 3},
         "gateway": {"image": {"tag": "1.2.3"}},
         "gloo": {"image": {"repository": "example.invalid/kgw/controller", "tag": "dev"}},
         "gatewayProxy": {"gatewayName": "public", "gatewayNamespace": "apps", "replicas": 2},
@@ -609,7 +828,7 @@ CASES = [
         "watchNamespaces": ["apps", "web"],
         "labelSelector": "team=edge",
     }, {
-        "replicas": {"discovery": 3, "gateway-proxy": 2, "gloo": 1},
+        "replicas": {"discovery": 3, "gateway-proxy": 2, "gloo": 1, "access-log": 3},
         "images": {"gateway": "kgw/gateway:1.2.3", "gloo": "example.invalid/kgw/controller:dev"},
         "role": "apps~public",
         "nats_url": "nats://nats.kgw-test.svc.cluster.local:4222",
@@ -630,6 +849,17 @@ CASES = [
         "podDisruptionBudget": {"enabled": False},
     }, {
         "pdbs": False,
+    }),
+    ("mtls-off", "kgw", "gloo-system", {"mtls": {"enabled": False}}, {
+        "mtls": {"enabled": False, "certValidityDays": 3650,
+                 "certManager": {"enabled": False, "caSecretName": "kgw-ca", "duration": "2160h",
+                                 "renewBefore": "360h"}},
+    }),
+    ("mtls-cert-manager", "kgw", "edge", {
+        "mtls": {"certManager": {"enabled": True, "caSecretName": "corp-ca"}},
+        "clusterDomain": "example.internal",
+    }, {
+        "cluster_domain": "example.internal",
     }),
 ]
 

@@ -2,7 +2,7 @@
 //! and publishes the desired content of `kgw_upstreams` (key → encoded Upstream).
 use std::{collections::BTreeMap, sync::Arc};
 
-use actix::{Actor, Context, Handler, Message};
+use actix::{Actor, AsyncContext as _, Context, Handler, Message};
 use bytes::Bytes;
 use kgw_common::{
     bus::KvState,
@@ -72,6 +72,36 @@ impl Discovery {
 
 impl Actor for Discovery {
     type Context = Context<Self>;
+}
+
+impl Discovery {
+    /// Starts the actor on the config source's batches: those that queued up while it
+    /// translated are applied together and translated once.
+    pub fn start_on(self, batches: tokio::sync::mpsc::Receiver<Batch>) -> actix::Addr<Self> {
+        use futures::StreamExt as _;
+        Self::create(move |ctx| {
+            ctx.add_stream(
+                tokio_stream::wrappers::ReceiverStream::new(batches)
+                    .ready_chunks(64)
+                    .map(SourceBatches),
+            );
+            self
+        })
+    }
+}
+
+/// Batches from the config source, in arrival order.
+pub struct SourceBatches(Vec<Batch>);
+
+impl actix::StreamHandler<SourceBatches> for Discovery {
+    fn handle(&mut self, SourceBatches(batches): SourceBatches, ctx: &mut Context<Self>) {
+        if let Some(merged) = Batch::merge(batches) {
+            Handler::handle(self, ApplyBatch(merged), ctx);
+        }
+    }
+
+    /// The source ends only at shutdown; the actor stops with the system.
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
 impl Handler<ApplyBatch> for Discovery {

@@ -11,7 +11,7 @@ pub mod translate;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use actix::{Actor as _, Addr};
+use actix::Addr;
 use kgw_common::{
     bus::{self, Bus, BusError, KvState, Owns, WriterStats},
     config::SourceSpec,
@@ -26,7 +26,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::actor::{ApplyBatch, Discovery};
+use crate::actor::Discovery;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
@@ -72,9 +72,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Discov
         .await
         .map_err(DiscoveryError::Source)?;
     let (actor, outputs) = Discovery::new();
-    let addr = actor.start();
-
-    let forward = tokio::spawn(forward(batches, addr.clone()));
+    // The actor reads the source's batches itself; no task forwards them.
+    let addr = actor.start_on(batches);
     let (writer, writer_task) = spawn_writer(bus.clone(), outputs.clone(), shutdown.clone());
     let health = tokio::spawn(health::run(
         bus.clone(),
@@ -92,7 +91,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Discov
         bus,
         desired: outputs.desired,
         writer,
-        tasks: vec![forward, writer_task, health],
+        tasks: vec![writer_task, health],
     })
 }
 
@@ -109,16 +108,6 @@ impl Running {
         };
         if tokio::time::timeout(limit, drain).await.is_err() {
             tracing::warn!(?limit, "shutdown did not finish in time");
-        }
-    }
-}
-
-/// Source batches → the actor, in order. Ends when the source or the actor is gone.
-async fn forward(mut batches: mpsc::Receiver<Batch>, addr: Addr<Discovery>) {
-    while let Some(batch) = batches.recv().await {
-        if addr.send(ApplyBatch(batch)).await.is_err() {
-            tracing::warn!("discovery actor stopped; no longer reading config");
-            return;
         }
     }
 }

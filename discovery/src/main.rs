@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use kgw_common::{
     config::{CommonArgs, SourceArgs},
-    shutdown::Shutdown,
+    process::{self, Started},
 };
 
 /// Upstream discovery (UDS): one Upstream per Service port, with its endpoints.
@@ -27,21 +27,14 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let system = actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("cannot build the tokio runtime")
-    });
-    system.block_on(async_main(args))
+    let common = args.common.clone();
+    process::run("discovery", &common, |started| async_main(args, started))
 }
 
-async fn async_main(args: Args) -> anyhow::Result<()> {
-    let _telemetry = kgw_common::telemetry::init("discovery", args.common.log_format);
-    let shutdown = Shutdown::new();
+async fn async_main(args: Args, Started { shutdown, tls }: Started) -> anyhow::Result<()> {
     let config = discovery::Config {
         source: args.source.spec()?,
-        nats_auth: args.common.nats_auth(),
+        nats_auth: args.common.nats_auth(&tls),
         nats_url: args.common.nats_url,
         health_file: args.health_file,
         heartbeat_every: Duration::from_secs(5),
@@ -50,9 +43,7 @@ async fn async_main(args: Args) -> anyhow::Result<()> {
         .await
         .context("cannot start discovery")?;
     tracing::info!("discovery running");
-    kgw_common::shutdown::signal().await;
-    tracing::info!("shutting down");
-    shutdown.trigger();
+    shutdown.wait().await;
     running.stopped(Duration::from_secs(5)).await;
     Ok(())
 }

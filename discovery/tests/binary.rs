@@ -52,6 +52,8 @@ fn binary_listens_on_nothing_and_stops_on_sigterm() {
         .arg("--config-dir")
         .arg(&config)
         .args(["--nats-url", &nats.url, "--log-format", "json"])
+        // About sockets, not TLS: a plain broker and no certificates.
+        .arg("--insecure-no-mtls")
         .arg("--health-file")
         .arg(&health)
         .env("RUST_LOG", "info")
@@ -145,7 +147,7 @@ fn binary_fails_on_a_missing_config_dir() {
     let child = Command::new(env!("CARGO_BIN_EXE_discovery"))
         .arg("--config-dir")
         .arg(dir.path().join("absent"))
-        .args(["--nats-url", "nats://127.0.0.1:1"])
+        .args(["--nats-url", "nats://127.0.0.1:1", "--insecure-no-mtls"])
         .arg("--health-file")
         .arg(dir.path().join("healthy"))
         .stdout(Stdio::null())

@@ -3,7 +3,7 @@
 //! `kgw_proxies` and `kgw_status` buckets (watch channels read by the KV writers).
 use std::{collections::BTreeMap, sync::Arc};
 
-use actix::{Actor, Context, Handler, Message};
+use actix::{Actor, AsyncContext as _, Context, Handler, Message};
 use bytes::Bytes;
 use kgw_common::{
     bus::KvState,
@@ -70,6 +70,40 @@ impl GatewayActor {
 
 impl Actor for GatewayActor {
     type Context = Context<Self>;
+}
+
+/// The most source batches taken at once (then merged into one translation).
+const MAX_BATCHES: usize = 64;
+
+impl GatewayActor {
+    /// Starts the actor on the config source's batches: those that queued up while it
+    /// translated are merged, so under churn it translates once per round, not once per
+    /// file event.
+    pub fn start_on(self, batches: tokio::sync::mpsc::Receiver<Batch>) -> actix::Addr<Self> {
+        use futures::StreamExt as _;
+        Self::create(move |ctx| {
+            ctx.add_stream(
+                tokio_stream::wrappers::ReceiverStream::new(batches)
+                    .ready_chunks(MAX_BATCHES)
+                    .map(SourceBatches),
+            );
+            self
+        })
+    }
+}
+
+/// Batches from the config source, in arrival order.
+pub struct SourceBatches(Vec<Batch>);
+
+impl actix::StreamHandler<SourceBatches> for GatewayActor {
+    fn handle(&mut self, SourceBatches(batches): SourceBatches, ctx: &mut Context<Self>) {
+        if let Some(merged) = Batch::merge(batches) {
+            Handler::handle(self, SourceBatch(merged), ctx);
+        }
+    }
+
+    /// The source ends only at shutdown; the actor stops with the system.
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
 /// A batch from the config source.

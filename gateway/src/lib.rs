@@ -5,6 +5,7 @@
 pub mod actor;
 pub mod kube_status;
 pub mod metrics;
+pub mod monitoring;
 pub mod run;
 pub mod status_cmd;
 pub mod translate;

@@ -7,8 +7,7 @@ use kgw_common::{
     config::{CommonArgs, SourceArgs},
     leader::LeaseConfig,
     monitoring::serve_monitoring,
-    shutdown::{self, Shutdown},
-    telemetry,
+    process::{self, Started},
 };
 
 /// Gateway API + policies → Proxy (KV kgw_proxies), and status.
@@ -98,57 +97,66 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
-    let result: anyhow::Result<()> =
-        actix::System::with_tokio_rt(move || runtime().expect("tokio runtime")).block_on(async move {
-            if let Some(Command::Status { filter }) = &cli.command {
-                print!(
-                    "{}",
-                    status_cmd::print_status(&cli.common.nats_url, &cli.common.nats_auth(), filter.as_deref()).await?
-                );
-                return Ok(());
-            }
-            if let Some(Command::Validate { paths, strict }) = &cli.command {
-                let options = Options {
-                    controller_name: cli.controller_name.clone(),
-                    listener_bind_address: cli.listener_bind_address.clone(),
-                };
-                let addr = &cli.validation.validation_addr;
-                let validator = GrpcValidator::new(addr, std::time::Duration::from_secs(30))?;
-                let report = validate_cmd::run(&validator, &options, paths).await?;
-                print!("{}", report.render(addr, &options.controller_name));
-                std::io::Write::flush(&mut std::io::stdout())?;
-                std::process::exit(report.exit_code(*strict));
-            }
-            let _telemetry = telemetry::init("gateway", cli.common.log_format);
-            let config = run::RunConfig {
-                source: cli.source.spec()?,
-                nats_url: cli.common.nats_url.clone(),
-                nats_auth: cli.common.nats_auth(),
-                options: Options {
-                    controller_name: cli.controller_name.clone(),
-                    listener_bind_address: cli.listener_bind_address.clone(),
-                },
-                validation: cli.validation.config(),
-                leader_election: cli.leader.lease(),
-            };
-            let stop = Shutdown::new();
-            let running = run::start(config, stop.clone()).await?;
-            let _monitoring = serve_monitoring(
-                cli.monitoring_addr,
-                gateway::metrics::monitoring(&running),
-                stop.clone(),
-            )
-            .await?;
-            tracing::info!("gateway running");
-            shutdown::signal().await;
-            tracing::info!("shutting down");
-            stop.trigger();
-            // Hand the lease over at once rather than after it expires.
-            if let Some(election) = running.election {
-                let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
-            }
+    if cli.command.is_some() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        return runtime.block_on(command(&cli));
+    }
+    let common = cli.common.clone();
+    process::run("gateway", &common, |started| serve(cli, started))
+}
+
+/// `gateway status` and `gateway validate`.
+async fn command(cli: &Cli) -> anyhow::Result<()> {
+    let tls = cli.common.tls_mode()?;
+    match &cli.command {
+        Some(Command::Status { filter }) => {
+            let auth = cli.common.nats_auth(&tls);
+            print!(
+                "{}",
+                status_cmd::print_status(&cli.common.nats_url, &auth, filter.as_deref()).await?
+            );
             Ok(())
-        });
-    result
+        }
+        Some(Command::Validate { paths, strict }) => {
+            let options = Options {
+                controller_name: cli.controller_name.clone(),
+                listener_bind_address: cli.listener_bind_address.clone(),
+            };
+            let addr = &cli.validation.validation_addr;
+            let validator = GrpcValidator::new(addr, Duration::from_secs(30), &tls)?;
+            let report = validate_cmd::run(&validator, &options, paths).await?;
+            print!("{}", report.render(addr, &options.controller_name));
+            std::io::Write::flush(&mut std::io::stdout())?;
+            std::process::exit(report.exit_code(*strict));
+        }
+        None => Ok(()),
+    }
+}
+
+async fn serve(cli: Cli, Started { shutdown: stop, tls }: Started) -> anyhow::Result<()> {
+    let config = run::RunConfig {
+        source: cli.source.spec()?,
+        nats_url: cli.common.nats_url.clone(),
+        nats_auth: cli.common.nats_auth(&tls),
+        options: Options {
+            controller_name: cli.controller_name.clone(),
+            listener_bind_address: cli.listener_bind_address.clone(),
+        },
+        validation: cli.validation.config(tls),
+        leader_election: cli.leader.lease(),
+    };
+    let running = run::start(config, stop.clone()).await?;
+    let _monitoring = serve_monitoring(
+        cli.monitoring_addr,
+        gateway::monitoring::monitoring(&running),
+        stop.clone(),
+    )
+    .await?;
+    tracing::info!("gateway running");
+    stop.wait().await;
+    // Hand the lease over at once rather than after it expires.
+    if let Some(election) = running.election {
+        let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+    }
+    Ok(())
 }

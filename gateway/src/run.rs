@@ -1,7 +1,6 @@
 //! Wiring: config source → actor → KV writers.
 use std::sync::Arc;
 
-use actix::Actor as _;
 use kgw_common::{
     bus::{self, Bus, KvState},
     config::{ConfigError, SourceSpec},
@@ -14,7 +13,7 @@ use kgw_proto::nats::{PROXIES_BUCKET, STATUS_BUCKET};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    actor::{GatewayActor, Outputs, SourceBatch, ValidationReport},
+    actor::{GatewayActor, Outputs, ValidationReport},
     kube_status::{self, StatusWriteStats},
     metrics::GatewayMetrics,
     translate::{Options, StatusReport},
@@ -93,9 +92,11 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Gat
         report: report_tx,
     };
     let metrics = Arc::new(GatewayMetrics::default());
+    let (batches_tx, batches) = mpsc::channel(16);
+    // The actor reads the source's batches itself; no task forwards them.
     let actor = GatewayActor::new(config.options.clone(), outputs)
         .with_metrics(metrics.clone())
-        .start();
+        .start_on(batches);
 
     let report_to = actor.clone();
     let webhook = webhook::start(
@@ -108,7 +109,6 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Gat
     )
     .await?;
 
-    let (batches_tx, mut batches) = mpsc::channel(16);
     let started = source::spawn(config.source, KINDS, batches_tx, shutdown.clone()).await?;
     let (leading, election) = match (started.kube_client(), config.leader_election) {
         (Some(client), Some(lease)) => {
@@ -118,20 +118,6 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Gat
         // A sender dropped at once: the value stays true for good.
         _ => (watch::channel(true).1, None),
     };
-    tokio::spawn(async move {
-        // Batches that arrive while the actor translates are merged: under churn the actor
-        // translates once per round, not once per file event.
-        while let Some(mut batch) = batches.recv().await {
-            while let Ok(more) = batches.try_recv() {
-                batch.changes.extend(more.changes);
-                batch.problems = more.problems;
-                batch.initial |= more.initial;
-            }
-            if actor.send(SourceBatch(batch)).await.is_err() {
-                break;
-            }
-        }
-    });
 
     // Proxies and status are written by one replica at a time (the leader); they are ours
     // alone: every key in these buckets belongs to us.

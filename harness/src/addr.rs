@@ -8,10 +8,11 @@
 //! | .3 | gateway | 8443 (admission webhook), 9091 (health and metrics) |
 //! | .4 | access-log | 8083, 9093 (health and metrics) |
 //! | .5 | Envoy | 8080 HTTP, 8443 HTTPS, 19000 admin |
+//! | .6-.9 | access-log replicas 1-4 (the second, third, ... sink) | 8083, 9093 |
 //! | .10.. | backends | 9001.. (backend `n` is host `.9+n`, port `9000+n`) |
 //!
 //! In the local layout the monitoring ports (9091-9093) are on 127.0.0.1, the binaries'
-//! defaults.
+//! defaults; access-log replica `i` (1-4) listens on 127.0.0.(2+i), 8083 and 9093.
 
 use std::fs::{self, File, TryLockError};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
@@ -35,6 +36,8 @@ pub const ENVOY_ADMIN_PORT: u16 = 19000;
 pub const GATEWAY_MONITORING_PORT: u16 = 9091;
 pub const CONTROLLER_MONITORING_PORT: u16 = 9092;
 pub const ACCESS_LOG_MONITORING_PORT: u16 = 9093;
+/// Access-log sink replicas a layout has addresses for (replica 0 and 1-4).
+pub const MAX_ACCESS_LOG_REPLICAS: usize = 5;
 
 const B_MIN: u8 = 20;
 const B_MAX: u8 = 250;
@@ -88,6 +91,15 @@ impl Layout {
         }
     }
 
+    /// Every address of this layout's "pods" (access-log replicas included): the names a
+    /// server certificate of this system carries.
+    pub fn all_ips(&self) -> Vec<IpAddr> {
+        let mut ips = vec![self.nats, self.controller, self.gateway, self.access_log, self.envoy];
+        ips.extend((0..MAX_ACCESS_LOG_REPLICAS).map(|i| self.access_log_replica(i)));
+        ips.sort();
+        ips.dedup();
+        ips
+    }
     pub fn nats_addr(&self) -> SocketAddr {
         SocketAddr::new(self.nats, NATS_PORT)
     }
@@ -137,6 +149,31 @@ impl Layout {
     }
     pub fn access_log_monitoring_addr(&self) -> SocketAddr {
         self.monitoring(self.access_log, ACCESS_LOG_MONITORING_PORT)
+    }
+    /// The host of access-log replica `i` (0: [`Layout::access_log`]; 1-4: `.6`-`.9` of the
+    /// block, or 127.0.0.3-6 locally).
+    pub fn access_log_replica(&self, i: usize) -> IpAddr {
+        assert!(
+            i < MAX_ACCESS_LOG_REPLICAS,
+            "access-log replica {i} out of 0..{MAX_ACCESS_LOG_REPLICAS}"
+        );
+        match (i, self.block) {
+            (0, _) => self.access_log,
+            (i, Some((b, c))) => IpAddr::V4(Ipv4Addr::new(127, b, c, 5 + i as u8)),
+            (i, None) => IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i as u8)),
+        }
+    }
+    /// The gRPC address (8083) of access-log replica `i`.
+    pub fn access_log_replica_addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::new(self.access_log_replica(i), ACCESS_LOG_PORT)
+    }
+    /// The monitoring address (9093) of access-log replica `i`: replica 0's is
+    /// [`Layout::access_log_monitoring_addr`], the others' on their own host in every layout.
+    pub fn access_log_replica_monitoring_addr(&self, i: usize) -> SocketAddr {
+        match i {
+            0 => self.access_log_monitoring_addr(),
+            i => SocketAddr::new(self.access_log_replica(i), ACCESS_LOG_MONITORING_PORT),
+        }
     }
     pub fn envoy_http(&self) -> SocketAddr {
         SocketAddr::new(self.envoy, ENVOY_HTTP_PORT)

@@ -30,6 +30,9 @@ pub struct BootstrapParams {
     pub role: String,
     pub xds: SocketAddr,
     pub admin: SocketAddr,
+    /// Envoy's certificate folder (mTLS; the SDS files are written beside it); `None`:
+    /// plain text.
+    pub tls_dir: Option<std::path::PathBuf>,
 }
 
 /// Writes to `out` the bootstrap printed by `controller bootstrap` (allowed 10 s); if that
@@ -41,6 +44,14 @@ pub fn write_bootstrap(controller: &Path, p: &BootstrapParams, out: &Path) -> Re
         .arg("bootstrap")
         .args(["--node-id", &p.node_id, "--role", &p.role])
         .args(["--xds-addr", &p.xds.to_string(), "--admin-addr", &p.admin.to_string()])
+        .args(match &p.tls_dir {
+            Some(dir) => vec![
+                "--proxy-tls-dir".to_string(),
+                dir.display().to_string(),
+                "--write-sds".into(),
+            ],
+            None => vec!["--insecure-no-mtls".to_string()],
+        })
         .stdin(Stdio::null())
         .stdout(file(out)?)
         .stderr(file(&err_path)?)
@@ -67,6 +78,9 @@ pub fn write_bootstrap(controller: &Path, p: &BootstrapParams, out: &Path) -> Re
         }
         None => "no answer in 10 s".into(),
     };
+    if p.tls_dir.is_some() {
+        anyhow::bail!("`controller bootstrap` with mTLS failed ({why}); the harness has no plain fallback for it");
+    }
     eprintln!("kgw-harness: no bootstrap from `controller bootstrap` ({why}); using the harness's own");
     std::fs::write(out, fallback_bootstrap(p)).with_context(|| format!("writing {}", out.display()))
 }

@@ -1,4 +1,4 @@
-//! Test helpers: a plain HTTP/1 client and polling.
+//! Test helpers: an HTTP/1 client (plain, or with mTLS to our ports) and polling.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -75,6 +75,86 @@ pub async fn request(
         .await
         .map_err(|_| anyhow!("{what}: no response in {REQUEST_TIMEOUT:?}"))?
         .with_context(|| what)
+}
+
+/// Sends one request to a port of ours as a client of `mode`: with mTLS over HTTPS,
+/// presenting `mode`'s certificate and checking that the server is process
+/// `server_process` (its certificate names `<process>.kgw.internal`, whatever address is
+/// dialled); with mTLS off over plain HTTP. `url` may say `http://` or `https://`: the
+/// mode decides.
+pub async fn request_tls(
+    mode: &kgw_common::tls::TlsMode,
+    server_process: &str,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Result<Response> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
+    let Some(mtls) = mode.mtls() else {
+        return request(method, &format!("http://{rest}"), None, headers, body).await;
+    };
+    let what = format!("{method} https://{rest}");
+    let uri: hyper::Uri = format!("https://{rest}")
+        .parse()
+        .with_context(|| format!("invalid URL {url}"))?;
+    let authority = uri.authority().context("a URL with host:port")?.clone();
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let name = kgw_proto::identity::server_name(server_process);
+    let server_name =
+        rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| anyhow!("invalid server name {name}"))?;
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(HOST, authority.as_str());
+    for (k, v) in headers {
+        req = req.header(HeaderName::try_from(*k)?, HeaderValue::try_from(*v)?);
+    }
+    let req = req
+        .body(Full::new(body.into()))
+        .with_context(|| format!("building request to {url}"))?;
+    let config = mtls.client_config();
+    let fut = async move {
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let port = authority.port_u16().unwrap_or(443);
+        let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(server_name, tcp)
+            .await
+            .context("TLS handshake")?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+        tokio::spawn(connection);
+        let resp = sender.send_request(req).await?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        anyhow::Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, fut)
+        .await
+        .map_err(|_| anyhow!("{what}: no response in {REQUEST_TIMEOUT:?}"))?
+        .with_context(|| what)
+}
+
+/// GET from a port of ours as a client of `mode` (see [`request_tls`]).
+pub async fn get_tls(mode: &kgw_common::tls::TlsMode, server_process: &str, url: &str) -> Result<Response> {
+    request_tls(mode, server_process, Method::GET, url, &[], Bytes::new()).await
+}
+
+/// POST `body` to a port of ours as a client of `mode` (see [`request_tls`]).
+pub async fn post_tls(
+    mode: &kgw_common::tls::TlsMode,
+    server_process: &str,
+    url: &str,
+    body: impl Into<Bytes>,
+) -> Result<Response> {
+    request_tls(mode, server_process, Method::POST, url, &[], body).await
 }
 
 /// GET `url`, with `host` as the Host header when given.

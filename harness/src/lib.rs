@@ -7,6 +7,7 @@ pub mod bins;
 pub mod echo;
 pub mod envoy;
 pub mod golden;
+pub mod hints;
 pub mod http;
 pub mod kube;
 pub mod manifest;
@@ -17,7 +18,7 @@ pub mod tools;
 
 pub use addr::{Layout, Lease};
 pub use echo::{spawn_echo, spawn_echo_on};
-pub use http::{Response, get, request, wait_for, wait_status};
+pub use http::{Response, get, get_tls, post_tls, request, request_tls, wait_for, wait_status};
 pub use hyper::{Method, StatusCode};
 pub use manifest::{remove_manifest, write_manifest_atomically};
 pub use process::Process;

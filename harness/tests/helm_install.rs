@@ -1,8 +1,9 @@
 //! The Helm chart installed for real: the `helm` CLI against a real kube-apiserver (no
 //! kubelet, so no pod ever starts: what is checked is what the API server holds).
 //! install → CRDs (the RouteOption schema enforced), workloads, Services with the legacy
-//! ports, RBAC and the webhook exist; upgrade with changed values → the Deployment specs
-//! change and the webhook certificate stays; the ServiceAccounts' tokens get exactly the
+//! ports, RBAC, the webhook and the mTLS certificates exist; upgrade with changed values →
+//! the Deployment specs change, the webhook certificate and the mTLS CA and certificates
+//! stay (but the one whose name the new values change is reissued); the ServiceAccounts' tokens get exactly the
 //! access least privilege allows, and our processes run with them do their work (gateway
 //! writes route status and serves the webhook with the chart's certificate, discovery
 //! publishes Upstreams); uninstall → the release's objects are gone (CRDs stay, as Helm
@@ -95,11 +96,22 @@ async fn helm_install_upgrade_uninstall_and_least_privilege() -> Result<()> {
     check_workloads(&client).await?;
     check_services(&client).await?;
     let ca_before = check_webhook(&client).await?;
+    let mtls_before = check_mtls_secrets(&client, "gateway-proxy").await?;
 
     // upgrade: a changed value rolls the Deployment spec; `lookup` keeps the certificate.
     let mut upgrade = vec!["upgrade".to_string()];
     upgrade.extend(install_args(&chart));
-    upgrade.extend(["--set", "discovery.replicas=3", "--set", "gateway.image.tag=9.9.9"].map(String::from));
+    upgrade.extend(
+        [
+            "--set",
+            "discovery.replicas=3",
+            "--set",
+            "gateway.image.tag=9.9.9",
+            "--set",
+            "gatewayProxy.gatewayName=edge",
+        ]
+        .map(String::from),
+    );
     helm(&cluster, &upgrade.iter().map(String::as_str).collect::<Vec<_>>())?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
     let discovery = deployments.get("discovery").await?;
@@ -122,6 +134,20 @@ async fn helm_install_upgrade_uninstall_and_least_privilege() -> Result<()> {
         ca_before == ca_after,
         "helm upgrade replaced the webhook's CA (lookup should keep it)"
     );
+    let mtls_after = check_mtls_secrets(&client, "edge").await?;
+    for (name, cert) in &mtls_before {
+        let after = mtls_after
+            .get(name)
+            .with_context(|| format!("Secret {name} gone after upgrade"))?;
+        if name == "kgw-gateway-proxy-tls" {
+            ensure!(
+                after != cert,
+                "the gateway-proxy's role changed but its certificate did not"
+            );
+        } else {
+            ensure!(after == cert, "helm upgrade replaced the certificate of Secret {name}");
+        }
+    }
 
     check_least_privilege(&cluster).await?;
     check_processes_work_with_chart_tokens(&cluster).await?;
@@ -197,7 +223,6 @@ async fn check_workloads(client: &kube::Client) -> Result<()> {
         ("gateway", "gateway"),
         ("gloo", "controller"),
         ("discovery", "discovery"),
-        ("access-log", "access-log"),
         ("gateway-proxy", "envoy"),
     ] {
         let deployment = deployments
@@ -227,8 +252,23 @@ async fn check_workloads(client: &kube::Client) -> Result<()> {
             );
         }
     }
-    let nats: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
-    let nats = nats.get("nats").await.context("StatefulSet nats")?;
+    let stateful: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    // access-log: a StatefulSet, each replica named under the headless Service.
+    let access_log = stateful.get("access-log").await.context("StatefulSet access-log")?;
+    let spec = access_log.spec.context("access-log spec")?;
+    ensure!(
+        spec.service_name.as_deref() == Some("access-log-headless") && spec.replicas == Some(2),
+        "StatefulSet access-log: serviceName {:?}, replicas {:?}",
+        spec.service_name,
+        spec.replicas
+    );
+    let pod = spec.template.spec.context("access-log pod spec")?;
+    ensure!(
+        pod.containers[0].command.as_deref() == Some(&["access-log".to_string()][..]),
+        "StatefulSet access-log runs {:?}",
+        pod.containers[0].command
+    );
+    let nats = stateful.get("nats").await.context("StatefulSet nats")?;
     let claims = nats.spec.and_then(|s| s.volume_claim_templates).unwrap_or_default();
     ensure!(
         claims.len() == 1,
@@ -372,6 +412,80 @@ async fn check_webhook(client: &kube::Client) -> Result<Vec<u8>> {
     let bundle = hook.client_config.ca_bundle.context("no caBundle")?.0;
     ensure!(bundle == ca, "caBundle is not the Secret's ca.crt");
     Ok(ca)
+}
+
+/// The mTLS Secrets: a CA (kgw-ca) and one kubernetes.io/tls Secret per identity with the
+/// CA's certificate as ca.crt and the identity's common name (the gateway-proxy's for
+/// Gateway `<NS>/<gateway>`); the Deployments mount their own. Returns each Secret's
+/// tls.crt.
+async fn check_mtls_secrets(
+    client: &kube::Client,
+    gateway: &str,
+) -> Result<std::collections::BTreeMap<String, Vec<u8>>> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let ca = secrets.get("kgw-ca").await.context("Secret kgw-ca (the mTLS CA)")?;
+    let ca_crt = ca
+        .data
+        .unwrap_or_default()
+        .get("tls.crt")
+        .context("kgw-ca lacks tls.crt")?
+        .0
+        .clone();
+    let mut out = std::collections::BTreeMap::from([("kgw-ca".to_string(), ca_crt.clone())]);
+    let proxy = format!("kgw-proxy:{NS}~{gateway}");
+    for (who, common_name) in [
+        ("gateway", "kgw-process:gateway"),
+        ("controller", "kgw-process:controller"),
+        ("discovery", "kgw-process:discovery"),
+        ("access-log", "kgw-process:access-log"),
+        ("gateway-proxy", proxy.as_str()),
+        ("admin", "kgw-admin"),
+        ("nats", "nats.kgw.internal"),
+    ] {
+        let name = format!("kgw-{who}-tls");
+        let secret = secrets.get(&name).await.with_context(|| format!("Secret {name}"))?;
+        ensure!(
+            secret.type_.as_deref() == Some("kubernetes.io/tls"),
+            "Secret {name} is {:?}",
+            secret.type_
+        );
+        let named = secret
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("kgw.dev/common-name")
+            .cloned();
+        ensure!(
+            named.as_deref() == Some(common_name),
+            "Secret {name} is for {named:?}, want {common_name}"
+        );
+        let data = secret.data.unwrap_or_default();
+        ensure!(
+            data.get("ca.crt").map(|c| &c.0) == Some(&ca_crt),
+            "Secret {name}'s ca.crt is not the CA's"
+        );
+        ensure!(data.contains_key("tls.key"), "Secret {name} lacks tls.key");
+        out.insert(name.clone(), data.get("tls.crt").context("tls.crt")?.0.clone());
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    for (deployment, who) in [
+        ("gateway", "gateway"),
+        ("gloo", "controller"),
+        ("discovery", "discovery"),
+        ("gateway-proxy", "gateway-proxy"),
+    ] {
+        let pod = deployments
+            .get(deployment)
+            .await?
+            .spec
+            .and_then(|s| s.template.spec)
+            .context("pod spec")?;
+        let mounted = pod.volumes.unwrap_or_default().into_iter().any(|v| {
+            v.name == "mtls" && v.secret.and_then(|s| s.secret_name).as_deref() == Some(&format!("kgw-{who}-tls"))
+        });
+        ensure!(mounted, "Deployment {deployment} does not mount Secret kgw-{who}-tls");
+    }
+    Ok(out)
 }
 
 fn forbidden(result: &Result<impl Sized, kube::Error>) -> bool {
@@ -580,7 +694,10 @@ spec:
             system.nats_url(),
             "--health-file".into(),
             cluster.dir().join("discovery-healthy").display().to_string(),
-        ],
+        ]
+        .into_iter()
+        // The system's discovery certificate: NATS requires TLS.
+        .chain(system.process_tls_args("discovery")),
         cluster.dir().join("discovery.log"),
     );
     discovery.start()?;

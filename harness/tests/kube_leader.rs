@@ -113,7 +113,10 @@ fn gateway(cluster: &KubeCluster, system: &System, name: &str, monitoring_port: 
         "--leader-election-lease-seconds",
         "3",
     ]
-    .map(String::from);
+    .map(String::from)
+    .into_iter()
+    // The system's gateway certificate: NATS requires TLS.
+    .chain(system.process_tls_args("gateway"));
     let log = system.run_dir().join(format!("{name}.log"));
     let mut process = Process::new(name, kgw_harness::bins::bin(kgw_harness::bins::GATEWAY)?, args, &log);
     process.start()?;

@@ -8,6 +8,7 @@ pub mod v1 {
     tonic::include_proto!("kgw.v1");
 }
 
+pub mod identity;
 pub mod nats;
 
 pub use v1::*;

@@ -21,10 +21,14 @@ pub const UPSTREAMS_BUCKET: &str = "kgw_upstreams";
 /// Key: `<kind>.<ns>.<name>`. In directory mode this is where status lives.
 pub const STATUS_BUCKET: &str = "kgw_status";
 
-/// Controller → gateway translation reports: `kgw.reports.<ns>.<proxy>`.
-pub const REPORTS_SUBJECT_PREFIX: &str = "kgw.reports";
 /// Envoy access-log entries as JSON lines: `kgw.accesslog.<ns>.<gateway>`.
 pub const ACCESS_LOG_SUBJECT_PREFIX: &str = "kgw.accesslog";
+/// The JetStream stream over `kgw.accesslog.>` that holds every access-log entry once:
+/// each sink replica publishes every entry with a `Nats-Msg-Id` that is the same on every
+/// replica, and the stream's duplicate window keeps one copy. Created by the sink.
+/// Readers should consume this stream: a plain subscriber to the subjects sees one copy
+/// per replica.
+pub const ACCESS_LOG_STREAM: &str = "kgw_access_log";
 /// Discovery replicas' heartbeats.
 pub const DISCOVERY_HEARTBEAT_SUBJECT: &str = "kgw.discovery.heartbeat";
 /// Reserved for work shared by discovery replicas (queue group [`DISCOVERY_QUEUE_GROUP`]).
@@ -47,14 +51,23 @@ pub fn split_key(key: &str) -> Option<(&str, &str)> {
     key.split_once('.')
 }
 
-/// `kgw.reports.<ns>.<proxy>`.
-pub fn reports_subject(namespace: &str, name: &str) -> String {
-    format!("{REPORTS_SUBJECT_PREFIX}.{namespace}.{name}")
-}
-
 /// `kgw.accesslog.<ns>.<gateway>`.
 pub fn access_log_subject(namespace: &str, gateway: &str) -> String {
     format!("{ACCESS_LOG_SUBJECT_PREFIX}.{namespace}.{gateway}")
+}
+
+/// Envoy's node metadata `role` of a Gateway: `<ns>~<gateway>`.
+pub fn role(namespace: &str, gateway: &str) -> String {
+    format!("{namespace}~{gateway}")
+}
+
+/// A Proxy's KV key (`<ns>.<gateway>`) → its Envoys' role (`<ns>~<gateway>`); the inverse
+/// of [`role_to_key`].
+pub fn key_to_role(key: &str) -> String {
+    match split_key(key) {
+        Some((namespace, name)) => role(namespace, name),
+        None => key.to_string(),
+    }
 }
 
 /// Envoy's node metadata `role` (`<ns>~<gateway>`) → the Proxy's KV key.
@@ -72,6 +85,8 @@ mod tests {
         assert_eq!(key("default", "gw.a"), "default.gw.a");
         assert_eq!(split_key("default.gw.a"), Some(("default", "gw.a")));
         assert_eq!(role_to_key("default~gw"), Some("default.gw".into()));
+        assert_eq!(key_to_role("default.gw.a"), "default~gw.a");
+        assert_eq!(role_to_key(&key_to_role("default.gw.a")), Some("default.gw.a".into()));
         assert_eq!(role_to_key("nogateway"), None);
         assert_eq!(role_to_key("~gw"), None);
     }
@@ -79,11 +94,11 @@ mod tests {
 
 /// The broker's users, one per process, and what each may publish and subscribe to: the
 /// least each needs (gateway writes Proxies and status, discovery writes Upstreams, the
-/// controller only reads buckets and publishes reports, the access-log sink only publishes
+/// controller only reads buckets, the access-log sink only publishes
 /// access logs). Replies come to a per-user inbox prefix, so no user sees another's.
 pub mod users {
     use super::{
-        ACCESS_LOG_SUBJECT_PREFIX, DISCOVERY_HEARTBEAT_SUBJECT, PROXIES_BUCKET, REPORTS_SUBJECT_PREFIX, STATUS_BUCKET,
+        ACCESS_LOG_STREAM, ACCESS_LOG_SUBJECT_PREFIX, DISCOVERY_HEARTBEAT_SUBJECT, PROXIES_BUCKET, STATUS_BUCKET,
         UPSTREAMS_BUCKET,
     };
 
@@ -136,12 +151,7 @@ pub mod users {
     pub fn permissions(user: &str) -> Option<Permissions> {
         let publish: Vec<String> = match user {
             GATEWAY => [kv_write(PROXIES_BUCKET), kv_write(STATUS_BUCKET)].concat(),
-            CONTROLLER => [
-                kv_read(PROXIES_BUCKET),
-                kv_read(UPSTREAMS_BUCKET),
-                vec![format!("{REPORTS_SUBJECT_PREFIX}.>")],
-            ]
-            .concat(),
+            CONTROLLER => [kv_read(PROXIES_BUCKET), kv_read(UPSTREAMS_BUCKET)].concat(),
             DISCOVERY => [
                 kv_write(UPSTREAMS_BUCKET),
                 vec![
@@ -150,7 +160,14 @@ pub mod users {
                 ],
             ]
             .concat(),
-            ACCESS_LOG => vec![format!("{ACCESS_LOG_SUBJECT_PREFIX}.>")],
+            // JetStream publishes (plain publishes answered on the inbox) and creating the
+            // stream, or reading its config when it exists. Not STREAM.UPDATE: a sink cannot
+            // change the limits an operator set on the stream, nor purge or delete it.
+            ACCESS_LOG => vec![
+                format!("{ACCESS_LOG_SUBJECT_PREFIX}.>"),
+                format!("$JS.API.STREAM.CREATE.{ACCESS_LOG_STREAM}"),
+                format!("$JS.API.STREAM.INFO.{ACCESS_LOG_STREAM}"),
+            ],
             _ => return None,
         };
         let mut publish = publish;

@@ -45,7 +45,7 @@ pub async fn run(plan: &Plan, report: &mut Report) -> Result<()> {
         .await
         .context("the canary route never served")?;
     let names: Vec<String> = (0..n).map(routeset::route_name).collect();
-    let (accepted, shutdown) = watch_accepted(&fleet.system.nats_url(), names.clone()).await?;
+    let (accepted, shutdown) = watch_accepted(&fleet.system, names.clone()).await?;
     tokio::time::sleep(if plan.quick {
         Duration::from_millis(500)
     } else {
@@ -104,9 +104,13 @@ pub async fn run(plan: &Plan, report: &mut Report) -> Result<()> {
 
 /// Follows `kgw_status`. The watch holds how many of `names` have an Accepted parent, and
 /// when all of them first did.
-async fn watch_accepted(nats_url: &str, names: Vec<String>) -> Result<(watch::Receiver<Accepted>, Shutdown)> {
+async fn watch_accepted(
+    system: &kgw_harness::System,
+    names: Vec<String>,
+) -> Result<(watch::Receiver<Accepted>, Shutdown)> {
     let shutdown = Shutdown::new();
-    let bus = bus::connect(nats_url, "kgw-bench", &Default::default()).await?;
+    // As the admin (over TLS with the admin's certificate under mTLS).
+    let bus = bus::connect(&system.nats_url(), "kgw-bench", &system.admin_nats_auth()?).await?;
     let (tx, mut events) = mpsc::channel(64);
     bus::spawn_kv_mirror(bus, STATUS_BUCKET, tx, shutdown.clone());
     let (state_tx, state) = watch::channel(Accepted::default());

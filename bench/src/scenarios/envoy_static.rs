@@ -25,8 +25,13 @@ pub enum AccessLog {
     None,
     /// Envoy's own file access log (default text format).
     File(PathBuf),
-    /// The gRPC access log service at this address (our `access-log` process).
-    Grpc(SocketAddr),
+    /// The gRPC access log service at this address (our `access-log` process), over mTLS
+    /// with the certificate in the SDS files of `sds_dir` (the system's Envoy's, as the
+    /// controller configures it) unless `None` (mTLS off).
+    Grpc {
+        addr: SocketAddr,
+        sds_dir: Option<PathBuf>,
+    },
 }
 
 pub enum Routes {
@@ -99,7 +104,7 @@ pub fn bootstrap(
     routes: Routes,
     mut clusters: Vec<Value>,
     log: AccessLog,
-) -> Value {
+) -> Result<Value> {
     let listener_name = format!("listener~{}", listen.port());
     let access_log = match log {
         AccessLog::None => json!([]),
@@ -107,8 +112,17 @@ pub fn bootstrap(
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
             "path": path.display().to_string(),
         }}]),
-        AccessLog::Grpc(addr) => {
-            clusters.push(static_cluster(ACCESS_LOG_CLUSTER, &[addr], true));
+        AccessLog::Grpc { addr, sds_dir } => {
+            let mut cluster = static_cluster(ACCESS_LOG_CLUSTER, &[addr], true);
+            if let Some(dir) = sds_dir {
+                // The transport socket the controller gives its own access-log clusters.
+                let socket = controller::translate::proxy_tls::transport_socket(
+                    &dir.display().to_string(),
+                    kgw_proto::nats::users::ACCESS_LOG,
+                );
+                cluster["transport_socket"] = controller::json::message_to_json(&socket)?;
+            }
+            clusters.push(cluster);
             json!([{"name": "envoy.access_loggers.http_grpc", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
                 "common_config": {
@@ -135,7 +149,7 @@ pub fn bootstrap(
             }})
         }
     }
-    json!({
+    Ok(json!({
         "node": {"id": format!("bench-static-{listen}"), "cluster": "gw", "metadata": {"role": "default~gw"}},
         "admin": {"address": socket(admin)},
         "static_resources": {
@@ -146,7 +160,7 @@ pub fn bootstrap(
             }],
             "clusters": clusters,
         },
-    })
+    }))
 }
 
 /// An RDS file (a DiscoveryResponse) holding one route table.

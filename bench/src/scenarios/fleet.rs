@@ -152,6 +152,14 @@ impl Fleet {
     /// Starts the backends, lets `setup` write the initial config into the config dir,
     /// then starts the system.
     pub async fn start(setup: impl FnOnce(&Path, &Backends) -> Result<()>) -> Result<Fleet> {
+        Self::start_with(setup, |_| {}).await
+    }
+
+    /// [`Fleet::start`], with `tweak` applied to the system's configuration.
+    pub async fn start_with(
+        setup: impl FnOnce(&Path, &Backends) -> Result<()>,
+        tweak: impl FnOnce(&mut SystemConfig),
+    ) -> Result<Fleet> {
         let lease = kgw_harness::addr::allocate()?;
         let layout: Layout = lease.layout.clone();
         let dir = tempfile::Builder::new().prefix("kgw-bench-").tempdir()?;
@@ -177,13 +185,14 @@ impl Fleet {
         let config = dir.path().join("config");
         std::fs::create_dir_all(&config)?;
         setup(&config, &backends)?;
-        let system = System::start(SystemConfig {
+        let mut config = SystemConfig {
             config_dir: Some(config),
             placement: Placement::Lease(lease),
             ready_timeout: Duration::from_secs(60),
             ..Default::default()
-        })
-        .await?;
+        };
+        tweak(&mut config);
+        let system = System::start(config).await?;
         Ok(Fleet {
             poller: Poller::new(system.layout().envoy_http()),
             backends,

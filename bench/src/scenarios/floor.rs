@@ -71,7 +71,7 @@ async fn floor(fleet: &Fleet, plan: &Plan, n: usize) -> Result<Samples> {
         },
         envoy_static::service_clusters(n, &fleet.backends),
         AccessLog::None,
-    );
+    )?;
     let envoy = StaticEnvoy::start("envoy-floor", &work, &config, listen).await?;
     let poller = super::fleet::Poller::new(envoy.listen);
     let last = routeset::route_name(n - 1);

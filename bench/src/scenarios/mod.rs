@@ -7,6 +7,7 @@ pub mod envoy_static;
 pub mod fleet;
 pub mod floor;
 pub mod growth;
+pub mod kill_matrix;
 pub mod kube;
 pub mod machine;
 pub mod propagation;

@@ -63,7 +63,11 @@ pub async fn run(plan: &Plan, report: &mut Report) -> Result<()> {
         report.error("als", &e);
     }
 
-    let sink = fleet.system.layout().access_log_addr();
+    let sink = AccessLog::Grpc {
+        addr: fleet.system.layout().access_log_addr(),
+        // The sink takes only clients with a certificate: this Envoy uses the system's.
+        sds_dir: fleet.system.pki().map(|pki| pki.dir(kgw_harness::system::mtls::PROXY)),
+    };
     let static_envoy = |name: &'static str, ip_n: u8, log: AccessLog| {
         let ip = fleet.spare_ip(ip_n);
         let (admin, listen) = (SocketAddr::new(ip, 19000), SocketAddr::new(ip, 8080));
@@ -75,9 +79,9 @@ pub async fn run(plan: &Plan, report: &mut Report) -> Result<()> {
             log,
         );
         let work = work.clone();
-        async move { StaticEnvoy::start(name, &work, &config, listen).await }
+        async move { StaticEnvoy::start(name, &work, &config?, listen).await }
     };
-    let grpc = static_envoy("envoy-static-grpc", 1, AccessLog::Grpc(sink)).await?;
+    let grpc = static_envoy("envoy-static-grpc", 1, sink).await?;
     let file = static_envoy(
         "envoy-static-file",
         2,

@@ -23,8 +23,9 @@ pub fn run(plan: &Plan, report: &mut Report) -> Result<()> {
     };
     let gateway_options = gateway::translate::Options::default();
     let settings = Settings {
-        access_log_address: "127.0.0.1:8083".into(),
+        access_log_addresses: vec!["127.0.0.1:8083".into()],
         wasm: WasmModules::default(),
+        proxy_tls: None,
     };
     for n in plan.sizes {
         let built = Instant::now();

@@ -257,7 +257,7 @@ async fn run_watcher(
             }
             Err(error) => {
                 let failure = classify(&error);
-                let message = error_chain(&error);
+                let message = crate::telemetry::error_chain(&error);
                 if failing.as_ref() != Some(&message) {
                     tracing::warn!(watch = %watch.label(), ?failure, error = %message, "watch failed; retrying with backoff");
                 } else {
@@ -296,21 +296,6 @@ fn classify(error: &watcher::Error) -> Failure {
         },
         _ => Failure::Transient,
     }
-}
-
-/// `error: cause: cause`, for one log line or problem.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 pub fn key_of(kind: Kind, metadata: &ObjectMeta) -> ResourceKey {

@@ -63,6 +63,21 @@ pub struct Batch {
     pub initial: bool,
 }
 
+impl Batch {
+    /// Batches in arrival order as one: every change in order, the latest problems. `None`
+    /// for no batch.
+    pub fn merge(batches: impl IntoIterator<Item = Batch>) -> Option<Batch> {
+        let mut batches = batches.into_iter();
+        let mut merged = batches.next()?;
+        for more in batches {
+            merged.changes.extend(more.changes);
+            merged.problems = more.problems;
+            merged.initial |= more.initial;
+        }
+        Some(merged)
+    }
+}
+
 /// A started source.
 #[derive(Clone)]
 pub enum Started {

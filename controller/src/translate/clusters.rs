@@ -13,10 +13,7 @@ use envoy_types::pb::{
 use envoy_types::util::pack_any;
 use kgw_proto::v1 as pb;
 
-use super::{
-    ACCESS_LOG_CLUSTER,
-    listeners::{ads_config_source, socket_address},
-};
+use super::listeners::{ads_config_source, socket_address};
 
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
@@ -118,9 +115,10 @@ pub fn cluster(name: &str, upstream: &pb::Upstream) -> (Cluster, Option<ClusterL
     }
 }
 
-/// The gRPC access-log sink, reached over HTTP/2.
-pub fn access_log_cluster(address: &str) -> Cluster {
-    static_http_cluster(ACCESS_LOG_CLUSTER, address, true)
+/// One gRPC access-log sink replica (cluster `name`, see `access_log_cluster_name`),
+/// reached over HTTP/2.
+pub fn access_log_cluster(name: &str, address: &str) -> Cluster {
+    static_http_cluster(name, address, true)
 }
 
 /// A cluster of one `host:port` (an IP: STATIC; a name: STRICT_DNS), for our own services.

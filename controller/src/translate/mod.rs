@@ -4,6 +4,7 @@
 //! upstreams, so an endpoint change touches only its ClusterLoadAssignment).
 mod clusters;
 mod listeners;
+pub mod proxy_tls;
 pub mod re2;
 mod routes;
 pub mod wasm;
@@ -15,7 +16,8 @@ use envoy_types::pb::envoy::config::{
 };
 use kgw_proto::v1 as pb;
 
-/// Cluster Envoy sends access logs to (gRPC ALS of the access-log process).
+/// Cluster Envoy sends access logs to (gRPC ALS of the access-log process): the first
+/// replica's; the others' are `kgw-access-log-<i>` ([`access_log_cluster_name`]).
 pub const ACCESS_LOG_CLUSTER: &str = "kgw-access-log";
 /// Name no cluster ever has: routes to unresolvable backends point here and Envoy answers
 /// 500 (cluster_not_found_response_code).
@@ -24,10 +26,14 @@ pub const INVALID_BACKEND_CLUSTER: &str = "kgw-invalid-backend";
 /// Settings of the translation that come from the controller's flags.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// host:port of the access-log gRPC sink; empty: no access log.
-    pub access_log_address: String,
+    /// host:port of each access-log sink replica; empty: no access log. Envoy sends every
+    /// entry to every replica (one access logger and one cluster each), so a replica that
+    /// goes down loses nothing: the replicas store each entry once (see access-log).
+    pub access_log_addresses: Vec<String>,
     /// What the WASM cache holds (changes at run time, as modules are fetched).
     pub wasm: wasm::WasmModules,
+    /// With mTLS: Envoy reaches the sink and the WASM cache with its client certificate.
+    pub proxy_tls: Option<proxy_tls::ProxyTls>,
 }
 
 /// Envoy resources for one Proxy, each list sorted by name.
@@ -37,6 +43,9 @@ pub struct EnvoyResources {
     pub routes: Vec<RouteConfiguration>,
     pub clusters: Vec<Cluster>,
     pub endpoints: Vec<ClusterLoadAssignment>,
+    /// KV keys (`<ns>.<name>`) of the Upstreams these resources use: a change to one of
+    /// them re-translates this Proxy.
+    pub upstream_keys: std::collections::BTreeSet<String>,
 }
 
 /// Something the translation could not do as asked; reported to the gateway.
@@ -68,6 +77,15 @@ impl Problem {
 pub enum Severity {
     Error,
     Warning,
+}
+
+/// The cluster of access-log sink replica `i` (0-based): `kgw-access-log`, then
+/// `kgw-access-log-1`, ... (so going from one replica to more only adds clusters).
+pub fn access_log_cluster_name(i: usize) -> String {
+    match i {
+        0 => ACCESS_LOG_CLUSTER.to_string(),
+        i => format!("{ACCESS_LOG_CLUSTER}-{i}"),
+    }
 }
 
 /// The Envoy cluster name of an Upstream: `<name>_<namespace>`, as Gloo names them.
@@ -120,18 +138,33 @@ pub fn translate(
             .push(listeners::http_listener(listener, settings, wasm_filters));
     }
     for (name, upstream) in referenced {
+        let meta = upstream.metadata.clone().unwrap_or_default();
+        out.upstream_keys
+            .insert(kgw_proto::nats::key(&meta.namespace, &meta.name));
         let (cluster, endpoints) = clusters::cluster(&name, upstream);
         out.clusters.push(cluster);
         out.endpoints.extend(endpoints);
     }
-    if !settings.access_log_address.is_empty() {
-        out.clusters
-            .push(clusters::access_log_cluster(&settings.access_log_address));
+    let meta = proxy.metadata.clone().unwrap_or_default();
+    let role = kgw_proto::nats::role(&meta.namespace, &meta.name);
+    let ours = |mut cluster: envoy_types::pb::envoy::config::cluster::v3::Cluster, process: &str| {
+        if let Some(tls) = &settings.proxy_tls {
+            cluster.transport_socket = Some(proxy_tls::transport_socket(&tls.sds_dir_of(&role), process));
+        }
+        cluster
+    };
+    for (i, address) in settings.access_log_addresses.iter().enumerate() {
+        out.clusters.push(ours(
+            clusters::access_log_cluster(&access_log_cluster_name(i), address),
+            kgw_proto::nats::users::ACCESS_LOG,
+        ));
     }
     if uses_wasm {
         let cache = &settings.wasm.cache_address;
-        out.clusters
-            .push(clusters::static_http_cluster(wasm::WASM_CACHE_CLUSTER, cache, false));
+        out.clusters.push(ours(
+            clusters::static_http_cluster(wasm::WASM_CACHE_CLUSTER, cache, false),
+            kgw_proto::nats::users::CONTROLLER,
+        ));
     }
     out.listeners.sort_by(|a, b| a.name.cmp(&b.name));
     out.routes.sort_by(|a, b| a.name.cmp(&b.name));

@@ -17,7 +17,7 @@ use std::{
 };
 
 pub use fetch::{Fetched, WasmFetcher, spawn_fetcher};
-pub use server::serve;
+pub use server::WasmCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WasmError {

@@ -4,33 +4,40 @@ use std::{convert::Infallible, path::PathBuf, sync::Arc};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
-use hyper_util::rt::TokioIo;
-use kgw_common::shutdown::Shutdown;
+use hyper::{Request, Response, StatusCode, body::Incoming};
+use kgw_common::{serve::HttpHandler, tls::ConnInfo};
+use kgw_proto::identity::Identity;
 
 use super::Verified;
 
-/// Serves the cache directory until shutdown.
-pub async fn serve(listener: tokio::net::TcpListener, dir: PathBuf, verified: Verified, shutdown: Shutdown) {
-    let dir = Arc::new(dir);
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.wait() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "WASM cache accept failed");
-                    continue;
-                }
-            },
-        };
-        let (dir, verified) = (dir.clone(), verified.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |request| handle(request, dir.clone(), verified.clone()));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+/// The cache's HTTP handler (see [`kgw_common::serve::serve_http`]): Envoys and admins only.
+pub struct WasmCache {
+    dir: Arc<PathBuf>,
+    verified: Verified,
+}
+
+impl WasmCache {
+    pub fn new(dir: PathBuf, verified: Verified) -> Self {
+        Self {
+            dir: Arc::new(dir),
+            verified,
+        }
+    }
+}
+
+impl HttpHandler for WasmCache {
+    async fn handle(&self, request: Request<Incoming>, info: &ConnInfo) -> Response<Full<Bytes>> {
+        if !info.peer.allows(Identity::is_proxy_or_admin) {
+            tracing::info!(peer = %info.peer, "WASM cache request refused: not an Envoy's certificate");
+            let mut response = Response::new(Full::new(Bytes::from(format!(
+                "{} may not read the WASM cache\n",
+                info.peer
+            ))));
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            return response;
+        }
+        let Ok(response) = handle(request, self.dir.clone(), self.verified.clone()).await;
+        response
     }
 }
 

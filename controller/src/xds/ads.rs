@@ -21,6 +21,7 @@ use envoy_types::pb::{
     google::protobuf::value::Kind,
 };
 use futures::{Stream, StreamExt};
+use kgw_common::tls::Peer;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -101,9 +102,10 @@ impl<S: SnapshotSource> AggregatedDiscoveryService for AdsService<S> {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
+        let peer = kgw_common::tls::grpc::peer_of(&request);
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
-        let stream = StreamState::new(self.source.clone(), self.stats.clone(), tx);
+        let stream = StreamState::new(self.source.clone(), self.stats.clone(), tx, peer);
         tokio::spawn(stream.run(inbound));
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
@@ -138,6 +140,8 @@ struct StreamState<S> {
     stats: Arc<XdsStats>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     role: Option<String>,
+    /// Who connected: an Envoy's certificate names the one role it may read.
+    peer: Peer,
     node_id: String,
     snapshots: Option<SnapshotRx>,
     types: HashMap<String, TypeState>,
@@ -145,12 +149,13 @@ struct StreamState<S> {
 }
 
 impl<S: SnapshotSource> StreamState<S> {
-    fn new(source: S, stats: Arc<XdsStats>, tx: mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Self {
+    fn new(source: S, stats: Arc<XdsStats>, tx: mpsc::Sender<Result<DiscoveryResponse, Status>>, peer: Peer) -> Self {
         Self {
             source,
             stats,
             tx,
             role: None,
+            peer,
             node_id: String::new(),
             snapshots: None,
             types: HashMap::new(),
@@ -207,7 +212,13 @@ impl<S: SnapshotSource> StreamState<S> {
                 let _ = self.tx.send(Err(Status::invalid_argument(message))).await;
                 return false;
             };
-            tracing::info!(node = %node.id, %role, "Envoy connected");
+            if !self.peer.allows(|identity| identity.may_read_role(&role)) {
+                tracing::warn!(node = %node.id, %role, peer = %self.peer, "xDS stream refused: the certificate does not name this role");
+                let message = format!("{} may not read the config of role {role}", self.peer);
+                let _ = self.tx.send(Err(Status::permission_denied(message))).await;
+                return false;
+            }
+            tracing::info!(node = %node.id, %role, peer = %self.peer, "Envoy connected");
             self.node_id = node.id.clone();
             let snapshots = self.source.subscribe(&role);
             if snapshots.borrow().is_none() {

@@ -3,6 +3,7 @@
 //! [`SnapshotSource`] trait: it never imports NATS or the actor.
 pub mod ads;
 pub mod cache;
+mod canonical;
 pub mod snapshot;
 
 pub use cache::{SnapshotCache, SnapshotSource};

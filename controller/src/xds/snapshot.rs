@@ -61,7 +61,16 @@ impl Snapshot {
                 TypeResources::new(by_name(&resources.endpoints, |e| &e.cluster_name)),
             ),
             (LISTENER, TypeResources::new(by_name(&resources.listeners, |l| &l.name))),
-            (ROUTE, TypeResources::new(by_name(&resources.routes, |r| &r.name))),
+            (
+                ROUTE,
+                TypeResources::new(
+                    resources
+                        .routes
+                        .iter()
+                        .map(|r| (r.name.clone(), super::canonical::pack_route_configuration(r)))
+                        .collect(),
+                ),
+            ),
         ]);
         Self { types }
     }

@@ -2,8 +2,9 @@
 //! The only place the validation's protobuf messages are built and read.
 use std::time::Duration;
 
+use kgw_common::tls::TlsMode;
 use kgw_proto::v1::{self as pb, validation_service_client::ValidationServiceClient};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::{DryRun, Finding, Severity, Validator, ValidatorError, resource_id};
 
@@ -19,23 +20,20 @@ pub struct GrpcValidator {
 }
 
 impl GrpcValidator {
-    /// `addr` is `host:port` or a URL (`http://host:port`). Call inside a tokio runtime.
-    pub fn new(addr: &str, timeout: Duration) -> Result<Self, ValidatorError> {
-        let url = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = Endpoint::from_shared(url)
-            .map_err(|source| ValidatorError::Address {
-                addr: addr.to_string(),
-                source,
-            })?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(timeout);
+    /// `addr` is `host:port` (or `http://host:port`). With mTLS the controller must present
+    /// `controller.kgw.internal`. Call inside a tokio runtime.
+    pub fn new(addr: &str, timeout: Duration, tls: &TlsMode) -> Result<Self, ValidatorError> {
+        let host_port = addr.trim_start_matches("http://");
+        let channel = kgw_common::tls::client::grpc_channel(host_port, tls, kgw_proto::nats::users::CONTROLLER, |e| {
+            e.connect_timeout(Duration::from_secs(2)).timeout(timeout)
+        })
+        .map_err(|source| ValidatorError::Address {
+            addr: addr.to_string(),
+            source,
+        })?;
         Ok(Self {
             addr: addr.to_string(),
-            client: ValidationServiceClient::new(endpoint.connect_lazy()),
+            client: ValidationServiceClient::new(channel),
         })
     }
 

@@ -134,7 +134,7 @@ pub enum ValidatorError {
     Address {
         addr: String,
         #[source]
-        source: tonic::transport::Error,
+        source: kgw_common::tls::client::ClientError,
     },
     #[error("the controller's validation service at {addr} is unreachable: {detail}")]
     Unreachable {

@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, str::FromStr};
 
 use clap::ArgAction;
+use kgw_common::tls::TlsMode;
 
 use super::ValidationConfig;
 use crate::validation::Policy;
@@ -54,8 +55,10 @@ pub struct ValidationArgs {
 }
 
 impl ValidationArgs {
-    pub fn config(&self) -> ValidationConfig {
+    /// The settings; `tls` is how the validation client reaches the controller.
+    pub fn config(&self, tls: TlsMode) -> ValidationConfig {
         ValidationConfig {
+            tls,
             validation_addr: self.validation_addr.clone(),
             policy: Policy {
                 always_accept: self.always_accept,

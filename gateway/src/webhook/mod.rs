@@ -11,6 +11,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use kgw_common::{
     resources::{self, Change, DecodeError, Index},
     shutdown::Shutdown,
+    tls::TlsMode,
 };
 use rustls_pki_types::CertificateDer;
 use serde_json::Value;
@@ -49,6 +50,8 @@ pub struct ValidationConfig {
     pub key: Option<PathBuf>,
     /// Validate the whole state after every config change, in the background.
     pub background: bool,
+    /// How the validation client reaches the controller (mTLS, or plain text).
+    pub tls: TlsMode,
 }
 
 impl Default for ValidationConfig {
@@ -60,6 +63,7 @@ impl Default for ValidationConfig {
             cert: None,
             key: None,
             background: true,
+            tls: TlsMode::Insecure,
         }
     }
 }
@@ -91,11 +95,11 @@ pub async fn start(
     report: impl Fn(Vec<Reported>) + Send + 'static,
     shutdown: Shutdown,
 ) -> Result<Started, StartError> {
-    let validator = GrpcValidator::new(&config.validation_addr, REVIEW_TIMEOUT)?;
+    let validator = GrpcValidator::new(&config.validation_addr, REVIEW_TIMEOUT, &config.tls)?;
     let mut started = Started::default();
     if let Some(addr) = config.webhook_addr {
         let tls = server::Tls::load(config.cert.as_deref(), config.key.as_deref(), addr)?;
-        let listener = server::bind(addr).await?;
+        let listener = server::bind(addr, &tls).await?;
         let bound = listener.local_addr().unwrap_or(addr);
         let webhook = Webhook::new(
             validator.clone(),
@@ -104,7 +108,7 @@ pub async fn start(
             index.clone(),
             synced.clone(),
         );
-        server::spawn(listener, &tls, Arc::new(webhook), shutdown.clone());
+        server::spawn(listener, Arc::new(webhook), shutdown.clone());
         tracing::info!(
             addr = %bound,
             validation_addr = %config.validation_addr,
@@ -345,8 +349,9 @@ impl<V: Validator> Webhook<V> {
 }
 
 /// Decodes the object (each item of a List) and applies it to `candidate`. Decode errors
-/// name the resource and the field. True when the index changed.
-fn apply_objects(request: &AdmissionRequest, object: &Value, candidate: &mut Index, verdict: &mut Verdict) -> bool {
+/// name the resource and the field. True when the index changed. Public for the fuzz
+/// target `admission_review`: this is the decoding of what the API server sends.
+pub fn apply_objects(request: &AdmissionRequest, object: &Value, candidate: &mut Index, verdict: &mut Verdict) -> bool {
     let items: Vec<&Value> = match list_items(object) {
         Some(items) => items.iter().collect(),
         None => vec![object],

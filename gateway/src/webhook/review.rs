@@ -24,6 +24,12 @@ pub struct AdmissionReview {
 }
 
 impl AdmissionReview {
+    /// Decodes a request body as the webhook's server does (the fuzz target
+    /// `admission_review` calls this too).
+    pub fn decode_body(body: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+
     /// The review the webhook sends back.
     pub fn answer(response: AdmissionResponse) -> Self {
         Self {

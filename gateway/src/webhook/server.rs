@@ -2,21 +2,22 @@
 //! and `POST /validate`. The certificate comes from PEM files or, without them, is
 //! generated (self-signed) at start.
 use std::{
-    convert::Infallible,
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
 };
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
-use kgw_common::shutdown::Shutdown;
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
+use kgw_common::{
+    serve::{HttpHandler, HttpOptions, Listener, ServerTls, serve_http},
+    shutdown::Shutdown,
+    tls::ConnInfo,
+};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, pem::PemObject as _};
-use tokio::{net::TcpListener, task::JoinHandle};
-use tokio_rustls::{TlsAcceptor, rustls};
+use tokio::task::JoinHandle;
+use tokio_rustls::rustls;
 
 use super::{Webhook, review::AdmissionReview};
 use crate::validation::Validator;
@@ -25,7 +26,6 @@ use crate::validation::Validator;
 pub const PATHS: [&str; 2] = ["/validation", "/validate"];
 /// Largest AdmissionReview accepted (the API server's objects are at most a few MiB).
 const MAX_BODY: usize = 8 << 20;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
@@ -117,60 +117,27 @@ fn generate(addr: SocketAddr) -> Result<Identity, WebhookError> {
     Ok((vec![cert.der().clone()], key))
 }
 
-/// Binds the webhook's address.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, WebhookError> {
-    TcpListener::bind(addr)
+/// Binds the webhook's address, serving `tls`.
+pub async fn bind(addr: SocketAddr, tls: &Tls) -> Result<Listener, WebhookError> {
+    Listener::bind("admission webhook", addr, ServerTls::Fixed(tls.config.clone()))
         .await
-        .map_err(|source| WebhookError::Bind { addr, source })
+        .map_err(|error| WebhookError::Bind {
+            addr,
+            source: error.source,
+        })
 }
 
 /// Serves the webhook on `listener` until shutdown.
-pub fn spawn<V: Validator>(
-    listener: TcpListener,
-    tls: &Tls,
-    webhook: Arc<Webhook<V>>,
-    shutdown: Shutdown,
-) -> JoinHandle<()> {
-    let acceptor = TlsAcceptor::from(tls.config.clone());
-    tokio::spawn(async move {
-        loop {
-            let (stream, peer) = tokio::select! {
-                _ = shutdown.wait() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "webhook accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let (acceptor, webhook) = (acceptor.clone(), webhook.clone());
-            tokio::spawn(async move {
-                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "webhook TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "webhook TLS handshake timed out");
-                        return;
-                    }
-                };
-                let service = service_fn(move |request| {
-                    let webhook = webhook.clone();
-                    async move { Ok::<_, Infallible>(handle(&webhook, request).await) }
-                });
-                if let Err(error) = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!(%peer, %error, "webhook connection ended with an error");
-                }
-            });
-        }
-    })
+pub fn spawn<V: Validator>(listener: Listener, webhook: Arc<Webhook<V>>, shutdown: Shutdown) -> JoinHandle<()> {
+    tokio::spawn(serve_http(listener, Handler(webhook), HttpOptions::default(), shutdown))
+}
+
+struct Handler<V: Validator>(Arc<Webhook<V>>);
+
+impl<V: Validator> HttpHandler for Handler<V> {
+    async fn handle(&self, request: Request<Incoming>, _peer: &ConnInfo) -> Response<Full<Bytes>> {
+        handle(&self.0, request).await
+    }
 }
 
 async fn handle<V: Validator>(webhook: &Webhook<V>, request: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -190,7 +157,7 @@ async fn handle<V: Validator>(webhook: &Webhook<V>, request: Request<Incoming>) 
         }
         Err(error) => return plain(StatusCode::BAD_REQUEST, &error.to_string()),
     };
-    let review: AdmissionReview = match serde_json::from_slice(&body) {
+    let review = match AdmissionReview::decode_body(&body) {
         Ok(review) => review,
         Err(error) => {
             tracing::warn!(%error, "webhook got an invalid AdmissionReview");

@@ -58,11 +58,12 @@ async fn serve_with(policy: Policy, fake: FakeValidator, config: &str) -> Server
     let (_index_tx, index_rx) = watch::channel(Arc::new(index(config)));
     let (_synced_tx, synced_rx) = watch::channel(true);
     let webhook = Webhook::new(fake.clone(), Options::default(), policy, index_rx, synced_rx);
-    let listener = server::bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+    let any_port = "127.0.0.1:0".parse().expect("addr");
+    let tls = Tls::load(None, None, any_port).expect("generated certificate");
+    let listener = server::bind(any_port, &tls).await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
-    let tls = Tls::load(None, None, addr).expect("generated certificate");
     let stop = Shutdown::new();
-    server::spawn(listener, &tls, Arc::new(webhook), stop.clone());
+    server::spawn(listener, Arc::new(webhook), stop.clone());
     Server {
         addr,
         certificate: tls.certificate,

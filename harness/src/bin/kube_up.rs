@@ -34,6 +34,10 @@ struct Args {
     /// Where logs go; default: a new directory under the system's temp dir.
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// Run every process and NATS without TLS (debugging only); by default certificates
+    /// are generated under `<run dir>/pki`.
+    #[arg(long)]
+    insecure_no_mtls: bool,
 }
 
 #[tokio::main]
@@ -79,6 +83,7 @@ async fn run(args: Args) -> Result<()> {
         },
         run_dir: Some(run_dir),
         placement: Placement::Local,
+        mtls: !args.insecure_no_mtls,
         ..SystemConfig::default()
     });
     let mut sys = tokio::select! {
@@ -92,6 +97,9 @@ async fn run(args: Args) -> Result<()> {
     eprintln!("  backend      echo-1 on {backend} (test host namespace)");
     eprintln!("  envoy        http://{}", sys.layout().envoy_http());
     eprintln!("  logs         {}/*.log", sys.run_dir().display());
+    for (label, text) in kgw_harness::hints::client_commands(&sys, "default~gw") {
+        eprintln!("  {label:<12} {text}");
+    }
     eprintln!("Try:  curl -i {}", sys.url("/echo/hello"));
     eprintln!(
         "      KUBECONFIG={} kubectl get httproute echo -o yaml   (status written back)",

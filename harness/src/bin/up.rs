@@ -27,6 +27,15 @@ struct Args {
     run_dir: Option<PathBuf>,
     #[arg(long, default_value = "warn")]
     envoy_log_level: String,
+    /// Access-log sink replicas (Envoy sends every entry to each; the JetStream stream
+    /// kgw_access_log holds each once), as the chart runs them.
+    #[arg(long, default_value_t = 2)]
+    access_log_replicas: usize,
+    /// Run every process and NATS without TLS (debugging only). By default a CA and a
+    /// certificate per process, for Envoy and for the admin are generated under
+    /// `<run dir>/pki` and every port of ours requires a client certificate.
+    #[arg(long)]
+    insecure_no_mtls: bool,
 }
 
 fn parse_backend(s: &str) -> Result<(String, SocketAddr), String> {
@@ -84,6 +93,8 @@ async fn run(args: Args) -> Result<()> {
         placement: Placement::Local,
         gateway: gateway.clone(),
         envoy_log_level: args.envoy_log_level,
+        access_log_replicas: args.access_log_replicas,
+        mtls: !args.insecure_no_mtls,
         ..SystemConfig::default()
     });
     let mut sys = tokio::select! {
@@ -135,11 +146,15 @@ fn print_summary(sys: &System, backends: &[(String, SocketAddr)], gateway: &(Str
         pid(Component::Gateway)
     );
     println!("  discovery    {:<28} pid {}", "(no port)", pid(Component::Discovery));
-    println!(
-        "  access-log   {:<28} pid {}",
-        l.access_log_addr(),
-        pid(Component::AccessLog)
-    );
+    for c in sys.access_log_components() {
+        let i = c.access_log_replica().unwrap_or(0);
+        println!(
+            "  {:<12} {:<28} pid {}",
+            c.to_string(),
+            l.access_log_replica_addr(i),
+            pid(c)
+        );
+    }
     println!(
         "  envoy        http://{:<21} pid {}",
         l.envoy_http(),
@@ -161,12 +176,19 @@ fn print_summary(sys: &System, backends: &[(String, SocketAddr)], gateway: &(Str
     );
     println!("  config dir   {}", sys.config_dir().display());
     println!("  logs         {}/*.log", sys.run_dir().display());
-    println!("  access log   {}", sys.access_log_path().display());
-    // NATS authenticates (one user per process): the status command connects as admin.
+    for c in sys.access_log_components() {
+        let i = c.access_log_replica().unwrap_or(0);
+        println!("  access log   {}", sys.access_log_replica_path(i).display());
+    }
     println!(
-        "  status       target/debug/gateway status --nats-url {}",
-        sys.nats_url()
+        "               JetStream stream {} (each entry once)",
+        kgw_proto::nats::ACCESS_LOG_STREAM
     );
+    // mTLS, the admin's certificate, and commands that use it.
+    let role = format!("{}~{}", gateway.0, gateway.1);
+    for (label, text) in kgw_harness::hints::client_commands(sys, &role) {
+        println!("  {label:<12} {text}");
+    }
     // The first route's first path match, so the suggested request is one that is routed.
     let path = documents_of_kind(sys.config_dir(), "HTTPRoute")
         .iter()

@@ -9,7 +9,7 @@
 
 pub mod apply;
 mod kubeconfig;
-mod pki;
+pub(crate) mod pki;
 mod tools;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};

@@ -60,6 +60,16 @@ impl Ca {
         self.sign(params)
     }
 
+    /// A certificate named `common_name` for `sans` (DNS names or IPs), usable as a server
+    /// and as a client (our processes are both).
+    pub(crate) fn leaf(&self, common_name: &str, sans: &[String]) -> Result<CertPair> {
+        let mut params =
+            CertificateParams::new(sans.to_vec()).with_context(|| format!("subject alternative names {sans:?}"))?;
+        params.distinguished_name = name(common_name, None);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params)
+    }
+
     fn sign(&self, mut params: CertificateParams) -> Result<CertPair> {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;

@@ -14,6 +14,9 @@ pub enum Component {
     Gateway,
     Discovery,
     AccessLog,
+    /// Access-log sink replica `i` (1-based: the second, third, ... sink), started with
+    /// [`Component::AccessLog`] when [`SystemConfig::access_log_replicas`] is above 1.
+    AccessLogReplica(u8),
     Envoy,
 }
 
@@ -34,15 +37,29 @@ impl Component {
             Component::Controller => bins::CONTROLLER,
             Component::Gateway => bins::GATEWAY,
             Component::Discovery => bins::DISCOVERY,
-            Component::AccessLog => bins::ACCESS_LOG,
+            Component::AccessLog | Component::AccessLogReplica(_) => bins::ACCESS_LOG,
             Component::Envoy => "envoy",
+        }
+    }
+}
+
+impl Component {
+    /// Which access-log replica this is (0: [`Component::AccessLog`]), if one.
+    pub fn access_log_replica(self) -> Option<usize> {
+        match self {
+            Component::AccessLog => Some(0),
+            Component::AccessLogReplica(i) => Some(usize::from(i)),
+            _ => None,
         }
     }
 }
 
 impl fmt::Display for Component {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        match self {
+            Component::AccessLogReplica(i) => write!(f, "{}-{i}", self.name()),
+            _ => f.write_str(self.name()),
+        }
     }
 }
 
@@ -92,6 +109,14 @@ pub struct SystemConfig {
     /// NATS with one user per process, each allowed only what it does (the default, as
     /// the chart runs it); false: an open broker.
     pub nats_auth: bool,
+    /// Access-log sink replicas (1 to [`crate::addr::MAX_ACCESS_LOG_REPLICAS`]) when
+    /// [`Component::AccessLog`] is started: replica `i` listens on its own host
+    /// ([`crate::addr::Layout::access_log_replica`]), writes its own file, and Envoy sends
+    /// every entry to every replica.
+    pub access_log_replicas: usize,
+    /// mTLS between every process, Envoy and NATS (the default, as the chart runs it): a
+    /// CA and certificates generated under `<run dir>/pki`; false: `--insecure-no-mtls`.
+    pub mtls: bool,
 }
 
 impl Default for SystemConfig {
@@ -108,6 +133,8 @@ impl Default for SystemConfig {
             ready_timeout: Duration::from_secs(30),
             env: Vec::new(),
             nats_auth: true,
+            access_log_replicas: 1,
+            mtls: true,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Every process retries NATS, so none waits for another before starting.
 
 mod config;
+pub mod mtls;
 pub mod nats_auth;
 
 pub use config::{Component, Placement, Source, SystemConfig};
@@ -31,8 +32,12 @@ pub struct System {
     source: Source,
     procs: BTreeMap<Component, Process>,
     ready_timeout: Duration,
+    /// Access-log sink replicas Envoy sends every entry to (the controller's list).
+    access_log_replicas: usize,
     /// The broker's users, when it authenticates.
     nats_users: Option<nats_auth::NatsUsers>,
+    /// The CA and certificates, with mTLS.
+    pki: Option<mtls::SystemPki>,
     tmp: Option<tempfile::TempDir>,
     _lease: Lease,
 }
@@ -72,18 +77,36 @@ impl System {
             true => Some(nats_auth::NatsUsers::create(&run_dir)?),
             false => None,
         };
+        let pki = match cfg.mtls {
+            true => Some(mtls::SystemPki::create(
+                &run_dir.join("pki"),
+                &layout.all_ips(),
+                &role,
+                layout.nats,
+            )?),
+            false => None,
+        };
         let mut sys = System {
+            pki,
             layout,
             run_dir,
             config_dir,
             source: cfg.source.clone(),
             procs: BTreeMap::new(),
             ready_timeout: cfg.ready_timeout,
+            access_log_replicas: cfg.access_log_replicas.clamp(1, addr::MAX_ACCESS_LOG_REPLICAS),
             nats_users,
             tmp,
             _lease: lease,
         };
-        for c in Component::ALL.into_iter().filter(|c| cfg.components.contains(c)) {
+        let replicas = (1..sys.access_log_replicas)
+            .map(|i| Component::AccessLogReplica(i as u8))
+            .filter(|_| cfg.components.contains(&Component::AccessLog));
+        for c in Component::ALL
+            .into_iter()
+            .filter(|c| cfg.components.contains(c))
+            .chain(replicas)
+        {
             let mut p = sys.process(c, &role, cfg.envoy_bootstrap.as_deref(), &cfg.envoy_log_level)?;
             for (k, v) in &cfg.env {
                 p = p.env(k, v);
@@ -121,14 +144,15 @@ impl System {
             (Some(users), Component::Gateway) => users.args(nats_users::GATEWAY),
             (Some(users), Component::Controller) => users.args(nats_users::CONTROLLER),
             (Some(users), Component::Discovery) => users.args(nats_users::DISCOVERY),
-            (Some(users), Component::AccessLog) => users.args(nats_users::ACCESS_LOG),
+            (Some(users), Component::AccessLog | Component::AccessLogReplica(_)) => users.args(nats_users::ACCESS_LOG),
             _ => Vec::new(),
         };
+        let tls = self.tls_args(c);
         let ours = |args: Vec<String>| -> Result<Process> {
             Ok(Process::new(
                 c.name(),
                 bins::bin(c.name())?,
-                [args, credentials.clone()].concat(),
+                [args, credentials.clone(), tls.clone()].concat(),
                 &log,
             ))
         };
@@ -153,14 +177,15 @@ impl System {
                     "-m",
                     &mon,
                 ]);
-                let args = match &self.nats_users {
-                    Some(users) => {
+                let tls = self.pki.as_ref().map(|pki| pki.dir(mtls::NATS));
+                let args = match (&self.nats_users, tls) {
+                    (None, None) => args,
+                    (users, tls) => {
                         let conf = self.run_dir.join("nats.conf");
-                        std::fs::write(&conf, users.server_config()?)
+                        std::fs::write(&conf, nats_auth::server_config(users.as_ref(), tls.as_deref())?)
                             .with_context(|| format!("writing {}", conf.display()))?;
                         [s(&["-c", &conf.display().to_string()]), args].concat()
                     }
-                    None => args,
                 };
                 Process::new(c.name(), tools::ensure_nats_server()?, args, &log)
             }
@@ -170,7 +195,7 @@ impl System {
                 "--xds-addr",
                 &l.xds_addr().to_string(),
                 "--access-log-addr",
-                &l.access_log_addr().to_string(),
+                &self.access_log_addrs().join(","),
                 "--validation-addr",
                 &l.validation_addr().to_string(),
                 "--rest-xds-addr",
@@ -216,16 +241,19 @@ impl System {
                 ]
                 .concat(),
             )?,
-            Component::AccessLog => ours(s(&[
-                "--listen",
-                &l.access_log_addr().to_string(),
-                "--output",
-                &self.access_log_path().display().to_string(),
-                "--nats-url",
-                &nats,
-                "--monitoring-addr",
-                &l.access_log_monitoring_addr().to_string(),
-            ]))?,
+            Component::AccessLog | Component::AccessLogReplica(_) => {
+                let i = c.access_log_replica().unwrap_or(0);
+                ours(s(&[
+                    "--listen",
+                    &l.access_log_replica_addr(i).to_string(),
+                    "--output",
+                    &self.access_log_replica_path(i).display().to_string(),
+                    "--nats-url",
+                    &nats,
+                    "--monitoring-addr",
+                    &l.access_log_replica_monitoring_addr(i).to_string(),
+                ]))?
+            }
             Component::Envoy => {
                 let path = self.run_dir.join("envoy-bootstrap.yaml");
                 match bootstrap {
@@ -236,6 +264,7 @@ impl System {
                             role: role.into(),
                             xds: l.xds_addr(),
                             admin: l.envoy_admin(),
+                            tls_dir: self.pki.as_ref().map(|pki| pki.dir(mtls::PROXY)),
                         };
                         envoy::write_bootstrap(&bins::bin(bins::CONTROLLER)?, &params, &path)?
                     }
@@ -245,6 +274,60 @@ impl System {
         })
     }
 
+    /// `--tls-dir <its certificates>` for one of our processes with mTLS (the controller
+    /// also learns where Envoy's SDS files are), else `--insecure-no-mtls`.
+    fn tls_args(&self, c: Component) -> Vec<String> {
+        let process = match c {
+            Component::Gateway => "gateway",
+            Component::Controller => "controller",
+            Component::Discovery => "discovery",
+            Component::AccessLog | Component::AccessLogReplica(_) => "access-log",
+            Component::Nats | Component::Envoy => return Vec::new(),
+        };
+        let Some(pki) = &self.pki else {
+            return vec!["--insecure-no-mtls".into()];
+        };
+        let mut args = vec!["--tls-dir".into(), pki.dir(process).display().to_string()];
+        if c == Component::Controller {
+            args.extend(["--proxy-sds-dir".into(), pki.dir(mtls::PROXY).display().to_string()]);
+        }
+        args
+    }
+
+    /// The system's certificates, with mTLS.
+    pub fn pki(&self) -> Option<&mtls::SystemPki> {
+        self.pki.as_ref()
+    }
+
+    /// How a client of our ports connects: as the admin with mTLS, else plain text.
+    pub fn admin_tls(&self) -> Result<kgw_common::tls::TlsMode> {
+        match &self.pki {
+            Some(pki) => Ok(kgw_common::tls::TlsMode::Mtls(kgw_common::tls::Mtls::load(
+                pki.dir(mtls::ADMIN),
+            )?)),
+            None => Ok(kgw_common::tls::TlsMode::Insecure),
+        }
+    }
+
+    /// Flags that make a CLI of ours (`controller proxies`, `gateway validate`) a client of
+    /// this system: the admin's certificates, or plain text.
+    pub fn admin_cli_args(&self) -> Vec<String> {
+        match &self.pki {
+            Some(pki) => vec!["--tls-dir".into(), pki.dir(mtls::ADMIN).display().to_string()],
+            None => vec!["--insecure-no-mtls".into()],
+        }
+    }
+
+    /// Flags for one of our processes (`gateway`, `controller`, `discovery`,
+    /// `access-log`) that a test starts itself beside this system: that process's
+    /// certificates, or plain text.
+    pub fn process_tls_args(&self, process: &str) -> Vec<String> {
+        match &self.pki {
+            Some(pki) => vec!["--tls-dir".into(), pki.dir(process).display().to_string()],
+            None => vec!["--insecure-no-mtls".into()],
+        }
+    }
+
     /// Waits until `c` listens on its port (or, without a port, stays up a moment);
     /// an error with its log's tail if it exits or times out.
     pub async fn wait_ready(&mut self, c: Component) -> Result<()> {
@@ -252,6 +335,7 @@ impl System {
             Component::Nats => Some(self.layout.nats_addr()),
             Component::Controller => Some(self.layout.xds_addr()),
             Component::AccessLog => Some(self.layout.access_log_addr()),
+            Component::AccessLogReplica(i) => Some(self.layout.access_log_replica_addr(usize::from(i))),
             Component::Envoy => Some(self.layout.envoy_admin()),
             Component::Gateway | Component::Discovery => None,
         };
@@ -366,6 +450,7 @@ impl System {
             Component::Gateway => self.layout.gateway_monitoring_addr(),
             Component::Controller => self.layout.controller_monitoring_addr(),
             Component::AccessLog => self.layout.access_log_monitoring_addr(),
+            Component::AccessLogReplica(i) => self.layout.access_log_replica_monitoring_addr(usize::from(i)),
             Component::Nats | Component::Discovery | Component::Envoy => return None,
         };
         Some(format!("http://{addr}{path}"))
@@ -407,10 +492,31 @@ impl System {
     pub fn nats_users(&self) -> Option<&nats_auth::NatsUsers> {
         self.nats_users.as_ref()
     }
+    /// Connect options for the broker: TLS with the admin's certificate under mTLS.
+    pub async fn nats_options(&self) -> Result<async_nats::ConnectOptions> {
+        let options = async_nats::ConnectOptions::new();
+        Ok(match self.admin_tls()?.mtls() {
+            Some(mtls) => options
+                .require_tls(true)
+                .tls_client_config(rustls::ClientConfig::clone(&mtls.client_config())),
+            None => options,
+        })
+    }
+
     /// A client of the broker, as `admin` when it authenticates.
+    /// What [`kgw_common::bus::connect`] needs to reach this system's broker as the admin
+    /// (credentials come with [`System::nats_url`]): TLS with the admin's certificate
+    /// under mTLS.
+    pub fn admin_nats_auth(&self) -> Result<kgw_common::bus::NatsAuth> {
+        Ok(kgw_common::bus::NatsAuth {
+            tls: self.admin_tls()?.mtls().cloned(),
+            ..Default::default()
+        })
+    }
+
     pub async fn nats_client(&self) -> Result<async_nats::Client> {
         let (url, credentials) = kgw_common::bus::split_credentials(&self.nats_url());
-        let mut options = async_nats::ConnectOptions::new();
+        let mut options = self.nats_options().await?;
         if let Some((user, password)) = credentials {
             options = options.user_and_password(user, password);
         }
@@ -460,8 +566,32 @@ impl System {
     pub fn config_dir(&self) -> &Path {
         &self.config_dir
     }
+    /// The JSON lines of the first access-log replica.
     pub fn access_log_path(&self) -> PathBuf {
         self.run_dir.join("access.log")
+    }
+    /// The JSON lines of access-log replica `i` (0: [`System::access_log_path`]; else
+    /// `access-<i>.log`): every replica writes every entry.
+    pub fn access_log_replica_path(&self, i: usize) -> PathBuf {
+        match i {
+            0 => self.access_log_path(),
+            i => self.run_dir.join(format!("access-{i}.log")),
+        }
+    }
+    /// The access-log components, [`Component::AccessLog`] first.
+    pub fn access_log_components(&self) -> Vec<Component> {
+        (0..self.access_log_replicas)
+            .map(|i| match i {
+                0 => Component::AccessLog,
+                i => Component::AccessLogReplica(i as u8),
+            })
+            .collect()
+    }
+    /// The gRPC addresses of the access-log replicas, as the controller gives them to Envoy.
+    pub fn access_log_addrs(&self) -> Vec<String> {
+        (0..self.access_log_replicas)
+            .map(|i| self.layout.access_log_replica_addr(i).to_string())
+            .collect()
     }
     pub fn discovery_health_file(&self) -> PathBuf {
         self.run_dir.join("discovery-healthy")

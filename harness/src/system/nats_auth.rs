@@ -60,8 +60,8 @@ impl NatsUsers {
             .map(|(password, _)| (user.to_string(), password.clone()))
     }
 
-    /// nats-server configuration (JSON, which its parser reads): the authorization block.
-    pub fn server_config(&self) -> Result<String> {
+    /// The authorization block of nats-server's configuration.
+    fn authorization(&self) -> Result<serde_json::Value> {
         let mut list = vec![serde_json::json!({"user": ADMIN, "password": self.admin_password})];
         for (user, (password, _)) in &self.users {
             let permissions = users::permissions(user).with_context(|| format!("no permissions for {user}"))?;
@@ -74,8 +74,29 @@ impl NatsUsers {
                 },
             }));
         }
-        Ok(serde_json::to_string_pretty(&serde_json::json!({
-            "authorization": {"users": list}
-        }))?)
+        Ok(serde_json::json!({"users": list}))
     }
+}
+
+/// nats-server configuration (JSON, which its parser reads): the users' authorization, and
+/// with `tls_dir` TLS on the client port with client certificates from its CA required.
+pub fn server_config(users: Option<&NatsUsers>, tls_dir: Option<&Path>) -> Result<String> {
+    let mut config = serde_json::Map::new();
+    if let Some(users) = users {
+        config.insert("authorization".into(), users.authorization()?);
+    }
+    if let Some(dir) = tls_dir {
+        let file = |name: &str| dir.join(name).display().to_string();
+        config.insert(
+            "tls".into(),
+            serde_json::json!({
+                "cert_file": file("tls.crt"),
+                "key_file": file("tls.key"),
+                "ca_file": file("ca.crt"),
+                "verify": true,
+                "timeout": 2,
+            }),
+        );
+    }
+    Ok(serde_json::to_string_pretty(&serde_json::Value::Object(config))?)
 }

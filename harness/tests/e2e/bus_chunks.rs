@@ -32,7 +32,7 @@ async fn large_values_are_split_and_reassembled() -> anyhow::Result<()> {
     })
     .await?;
     let shutdown = Shutdown::new();
-    let bus = bus::connect(&system.nats_url(), "test", &Default::default()).await?;
+    let bus = bus::connect(&system.nats_url(), "test", &system.admin_nats_auth()?).await?;
     let big = Bytes::from((0..2_500_000u32).map(|i| (i % 253) as u8).collect::<Vec<_>>());
     let (desired_tx, desired) = watch::channel(KvState::default());
     desired_tx.send_replace(Arc::new(BTreeMap::from([("ns.big".to_string(), big.clone())])));
@@ -84,7 +84,7 @@ async fn writers_heal_deleted_and_overwritten_keys_and_remove_stale_parts() -> a
     })
     .await?;
     let shutdown = Shutdown::new();
-    let bus = bus::connect(&system.nats_url(), "test", &Default::default()).await?;
+    let bus = bus::connect(&system.nats_url(), "test", &system.admin_nats_auth()?).await?;
     let store = bus.kv("test_heal", &shutdown).await?;
     // Left behind by an earlier writer: an orphan part and one beyond a head's count.
     store.put("ns.gone.part.0", Bytes::from_static(b"orphan")).await?;

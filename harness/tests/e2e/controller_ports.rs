@@ -1,9 +1,9 @@
 //! The controller's operator ports on a running system: REST xDS (9976) answers the node
 //! Envoy reports at 19000/server_info with that Envoy's listeners, as JSON (and 304 for the
 //! version it already has); `controller proxies` prints the Proxy it holds from the proxy
-//! debug gRPC (9966).
+//! debug gRPC (9966). Both over mTLS with the admin's certificate.
 use anyhow::{Context as _, Result, ensure};
-use kgw_harness::{Method, StatusCode, get, request, wait_status, write_manifest_atomically};
+use kgw_harness::{Method, StatusCode, get, request, request_tls, wait_status, write_manifest_atomically};
 
 use crate::support::{WAIT, config_dir, route_yaml, start};
 
@@ -23,9 +23,19 @@ async fn rest_xds_and_proxy_debug() -> Result<()> {
     // The node exactly as Envoy reports it.
     let info = get(&system.admin_url("/server_info"), None).await?.json()?;
     let node = info.get("node").cloned().context("server_info has no node")?;
-    let rest = format!("http://{}/v3/discovery:listeners", system.layout().rest_xds_addr());
+    // Over mTLS as the admin (who may read every role), the server checked as the
+    // controller.
+    let admin = system.admin_tls()?;
+    let rest = format!("https://{}/v3/discovery:listeners", system.layout().rest_xds_addr());
+    let post = |body: Vec<u8>| request_tls(&admin, "controller", Method::POST, &rest, &[], body);
     let body = serde_json::json!({ "node": node }).to_string();
-    let response = request(Method::POST, &rest, None, &[], body).await?;
+    // Plain text, without a client certificate, gets no answer.
+    let plain = format!("http://{}/v3/discovery:listeners", system.layout().rest_xds_addr());
+    ensure!(
+        request(Method::POST, &plain, None, &[], body.clone()).await.is_err(),
+        "REST xDS answered a plain-text request"
+    );
+    let response = post(body.into_bytes()).await?;
     ensure!(
         response.status == StatusCode::OK,
         "{}: {}",
@@ -49,11 +59,11 @@ async fn rest_xds_and_proxy_debug() -> Result<()> {
         "Envoy's listeners are not at version {version}"
     );
     let again = serde_json::json!({ "node": node, "versionInfo": version }).to_string();
-    let response = request(Method::POST, &rest, None, &[], again).await?;
+    let response = post(again.into_bytes()).await?;
     ensure!(response.status == StatusCode::NOT_MODIFIED, "{}", response.status);
     // A 100 MB body is refused with 413, not a closed connection.
     let huge = vec![b' '; 100 * 1024 * 1024];
-    let response = request(Method::POST, &rest, None, &[], huge).await?;
+    let response = post(huge).await?;
     ensure!(response.status == StatusCode::PAYLOAD_TOO_LARGE, "{}", response.status);
 
     // `controller proxies`: the Proxy of Gateway default/gw, as JSON and as YAML.
@@ -64,6 +74,7 @@ async fn rest_xds_and_proxy_debug() -> Result<()> {
             .arg("proxies")
             .args(args)
             .args(["--debug-addr", &debug_addr])
+            .args(system.admin_cli_args())
             .output()
     };
     let out = proxies(&["-o", "json"])?;

@@ -1,9 +1,11 @@
 //! End to end: real nats-server, our four processes and a real Envoy on a loopback block of
 //! their own (so these tests run side by side), driven through files in the config dir.
+mod access_log_replicas;
 mod bus_chunks;
 mod controller_ports;
 mod faults;
 mod monitoring;
+mod mtls;
 mod nats_auth;
 mod routing;
 mod support;

@@ -17,7 +17,9 @@ async fn connect_as(system: &System, user: &str) -> Result<(async_nats::Client, 
         .and_then(|u| u.credentials(user))
         .context("the broker authenticates")?;
     let (errors_tx, errors) = mpsc::unbounded_channel();
-    let client = async_nats::ConnectOptions::new()
+    let client = system
+        .nats_options()
+        .await?
         .user_and_password(user.clone(), password)
         .custom_inbox_prefix(users::inbox_prefix(&user))
         .event_callback(move |event| {
@@ -54,8 +56,11 @@ async fn anonymous_clients_are_refused_and_each_user_does_only_its_job() -> Resu
         ..Default::default()
     })
     .await?;
-    let anonymous = async_nats::connect(system.layout().nats_url()).await;
+    // Anonymous: refused even with a valid client certificate (TLS is not a NATS user).
+    let anonymous = system.nats_options().await?.connect(system.layout().nats_url()).await;
     ensure!(anonymous.is_err(), "an anonymous client was let in");
+    let plain = async_nats::connect(system.layout().nats_url()).await;
+    ensure!(plain.is_err(), "an anonymous plain-text client was let in");
 
     // The writers create their buckets (as gateway and discovery do on start).
     let (gateway, _) = connect_as(&system, users::GATEWAY).await?;
@@ -103,10 +108,17 @@ async fn anonymous_clients_are_refused_and_each_user_does_only_its_job() -> Resu
     let (sink, mut sink_errors) = connect_as(&system, users::ACCESS_LOG).await?;
     sink.publish("kgw.accesslog.default.gw", Bytes::from_static(b"{}"))
         .await?;
-    sink.publish("kgw.reports.default.gw", Bytes::from_static(b"forged"))
+    sink.publish("kgw.discovery.heartbeat", Bytes::from_static(b"forged"))
         .await?;
     sink.flush().await?;
-    denied(&mut sink_errors, "kgw.reports.default.gw").await?;
+    denied(&mut sink_errors, "kgw.discovery.heartbeat").await?;
+    // It may create its stream and read its config, not change, purge or delete it.
+    for api in ["UPDATE", "PURGE", "DELETE"] {
+        let subject = format!("$JS.API.STREAM.{api}.{}", kgw_proto::nats::ACCESS_LOG_STREAM);
+        sink.publish(subject.clone(), Bytes::from_static(b"{}")).await?;
+        sink.flush().await?;
+        denied(&mut sink_errors, &subject).await?;
+    }
     Ok(())
 }
 

@@ -150,6 +150,7 @@ async fn malformed_file_keeps_good_routes_and_names_file_and_field() -> anyhow::
     let status = wait_for(WAIT, || async {
         let out = std::process::Command::new(kgw_harness::bins::bin("gateway")?)
             .args(["status", "--nats-url", &system.nats_url(), "problems"])
+            .args(system.admin_cli_args())
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         anyhow::ensure!(

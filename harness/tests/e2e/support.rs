@@ -24,21 +24,26 @@ pub struct Running {
 /// Starts echo backends named `names` on the block's backend addresses, writes the Gateway
 /// and one Service per backend into a fresh config dir, and starts the system.
 pub async fn start(names: &[&str]) -> Result<Running> {
+    start_with(names, SystemConfig::default()).await
+}
+
+/// [`start`], with `config` for everything but the config dir and the placement.
+pub async fn start_with(names: &[&str], config: SystemConfig) -> Result<Running> {
     let lease = kgw_harness::addr::allocate()?;
     let layout: Layout = lease.layout.clone();
-    let config = tempfile::tempdir()?.keep();
+    let config_dir = tempfile::tempdir()?.keep();
     let mut backends = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let addr = layout.backend(i as u8 + 1);
         spawn_echo(addr, name).await?;
         backends.push(addr);
-        write_manifest_atomically(&config, &format!("svc-{name}.yaml"), &service_yaml(name, &[addr]))?;
+        write_manifest_atomically(&config_dir, &format!("svc-{name}.yaml"), &service_yaml(name, &[addr]))?;
     }
-    write_manifest_atomically(&config, "gateway.yaml", &gateway_yaml())?;
+    write_manifest_atomically(&config_dir, "gateway.yaml", &gateway_yaml())?;
     let system = System::start(SystemConfig {
-        config_dir: Some(config),
+        config_dir: Some(config_dir),
         placement: kgw_harness::Placement::Lease(lease),
-        ..Default::default()
+        ..config
     })
     .await?;
     Ok(Running { system, backends })

@@ -4,7 +4,7 @@
 //! source. A wrong digest is refused and the route keeps its last good module. A file
 //! outside `--wasm-file-root` is never read, a refused file never echoed, and a module that
 //! fails in Envoy affects only the routes that use it.
-use kgw_harness::{Component, get, wait_for, wait_status, write_manifest_atomically};
+use kgw_harness::{Component, get, get_tls, wait_for, wait_status, write_manifest_atomically};
 use sha2::{Digest, Sha256};
 
 use crate::support::{WAIT, config_dir, start};
@@ -156,8 +156,10 @@ async fn host_files_are_never_read_logged_or_served() -> anyhow::Result<()> {
     let log = std::fs::read_to_string(system.log_path(Component::Controller))?;
     assert!(!log.contains(&real_digest), "the file's digest reached the log");
     assert!(!log.contains("not-a-real-hash"), "the file's bytes reached the log");
-    let cache = format!("http://{}/{real_digest}.wasm", system.layout().wasm_cache_addr());
-    assert_eq!(get(&cache, None).await?.status.as_u16(), 404, "the file is not served");
+    // Asked as the admin over mTLS (the cache serves no one without a certificate).
+    let cache = format!("https://{}/{real_digest}.wasm", system.layout().wasm_cache_addr());
+    let served = get_tls(&system.admin_tls()?, "controller", &cache).await?;
+    assert_eq!(served.status.as_u16(), 404, "the file is not served");
     Ok(())
 }
 

@@ -226,6 +226,7 @@ async fn missing_backend_is_allowed_with_allow_warnings() -> Result<()> {
 fn validation_status(system: &System) -> Result<String> {
     let out = std::process::Command::new(kgw_harness::bins::bin("gateway")?)
         .args(["status", "--nats-url", &system.nats_url(), "problems.validation"])
+        .args(system.admin_cli_args())
         .output()?;
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
@@ -272,6 +273,7 @@ spec:
             .arg("validate")
             .args(paths)
             .args(["--validation-addr", &validation_addr])
+            .args(system.admin_cli_args())
             .output()?;
         Ok((
             out.status.code().unwrap_or(-1),

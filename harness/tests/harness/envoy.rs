@@ -78,6 +78,7 @@ async fn fallback_bootstrap_loads() {
         role: "ns1~gw1".into(),
         xds: l.xds_addr(),
         admin: l.envoy_admin(),
+        tls_dir: None,
     });
     let sys = System::start(SystemConfig {
         placement: Placement::Lease(lease),

@@ -56,6 +56,17 @@ Usage: include "kgw.image" (dict "root" $ "image" .Values.gloo.image)
 {{- printf "%s.svc.%s" .Release.Namespace .Values.clusterDomain -}}
 {{- end -}}
 
+{{/* The access-log replicas' gRPC addresses, comma-separated, one per StatefulSet
+pod (access-log-<i>.access-log-headless.<namespace>.svc.<domain>:<port>): Envoy
+sends every entry to each. */}}
+{{- define "kgw.accessLogAddrs" -}}
+{{- $addrs := list -}}
+{{- range $i := until (int .Values.accessLog.replicas) -}}
+{{- $addrs = append $addrs (printf "access-log-%d.access-log-headless.%s:%v" $i (include "kgw.svcSuffix" $) $.Values.accessLog.alsPort) -}}
+{{- end -}}
+{{- join "," $addrs -}}
+{{- end -}}
+
 {{/* The NATS URL every process connects to. */}}
 {{- define "kgw.natsUrl" -}}
 {{- if .Values.nats.url -}}
@@ -138,7 +149,8 @@ spec:
 {{- end -}}
 
 {{/*
-Environment shared by our processes.
+Environment shared by our processes (with mTLS the certificate folder
+KGW_TLS_DIR, which each pod mounts with kgw.mtlsMount / kgw.mtlsVolume).
 Usage: include "kgw.commonEnv" (dict "root" $ "values" .Values.gloo)
 */}}
 {{- define "kgw.commonEnv" -}}
@@ -156,6 +168,7 @@ Usage: include "kgw.commonEnv" (dict "root" $ "values" .Values.gloo)
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
+{{- include "kgw.mtlsEnv" .root }}
 {{- with .values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -247,5 +260,95 @@ affinity:
     items:
       - key: {{ .user }}
         path: password
+{{- end }}
+{{- end -}}
+
+{{/*
+mTLS (values `mtls`). Where each identity's certificate lives: Secret
+kgw-<who>-tls (tls.crt, tls.key, ca.crt), <who> one of gateway, controller,
+discovery, access-log, gateway-proxy, admin, nats.
+Usage: include "kgw.mtlsSecret" "controller"
+*/}}
+{{- define "kgw.mtlsSecret" -}}
+{{- printf "kgw-%s-tls" . -}}
+{{- end -}}
+
+{{/* Where the certificates are mounted in every pod of ours and in Envoy's. */}}
+{{- define "kgw.mtlsDir" -}}
+/etc/kgw/tls
+{{- end -}}
+
+{{/* Where Envoy's SDS files (ConfigMap gateway-proxy-sds) are mounted: the
+controller's default --proxy-sds-dir, which it names in the clusters it sends. */}}
+{{- define "kgw.sdsDir" -}}
+/etc/kgw/sds
+{{- end -}}
+
+{{/* The DNS names of Service `name` in the release namespace:
+name, name.<ns>, name.<ns>.svc, name.<ns>.svc.<domain>.
+Usage: include "kgw.serviceNames" (dict "root" $ "name" "gloo") | fromJsonArray */}}
+{{- define "kgw.serviceNames" -}}
+{{- $ns := .root.Release.Namespace -}}
+{{- list .name (printf "%s.%s" .name $ns) (printf "%s.%s.svc" .name $ns) (printf "%s.%s" .name (include "kgw.svcSuffix" .root)) | toJson -}}
+{{- end -}}
+
+{{/*
+Every identity that gets a certificate, as a JSON list of
+{who, commonName, dnsNames}: the common names are those of
+kgw_proto::identity (kgw-process:<name>, kgw-proxy:<ns>~<gateway>, kgw-admin);
+our servers' certificates carry <process>.kgw.internal (what clients verify)
+and their Services' names; nats-server's its Service names.
+Usage: include "kgw.mtlsIdentities" $ | fromJsonArray
+*/}}
+{{- define "kgw.mtlsIdentities" -}}
+{{- $suffix := include "kgw.svcSuffix" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- $ids := list -}}
+{{- $ids = append $ids (dict "who" "gateway" "commonName" "kgw-process:gateway" "dnsNames" (list "gateway.kgw.internal")) -}}
+{{- $gloo := include "kgw.serviceNames" (dict "root" . "name" "gloo") | fromJsonArray -}}
+{{- $ids = append $ids (dict "who" "controller" "commonName" "kgw-process:controller" "dnsNames" (prepend $gloo "controller.kgw.internal")) -}}
+{{- $ids = append $ids (dict "who" "discovery" "commonName" "kgw-process:discovery" "dnsNames" (list "discovery.kgw.internal")) -}}
+{{- $als := include "kgw.serviceNames" (dict "root" . "name" "access-log") | fromJsonArray -}}
+{{- $als = concat $als (list (printf "*.access-log-headless.%s.svc" $ns) (printf "*.access-log-headless.%s" $suffix)) -}}
+{{- $ids = append $ids (dict "who" "access-log" "commonName" "kgw-process:access-log" "dnsNames" (prepend $als "access-log.kgw.internal")) -}}
+{{- $ids = append $ids (dict "who" "gateway-proxy" "commonName" (printf "kgw-proxy:%s" (include "kgw.proxyRole" .)) "dnsNames" (list)) -}}
+{{- $ids = append $ids (dict "who" "admin" "commonName" "kgw-admin" "dnsNames" (list)) -}}
+{{- if .Values.nats.enabled -}}
+{{- $nats := include "kgw.serviceNames" (dict "root" . "name" "nats") | fromJsonArray -}}
+{{- $nats = concat $nats (list (printf "*.nats.%s.svc" $ns) (printf "*.nats.%s" $suffix)) -}}
+{{- $ids = append $ids (dict "who" "nats" "commonName" "nats.kgw.internal" "dnsNames" (prepend $nats "nats.kgw.internal")) -}}
+{{- end -}}
+{{- toJson $ids -}}
+{{- end -}}
+
+{{/* Env of our processes: KGW_TLS_DIR with mTLS, else KGW_INSECURE_NO_MTLS.
+Usage: include "kgw.mtlsEnv" $ */}}
+{{- define "kgw.mtlsEnv" -}}
+{{- if .Values.mtls.enabled }}
+- name: KGW_TLS_DIR
+  value: {{ include "kgw.mtlsDir" . | quote }}
+{{- else }}
+- name: KGW_INSECURE_NO_MTLS
+  value: "true"
+{{- end }}
+{{- end -}}
+
+{{/* The certificate's mount (nothing without mTLS).
+Usage: include "kgw.mtlsMount" $ */}}
+{{- define "kgw.mtlsMount" -}}
+{{- if .Values.mtls.enabled }}
+- name: mtls
+  mountPath: {{ include "kgw.mtlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* And its volume: the Secret of identity `who`.
+Usage: include "kgw.mtlsVolume" (dict "root" $ "who" "controller") */}}
+{{- define "kgw.mtlsVolume" -}}
+{{- if .root.Values.mtls.enabled }}
+- name: mtls
+  secret:
+    secretName: {{ include "kgw.mtlsSecret" .who }}
 {{- end }}
 {{- end -}}

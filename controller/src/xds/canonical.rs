@@ -1,0 +1,150 @@
+//! Deterministic bytes for route tables. prost encodes a protobuf `map` by iterating a
+//! `HashMap`, whose order changes with every map (a random seed each): a route with two
+//! per-filter configs would encode differently from one translation to the next, changing
+//! the version and making Envoy reload an unchanged table. Here the maps are written with
+//! their entries sorted by key, after the message's other fields (protobuf readers accept
+//! fields in any order), so the same table always gives the same bytes.
+use std::collections::{BTreeMap, HashMap};
+
+use envoy_types::pb::{
+    envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost},
+    google::protobuf::Any,
+};
+use prost::{
+    Message as _, Name as _,
+    encoding::{btree_map, message, string},
+};
+
+/// Field numbers, from envoy/config/route/v3.
+const ROUTE_CONFIGURATION_VIRTUAL_HOSTS: u32 = 2;
+const VIRTUAL_HOST_ROUTES: u32 = 3;
+const VIRTUAL_HOST_TYPED_PER_FILTER_CONFIG: u32 = 15;
+const ROUTE_TYPED_PER_FILTER_CONFIG: u32 = 13;
+
+fn sorted_map(tag: u32, map: &HashMap<String, Any>, buf: &mut Vec<u8>) {
+    if map.is_empty() {
+        return;
+    }
+    let sorted: BTreeMap<String, Any> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    btree_map::encode(
+        string::encode,
+        string::encoded_len,
+        message::encode,
+        message::encoded_len,
+        tag,
+        &sorted,
+        buf,
+    );
+}
+
+/// Writes `bytes` as field `tag` (length-delimited).
+fn nested(tag: u32, bytes: &[u8], buf: &mut Vec<u8>) {
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, buf);
+    prost::encoding::encode_varint(bytes.len() as u64, buf);
+    buf.extend_from_slice(bytes);
+}
+
+fn route(route: &Route) -> Vec<u8> {
+    let mut buf = if route.typed_per_filter_config.is_empty() {
+        route.encode_to_vec()
+    } else {
+        let mut rest = route.clone();
+        rest.typed_per_filter_config.clear();
+        rest.encode_to_vec()
+    };
+    sorted_map(ROUTE_TYPED_PER_FILTER_CONFIG, &route.typed_per_filter_config, &mut buf);
+    buf
+}
+
+fn virtual_host(host: &VirtualHost) -> Vec<u8> {
+    let rest = VirtualHost {
+        routes: Vec::new(),
+        typed_per_filter_config: HashMap::new(),
+        ..host.clone()
+    };
+    let mut buf = rest.encode_to_vec();
+    for r in &host.routes {
+        nested(VIRTUAL_HOST_ROUTES, &route(r), &mut buf);
+    }
+    sorted_map(
+        VIRTUAL_HOST_TYPED_PER_FILTER_CONFIG,
+        &host.typed_per_filter_config,
+        &mut buf,
+    );
+    buf
+}
+
+/// A RouteConfiguration packed as `Any`, its bytes the same for the same table.
+pub fn pack_route_configuration(table: &RouteConfiguration) -> Any {
+    let rest = RouteConfiguration {
+        virtual_hosts: Vec::new(),
+        ..table.clone()
+    };
+    let mut buf = rest.encode_to_vec();
+    for host in &table.virtual_hosts {
+        nested(ROUTE_CONFIGURATION_VIRTUAL_HOSTS, &virtual_host(host), &mut buf);
+    }
+    Any {
+        type_url: RouteConfiguration::type_url(),
+        value: buf,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::route::v3::{RouteMatch, route_match};
+
+    use super::*;
+
+    fn marker(i: u8) -> Any {
+        Any {
+            type_url: "type.googleapis.com/google.protobuf.Empty".into(),
+            value: vec![i],
+        }
+    }
+
+    fn table(order: &[&str]) -> RouteConfiguration {
+        let filters: HashMap<String, Any> = order
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.to_string(), marker(i as u8)))
+            .collect();
+        RouteConfiguration {
+            name: "listener~8080".into(),
+            virtual_hosts: vec![VirtualHost {
+                name: "a".into(),
+                domains: vec!["a.example".into()],
+                routes: vec![Route {
+                    name: "r".into(),
+                    r#match: Some(RouteMatch {
+                        path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+                        ..Default::default()
+                    }),
+                    typed_per_filter_config: filters.clone(),
+                    ..Default::default()
+                }],
+                typed_per_filter_config: filters,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_same_table_gives_the_same_bytes_whatever_the_map_order() {
+        let names = ["wasm-a", "wasm-b", "wasm-c", "wasm-d", "wasm-e", "wasm-f"];
+        let first = pack_route_configuration(&table(&names));
+        for _ in 0..20 {
+            // A new HashMap each time: a new random order.
+            assert_eq!(pack_route_configuration(&table(&names)).value, first.value);
+        }
+        // What this module is for: prost's own encoding follows each map's random order.
+        let plain = table(&names).encode_to_vec();
+        assert!(
+            (0..20).any(|_| table(&names).encode_to_vec() != plain),
+            "prost's map order looked stable"
+        );
+        let decoded = RouteConfiguration::decode(first.value.as_slice()).expect("valid protobuf");
+        assert_eq!(decoded, table(&names));
+    }
+}
