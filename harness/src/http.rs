@@ -47,23 +47,41 @@ pub async fn request(
     body: impl Into<Bytes>,
 ) -> Result<Response> {
     let what = format!("{method} {url}");
-    let mut req = Request::builder().method(method).uri(url);
+    let req = build(method, url, url, host, headers, body)?;
+    // A client per request: a pooled connection must not outlive the test's runtime.
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
+    answer(what, async { Ok(client.request(req).await?) }).await
+}
+
+/// A request for `uri` (`url` for errors) with `host` as its Host header and `headers`.
+fn build(
+    method: Method,
+    uri: &str,
+    url: &str,
+    host: Option<&str>,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Result<Request<Full<Bytes>>> {
+    let mut req = Request::builder().method(method).uri(uri);
     if let Some(host) = host {
         req = req.header(HOST, host);
     }
     for (k, v) in headers {
         req = req.header(HeaderName::try_from(*k)?, HeaderValue::try_from(*v)?);
     }
-    let req = req
-        .body(Full::new(body.into()))
-        .with_context(|| format!("building request to {url}"))?;
-    // A client per request: a pooled connection must not outlive the test's runtime.
-    let client = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build_http();
+    req.body(Full::new(body.into()))
+        .with_context(|| format!("building request to {url}"))
+}
+
+/// The response `sent` gets, read whole within [`REQUEST_TIMEOUT`].
+async fn answer(
+    what: String,
+    sent: impl Future<Output = Result<hyper::Response<hyper::body::Incoming>>>,
+) -> Result<Response> {
     let fut = async {
-        let resp = client.request(req).await?;
-        let (parts, body) = resp.into_parts();
+        let (parts, body) = sent.await?.into_parts();
         let body = body.collect().await?.to_bytes();
         anyhow::Ok(Response {
             status: parts.status,
@@ -106,18 +124,9 @@ pub async fn request_tls(
     let name = kgw_proto::identity::server_name(server_process);
     let server_name =
         rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| anyhow!("invalid server name {name}"))?;
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(HOST, authority.as_str());
-    for (k, v) in headers {
-        req = req.header(HeaderName::try_from(*k)?, HeaderValue::try_from(*v)?);
-    }
-    let req = req
-        .body(Full::new(body.into()))
-        .with_context(|| format!("building request to {url}"))?;
+    let req = build(method, &path, url, Some(authority.as_str()), headers, body)?;
     let config = mtls.client_config();
-    let fut = async move {
+    let sent = async move {
         let host = authority.host().trim_start_matches('[').trim_end_matches(']');
         let port = authority.port_u16().unwrap_or(443);
         let tcp = tokio::net::TcpStream::connect((host, port)).await?;
@@ -127,19 +136,9 @@ pub async fn request_tls(
             .context("TLS handshake")?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
         tokio::spawn(connection);
-        let resp = sender.send_request(req).await?;
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await?.to_bytes();
-        anyhow::Ok(Response {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        Ok(sender.send_request(req).await?)
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, fut)
-        .await
-        .map_err(|_| anyhow!("{what}: no response in {REQUEST_TIMEOUT:?}"))?
-        .with_context(|| what)
+    answer(what, sent).await
 }
 
 /// GET from a port of ours as a client of `mode` (see [`request_tls`]).

@@ -1,10 +1,10 @@
 //! Deterministic bytes for route tables. prost encodes a protobuf `map` by iterating a
-//! `HashMap`, whose order changes with every map (a random seed each): a route with two
+//! hash map, whose order changes with every map (a random seed each): a route with two
 //! per-filter configs would encode differently from one translation to the next, changing
 //! the version and making Envoy reload an unchanged table. Here the maps are written with
 //! their entries sorted by key, after the message's other fields (protobuf readers accept
 //! fields in any order), so the same table always gives the same bytes.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use envoy_types::pb::{
     envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost},
@@ -21,11 +21,12 @@ const VIRTUAL_HOST_ROUTES: u32 = 3;
 const VIRTUAL_HOST_TYPED_PER_FILTER_CONFIG: u32 = 15;
 const ROUTE_TYPED_PER_FILTER_CONFIG: u32 = 13;
 
-fn sorted_map(tag: u32, map: &HashMap<String, Any>, buf: &mut Vec<u8>) {
-    if map.is_empty() {
+/// Writes map field `tag` from its entries, sorted by key.
+fn sorted_map<'a>(tag: u32, entries: impl Iterator<Item = (&'a String, &'a Any)>, buf: &mut Vec<u8>) {
+    let sorted: BTreeMap<String, Any> = entries.map(|(k, v)| (k.clone(), v.clone())).collect();
+    if sorted.is_empty() {
         return;
     }
-    let sorted: BTreeMap<String, Any> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     btree_map::encode(
         string::encode,
         string::encoded_len,
@@ -52,14 +53,18 @@ fn route(route: &Route) -> Vec<u8> {
         rest.typed_per_filter_config.clear();
         rest.encode_to_vec()
     };
-    sorted_map(ROUTE_TYPED_PER_FILTER_CONFIG, &route.typed_per_filter_config, &mut buf);
+    sorted_map(
+        ROUTE_TYPED_PER_FILTER_CONFIG,
+        route.typed_per_filter_config.iter(),
+        &mut buf,
+    );
     buf
 }
 
 fn virtual_host(host: &VirtualHost) -> Vec<u8> {
     let rest = VirtualHost {
         routes: Vec::new(),
-        typed_per_filter_config: HashMap::new(),
+        typed_per_filter_config: Default::default(),
         ..host.clone()
     };
     let mut buf = rest.encode_to_vec();
@@ -68,7 +73,7 @@ fn virtual_host(host: &VirtualHost) -> Vec<u8> {
     }
     sorted_map(
         VIRTUAL_HOST_TYPED_PER_FILTER_CONFIG,
-        &host.typed_per_filter_config,
+        host.typed_per_filter_config.iter(),
         &mut buf,
     );
     buf
@@ -104,28 +109,36 @@ mod tests {
     }
 
     fn table(order: &[&str]) -> RouteConfiguration {
-        let filters: HashMap<String, Any> = order
-            .iter()
-            .enumerate()
-            .map(|(i, name)| (name.to_string(), marker(i as u8)))
-            .collect();
+        let mut route = Route {
+            name: "r".into(),
+            r#match: Some(RouteMatch {
+                path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // A new map each call: a new random order.
+        route.typed_per_filter_config.extend(
+            order
+                .iter()
+                .enumerate()
+                .map(|(i, name)| (name.to_string(), marker(i as u8))),
+        );
+        let mut host = VirtualHost {
+            name: "a".into(),
+            domains: vec!["a.example".into()],
+            ..Default::default()
+        };
+        host.typed_per_filter_config.extend(
+            route
+                .typed_per_filter_config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        host.routes.push(route);
         RouteConfiguration {
             name: "listener~8080".into(),
-            virtual_hosts: vec![VirtualHost {
-                name: "a".into(),
-                domains: vec!["a.example".into()],
-                routes: vec![Route {
-                    name: "r".into(),
-                    r#match: Some(RouteMatch {
-                        path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
-                        ..Default::default()
-                    }),
-                    typed_per_filter_config: filters.clone(),
-                    ..Default::default()
-                }],
-                typed_per_filter_config: filters,
-                ..Default::default()
-            }],
+            virtual_hosts: vec![host],
             ..Default::default()
         }
     }
@@ -135,7 +148,7 @@ mod tests {
         let names = ["wasm-a", "wasm-b", "wasm-c", "wasm-d", "wasm-e", "wasm-f"];
         let first = pack_route_configuration(&table(&names));
         for _ in 0..20 {
-            // A new HashMap each time: a new random order.
+            // A new map each time: a new random order.
             assert_eq!(pack_route_configuration(&table(&names)).value, first.value);
         }
         // What this module is for: prost's own encoding follows each map's random order.
