@@ -319,7 +319,12 @@ impl ControllerActor {
                 ..Default::default()
             },
         );
-        self.retranslate(changed);
+        // Before every Upstream is read (a restart), a translation would route to clusters
+        // that do not exist yet and Envoy would answer 500 until the rest arrives: wait. The
+        // first full read of Upstreams translates every Proxy not translated yet.
+        if self.synced.borrow().1 {
+            self.retranslate(changed);
+        }
         if full {
             self.synced.send_modify(|s| s.0 = true);
         }
