@@ -45,14 +45,25 @@ fn nested(tag: u32, bytes: &[u8], buf: &mut Vec<u8>) {
     buf.extend_from_slice(bytes);
 }
 
+/// Whether prost's own encoding is already deterministic: a map of at most one entry has
+/// only one order. Tables without two per-filter configs on one route or host (nearly all)
+/// take prost's encoding as it is, without a copy.
+fn stable_map(entries: usize) -> bool {
+    entries <= 1
+}
+
+fn stable_host(host: &VirtualHost) -> bool {
+    stable_map(host.typed_per_filter_config.len())
+        && host.routes.iter().all(|r| stable_map(r.typed_per_filter_config.len()))
+}
+
 fn route(route: &Route) -> Vec<u8> {
-    let mut buf = if route.typed_per_filter_config.is_empty() {
-        route.encode_to_vec()
-    } else {
-        let mut rest = route.clone();
-        rest.typed_per_filter_config.clear();
-        rest.encode_to_vec()
-    };
+    if stable_map(route.typed_per_filter_config.len()) {
+        return route.encode_to_vec();
+    }
+    let mut rest = route.clone();
+    rest.typed_per_filter_config.clear();
+    let mut buf = rest.encode_to_vec();
     sorted_map(
         ROUTE_TYPED_PER_FILTER_CONFIG,
         route.typed_per_filter_config.iter(),
@@ -62,6 +73,9 @@ fn route(route: &Route) -> Vec<u8> {
 }
 
 fn virtual_host(host: &VirtualHost) -> Vec<u8> {
+    if stable_host(host) {
+        return host.encode_to_vec();
+    }
     let rest = VirtualHost {
         routes: Vec::new(),
         typed_per_filter_config: Default::default(),
@@ -81,17 +95,22 @@ fn virtual_host(host: &VirtualHost) -> Vec<u8> {
 
 /// A RouteConfiguration packed as `Any`, its bytes the same for the same table.
 pub fn pack_route_configuration(table: &RouteConfiguration) -> Any {
-    let rest = RouteConfiguration {
-        virtual_hosts: Vec::new(),
-        ..table.clone()
+    let value = if table.virtual_hosts.iter().all(stable_host) {
+        table.encode_to_vec()
+    } else {
+        let rest = RouteConfiguration {
+            virtual_hosts: Vec::new(),
+            ..table.clone()
+        };
+        let mut buf = rest.encode_to_vec();
+        for host in &table.virtual_hosts {
+            nested(ROUTE_CONFIGURATION_VIRTUAL_HOSTS, &virtual_host(host), &mut buf);
+        }
+        buf
     };
-    let mut buf = rest.encode_to_vec();
-    for host in &table.virtual_hosts {
-        nested(ROUTE_CONFIGURATION_VIRTUAL_HOSTS, &virtual_host(host), &mut buf);
-    }
     Any {
         type_url: RouteConfiguration::type_url(),
-        value: buf,
+        value,
     }
 }
 
@@ -159,5 +178,11 @@ mod tests {
         );
         let decoded = RouteConfiguration::decode(first.value.as_slice()).expect("valid protobuf");
         assert_eq!(decoded, table(&names));
+    }
+
+    #[test]
+    fn a_table_without_two_filter_configs_is_prost_s_own_encoding() {
+        let one = table(&["wasm-a"]);
+        assert_eq!(pack_route_configuration(&one).value, one.encode_to_vec());
     }
 }

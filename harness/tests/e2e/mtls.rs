@@ -171,7 +171,8 @@ async fn a_certificate_names_what_it_may_read() -> Result<()> {
     wait_status(&system.url("/echo"), None, 200, WAIT).await?;
     let l = system.layout().clone();
 
-    // An Envoy of another gateway cannot read this one's config, over ADS or REST.
+    // An Envoy of another gateway cannot read this one's config over ADS (REST xDS: the
+    // rest_xds unit test).
     let other = as_identity(
         system,
         "other-proxy",

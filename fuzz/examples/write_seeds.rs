@@ -1,6 +1,6 @@
 //! Writes the binary seeds of `corpus/als_message` and `corpus/kv_value` (the text seeds
-//! are plain files). Run once after a change of the formats:
-//! `cargo test --manifest-path fuzz/Cargo.toml --test seeds -- --ignored`.
+//! are plain files). A tool, not a test: run it after a change of the formats with
+//! `cargo run --manifest-path fuzz/Cargo.toml --example write_seeds`.
 use std::path::{Path, PathBuf};
 
 use envoy_types::pb::{
@@ -213,9 +213,7 @@ fn kv_seeds() {
     write("kv_value", "proxy-split-head.bin", &seed);
 }
 
-#[test]
-#[ignore = "writes the seed corpus; run on purpose"]
-fn write_seeds() {
+fn main() {
     als_seeds();
     kv_seeds();
 }
