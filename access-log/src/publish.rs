@@ -286,8 +286,14 @@ impl Task {
                             } else {
                                 tracing::debug!(stream = ACCESS_LOG_STREAM, error, "waiting for NATS to create the access-log stream");
                             }
-                            ensure_at = Instant::now() + ensure_backoff;
-                            ensure_backoff = (ensure_backoff * 2).min(BACKOFF_MAX);
+                            // Not connected: try again soon, so the stream is made as soon
+                            // as the client connects; a broker that refuses backs off.
+                            if self.bus.is_connected() {
+                                ensure_at = Instant::now() + ensure_backoff;
+                                ensure_backoff = (ensure_backoff * 2).min(BACKOFF_MAX);
+                            } else {
+                                ensure_at = Instant::now() + BACKOFF_MIN;
+                            }
                         }
                     }
                 }

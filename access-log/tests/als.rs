@@ -500,9 +500,15 @@ fn lines_are_published_on_nats() {
 
         let mut got = Vec::new();
         while got.len() < 5 {
-            let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            let msg = tokio::time::timeout(Duration::from_secs(20), sub.next())
                 .await
-                .expect("published lines arrive")
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "published lines arrive: {} of 5 in 20 s; sink stats {:?}",
+                        got.len(),
+                        sink.stats.snapshot()
+                    )
+                })
                 .expect("subscription open");
             assert_eq!(msg.subject.as_str(), "kgw.accesslog.default.gw-n");
             got.push(serde_json::from_slice::<Json>(&msg.payload).expect("payload is JSON"));
