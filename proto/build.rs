@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "protos/kgw/v1/common.proto",
         "protos/kgw/v1/proxy.proto",
+        "protos/kgw/v1/parts.proto",
         "protos/kgw/v1/upstream.proto",
         "protos/kgw/v1/report.proto",
         "protos/kgw/v1/validation.proto",
@@ -29,6 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for oneof in [
         "kgw.v1.Listener.listener_type",
         "kgw.v1.Route.action",
+        "kgw.v1.RouteFilter.kind",
         "kgw.v1.Matcher.path_specifier",
         "kgw.v1.RouteAction.destination",
         "kgw.v1.RedirectAction.path_rewrite",

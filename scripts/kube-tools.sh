@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Kubernetes test binaries (kube-apiserver, kubectl, etcd, helm) from the pinned Go
-# modules under harness/kube-tools/, once per version, into
+# Builds the Go test binaries (kube-apiserver, kubectl, etcd, helm, and Jaeger as the tracing
+# backend) from the pinned Go modules under harness/kube-tools/, once per version, into
 #   ${KGW_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kgw-tools}/<tool>-<version>/<binary>
 # and prints one `name=path` line per binary (progress goes to stderr). Go is test
 # infrastructure only: the product stays Rust. Needs nothing but Go (no cgo, no make).
@@ -20,6 +20,7 @@ tools=(
   "kubectl|kubernetes|k8s.io/kubernetes/cmd/kubectl|k8s.io/kubernetes"
   "etcd|etcd|go.etcd.io/etcd/server/v3|go.etcd.io/etcd/server/v3"
   "helm|helm|helm.sh/helm/v3/cmd/helm|helm.sh/helm/v3"
+  "jaeger|jaeger|github.com/jaegertracing/jaeger/cmd/jaeger|github.com/jaegertracing/jaeger"
 )
 
 # The required version of a module, read from go.mod (no Go needed to check the cache).
@@ -39,6 +40,7 @@ ldflags() {
       done
       echo "-s -w$f" ;;
     helm) echo "-s -w -X helm.sh/helm/v3/internal/version.version=$version" ;;
+    jaeger) echo "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$version" ;;
     *) echo "-s -w" ;;
   esac
 }

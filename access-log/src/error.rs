@@ -26,6 +26,12 @@ pub enum Error {
         #[source]
         source: actix::MailboxError,
     },
+    #[error("cannot export access logs over OTLP to {endpoint:?}")]
+    OtlpLogs {
+        endpoint: String,
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
     #[error("gRPC server failed")]
     Serve {
         #[source]

@@ -11,14 +11,16 @@
 //! publishes it into the JetStream stream `kgw_access_log` under an id that is the same on
 //! every replica, and the stream keeps one copy ([`publish`]).
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
-pub mod error;
+mod error;
 pub mod line;
 pub mod metrics;
+mod otlp;
 pub mod publish;
-pub mod service;
+mod service;
 pub mod stats;
-pub mod writer;
+mod writer;
 
 use std::{future::Future, path::PathBuf, sync::Arc};
 
@@ -27,6 +29,7 @@ use kgw_common::bus::{self, Bus};
 
 pub use error::Error;
 pub use line::{GatewayId, LogLine};
+pub use otlp::OtlpLogs;
 pub use service::serve;
 pub use stats::{RejectReason, Stats, StatsSnapshot};
 pub use writer::{Flush, LogWriter, Output, WriteBatch};
@@ -48,6 +51,8 @@ pub struct WriterConfig {
     pub nats_auth: bus::NatsAuth,
     /// The publishing queue, pipeline and stream.
     pub publish: publish::PublishConfig,
+    /// Also export each line as an OTLP log record to this OTLP/gRPC endpoint.
+    pub otlp_logs_endpoint: Option<String>,
 }
 
 /// The started writer: its address (the [`EntrySink`]), the NATS connection and the
@@ -56,6 +61,8 @@ pub struct WriterHandle {
     pub addr: Addr<LogWriter>,
     pub bus: Option<Bus>,
     pub drainer: Option<publish::Drainer>,
+    /// The OTLP log exporter, to flush at shutdown ([`OtlpLogs::shutdown`]).
+    pub otlp: Option<Arc<OtlpLogs>>,
 }
 
 /// Opens the output, connects to NATS in the background (never waits for the broker) and
@@ -84,6 +91,17 @@ pub async fn start_writer(config: &WriterConfig, stats: Arc<Stats>) -> Result<Wr
         }
         None => (None, None),
     };
-    let addr = LogWriter::new(output, publisher, stats).start_on_thread();
-    Ok(WriterHandle { addr, bus, drainer })
+    let otlp = match &config.otlp_logs_endpoint {
+        Some(endpoint) => Some(Arc::new(OtlpLogs::start(endpoint)?)),
+        None => None,
+    };
+    let addr = LogWriter::new(output, publisher, stats)
+        .with_otlp(otlp.clone())
+        .start_on_thread();
+    Ok(WriterHandle {
+        addr,
+        bus,
+        drainer,
+        otlp,
+    })
 }

@@ -113,6 +113,9 @@ pub struct LogLine {
     /// [`entry_id_tcp`]).
     #[serde(skip)]
     pub id: String,
+    /// The entry's start time (`time` is its text), for exporters that take a timestamp.
+    #[serde(skip)]
+    pub start: Option<SystemTime>,
     pub time: String,
     #[serde(serialize_with = "display")]
     pub gateway: Arc<GatewayId>,
@@ -201,9 +204,14 @@ impl LogLine {
             Some(Timestamp { seconds, nanos }) => rfc3339_millis(*seconds, *nanos),
             None => now_rfc3339(),
         };
+        let start = common.and_then(|c| c.start_time.as_ref()).and_then(|t| {
+            let since_epoch = std::time::Duration::new(u64::try_from(t.seconds).ok()?, u32::try_from(t.nanos).ok()?);
+            UNIX_EPOCH.checked_add(since_epoch)
+        });
         let duration = common.and_then(|c| c.duration.as_ref().or(c.time_to_last_downstream_tx_byte.as_ref()));
         Self {
             id: String::new(),
+            start,
             time,
             gateway: gateway.clone(),
             protocol,

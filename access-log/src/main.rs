@@ -48,6 +48,10 @@ struct Config {
     /// streams ended.
     #[arg(long, env = "KGW_ACCESS_LOG_DRAIN_SECONDS", default_value_t = 15)]
     drain_seconds: u64,
+    /// Also export every entry as an OpenTelemetry log record to this OTLP/gRPC endpoint
+    /// (an OpenTelemetry collector, `http://collector:4317`); off when unset.
+    #[arg(long, env = "KGW_ACCESS_LOG_OTLP_LOGS_ENDPOINT")]
+    otlp_logs_endpoint: Option<String>,
 }
 
 /// How long open streams get to end after SIGTERM before the server is abandoned.
@@ -76,6 +80,7 @@ async fn run(config: Config, Started { shutdown, tls }: Started) -> anyhow::Resu
                 },
                 ..Default::default()
             },
+            otlp_logs_endpoint: config.otlp_logs_endpoint.clone(),
         },
         stats.clone(),
     )
@@ -121,6 +126,10 @@ async fn run(config: Config, Started { shutdown, tls }: Started) -> anyhow::Resu
         && bus.is_connected()
     {
         let _ = tokio::time::timeout(Duration::from_secs(1), bus.client.flush()).await;
+    }
+    if let Some(otlp) = writer.otlp.clone() {
+        // The SDK's shutdown blocks until the last batch is exported.
+        let _ = tokio::task::spawn_blocking(move || otlp.shutdown()).await;
     }
     monitoring_stop.trigger();
     tracing::info!(stats = ?stats.snapshot(), "access-log stopped");

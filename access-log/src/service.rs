@@ -18,14 +18,14 @@ use crate::{
 };
 
 /// The service, generic over where lines go.
-pub struct AlsService<S> {
+pub(crate) struct AlsService<S> {
     sink: S,
     stats: Arc<Stats>,
     shutdown: Shutdown,
 }
 
 impl<S: EntrySink> AlsService<S> {
-    pub fn new(sink: S, stats: Arc<Stats>, shutdown: Shutdown) -> Self {
+    pub(crate) fn new(sink: S, stats: Arc<Stats>, shutdown: Shutdown) -> Self {
         Self { sink, stats, shutdown }
     }
 }

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use crate::{
     EntrySink, Error,
     line::{GatewayId, LogLine},
+    otlp::OtlpLogs,
     publish::Publisher,
     stats::{self, Stats},
 };
@@ -71,6 +72,8 @@ impl Output {
 pub struct LogWriter {
     output: Output,
     publisher: Option<Publisher>,
+    /// Each line also as an OTLP log record (`--otlp-logs-endpoint`).
+    otlp: Option<Arc<OtlpLogs>>,
     stats: Arc<Stats>,
 }
 
@@ -79,8 +82,15 @@ impl LogWriter {
         Self {
             output,
             publisher,
+            otlp: None,
             stats,
         }
+    }
+
+    /// Also exports every line as an OTLP log record.
+    pub fn with_otlp(mut self, otlp: Option<Arc<OtlpLogs>>) -> Self {
+        self.otlp = otlp;
+        self
     }
 
     fn write_line(&mut self, line: &LogLine) -> Option<Vec<u8>> {
@@ -126,7 +136,7 @@ impl LogWriter {
             Output::File { path, .. } => Some(path.clone()),
             Output::Stdout(_) => None,
         };
-        let (publisher, stats) = (self.publisher.clone(), self.stats.clone());
+        let (publisher, otlp, stats) = (self.publisher.clone(), self.otlp.clone(), self.stats.clone());
         let first = std::sync::Mutex::new(Some(self));
         SyncArbiter::start(1, move || {
             if let Some(writer) = first.lock().ok().and_then(|mut w| w.take()) {
@@ -139,7 +149,7 @@ impl LogWriter {
                 }),
                 None => Output::stdout(),
             };
-            LogWriter::new(output, publisher.clone(), stats.clone())
+            LogWriter::new(output, publisher.clone(), stats.clone()).with_otlp(otlp.clone())
         })
     }
 }
@@ -171,6 +181,9 @@ impl Handler<WriteBatch> for LogWriter {
             let Some(json) = self.write_line(line) else {
                 continue;
             };
+            if let Some(otlp) = &self.otlp {
+                otlp.export(line, &json);
+            }
             let Some(publisher) = &self.publisher else {
                 continue;
             };
@@ -212,7 +225,7 @@ impl EntrySink for Addr<LogWriter> {
 
 /// `kgw.accesslog.<ns>.<gateway>`; characters NATS forbids in a subject (whitespace, `*`,
 /// `>`) become `_`. Dots in names stay (they add tokens; `kgw.accesslog.>` still matches).
-pub fn subject_of(gateway: &GatewayId) -> String {
+pub(crate) fn subject_of(gateway: &GatewayId) -> String {
     let token = |s: &str| -> String {
         let t: String = s
             .chars()

@@ -293,6 +293,15 @@ pub enum Change {
     Delete(ResourceKey),
 }
 
+impl Change {
+    /// The resource this change is about.
+    pub fn key(&self) -> &ResourceKey {
+        match self {
+            Self::Upsert(key, _) | Self::Delete(key) => key,
+        }
+    }
+}
+
 /// Every resource a source holds, by kind. Filled by applying [`Change`]s.
 #[derive(Clone, Debug, Default)]
 pub struct Index {

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     metrics::ControllerMetrics,
+    proxies::ProxyStore,
     translate::{self, Settings},
     wasm::{Fetched, WasmFetcher},
     xds::{Snapshot, SnapshotCache},
@@ -21,7 +22,8 @@ use crate::{
 pub struct ControllerActor {
     settings: Settings,
     cache: SnapshotCache,
-    proxies: BTreeMap<String, pb::Proxy>,
+    /// Proxies as read from `kgw_proxies` (heads and virtual hosts), assembled.
+    proxies: ProxyStore,
     upstreams: BTreeMap<String, pb::Upstream>,
     /// Upstream key → Proxies whose routes name it (from their last translation).
     users: BTreeMap<String, BTreeSet<String>>,
@@ -70,7 +72,7 @@ impl ControllerActor {
         Self {
             settings,
             cache,
-            proxies: BTreeMap::new(),
+            proxies: ProxyStore::default(),
             upstreams: BTreeMap::new(),
             users: BTreeMap::new(),
             synced,
@@ -108,7 +110,7 @@ impl ControllerActor {
         let changed = std::mem::take(&mut self.unpublished);
         self.published.send_modify(|p| {
             if changed.proxies {
-                p.proxies = Arc::new(self.proxies.clone());
+                p.proxies = Arc::new(self.proxies.proxies().clone());
             }
             if changed.upstreams {
                 p.upstreams = Arc::new(self.upstreams.clone());
@@ -137,14 +139,16 @@ impl ControllerActor {
 
     fn retranslate(&mut self, keys: BTreeSet<String>) {
         for key in keys {
-            let Some(proxy) = self.proxies.get(&key) else {
+            let Some(proxy) = self.proxies.proxies().get(&key) else {
                 self.cache.set(&Self::role(&key), None);
                 self.metrics.removed(&Self::role(&key));
                 continue;
             };
+            let span = tracing::info_span!("controller.translate", proxy = %key, role = %Self::role(&key));
+            let _in_span = span.enter();
             let started = std::time::Instant::now();
             if let Some(fetcher) = &self.wasm {
-                wasm_filters(proxy).for_each(|filter| fetcher.want(filter));
+                wasm_filters(proxy).for_each(|filter| fetcher.want(&filter));
             }
             let (resources, problems) = translate::translate(proxy, &self.upstreams, &self.settings);
             let took = started.elapsed();
@@ -166,6 +170,10 @@ impl ControllerActor {
             for problem in &problems {
                 tracing::debug!(proxy = %key, path = %problem.path, message = %problem.message, "translation problem");
             }
+            // The pushes to Envoy continue this span's trace.
+            let _in_snapshot =
+                tracing::info_span!("xds.snapshot", role = %Self::role(&key), bytes = snapshot.bytes()).entered();
+            let snapshot = snapshot.traced(kgw_common::trace::TraceHeaders::current());
             self.cache.set(&Self::role(&key), Some(Arc::new(snapshot)));
         }
     }
@@ -200,14 +208,14 @@ impl ControllerActor {
                 *map = fresh;
                 changed
             }
-            KvEvent::Put(key, bytes) => {
+            KvEvent::Put(key, bytes, _) => {
                 let Some(value) = decode(&key, &bytes) else {
                     return BTreeSet::new();
                 };
                 map.insert(key.clone(), value);
                 BTreeSet::from([key])
             }
-            KvEvent::Delete(key) => {
+            KvEvent::Delete(key, _) => {
                 map.remove(&key);
                 BTreeSet::from([key])
             }
@@ -255,6 +263,8 @@ pub struct UpstreamEvents(Vec<KvEvent>);
 
 impl actix::StreamHandler<ProxyEvents> for ControllerActor {
     fn handle(&mut self, ProxyEvents(events): ProxyEvents, ctx: &mut Context<Self>) {
+        let span = apply_span("kgw_proxies", &events);
+        let _in_span = span.enter();
         self.on_proxies(kgw_common::bus::coalesce(events), ctx);
     }
 
@@ -264,6 +274,8 @@ impl actix::StreamHandler<ProxyEvents> for ControllerActor {
 
 impl actix::StreamHandler<UpstreamEvents> for ControllerActor {
     fn handle(&mut self, UpstreamEvents(events): UpstreamEvents, ctx: &mut Context<Self>) {
+        let span = apply_span("kgw_upstreams", &events);
+        let _in_span = span.enter();
         self.on_upstreams(kgw_common::bus::coalesce(events), ctx);
     }
 
@@ -292,7 +304,10 @@ impl Handler<ProxiesChanged> for ControllerActor {
     type Result = ();
 
     fn handle(&mut self, ProxiesChanged(event): ProxiesChanged, ctx: &mut Context<Self>) {
-        self.on_proxies(vec![event], ctx);
+        let events = vec![event];
+        let span = apply_span("kgw_proxies", &events);
+        let _in_span = span.enter();
+        self.on_proxies(events, ctx);
     }
 }
 
@@ -300,17 +315,39 @@ impl Handler<UpstreamsChanged> for ControllerActor {
     type Result = ();
 
     fn handle(&mut self, UpstreamsChanged(event): UpstreamsChanged, ctx: &mut Context<Self>) {
-        self.on_upstreams(vec![event], ctx);
+        let events = vec![event];
+        let span = apply_span("kgw_upstreams", &events);
+        let _in_span = span.enter();
+        self.on_upstreams(events, ctx);
     }
+}
+
+/// `controller.apply`: the work on one batch of a bucket's events, a child of the change
+/// that wrote the first of them and linked to the others.
+fn apply_span(bucket: &'static str, events: &[KvEvent]) -> tracing::Span {
+    let keys: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            KvEvent::Put(key, ..) | KvEvent::Delete(key, _) => Some(key.as_str()),
+            KvEvent::Full(_) => None,
+        })
+        .collect();
+    let span = tracing::info_span!(
+        parent: None,
+        "controller.apply",
+        bucket,
+        events = events.len(),
+        full = events.iter().any(|e| matches!(e, KvEvent::Full(_))),
+        keys = %keys.iter().take(10).copied().collect::<Vec<_>>().join(","),
+    );
+    kgw_common::trace::join(&span, events.iter().filter_map(KvEvent::trace));
+    span
 }
 
 impl ControllerActor {
     fn on_proxies(&mut self, events: Vec<KvEvent>, ctx: &mut Context<Self>) {
         let full = events.iter().any(|e| matches!(e, KvEvent::Full(_)));
-        let mut changed = BTreeSet::new();
-        for event in events {
-            changed.extend(Self::apply(&mut self.proxies, event, "Proxy"));
-        }
+        let changed = self.proxies.apply(events);
         let proxies = !changed.is_empty();
         self.publish_later(
             ctx,
@@ -355,11 +392,12 @@ impl ControllerActor {
         if !changed.is_empty() {
             affected.extend(
                 self.proxies
+                    .proxies()
                     .keys()
                     .filter(|k| !self.users.values().any(|u| u.contains(*k)))
                     .cloned(),
             );
-            affected.extend(waiting(&self.proxies, &changed));
+            affected.extend(waiting(self.proxies.proxies(), &changed));
         }
         self.retranslate(affected);
         if full {
@@ -397,6 +435,7 @@ impl Handler<WasmFetched> for ControllerActor {
         }
         let users = self
             .proxies
+            .proxies()
             .iter()
             .filter(|(_, proxy)| wasm_filters(proxy).any(|f| f.name == filter.name))
             .map(|(key, _)| key.clone())
@@ -405,16 +444,15 @@ impl Handler<WasmFetched> for ControllerActor {
     }
 }
 
-/// Every WASM filter a Proxy's routes name.
-fn wasm_filters(proxy: &pb::Proxy) -> impl Iterator<Item = &pb::WasmFilter> {
+/// Every WASM filter a Proxy's routes run (each route's last list, as the translation has it).
+fn wasm_filters(proxy: &pb::Proxy) -> impl Iterator<Item = pb::WasmFilter> + '_ {
     proxy
         .listeners
         .iter()
         .filter_map(|l| l.listener_type.as_ref())
         .flat_map(|pb::listener::ListenerType::HttpListener(http)| http.virtual_hosts.iter())
         .flat_map(|vhost| vhost.routes.iter())
-        .filter_map(|route| route.options.as_ref())
-        .flat_map(|options| options.wasm_filters.iter())
+        .flat_map(|route| crate::translate::filters::merge(&route.filters).wasm_filters)
 }
 
 /// Proxies with a route naming one of `changed` (an upstream that appeared or went away).

@@ -34,6 +34,10 @@ pub struct BootstrapArgs {
     /// Also write the SDS files (`sds-cert.json`, `sds-ca.json`) into the SDS folder.
     #[arg(long)]
     pub write_sds: bool,
+    /// Incremental xDS: ADS over `DELTA_GRPC` (only changed resources are sent), instead of
+    /// state of the world (`GRPC`).
+    #[arg(long)]
+    pub delta: bool,
 }
 
 impl BootstrapArgs {
@@ -106,6 +110,8 @@ pub fn bootstrap(args: &BootstrapArgs, insecure: bool) -> Result<serde_json::Val
     };
     let (xds_host, xds_port) = split("--xds-addr", &args.xds_addr)?;
     let (admin_host, admin_port) = split("--admin-addr", &args.admin_addr)?;
+    // Both protocols are served on the same port; see `xds::delta` for what delta brings.
+    let api_type = if args.delta { "DELTA_GRPC" } else { "GRPC" };
     let xds_type = if xds_host.parse::<std::net::IpAddr>().is_ok() {
         "STATIC"
     } else {
@@ -119,7 +125,7 @@ pub fn bootstrap(args: &BootstrapArgs, insecure: bool) -> Result<serde_json::Val
         },
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": api_type,
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": true,
                 "grpc_services": [{
@@ -176,7 +182,24 @@ mod tests {
             proxy_tls_dir: tls.map(String::from),
             proxy_sds_dir: None,
             write_sds: false,
+            delta: false,
         }
+    }
+
+    #[test]
+    fn delta_asks_for_incremental_ads() {
+        let mut delta = args(None);
+        delta.delta = true;
+        let value = bootstrap(&delta, true).unwrap();
+        let dynamic = &value["dynamic_resources"];
+        assert_eq!(dynamic["ads_config"]["api_type"], "DELTA_GRPC");
+        assert_eq!(dynamic["ads_config"]["transport_api_version"], "V3");
+        for config in ["cds_config", "lds_config"] {
+            assert_eq!(dynamic[config]["resource_api_version"], "V3");
+            assert!(dynamic[config]["ads"].is_object());
+        }
+        let plain = bootstrap(&args(None), true).unwrap();
+        assert_eq!(plain["dynamic_resources"]["ads_config"]["api_type"], "GRPC");
     }
 
     #[test]

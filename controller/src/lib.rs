@@ -1,16 +1,18 @@
 //! The `controller` process (Gloo's `gloo` pod): reads Proxies and Upstreams from NATS,
 //! translates them into Envoy resources, and serves them over ADS.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod actor;
 pub mod bootstrap;
 pub mod debug;
 pub mod json;
-pub mod metrics;
+mod metrics;
 pub mod monitoring;
+mod proxies;
 pub mod rest_xds;
 pub mod run;
 pub mod translate;
-pub mod validation;
+mod validation;
 pub mod wasm;
 pub mod xds;

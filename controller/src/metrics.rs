@@ -112,7 +112,7 @@ impl ControllerMetrics {
 }
 
 /// The xDS counters, read at scrape time (registered on a registry prefixed `kgw_controller`).
-pub fn register_xds(registry: &mut Registry, stats: Arc<XdsStats>) {
+pub(crate) fn register_xds(registry: &mut Registry, stats: Arc<XdsStats>) {
     let per_type = |counter: fn(&TypeStats) -> &AtomicU64| {
         let stats = stats.clone();
         move || -> Vec<Sample> {

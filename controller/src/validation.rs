@@ -21,7 +21,7 @@ use crate::{
 
 /// What a translation needs besides the Proxy: the current Upstreams (by KV key) and the
 /// settings (access-log address, WASM cache state).
-pub trait TranslationInputs: Send + Sync + 'static {
+pub(crate) trait TranslationInputs: Send + Sync + 'static {
     fn upstreams(&self) -> Arc<BTreeMap<String, pb::Upstream>>;
     fn settings(&self) -> Arc<Settings>;
 }
@@ -35,16 +35,16 @@ impl TranslationInputs for watch::Receiver<Published> {
     }
 }
 
-pub struct Validation<S> {
+pub(crate) struct Validation<S> {
     inputs: S,
 }
 
 impl<S: TranslationInputs> Validation<S> {
-    pub fn new(inputs: S) -> Self {
+    pub(crate) fn new(inputs: S) -> Self {
         Self { inputs }
     }
 
-    pub fn into_server(self) -> ValidationServiceServer<Self> {
+    pub(crate) fn into_server(self) -> ValidationServiceServer<Self> {
         ValidationServiceServer::new(self)
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024)

@@ -45,7 +45,7 @@ fn publishes_proxies_and_upstreams() {
         let mut published = actor.published();
         let actor = actor.start();
 
-        let put = |name: &str| KvEvent::Put(format!("default.{name}"), proxy(name).encode_to_vec().into());
+        let put = |name: &str| KvEvent::Put(format!("default.{name}"), proxy(name).encode_to_vec().into(), None);
         actor.send(ProxiesChanged(put("a"))).await.unwrap();
         actor.send(ProxiesChanged(put("b"))).await.unwrap();
         let upstream = pb::Upstream {
@@ -56,7 +56,7 @@ fn publishes_proxies_and_upstreams() {
             }),
             ..Default::default()
         };
-        let event = KvEvent::Put("default.svc".into(), upstream.encode_to_vec().into());
+        let event = KvEvent::Put("default.svc".into(), upstream.encode_to_vec().into(), None);
         actor.send(UpstreamsChanged(event)).await.unwrap();
 
         // Published once the burst settles (at most every 20 ms).
@@ -66,7 +66,7 @@ fn publishes_proxies_and_upstreams() {
         assert_eq!(state.upstreams.keys().collect::<Vec<_>>(), ["default.svc"]);
 
         actor
-            .send(ProxiesChanged(KvEvent::Delete("default.a".into())))
+            .send(ProxiesChanged(KvEvent::Delete("default.a".into(), None)))
             .await
             .unwrap();
         let state = wait_until(&mut published, |s| s.proxies.len() == 1).await;

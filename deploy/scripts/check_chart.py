@@ -311,6 +311,14 @@ def check_our_processes(deps: dict, exp: dict, f: Failures) -> None:
         check_flags_exist(f, name, binary, args)
         f.check(env_value(c, "KGW_NATS_URL") == exp["nats_url"],
                 f"Deployment/{name} env KGW_NATS_URL is {env_value(c, 'KGW_NATS_URL')!r}, want {exp['nats_url']!r}")
+        f.check(env_value(c, "OTEL_EXPORTER_OTLP_ENDPOINT") == exp["otlp_endpoint"],
+                f"Deployment/{name} env OTEL_EXPORTER_OTLP_ENDPOINT is "
+                f"{env_value(c, 'OTEL_EXPORTER_OTLP_ENDPOINT')!r}, want {exp['otlp_endpoint']!r}")
+        if binary == "access-log":
+            got = env_value(c, "KGW_ACCESS_LOG_OTLP_LOGS_ENDPOINT")
+            f.check(got == exp["otlp_logs_endpoint"],
+                    f"Deployment/{name} env KGW_ACCESS_LOG_OTLP_LOGS_ENDPOINT is {got!r}, "
+                    f"want {exp['otlp_logs_endpoint']!r}")
         ports = c.get("ports") or []
         if mon is None:
             f.check(not ports, f"Deployment/{name} declares container ports {ports}; it listens on nothing")
@@ -804,6 +812,8 @@ def expectations(chart: str, values: dict, namespace: str) -> dict:
         "pdbs": v["podDisruptionBudget"]["enabled"],
         "cluster_domain": v["clusterDomain"],
         "mtls": v["mtls"],
+        "otlp_endpoint": v["tracing"]["otlpEndpoint"] or None,
+        "otlp_logs_endpoint": v["accessLog"]["otlpLogsEndpoint"] or None,
     }
 
 
@@ -818,7 +828,7 @@ CASES = [
     }),
     ("overrides", "edge", "kgw-test", {
         "discovery": {"replicas": 3},
-        "accessLog": {"replicas": 3},
+        "accessLog": {"replicas": 3, "otlpLogsEndpoint": "http://otel-collector.observability:4317"},
         "gateway": {"image": {"tag": "1.2.3"}},
         "gloo": {"image": {"repository": "example.invalid/kgw/controller", "tag": "dev"}},
         "gatewayProxy": {"gatewayName": "public", "gatewayNamespace": "apps", "replicas": 2},
@@ -827,6 +837,7 @@ CASES = [
         "nats": {"persistence": {"enabled": False}},
         "watchNamespaces": ["apps", "web"],
         "labelSelector": "team=edge",
+        "tracing": {"otlpEndpoint": "http://otel-collector.observability:4317"},
     }, {
         "replicas": {"discovery": 3, "gateway-proxy": 2, "gloo": 1, "access-log": 3},
         "images": {"gateway": "kgw/gateway:1.2.3", "gloo": "example.invalid/kgw/controller:dev"},

@@ -1,6 +1,6 @@
 //! The `Discovery` actor: owns the resource index, applies the source's batches, translates
 //! and publishes the desired content of `kgw_upstreams` (key → encoded Upstream).
-use std::{collections::BTreeMap, sync::Arc};
+use std::collections::BTreeMap;
 
 use actix::{Actor, AsyncContext as _, Context, Handler, Message};
 use bytes::Bytes;
@@ -60,10 +60,10 @@ impl Discovery {
             .collect();
         let count = state.len();
         let changed = self.desired.send_if_modified(|current| {
-            if **current == state {
+            if *current.values == state {
                 return false;
             }
-            *current = Arc::new(state);
+            *current = KvState::traced(state);
             true
         });
         tracing::debug!(upstreams = count, changed, "translated");
@@ -120,6 +120,8 @@ impl Handler<ApplyBatch> for Discovery {
         }
         let first = !*self.initialized.borrow();
         if relevant > 0 || first {
+            let span = tracing::info_span!(parent: &batch.span, "discovery.translate", changes = relevant);
+            let _in_span = span.enter();
             self.publish();
         }
         if first {

@@ -16,9 +16,9 @@ use prost::Message as _;
 use tokio::sync::watch;
 
 /// The process name in heartbeats.
-pub const PROCESS: &str = "discovery";
+pub(crate) const PROCESS: &str = "discovery";
 
-pub struct HealthConfig {
+pub(crate) struct HealthConfig {
     pub file: PathBuf,
     pub every: Duration,
     /// `hostname-pid`, see [`instance_name`].
@@ -26,7 +26,7 @@ pub struct HealthConfig {
 }
 
 /// `<hostname>-<pid>`: tells replicas apart.
-pub fn instance_name() -> String {
+pub(crate) fn instance_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
@@ -41,7 +41,7 @@ const RECHECK: Duration = Duration::from_millis(200);
 
 /// Beats every `config.every` until shutdown, then removes the health file. While not
 /// healthy it looks again every [`RECHECK`], so the file appears as soon as it may.
-pub async fn run(
+pub(crate) async fn run(
     bus: Bus,
     config: HealthConfig,
     desired: watch::Receiver<KvState>,

@@ -4,9 +4,10 @@
 //! Pipeline: config source → [`actor::Discovery`] (index, translation) → desired state
 //! (`watch`) → KV writer (writes only the keys whose bytes changed).
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
-pub mod actor;
-pub mod health;
+mod actor;
+mod health;
 pub mod translate;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};

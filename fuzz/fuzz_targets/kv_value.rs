@@ -1,5 +1,6 @@
 //! A value read from NATS KV: a head (chunk manifest) reassembled from its parts, or a
-//! plain value, then decoded as a Proxy or an Upstream as the controller and discovery do.
+//! plain value, then decoded as a Proxy (head or virtual host, assembled) or an Upstream as
+//! the controller does.
 //!
 //! Input: byte 0 picks the bucket (even: kgw_proxies, odd: kgw_upstreams); the rest is the
 //! value under the head key, then the parts `<key>.part.0`, `.part.1`, ..., each after a
@@ -10,7 +11,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use kgw_common::chunk;
-use kgw_proto::v1::{Proxy, Upstream};
+use kgw_proto::v1::{Proxy, Upstream, VirtualHostPart};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
@@ -53,7 +54,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if bucket % 2 == 0 {
+        // A Proxy's head or one of its virtual hosts: the controller assembles the two.
         decode::<Proxy>(&value);
+        decode::<VirtualHostPart>(&value);
+        if let (Ok(head), Ok(part)) = (Proxy::decode(&value[..]), VirtualHostPart::decode(&value[..])) {
+            let _ = kgw_common::proxy_parts::assemble(&head, [&part]);
+        }
     } else {
         decode::<Upstream>(&value);
     }

@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// Desired bucket contents, published for the writers.
-pub struct Outputs {
+pub(crate) struct Outputs {
     pub proxies: watch::Sender<KvState>,
     pub status: watch::Sender<KvState>,
     /// Set once the first full state has been translated (readiness).
@@ -34,7 +34,7 @@ pub struct Outputs {
     pub report: watch::Sender<Arc<StatusReport>>,
 }
 
-pub struct GatewayActor {
+pub(crate) struct GatewayActor {
     index: Index,
     problems: Arc<Vec<Problem>>,
     options: Options,
@@ -48,7 +48,7 @@ pub struct GatewayActor {
 }
 
 impl GatewayActor {
-    pub fn new(options: Options, outputs: Outputs) -> Self {
+    pub(crate) fn new(options: Options, outputs: Outputs) -> Self {
         Self {
             index: Index::default(),
             problems: Arc::default(),
@@ -62,7 +62,7 @@ impl GatewayActor {
     }
 
     /// Counts translations into `metrics` (else into a private set nobody reads).
-    pub fn with_metrics(mut self, metrics: Arc<GatewayMetrics>) -> Self {
+    pub(crate) fn with_metrics(mut self, metrics: Arc<GatewayMetrics>) -> Self {
         self.metrics = metrics;
         self
     }
@@ -79,7 +79,7 @@ impl GatewayActor {
     /// Starts the actor on the config source's batches: those that queued up while it
     /// translated are merged, so under churn it translates once per round, not once per
     /// file event.
-    pub fn start_on(self, batches: tokio::sync::mpsc::Receiver<Batch>) -> actix::Addr<Self> {
+    pub(crate) fn start_on(self, batches: tokio::sync::mpsc::Receiver<Batch>) -> actix::Addr<Self> {
         use futures::StreamExt as _;
         Self::create(move |ctx| {
             ctx.add_stream(
@@ -93,7 +93,7 @@ impl GatewayActor {
 }
 
 /// Batches from the config source, in arrival order.
-pub struct SourceBatches(Vec<Batch>);
+pub(crate) struct SourceBatches(Vec<Batch>);
 
 impl actix::StreamHandler<SourceBatches> for GatewayActor {
     fn handle(&mut self, SourceBatches(batches): SourceBatches, ctx: &mut Context<Self>) {
@@ -109,12 +109,20 @@ impl actix::StreamHandler<SourceBatches> for GatewayActor {
 /// A batch from the config source.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SourceBatch(pub Batch);
+pub(crate) struct SourceBatch(pub Batch);
 
 impl Handler<SourceBatch> for GatewayActor {
     type Result = ();
 
     fn handle(&mut self, SourceBatch(batch): SourceBatch, _: &mut Context<Self>) {
+        let span = tracing::info_span!(
+            parent: &batch.span,
+            "gateway.translate",
+            changes = batch.changes.len(),
+            proxies = tracing::field::Empty,
+            proxies_changed = tracing::field::Empty,
+        );
+        let _in_span = span.enter();
         for change in &batch.changes {
             self.index.apply(change);
         }
@@ -128,10 +136,15 @@ impl Handler<SourceBatch> for GatewayActor {
             micros = took.as_micros() as u64,
             "translated"
         );
-        if self.last.as_ref().map(|l| &l.proxies) != Some(&output.proxies) {
-            self.outputs.proxies.send_replace(Arc::new(encode_proxies(&output)));
+        let proxies_changed = self.last.as_ref().map(|l| &l.proxies) != Some(&output.proxies);
+        span.record("proxies", output.proxies.len());
+        span.record("proxies_changed", proxies_changed);
+        if proxies_changed {
+            self.outputs
+                .proxies
+                .send_replace(KvState::traced(encode_proxies(&output)));
         }
-        self.outputs.status.send_replace(Arc::new(encode_status(
+        self.outputs.status.send_replace(KvState::traced(encode_status(
             &output,
             &self.problems,
             &self.validation,
@@ -149,7 +162,7 @@ impl Handler<SourceBatch> for GatewayActor {
 /// The background validation's findings for the current state.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ValidationReport(pub Vec<Reported>);
+pub(crate) struct ValidationReport(pub Vec<Reported>);
 
 impl Handler<ValidationReport> for GatewayActor {
     type Result = ();
@@ -157,7 +170,7 @@ impl Handler<ValidationReport> for GatewayActor {
     fn handle(&mut self, ValidationReport(findings): ValidationReport, _: &mut Context<Self>) {
         self.validation = Arc::new(findings);
         if let Some(output) = &self.last {
-            self.outputs.status.send_replace(Arc::new(encode_status(
+            self.outputs.status.send_replace(KvState::traced(encode_status(
                 output,
                 &self.problems,
                 &self.validation,
@@ -167,26 +180,29 @@ impl Handler<ValidationReport> for GatewayActor {
     }
 }
 
-/// Proxy bytes per KV key, each stamped with the hash of its own content.
-pub fn encode_proxies(output: &Output) -> BTreeMap<String, Bytes> {
-    output
-        .proxies
-        .iter()
-        .map(|(key, proxy)| {
-            let mut proxy = proxy.clone();
-            proxy.source_hash.clear();
-            proxy.source_hash = hex::encode(&Sha256::digest(proxy.encode_to_vec())[..8]);
-            (key.clone(), Bytes::from(proxy.encode_to_vec()))
-        })
-        .collect()
+/// The Proxies as KV values (the layout in `kgw_proto::nats`): each Proxy's head under its
+/// key, stamped with the hash of its own content, and each of its virtual hosts under a
+/// key of its own, so that a change to one host changes one value.
+pub(crate) fn encode_proxies(output: &Output) -> BTreeMap<String, Bytes> {
+    let mut values = BTreeMap::new();
+    for (key, proxy) in &output.proxies {
+        let (mut head, parts) = kgw_common::proxy_parts::split(key, proxy);
+        head.source_hash.clear();
+        head.source_hash = hex::encode(&Sha256::digest(head.encode_to_vec())[..8]);
+        values.insert(key.clone(), Bytes::from(head.encode_to_vec()));
+        for (part_key, part) in parts {
+            values.insert(part_key, Bytes::from(part.encode_to_vec()));
+        }
+    }
+    values
 }
 
 /// Status as YAML per resource, key `<kind>.<namespace>.<name>`; config problems under
 /// `problems.config`, what the validating webhook would deny under `problems.validation`.
 /// Route key → its status and that status encoded.
-pub type RouteStatusCache = BTreeMap<String, (Vec<RouteParentStatus>, Bytes)>;
+pub(crate) type RouteStatusCache = BTreeMap<String, (Vec<RouteParentStatus>, Bytes)>;
 
-pub fn encode_status(
+pub(crate) fn encode_status(
     output: &Output,
     problems: &[Problem],
     validation: &[Reported],
@@ -224,7 +240,7 @@ pub fn encode_status(
 
 mod erased {
     /// serde_yaml of any Serialize, behind a trait object to keep `encode_status` short.
-    pub trait Yaml {
+    pub(super) trait Yaml {
         fn to_yaml(&self) -> String;
     }
     impl<T: serde::Serialize> Yaml for T {

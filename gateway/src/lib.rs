@@ -1,10 +1,11 @@
 //! The `gateway` process: watches the config source, translates Gateway API resources into
 //! one Proxy per Gateway, writes changed Proxies to NATS KV `kgw_proxies`, and reports status.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
-pub mod actor;
-pub mod kube_status;
-pub mod metrics;
+mod actor;
+mod kube_status;
+mod metrics;
 pub mod monitoring;
 pub mod run;
 pub mod status_cmd;

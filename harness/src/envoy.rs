@@ -22,6 +22,26 @@ pub fn args(bootstrap: &Path, log_level: &str) -> Vec<String> {
     ]
 }
 
+/// Which ADS protocol Envoy speaks to the controller (both are served on the same port).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XdsProtocol {
+    /// State of the world (`api_type: GRPC`): every response carries every resource of its type.
+    #[default]
+    StateOfTheWorld,
+    /// Incremental (`api_type: DELTA_GRPC`): only changed resources, and the names of removed ones.
+    Delta,
+}
+
+impl XdsProtocol {
+    /// The bootstrap's `ads_config.api_type`.
+    pub fn api_type(self) -> &'static str {
+        match self {
+            XdsProtocol::StateOfTheWorld => "GRPC",
+            XdsProtocol::Delta => "DELTA_GRPC",
+        }
+    }
+}
+
 /// The identity and addresses of one gateway-proxy.
 #[derive(Clone, Debug)]
 pub struct BootstrapParams {
@@ -33,6 +53,8 @@ pub struct BootstrapParams {
     /// Envoy's certificate folder (mTLS; the SDS files are written beside it); `None`:
     /// plain text.
     pub tls_dir: Option<std::path::PathBuf>,
+    /// The ADS protocol of the bootstrap.
+    pub xds_protocol: XdsProtocol,
 }
 
 /// Writes to `out` the bootstrap printed by `controller bootstrap` (allowed 10 s); if that
@@ -52,6 +74,7 @@ pub fn write_bootstrap(controller: &Path, p: &BootstrapParams, out: &Path) -> Re
             ],
             None => vec!["--insecure-no-mtls".to_string()],
         })
+        .args((p.xds_protocol == XdsProtocol::Delta).then_some("--delta"))
         .stdin(Stdio::null())
         .stdout(file(out)?)
         .stderr(file(&err_path)?)
@@ -99,7 +122,7 @@ admin:
     socket_address: {{ address: "{admin_ip}", port_value: {admin_port} }}
 dynamic_resources:
   ads_config:
-    api_type: GRPC
+    api_type: {api_type}
     transport_api_version: V3
     grpc_services:
     - envoy_grpc: {{ cluster_name: xds_cluster }}
@@ -125,6 +148,7 @@ static_resources:
 "#,
         id = p.node_id,
         role = p.role,
+        api_type = p.xds_protocol.api_type(),
         admin_ip = p.admin.ip(),
         admin_port = p.admin.port(),
         xds_ip = p.xds.ip(),

@@ -9,6 +9,7 @@ pub mod envoy;
 pub mod golden;
 pub mod hints;
 pub mod http;
+pub mod jaeger;
 pub mod kube;
 pub mod manifest;
 pub mod netns;

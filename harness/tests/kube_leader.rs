@@ -132,9 +132,13 @@ async fn holder_pid(cluster: &KubeCluster) -> Result<u32> {
     Ok(pid.parse()?)
 }
 
+/// Whether a value of Proxy `default.gw` (its head or one of its virtual hosts) names `route`.
 async fn proxy_holds(system: &System, route: &str) -> Result<bool> {
-    let value = system.kv_get(kgw_proto::nats::PROXIES_BUCKET, "default.gw").await?;
-    Ok(value.is_some_and(|v| v.windows(route.len()).any(|w| w == route.as_bytes())))
+    let entries = system.kv_entries(kgw_proto::nats::PROXIES_BUCKET).await?;
+    Ok(entries
+        .iter()
+        .filter(|(key, _)| *key == "default.gw" || kgw_proto::nats::vhost_part_head(key) == Some("default.gw"))
+        .any(|(_, v)| v.windows(route.len()).any(|w| w == route.as_bytes())))
 }
 
 fn route(name: &str) -> String {

@@ -12,6 +12,54 @@
 //! that sees the head sees a complete set. Keys with a `.part.` segment are never heads;
 //! readers skip them when listing. (Today's Proxies fit in one message; the layout is
 //! reserved so splitting is a change of writer and reader only, not of keys.)
+//!
+//! ## A Proxy's virtual hosts
+//! A Proxy is stored as a head under `<namespace>.<name>`: the Proxy with every HTTP
+//! listener's virtual hosts left out. Each virtual host is a `kgw.v1.VirtualHostPart`
+//! (its listener's name and the host) under [`vhost_part_key`]:
+//! `<namespace>.<name>._vh.<listener>/<virtual host>`, the last token escaped to NATS key
+//! characters (see [`key_token`]). A change to one host writes only its key. `_` never
+//! occurs in a Kubernetes name, so a head never contains `._vh.`. Writers put parts before
+//! their head and delete a head before its parts; a reader assembles a Proxy from its
+//! head and the parts naming it, virtual hosts ordered by name within each listener.
+//!
+//! ## Headers
+//! A put or delete of a head key carries the W3C trace context of the change that caused
+//! it ([`TRACEPARENT_HEADER`], [`TRACESTATE_HEADER`]): the reader's work continues that
+//! trace. Absent when the writer exports no traces.
+
+/// W3C trace context header of a key-value write (`00-<trace id>-<span id>-<flags>`).
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// Vendor trace state that goes with [`TRACEPARENT_HEADER`].
+pub const TRACESTATE_HEADER: &str = "tracestate";
+
+/// Separates a Proxy's key from its virtual host's ([`vhost_part_key`]).
+const VHOST_PART_MARK: &str = "._vh.";
+
+/// The key of virtual host `vhost` of listener `listener` of the Proxy under `head`.
+pub fn vhost_part_key(head: &str, listener: &str, vhost: &str) -> String {
+    format!("{head}{VHOST_PART_MARK}{}", key_token(&format!("{listener}/{vhost}")))
+}
+
+/// The head key a virtual host's key belongs to; None for any other key.
+pub fn vhost_part_head(key: &str) -> Option<&str> {
+    key.split_once(VHOST_PART_MARK).map(|(head, _)| head)
+}
+
+/// `text` as one NATS key token: ASCII letters, digits, `-`, `_` and `/` stay; every other
+/// byte becomes `=` and two hex digits (so `.` does not split the token and `*` is no
+/// wildcard). Distinct texts give distinct tokens.
+pub fn key_token(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'/') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("={byte:02X}"));
+        }
+    }
+    out
+}
 
 /// Proxies, written by gateway, read by controller. Key: `<ns>.<gateway name>`.
 pub const PROXIES_BUCKET: &str = "kgw_proxies";
@@ -89,6 +137,20 @@ mod tests {
         assert_eq!(role_to_key(&key_to_role("default.gw.a")), Some("default.gw.a".into()));
         assert_eq!(role_to_key("nogateway"), None);
         assert_eq!(role_to_key("~gw"), None);
+    }
+
+    #[test]
+    fn virtual_host_keys_name_their_head_and_are_one_token() {
+        let key = vhost_part_key("default.gw.a", "listener~8080", "listener~8080~*.example.com");
+        assert_eq!(
+            key,
+            "default.gw.a._vh.listener=7E8080/listener=7E8080=7E=2A=2Eexample=2Ecom"
+        );
+        assert_eq!(vhost_part_head(&key), Some("default.gw.a"));
+        assert_eq!(vhost_part_head("default.gw.a"), None);
+        assert!(!key.contains(".part."), "never taken for a chunk of a split value");
+        // Distinct names, distinct keys (the escape is reversible).
+        assert_ne!(key_token("a=2E"), key_token("a."));
     }
 }
 

@@ -133,8 +133,8 @@ async fn watch_accepted(
                         update(&mut accepted, k, Some(&v));
                     }
                 }
-                KvEvent::Put(k, v) => update(&mut accepted, k, Some(&v)),
-                KvEvent::Delete(k) => update(&mut accepted, k, None),
+                KvEvent::Put(k, v, _) => update(&mut accepted, k, Some(&v)),
+                KvEvent::Delete(k, _) => update(&mut accepted, k, None),
             }
             let count = accepted.values().filter(|a| **a).count();
             state_tx.send_modify(|s| {

@@ -298,11 +298,7 @@ pub fn spawn_dir_source_with(
             changes.extend(reload(&mut state, &dir, path, max_file_bytes).await);
         }
         tracing::info!(dir = %dir.display(), files = initial.len(), resources = changes.len(), "read config directory");
-        let first = Batch {
-            changes,
-            problems: Arc::new(state.problems()),
-            initial: true,
-        };
+        let first = Batch::new("directory", changes, Arc::new(state.problems()), true);
         if batches.send(first).await.is_err() {
             return;
         }
@@ -352,11 +348,7 @@ pub fn spawn_dir_source_with(
                 problems = problems.len(),
                 "config directory changed"
             );
-            let batch = Batch {
-                changes,
-                problems: Arc::new(problems),
-                initial: false,
-            };
+            let batch = Batch::new("directory", changes, Arc::new(problems), false);
             if batches.send(batch).await.is_err() {
                 return;
             }

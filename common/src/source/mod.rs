@@ -61,9 +61,31 @@ pub struct Batch {
     pub problems: Arc<Vec<Problem>>,
     /// The first batch, after the initial scan or list: the whole state.
     pub initial: bool,
+    /// `source.batch`: where a config change's trace starts; the work on this batch is its
+    /// child (it ends when the last clone of the batch is dropped).
+    pub span: tracing::Span,
 }
 
 impl Batch {
+    /// A batch from `source`, with its `source.batch` span naming the changed resources.
+    pub fn new(source: &'static str, changes: Vec<Change>, problems: Arc<Vec<Problem>>, initial: bool) -> Self {
+        let span = tracing::info_span!(
+            parent: None,
+            "source.batch",
+            source,
+            initial,
+            changes = changes.len(),
+            problems = problems.len(),
+            resources = %resource_list(&changes),
+        );
+        Self {
+            changes,
+            problems,
+            initial,
+            span,
+        }
+    }
+
     /// Batches in arrival order as one: every change in order, the latest problems. `None`
     /// for no batch.
     pub fn merge(batches: impl IntoIterator<Item = Batch>) -> Option<Batch> {
@@ -73,9 +95,20 @@ impl Batch {
             merged.changes.extend(more.changes);
             merged.problems = more.problems;
             merged.initial |= more.initial;
+            // The merged work continues every batch's trace.
+            merged.span.follows_from(&more.span);
         }
         Some(merged)
     }
+}
+
+/// At most ten resource names, for a span field (an initial batch holds every resource).
+fn resource_list(changes: &[Change]) -> String {
+    let mut names: Vec<String> = changes.iter().take(10).map(|c| c.key().to_string()).collect();
+    if changes.len() > 10 {
+        names.push(format!("... ({} in all)", changes.len()));
+    }
+    names.join(",")
 }
 
 /// A started source.

@@ -114,22 +114,24 @@ impl RelistState {
                 .map(|(key, resource)| Change::Upsert(key.clone(), resource.clone()))
                 .collect();
             self.last_problems = self.problems();
-            return Some(Batch {
+            return Some(Batch::new(
+                "kubernetes",
                 changes,
-                problems: Arc::new(self.last_problems.clone()),
-                initial: true,
-            });
+                Arc::new(self.last_problems.clone()),
+                true,
+            ));
         }
         let problems = self.problems();
         if changes.is_empty() && problems == self.last_problems {
             return None;
         }
         self.last_problems = problems;
-        Some(Batch {
+        Some(Batch::new(
+            "kubernetes",
             changes,
-            problems: Arc::new(self.last_problems.clone()),
-            initial: false,
-        })
+            Arc::new(self.last_problems.clone()),
+            false,
+        ))
     }
 
     /// Whether the first (`initial`) batch has gone out.

@@ -13,9 +13,9 @@ use sha2::{Digest, Sha256};
 use super::TlsError;
 
 /// The CA, the chain and the key.
-pub const CA_FILE: &str = "ca.crt";
-pub const CERT_FILE: &str = "tls.crt";
-pub const KEY_FILE: &str = "tls.key";
+pub(super) const CA_FILE: &str = "ca.crt";
+pub(super) const CERT_FILE: &str = "tls.crt";
+pub(super) const KEY_FILE: &str = "tls.key";
 
 /// The protocol a server speaks, announced by ALPN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -70,7 +70,7 @@ fn load_assignment<'a>(name: &str, hosts: impl Iterator<Item = (&'a str, u32, bo
 
 /// One Cluster per Upstream; kube upstreams are EDS clusters with their endpoints as a
 /// separate ClusterLoadAssignment, static upstreams carry their hosts inline.
-pub fn cluster(name: &str, upstream: &pb::Upstream) -> (Cluster, Option<ClusterLoadAssignment>) {
+pub(super) fn cluster(name: &str, upstream: &pb::Upstream) -> (Cluster, Option<ClusterLoadAssignment>) {
     let mut out = Cluster {
         name: name.to_string(),
         connect_timeout: connect_timeout(),
@@ -117,12 +117,12 @@ pub fn cluster(name: &str, upstream: &pb::Upstream) -> (Cluster, Option<ClusterL
 
 /// One gRPC access-log sink replica (cluster `name`, see `access_log_cluster_name`),
 /// reached over HTTP/2.
-pub fn access_log_cluster(name: &str, address: &str) -> Cluster {
+pub(super) fn access_log_cluster(name: &str, address: &str) -> Cluster {
     static_http_cluster(name, address, true)
 }
 
 /// A cluster of one `host:port` (an IP: STATIC; a name: STRICT_DNS), for our own services.
-pub fn static_http_cluster(name: &str, address: &str, http2_only: bool) -> Cluster {
+pub(super) fn static_http_cluster(name: &str, address: &str, http2_only: bool) -> Cluster {
     let (host, port) = address.rsplit_once(':').unwrap_or((address, "80"));
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = port.parse().unwrap_or(80);

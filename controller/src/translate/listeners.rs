@@ -26,7 +26,7 @@ use kgw_proto::v1 as pb;
 use super::{Settings, access_log_cluster_name};
 
 /// Configuration delivered over the same ADS stream as everything else.
-pub fn ads_config_source() -> ConfigSource {
+pub(super) fn ads_config_source() -> ConfigSource {
     ConfigSource {
         resource_api_version: ApiVersion::V3 as i32,
         config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
@@ -34,7 +34,7 @@ pub fn ads_config_source() -> ConfigSource {
     }
 }
 
-pub fn socket_address(address: &str, port: u32) -> Address {
+pub(super) fn socket_address(address: &str, port: u32) -> Address {
     Address {
         address: Some(address::Address::SocketAddress(SocketAddress {
             address: address.to_string(),
@@ -46,7 +46,7 @@ pub fn socket_address(address: &str, port: u32) -> Address {
 
 /// How often Envoy sends what its gRPC access loggers buffered (unless 16 KiB fill first).
 /// Short, so that little waits in Envoy; the replicas make it lossless anyway.
-pub const ACCESS_LOG_FLUSH_MS: i32 = 200;
+pub(super) const ACCESS_LOG_FLUSH_MS: i32 = 200;
 
 /// An access logger sending every entry to the sink replica behind `cluster`. Each replica
 /// has its own logger, so each receives every entry.
@@ -77,7 +77,7 @@ fn grpc_access_log(log_name: &str, cluster: &str) -> AccessLog {
 }
 
 /// `wasm_filters` run before the router, disabled unless a route enables them.
-pub fn http_listener(listener: &pb::Listener, settings: &Settings, wasm_filters: Vec<HttpFilter>) -> Listener {
+pub(super) fn http_listener(listener: &pb::Listener, settings: &Settings, wasm_filters: Vec<HttpFilter>) -> Listener {
     let access_log = (0..settings.access_log_addresses.len())
         .map(|i| grpc_access_log(&listener.name, &access_log_cluster_name(i)))
         .collect();

@@ -3,6 +3,7 @@
 //! the same name) over ADS; each Upstream a route names becomes one Cluster (EDS for kube
 //! upstreams, so an endpoint change touches only its ClusterLoadAssignment).
 mod clusters;
+pub mod filters;
 mod listeners;
 pub mod proxy_tls;
 pub mod re2;

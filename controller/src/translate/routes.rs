@@ -4,24 +4,24 @@ use std::collections::BTreeMap;
 use envoy_types::pb::{
     envoy::{
         config::{
-            core::v3::{DataSource, HeaderValue, HeaderValueOption, data_source, header_value_option},
+            core::v3::{DataSource, data_source},
             route::v3::{
-                DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, Route, RouteAction,
-                RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, header_matcher, query_parameter_matcher,
-                redirect_action, route, route_action, route_match, weighted_cluster,
+                DirectResponseAction, HeaderMatcher, QueryParameterMatcher, Route, RouteAction, RouteConfiguration,
+                RouteMatch, VirtualHost, WeightedCluster, header_matcher, query_parameter_matcher, route, route_action,
+                route_match, weighted_cluster,
             },
         },
         r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher},
     },
-    google::protobuf::{Duration, UInt32Value},
+    google::protobuf::UInt32Value,
 };
 use kgw_proto::v1 as pb;
 
-use super::{Problem, Severity, cluster_name, wasm};
+use super::{Problem, Severity, cluster_name, filters, wasm};
 
 /// Builds the route table of one listener. Upstreams the routes name (and that exist) are
 /// added to `referenced` (cluster name → Upstream).
-pub fn route_configuration<'a>(
+pub(super) fn route_configuration<'a>(
     name: &str,
     http: &pb::HttpListener,
     upstreams: &'a BTreeMap<String, pb::Upstream>,
@@ -113,7 +113,7 @@ fn add_unrouted_catch_alls(virtual_hosts: &mut Vec<VirtualHost>) {
 const UNROUTED: &str = "kgw-unrouted";
 
 /// The WASM cache's state, and the filters the listener's routes use (Envoy name → filter).
-pub struct WasmUse<'m> {
+pub(super) struct WasmUse<'m> {
     pub modules: &'m wasm::WasmModules,
     pub used: BTreeMap<String, pb::WasmFilter>,
 }
@@ -157,9 +157,11 @@ fn route<'a>(
         }
         name
     };
-    let options = r.options.clone().unwrap_or_default();
-    let action = match &r.action {
-        Some(pb::route::Action::RouteAction(action)) => {
+    let effects = filters::merge(&r.filters);
+    let action = match filters::answer(&effects, r.action.as_ref()) {
+        filters::Answer::InternalError => internal_error(),
+        filters::Answer::Redirect(redirect) => route::Action::Redirect(redirect.clone()),
+        filters::Answer::Own(pb::route::Action::RouteAction(action)) => {
             let cluster_specifier = match &action.destination {
                 Some(pb::route_action::Destination::Single(d)) => {
                     route_action::ClusterSpecifier::Cluster(resolve(&d.upstream))
@@ -183,28 +185,27 @@ fn route<'a>(
             route::Action::Route(RouteAction {
                 cluster_specifier: Some(cluster_specifier),
                 cluster_not_found_response_code: route_action::ClusterNotFoundResponseCode::InternalServerError as i32,
-                prefix_rewrite: options.prefix_rewrite.clone(),
-                host_rewrite_specifier: (!options.host_rewrite.is_empty())
-                    .then(|| route_action::HostRewriteSpecifier::HostRewriteLiteral(options.host_rewrite.clone())),
-                timeout: (options.timeout_ms > 0).then(|| millis(options.timeout_ms)),
+                prefix_rewrite: effects.prefix_rewrite.clone(),
+                host_rewrite_specifier: filters::host_rewrite_specifier(&effects.host_rewrite),
+                timeout: effects.timeout,
                 ..Default::default()
             })
         }
-        Some(pb::route::Action::DirectResponseAction(direct)) => route::Action::DirectResponse(DirectResponseAction {
-            status: direct.status,
-            body: (!direct.body.is_empty()).then(|| DataSource {
-                specifier: Some(data_source::Specifier::InlineString(direct.body.clone())),
+        filters::Answer::Own(pb::route::Action::DirectResponseAction(direct)) => {
+            route::Action::DirectResponse(DirectResponseAction {
+                status: direct.status,
+                body: (!direct.body.is_empty()).then(|| DataSource {
+                    specifier: Some(data_source::Specifier::InlineString(direct.body.clone())),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        Some(pb::route::Action::RedirectAction(redirect)) => route::Action::Redirect(redirect_action(redirect)),
-        None => route::Action::DirectResponse(DirectResponseAction {
-            status: 500,
-            ..Default::default()
-        }),
+            })
+        }
+        filters::Answer::Own(pb::route::Action::RedirectAction(redirect)) => {
+            route::Action::Redirect(filters::request_redirect(redirect))
+        }
     };
-    let wasm_filters = wasm::resolve(&options.wasm_filters, wasm.modules, path, &r.source, problems);
+    let wasm_filters = wasm::resolve(&effects.wasm_filters, wasm.modules, path, &r.source, problems);
     let mut closed_by = wasm_filters.closed;
     let mut typed_per_filter_config = std::collections::HashMap::new();
     for filter in wasm_filters.run {
@@ -258,35 +259,20 @@ fn route<'a>(
         r#match: Some(route_match(&matcher)),
         typed_per_filter_config,
         action: Some(action),
-        request_headers_to_add: options.request_headers_to_add.iter().map(header).collect(),
-        request_headers_to_remove: options.request_headers_to_remove.clone(),
-        response_headers_to_add: options.response_headers_to_add.iter().map(header).collect(),
-        response_headers_to_remove: options.response_headers_to_remove.clone(),
+        request_headers_to_add: effects.headers.request_headers_to_add,
+        request_headers_to_remove: effects.headers.request_headers_to_remove,
+        response_headers_to_add: effects.headers.response_headers_to_add,
+        response_headers_to_remove: effects.headers.response_headers_to_remove,
         ..Default::default()
     }
 }
 
-fn millis(ms: u32) -> Duration {
-    Duration {
-        seconds: i64::from(ms / 1000),
-        nanos: ((ms % 1000) * 1_000_000) as i32,
-    }
-}
-
-fn header(h: &pb::HeaderValue) -> HeaderValueOption {
-    HeaderValueOption {
-        header: Some(HeaderValue {
-            key: h.name.clone(),
-            value: h.value.clone(),
-            ..Default::default()
-        }),
-        append_action: if h.append {
-            header_value_option::HeaderAppendAction::AppendIfExistsOrAdd
-        } else {
-            header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd
-        } as i32,
+/// The answer of a route that cannot be served: 500, no body.
+fn internal_error() -> route::Action {
+    route::Action::DirectResponse(DirectResponseAction {
+        status: 500,
         ..Default::default()
-    }
+    })
 }
 
 fn string_match(value: &str, regex: bool) -> StringMatcher {
@@ -360,34 +346,6 @@ fn route_match(m: &pb::Matcher) -> RouteMatch {
                 ),
             })
             .collect(),
-        ..Default::default()
-    }
-}
-
-fn redirect_action(r: &pb::RedirectAction) -> RedirectAction {
-    use redirect_action::RedirectResponseCode as Code;
-    let response_code = match r.response_code {
-        302 => Code::Found,
-        303 => Code::SeeOther,
-        307 => Code::TemporaryRedirect,
-        308 => Code::PermanentRedirect,
-        _ => Code::MovedPermanently,
-    };
-    RedirectAction {
-        host_redirect: r.host_redirect.clone(),
-        port_redirect: r.port_redirect,
-        scheme_rewrite_specifier: (!r.scheme_redirect.is_empty())
-            .then(|| redirect_action::SchemeRewriteSpecifier::SchemeRedirect(r.scheme_redirect.clone())),
-        path_rewrite_specifier: match &r.path_rewrite {
-            Some(pb::redirect_action::PathRewrite::PathRedirect(p)) => {
-                Some(redirect_action::PathRewriteSpecifier::PathRedirect(p.clone()))
-            }
-            Some(pb::redirect_action::PathRewrite::PrefixRewrite(p)) => {
-                Some(redirect_action::PathRewriteSpecifier::PrefixRewrite(p.clone()))
-            }
-            None => None,
-        },
-        response_code: response_code as i32,
         ..Default::default()
     }
 }

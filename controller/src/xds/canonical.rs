@@ -94,7 +94,7 @@ fn virtual_host(host: &VirtualHost) -> Vec<u8> {
 }
 
 /// A RouteConfiguration packed as `Any`, its bytes the same for the same table.
-pub fn pack_route_configuration(table: &RouteConfiguration) -> Any {
+pub(super) fn pack_route_configuration(table: &RouteConfiguration) -> Any {
     let value = if table.virtual_hosts.iter().all(stable_host) {
         table.encode_to_vec()
     } else {

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use envoy_types::{pb::google::protobuf::Any, util::pack_any};
+use kgw_common::trace::TraceHeaders;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 
@@ -20,12 +21,17 @@ pub const PUSH_ORDER: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
 /// Resources of one type.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TypeResources {
+    /// A hash of every item: the version of the type (state of the world, REST).
     pub version: String,
     pub items: BTreeMap<String, Any>,
+    /// Per item, a hash of its encoded bytes: the version of that one resource (delta xDS
+    /// sends only the resources whose version changed).
+    pub item_versions: BTreeMap<String, String>,
 }
 
 impl TypeResources {
-    fn new(items: BTreeMap<String, Any>) -> Self {
+    /// The resources `items` (name → resource), with their versions.
+    pub fn new(items: BTreeMap<String, Any>) -> Self {
         let mut hash = Sha256::new();
         for (name, any) in &items {
             hash.update((name.len() as u64).to_le_bytes());
@@ -34,13 +40,41 @@ impl TypeResources {
             hash.update(&any.value);
         }
         let version = hex::encode(&hash.finalize()[..8]);
-        Self { version, items }
+        let item_versions = items
+            .iter()
+            .map(|(name, any)| (name.clone(), item_version(any)))
+            .collect();
+        Self {
+            version,
+            items,
+            item_versions,
+        }
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+/// The version of one resource: a hash of its type and encoded bytes (which are
+/// deterministic: see `canonical` for route tables).
+fn item_version(any: &Any) -> String {
+    let mut hash = Sha256::new();
+    hash.update((any.type_url.len() as u64).to_le_bytes());
+    hash.update(any.type_url.as_bytes());
+    hash.update(&any.value);
+    hex::encode(&hash.finalize()[..8])
+}
+
+/// A role's resources, and the trace of the change that made them (which the pushes to
+/// Envoy continue; it takes no part in comparisons: the same resources are the same
+/// snapshot whatever change made them).
+#[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub types: BTreeMap<&'static str, TypeResources>,
+    pub trace: Option<TraceHeaders>,
+}
+
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Self) -> bool {
+        self.types == other.types
+    }
 }
 
 impl Snapshot {
@@ -72,7 +106,12 @@ impl Snapshot {
                 ),
             ),
         ]);
-        Self { types }
+        Self { types, trace: None }
+    }
+
+    /// The same snapshot, made by the change whose trace is `trace`.
+    pub fn traced(self, trace: Option<TraceHeaders>) -> Self {
+        Self { trace, ..self }
     }
 
     pub fn version(&self, type_url: &str) -> Option<&str> {

@@ -17,7 +17,7 @@ use crate::translate::status::{self, RouteParentStatus};
 
 /// Gateway API features this implementation serves, as conformance names them (sorted, as
 /// the API requires).
-pub const SUPPORTED_FEATURES: &[&str] = &[
+pub(crate) const SUPPORTED_FEATURES: &[&str] = &[
     "Gateway",
     "HTTPRoute",
     "HTTPRouteHostRewrite",
@@ -29,7 +29,7 @@ const GROUP: &str = "gateway.networking.k8s.io";
 
 /// Our conditions as API conditions: `observedGeneration` from the object,
 /// `lastTransitionTime` from `previous` when the condition's status is unchanged, else `now`.
-pub fn conditions(
+pub(crate) fn conditions(
     ours: &[status::Condition],
     generation: Option<i64>,
     previous: &[Condition],
@@ -53,7 +53,7 @@ pub fn conditions(
         .collect()
 }
 
-pub fn gateway_class(
+pub(crate) fn gateway_class(
     ours: &[status::Condition],
     class: &GatewayClass,
     previous: Option<&GatewayClassStatus>,
@@ -72,7 +72,7 @@ pub fn gateway_class(
 }
 
 /// Gateway conditions, then one entry per listener of the report, in the Gateway's order.
-pub fn gateway(
+pub(crate) fn gateway(
     ours: &status::GatewayStatus,
     gateway: &Gateway,
     previous: Option<&GatewayStatus>,
@@ -124,7 +124,7 @@ fn supported_kinds(protocol: &str) -> Vec<GatewayStatusListenersSupportedKinds> 
 /// The route's parent statuses: ours (one per parentRef the report covers, the parentRef as
 /// the route wrote it), then the other controllers' entries unchanged (`parents` is one
 /// atomic list: applying it without them would drop them).
-pub fn http_route(
+pub(crate) fn http_route(
     ours: &[RouteParentStatus],
     route: &HttpRoute,
     controller_name: &str,
@@ -177,7 +177,7 @@ pub fn http_route(
 /// A RouteOption's status: one ancestor entry of ours per Gateway the report names (the
 /// policy's ancestors, as GEP-713 policies report them), then the other controllers'
 /// entries unchanged (`ancestors` is one atomic list).
-pub fn route_option(
+pub(crate) fn route_option(
     ours: Option<&BTreeMap<String, Vec<status::Condition>>>,
     option: &RouteOption,
     controller_name: &str,
@@ -217,7 +217,7 @@ pub fn route_option(
 }
 
 /// Whether two policy statuses agree on our entries.
-pub fn same_policy(a: &PolicyStatus, b: &PolicyStatus, controller_name: &str) -> bool {
+pub(crate) fn same_policy(a: &PolicyStatus, b: &PolicyStatus, controller_name: &str) -> bool {
     let ours = |s: &'_ PolicyStatus| {
         s.ancestors
             .iter()
@@ -229,22 +229,22 @@ pub fn same_policy(a: &PolicyStatus, b: &PolicyStatus, controller_name: &str) ->
 }
 
 /// Whether two GatewayClass statuses agree on what we write.
-pub fn same_gateway_class(a: &GatewayClassStatus, b: &GatewayClassStatus) -> bool {
+pub(crate) fn same_gateway_class(a: &GatewayClassStatus, b: &GatewayClassStatus) -> bool {
     a.conditions == b.conditions && a.supported_features == b.supported_features
 }
 
 /// Whether two Gateway statuses agree on what we write (not addresses).
-pub fn same_gateway(a: &GatewayStatus, b: &GatewayStatus) -> bool {
+pub(crate) fn same_gateway(a: &GatewayStatus, b: &GatewayStatus) -> bool {
     a.conditions == b.conditions && a.listeners == b.listeners
 }
 
 /// Whether two route statuses agree on our entries.
-pub fn same_route(a: &HttpRouteStatus, b: &HttpRouteStatus, controller_name: &str) -> bool {
+pub(crate) fn same_route(a: &HttpRouteStatus, b: &HttpRouteStatus, controller_name: &str) -> bool {
     ours(a, controller_name).eq(ours(b, controller_name))
 }
 
 /// The entries of `status` that `controller_name` owns.
-pub fn ours<'a>(
+pub(crate) fn ours<'a>(
     status: &'a HttpRouteStatus,
     controller_name: &'a str,
 ) -> impl Iterator<Item = &'a HttpRouteStatusParents> {

@@ -9,7 +9,7 @@
 //! each object should say ([`desired`]) and applies the differences. (Two watches are read
 //! one after the other: rarely, a pass pairs an index with the next report. That costs at
 //! most one extra write, corrected by the next pass, never a wrong final state.)
-pub mod desired;
+pub(crate) mod desired;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use crate::translate::{StatusReport, status::RouteParentStatus};
 
 /// The field manager of every status the gateway applies.
-pub const FIELD_MANAGER: &str = "kgateway.dev/gateway";
+pub(crate) const FIELD_MANAGER: &str = "kgateway.dev/gateway";
 /// Writes in flight at once (each is one PATCH).
 const CONCURRENT_WRITES: usize = 8;
 /// A failed write is tried again after this long (or at the next change, if sooner).
@@ -170,7 +170,7 @@ impl Status {
 }
 
 /// Starts the writer; its counters are returned.
-pub fn spawn(
+pub(crate) fn spawn(
     client: Client,
     controller_name: String,
     report: watch::Receiver<Arc<StatusReport>>,

@@ -1,140 +1,201 @@
-//! HTTPRoute rule filters (RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect,
-//! URLRewrite, ExtensionRef to a RouteOption) and RouteOptions attached by targetRefs →
-//! the Proxy route's options, or a redirect that replaces forwarding.
+//! HTTPRoute rule filters → typed Proxy route filters, each naming the HTTPRoute field it
+//! came from: RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite,
+//! and ExtensionRef to a RouteOption (its options, see `route_option`). RequestMirror and
+//! CORS are not supported: they become `error` filters, reported on the route's status.
+//!
+//! Nothing is merged here: the filters are listed in the order they apply (RouteOption
+//! policies on the whole route first, then the rule's own filters), and the controller
+//! applies the precedence that `RouteFilter` in proto/protos/kgw/v1/proxy.proto documents.
 use gateway_api::apis::standard::httproutes::{
-    HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersRequestRedirectPathType as RedirectPath,
-    HttpRouteRulesFiltersRequestRedirectScheme as Scheme, HttpRouteRulesFiltersType as FilterType,
-    HttpRouteRulesFiltersUrlRewritePathType as RewritePath,
+    HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersExtensionRef,
+    HttpRouteRulesFiltersRequestHeaderModifier, HttpRouteRulesFiltersRequestRedirect,
+    HttpRouteRulesFiltersRequestRedirectPathType as RedirectPath, HttpRouteRulesFiltersRequestRedirectScheme as Scheme,
+    HttpRouteRulesFiltersResponseHeaderModifier, HttpRouteRulesFiltersType as FilterType,
+    HttpRouteRulesFiltersUrlRewrite, HttpRouteRulesFiltersUrlRewritePathType as RewritePath,
 };
-use kgw_common::{
-    policy::{self, RouteOption},
-    resources::Index,
-};
-use kgw_proto::v1 as pb;
+use kgw_common::resources::Index;
+use kgw_proto::v1::{self as pb, route_filter::Kind};
 
-/// What a rule's filters and policies make of it.
-#[derive(Default)]
-pub struct RuleEffects {
-    pub options: pb::RouteOptions,
-    /// A RequestRedirect filter: the rule answers with this redirect instead of forwarding.
-    pub redirect: Option<pb::RedirectAction>,
-    /// Filters that could not be applied: (reason, message). The rule answers 500.
-    pub invalid: Vec<(String, String)>,
-}
+use super::route_option;
 
-pub fn rule_effects(route: &HttpRoute, rule: &HttpRouteRules, index: &Index) -> RuleEffects {
+/// The typed filters of rule `rule_index` of `route`, in the order they apply: the
+/// RouteOptions whose targetRefs name the route, then the rule's own filters.
+pub(super) fn rule_filters(
+    route: &HttpRoute,
+    rule_index: usize,
+    rule: &HttpRouteRules,
+    index: &Index,
+) -> Vec<pb::RouteFilter> {
     let namespace = route.metadata.namespace.as_deref().unwrap_or("default");
     let name = route.metadata.name.as_deref().unwrap_or_default();
-    let mut effects = RuleEffects::default();
-    // Policies targeting the whole route first; filters on the rule override them.
-    for ((ns, _), option) in &index.route_options {
-        let targets_route = option.spec.target_refs.iter().any(|t| {
-            t.group == "gateway.networking.k8s.io"
-                && t.kind == "HTTPRoute"
-                && t.name == name
-                && t.section_name.is_none()
-        });
-        if ns == namespace && targets_route {
-            apply_route_option(option, &mut effects);
+    let origin = http_route_ref(namespace, name);
+    let mut filters = route_option::targeting_route(namespace, name, index);
+    for (filter_index, filter) in rule.filters.iter().flatten().enumerate() {
+        let field = format!("spec.rules[{rule_index}].filters[{filter_index}]");
+        if filter.r#type == FilterType::ExtensionRef {
+            if let Some(ext) = &filter.extension_ref {
+                filters.extend(extension_ref(ext, &origin, &field, index));
+            }
+            continue;
+        }
+        if let Some(kind) = filter_kind(filter) {
+            filters.push(pb::RouteFilter {
+                origin: Some(origin.clone()),
+                origin_field: field,
+                attached_by: String::new(),
+                kind: Some(kind),
+            });
         }
     }
-    for filter in rule.filters.iter().flatten() {
-        apply_filter(filter, namespace, index, &mut effects);
-    }
-    effects
+    filters
 }
 
-fn apply_filter(filter: &HttpRouteRulesFilters, namespace: &str, index: &Index, effects: &mut RuleEffects) {
-    let options = &mut effects.options;
+/// The `error` filters among `filters`: what could not be applied (the route answers 500).
+pub(super) fn errors(filters: &[pb::RouteFilter]) -> impl Iterator<Item = &pb::FilterError> {
+    filters.iter().filter_map(|f| match &f.kind {
+        Some(Kind::Error(error)) => Some(error),
+        _ => None,
+    })
+}
+
+/// Whether a filter answers with a redirect instead of forwarding.
+pub(super) fn redirects(filters: &[pb::RouteFilter]) -> bool {
+    filters.iter().any(|f| matches!(f.kind, Some(Kind::RequestRedirect(_))))
+}
+
+/// One filter other than an ExtensionRef; `None` when its type's own field is missing.
+fn filter_kind(filter: &HttpRouteRulesFilters) -> Option<Kind> {
     match filter.r#type {
-        FilterType::RequestHeaderModifier => {
-            if let Some(m) = &filter.request_header_modifier {
-                let set = m.set.iter().flatten().map(|h| header(&h.name, &h.value, false));
-                let add = m.add.iter().flatten().map(|h| header(&h.name, &h.value, true));
-                options.request_headers_to_add.extend(set.chain(add));
-                options
-                    .request_headers_to_remove
-                    .extend(m.remove.iter().flatten().cloned());
-            }
-        }
-        FilterType::ResponseHeaderModifier => {
-            if let Some(m) = &filter.response_header_modifier {
-                let set = m.set.iter().flatten().map(|h| header(&h.name, &h.value, false));
-                let add = m.add.iter().flatten().map(|h| header(&h.name, &h.value, true));
-                options.response_headers_to_add.extend(set.chain(add));
-                options
-                    .response_headers_to_remove
-                    .extend(m.remove.iter().flatten().cloned());
-            }
-        }
-        FilterType::RequestRedirect => {
-            if let Some(r) = &filter.request_redirect {
-                let path_rewrite = r.path.as_ref().and_then(|p| match p.r#type {
-                    RedirectPath::ReplaceFullPath => p
-                        .replace_full_path
-                        .clone()
-                        .map(pb::redirect_action::PathRewrite::PathRedirect),
-                    RedirectPath::ReplacePrefixMatch => p
-                        .replace_prefix_match
-                        .clone()
-                        .map(pb::redirect_action::PathRewrite::PrefixRewrite),
-                });
-                effects.redirect = Some(pb::RedirectAction {
-                    host_redirect: r.hostname.clone().unwrap_or_default(),
-                    port_redirect: r.port.unwrap_or(0).max(0) as u32,
-                    scheme_redirect: match r.scheme {
-                        Some(Scheme::Http) => "http".into(),
-                        Some(Scheme::Https) => "https".into(),
-                        None => String::new(),
-                    },
-                    path_rewrite,
-                    // The Gateway API's default redirect is 302.
-                    response_code: r.status_code.unwrap_or(302).clamp(0, 999) as u32,
-                });
-            }
-        }
-        FilterType::UrlRewrite => {
-            if let Some(rewrite) = &filter.url_rewrite {
-                if let Some(host) = &rewrite.hostname {
-                    options.host_rewrite = host.clone();
-                }
-                match rewrite.path.as_ref().map(|p| (&p.r#type, p)) {
-                    Some((RewritePath::ReplacePrefixMatch, p)) => {
-                        options.prefix_rewrite = p.replace_prefix_match.clone().unwrap_or_else(|| "/".into());
-                    }
-                    Some((RewritePath::ReplaceFullPath, _)) => effects.invalid.push((
-                        "UnsupportedValue".into(),
-                        "URLRewrite ReplaceFullPath is not supported yet".into(),
-                    )),
-                    None => {}
-                }
-            }
-        }
-        FilterType::ExtensionRef => {
-            let Some(ext) = &filter.extension_ref else { return };
-            if !(ext.group == "gateway.solo.io" && ext.kind == "RouteOption") {
-                effects.invalid.push((
-                    "InvalidKind".into(),
-                    format!("ExtensionRef to {}/{} is not supported", ext.group, ext.kind),
-                ));
-                return;
-            }
-            match index.route_options.get(&(namespace.to_string(), ext.name.clone())) {
-                Some(option) => apply_route_option(option, effects),
-                None => effects.invalid.push((
-                    "BackendNotFound".into(),
-                    format!("RouteOption {namespace}/{} not found", ext.name),
-                )),
-            }
-        }
-        FilterType::RequestMirror | FilterType::Cors => effects.invalid.push((
-            "UnsupportedValue".into(),
-            format!("filter {:?} is not supported yet", filter.r#type),
-        )),
+        FilterType::RequestHeaderModifier => filter
+            .request_header_modifier
+            .as_ref()
+            .map(|m| Kind::RequestHeaderModifier(request_header_modifier(m))),
+        FilterType::ResponseHeaderModifier => filter
+            .response_header_modifier
+            .as_ref()
+            .map(|m| Kind::ResponseHeaderModifier(response_header_modifier(m))),
+        FilterType::RequestRedirect => filter
+            .request_redirect
+            .as_ref()
+            .map(|r| Kind::RequestRedirect(request_redirect(r))),
+        FilterType::UrlRewrite => filter.url_rewrite.as_ref().map(url_rewrite),
+        FilterType::RequestMirror | FilterType::Cors => Some(Kind::Error(unsupported(&filter.r#type))),
+        // Expands to a RouteOption's filters: `rule_filters` handles it.
+        FilterType::ExtensionRef => None,
     }
 }
 
-fn header(name: &str, value: &str, append: bool) -> pb::HeaderValue {
+/// RequestHeaderModifier: `set` replaces, then `add` appends, then `remove`.
+pub(super) fn request_header_modifier(m: &HttpRouteRulesFiltersRequestHeaderModifier) -> pb::HeaderModifier {
+    let set = m.set.iter().flatten().map(|h| header(&h.name, &h.value, false));
+    let add = m.add.iter().flatten().map(|h| header(&h.name, &h.value, true));
+    pb::HeaderModifier {
+        headers_to_add: set.chain(add).collect(),
+        headers_to_remove: m.remove.clone().unwrap_or_default(),
+    }
+}
+
+/// ResponseHeaderModifier: `set` replaces, then `add` appends, then `remove`.
+pub(super) fn response_header_modifier(m: &HttpRouteRulesFiltersResponseHeaderModifier) -> pb::HeaderModifier {
+    let set = m.set.iter().flatten().map(|h| header(&h.name, &h.value, false));
+    let add = m.add.iter().flatten().map(|h| header(&h.name, &h.value, true));
+    pb::HeaderModifier {
+        headers_to_add: set.chain(add).collect(),
+        headers_to_remove: m.remove.clone().unwrap_or_default(),
+    }
+}
+
+/// RequestRedirect → the redirect the route answers with (the Gateway API's default
+/// status is 302).
+pub(super) fn request_redirect(r: &HttpRouteRulesFiltersRequestRedirect) -> pb::RedirectAction {
+    let path_rewrite = r.path.as_ref().and_then(|p| match p.r#type {
+        RedirectPath::ReplaceFullPath => p
+            .replace_full_path
+            .clone()
+            .map(pb::redirect_action::PathRewrite::PathRedirect),
+        RedirectPath::ReplacePrefixMatch => p
+            .replace_prefix_match
+            .clone()
+            .map(pb::redirect_action::PathRewrite::PrefixRewrite),
+    });
+    pb::RedirectAction {
+        host_redirect: r.hostname.clone().unwrap_or_default(),
+        port_redirect: r.port.unwrap_or(0).max(0) as u32,
+        scheme_redirect: match r.scheme {
+            Some(Scheme::Http) => "http".into(),
+            Some(Scheme::Https) => "https".into(),
+            None => String::new(),
+        },
+        path_rewrite,
+        response_code: r.status_code.unwrap_or(302).clamp(0, 999) as u32,
+    }
+}
+
+/// URLRewrite → a host and/or prefix rewrite; ReplaceFullPath is not supported yet (an
+/// `error`).
+pub(super) fn url_rewrite(rewrite: &HttpRouteRulesFiltersUrlRewrite) -> Kind {
+    let prefix_rewrite = match rewrite.path.as_ref().map(|p| (&p.r#type, p)) {
+        Some((RewritePath::ReplacePrefixMatch, p)) => {
+            Some(p.replace_prefix_match.clone().unwrap_or_else(|| "/".into()))
+        }
+        Some((RewritePath::ReplaceFullPath, _)) => {
+            return Kind::Error(pb::FilterError {
+                reason: "UnsupportedValue".into(),
+                message: "URLRewrite ReplaceFullPath is not supported yet".into(),
+            });
+        }
+        None => None,
+    };
+    Kind::UrlRewrite(pb::UrlRewrite {
+        host_rewrite: rewrite.hostname.clone(),
+        prefix_rewrite,
+    })
+}
+
+/// ExtensionRef → the named RouteOption's filters (attached by this filter), or an `error`
+/// filter when it names another kind or a RouteOption that does not exist.
+pub(super) fn extension_ref(
+    ext: &HttpRouteRulesFiltersExtensionRef,
+    route: &pb::ResourceRef,
+    field: &str,
+    index: &Index,
+) -> Vec<pb::RouteFilter> {
+    let error = |reason: &str, message: String| {
+        vec![pb::RouteFilter {
+            origin: Some(route.clone()),
+            origin_field: field.to_string(),
+            attached_by: String::new(),
+            kind: Some(Kind::Error(pb::FilterError {
+                reason: reason.into(),
+                message,
+            })),
+        }]
+    };
+    if !(ext.group == "gateway.solo.io" && ext.kind == "RouteOption") {
+        return error(
+            "InvalidKind",
+            format!("ExtensionRef to {}/{} is not supported", ext.group, ext.kind),
+        );
+    }
+    match index.route_options.get(&(route.namespace.clone(), ext.name.clone())) {
+        Some(option) => route_option::filters(option, field),
+        None => error(
+            "BackendNotFound",
+            format!("RouteOption {}/{} not found", route.namespace, ext.name),
+        ),
+    }
+}
+
+/// A filter type we do not translate yet.
+pub(super) fn unsupported(filter_type: &FilterType) -> pb::FilterError {
+    pb::FilterError {
+        reason: "UnsupportedValue".into(),
+        message: format!("filter {filter_type:?} is not supported yet"),
+    }
+}
+
+/// A Proxy header value; `append` false replaces.
+pub(super) fn header(name: &str, value: &str, append: bool) -> pb::HeaderValue {
     pb::HeaderValue {
         name: name.to_string(),
         value: value.to_string(),
@@ -142,104 +203,14 @@ fn header(name: &str, value: &str, append: bool) -> pb::HeaderValue {
     }
 }
 
-/// What is wrong with a RouteOption's values, if anything (the routes it applies to
-/// answer 500 with this reason, and its own status says so).
-pub fn route_option_invalid(option: &RouteOption) -> Option<String> {
-    let name = option.metadata.name.as_deref().unwrap_or_default();
-    let timeout = option.spec.options.timeout.as_ref()?;
-    policy::parse_duration_ms(timeout)
-        .is_none()
-        .then(|| format!("RouteOption {name}: spec.options.timeout {timeout:?} is not a duration like 5s or 250ms"))
-}
-
-/// Each RouteOption's status: for every Gateway of ours that a route it applies to (by
-/// targetRefs or an ExtensionRef filter) is attached to, Accepted or Invalid. A
-/// RouteOption that affects none of our routes gets no entry (nothing of ours to report).
-pub fn report_route_options(index: &Index, routes: &[&HttpRoute], status: &mut crate::translate::StatusReport) {
-    for ((namespace, name), option) in &index.route_options {
-        let invalid = route_option_invalid(option);
-        let option_key = format!("{namespace}/{name}");
-        let users = routes.iter().filter(|route| {
-            route.metadata.namespace.as_deref().unwrap_or("default") == namespace
-                && uses_route_option(route, name, option)
-        });
-        let mut gateways: Vec<String> = users
-            .flat_map(|route| {
-                let route_key = format!("{namespace}/{}", route.metadata.name.as_deref().unwrap_or_default());
-                status.attached_gateways(&route_key)
-            })
-            .collect();
-        gateways.sort();
-        gateways.dedup();
-        for gateway in gateways {
-            status.route_option(&option_key, &gateway, invalid.as_deref());
-        }
+/// The ResourceRef naming HTTPRoute `namespace/name`.
+pub(super) fn http_route_ref(namespace: &str, name: &str) -> pb::ResourceRef {
+    pb::ResourceRef {
+        kind: "HTTPRoute".into(),
+        namespace: namespace.into(),
+        name: name.into(),
     }
 }
 
-/// Whether `route` (in the option's namespace) gets the RouteOption `name`.
-fn uses_route_option(route: &HttpRoute, name: &str, option: &RouteOption) -> bool {
-    let route_name = route.metadata.name.as_deref().unwrap_or_default();
-    let targeted = option
-        .spec
-        .target_refs
-        .iter()
-        .any(|t| t.group == "gateway.networking.k8s.io" && t.kind == "HTTPRoute" && t.name == route_name);
-    let referenced = route
-        .spec
-        .rules
-        .iter()
-        .flatten()
-        .flat_map(|r| r.filters.iter().flatten())
-        .any(|f| {
-            f.extension_ref
-                .as_ref()
-                .is_some_and(|e| e.group == "gateway.solo.io" && e.kind == "RouteOption" && e.name == name)
-        });
-    targeted || referenced
-}
-
-fn apply_route_option(option: &RouteOption, effects: &mut RuleEffects) {
-    let spec = &option.spec.options;
-    let options = &mut effects.options;
-    if let Some(why) = route_option_invalid(option) {
-        effects.invalid.push(("UnsupportedValue".into(), why));
-    } else if let Some(ms) = spec.timeout.as_deref().and_then(policy::parse_duration_ms) {
-        options.timeout_ms = ms;
-    }
-    if let Some(prefix) = &spec.prefix_rewrite {
-        options.prefix_rewrite = prefix.clone();
-    }
-    if let Some(host) = &spec.host_rewrite {
-        options.host_rewrite = host.clone();
-    }
-    if let Some(h) = &spec.header_manipulation {
-        let to_pb = |o: &policy::HeaderValueOption| header(&o.header.key, &o.header.value, o.append.unwrap_or(true));
-        options
-            .request_headers_to_add
-            .extend(h.request_headers_to_add.iter().map(to_pb));
-        options
-            .request_headers_to_remove
-            .extend(h.request_headers_to_remove.iter().cloned());
-        options
-            .response_headers_to_add
-            .extend(h.response_headers_to_add.iter().map(to_pb));
-        options
-            .response_headers_to_remove
-            .extend(h.response_headers_to_remove.iter().cloned());
-    }
-    if let Some(wasm) = &spec.wasm {
-        options.wasm_filters = wasm
-            .filters
-            .iter()
-            .map(|f| pb::WasmFilter {
-                name: f.name.clone(),
-                url: f.url.clone(),
-                sha256: f.sha256.to_ascii_lowercase(),
-                config: f.config.clone().unwrap_or_default(),
-                root_id: f.root_id.clone().unwrap_or_default(),
-                fail_open: f.fail_open,
-            })
-            .collect();
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -3,7 +3,7 @@
 
 /// The hostnames a route serves on a listener; `None`: no intersection (route not attached).
 /// An empty result vector never happens: no hostnames anywhere yields `["*"]`.
-pub fn intersect(listener: Option<&str>, route: &[String]) -> Option<Vec<String>> {
+pub(super) fn intersect(listener: Option<&str>, route: &[String]) -> Option<Vec<String>> {
     let listener = listener.filter(|h| !h.is_empty());
     match (listener, route.is_empty()) {
         (None, true) => Some(vec!["*".into()]),

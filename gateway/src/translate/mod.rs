@@ -4,6 +4,7 @@
 //! the translation, so what is reported is what was translated.
 mod filters;
 mod hostnames;
+mod route_option;
 mod routes;
 pub mod status;
 
@@ -70,7 +71,7 @@ pub fn translate(index: &Index, options: &Options) -> Output {
         }
     }
     output.status.finish_routes(&routes);
-    filters::report_route_options(index, &routes, &mut output.status);
+    route_option::report_route_options(index, &routes, &mut output.status);
     output
 }
 

@@ -16,7 +16,7 @@ use super::{filters, hostnames, status::GatewayRef, status::StatusReport};
 
 /// Whether `route` attaches to `listener` of Gateway `gw_ns/gw_name` (parentRef name,
 /// namespace, sectionName and port, and the listener's allowedRoutes namespaces).
-pub fn attaches(route: &HttpRoute, gw_ns: &str, gw_name: &str, listener: &GatewayListeners) -> bool {
+pub(super) fn attaches(route: &HttpRoute, gw_ns: &str, gw_name: &str, listener: &GatewayListeners) -> bool {
     let route_ns = route.metadata.namespace.as_deref().unwrap_or("default");
     let parent_matches = route.spec.parent_refs.iter().flatten().any(|parent| {
         parent.group.as_deref().is_none_or(|g| g == "gateway.networking.k8s.io")
@@ -62,12 +62,12 @@ type SortKey = (
 
 /// Routes collected per hostname for one Envoy listener.
 #[derive(Default)]
-pub struct VirtualHosts {
+pub(super) struct VirtualHosts {
     hosts: BTreeMap<String, Vec<(SortKey, pb::Route)>>,
 }
 
 impl VirtualHosts {
-    pub fn add_route(
+    pub(super) fn add_route(
         &mut self,
         route: &HttpRoute,
         listener_hostname: Option<&str>,
@@ -88,30 +88,20 @@ impl VirtualHosts {
             .as_ref()
             .map(|t| t.0.to_string())
             .unwrap_or_default();
-        let source = pb::ResourceRef {
-            kind: "HTTPRoute".into(),
-            namespace: namespace.clone(),
-            name: name.clone(),
-        };
+        let source = filters::http_route_ref(&namespace, &name);
         let default_match = [HttpRouteRulesMatches::default()];
         for (rule_index, rule) in route.spec.rules.iter().flatten().enumerate() {
-            let effects = filters::rule_effects(route, rule, index);
-            for (reason, message) in &effects.invalid {
-                status.route_unresolved(&namespace, &name, gateway, reason, message);
+            let filters = filters::rule_filters(route, rule_index, rule, index);
+            for error in filters::errors(&filters) {
+                status.route_unresolved(&namespace, &name, gateway, &error.reason, &error.message);
             }
-            let action = if !effects.invalid.is_empty() {
-                // The Gateway API: a rule whose filters cannot be applied answers 500.
-                Action::DirectResponseAction(pb::DirectResponseAction {
-                    status: 500,
-                    body: String::new(),
-                })
-            } else if let Some(redirect) = effects.redirect.clone() {
-                Action::RedirectAction(redirect)
-            } else {
+            // A rule that redirects, or whose filters cannot all be applied, forwards nowhere:
+            // its filters decide the answer (the controller's precedence), so its backends
+            // are not resolved.
+            let action = (filters::errors(&filters).next().is_none() && !filters::redirects(&filters)).then(|| {
                 let refs = rule.backend_refs.as_deref().unwrap_or_default();
                 backend_action(refs, &namespace, &name, index, gateway, status)
-            };
-            let options = (effects.options != pb::RouteOptions::default()).then(|| effects.options.clone());
+            });
             let matches = match rule.matches.as_deref() {
                 Some(m) if !m.is_empty() => m,
                 _ => &default_match,
@@ -128,9 +118,9 @@ impl VirtualHosts {
                 let proxy_route = pb::Route {
                     name: format!("{namespace}/{name}/rule/{rule_index}/match/{match_index}"),
                     matchers: vec![matcher],
-                    action: Some(action.clone()),
-                    options: options.clone(),
+                    action: action.clone(),
                     source: Some(source.clone()),
+                    filters: filters.clone(),
                 };
                 for host in &hosts {
                     self.hosts
@@ -142,7 +132,7 @@ impl VirtualHosts {
         }
     }
 
-    pub fn build(self, port: u32) -> Vec<pb::VirtualHost> {
+    pub(super) fn build(self, port: u32) -> Vec<pb::VirtualHost> {
         self.hosts
             .into_iter()
             .map(|(host, mut routes)| {

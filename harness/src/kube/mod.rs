@@ -10,7 +10,7 @@
 pub mod apply;
 mod kubeconfig;
 pub(crate) mod pki;
-mod tools;
+pub(crate) mod tools;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
-//! The Kubernetes test binaries, built from the pinned Go modules under
-//! `harness/kube-tools/` by `scripts/kube-tools.sh` into a cache outside the repository.
-//! The script builds whatever is missing, so a test never skips for want of a binary.
+//! The Go test binaries (the Kubernetes ones here, Jaeger for [`crate::jaeger`]), built from
+//! the pinned Go modules under `harness/kube-tools/` by `scripts/kube-tools.sh` into a cache
+//! outside the repository. The script builds whatever is missing, so a test never skips for
+//! want of a binary.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,12 +34,26 @@ fn script_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kube-tools.sh")
 }
 
-/// Runs the script (it builds only what its cache lacks) and reads its `name=path` lines.
+/// Builds (if missing) and finds the Kubernetes binaries.
 fn run_script() -> Result<KubeTools> {
+    let mut paths = go_tools(&["kube-apiserver", "kubectl", "etcd", "helm"])?;
+    let mut binary = |name: &str| paths.remove(name).ok_or_else(|| anyhow!("no path for {name}"));
+    Ok(KubeTools {
+        kube_apiserver: binary("kube-apiserver")?,
+        kubectl: binary("kubectl")?,
+        etcd: binary("etcd")?,
+        helm: binary("helm")?,
+    })
+}
+
+/// Runs the script for the binaries `names` (it builds only what its cache lacks; minutes
+/// for a cold build) and returns their paths, each checked to be an executable binary.
+pub(crate) fn go_tools(names: &[&str]) -> Result<HashMap<String, PathBuf>> {
     let script = script_path();
     // Progress (and the Go build's errors) go straight to the terminal.
     let out = Command::new("bash")
         .arg(&script)
+        .args(names)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
@@ -46,22 +61,19 @@ fn run_script() -> Result<KubeTools> {
     if !out.status.success() {
         bail!("{} failed ({}); is Go installed?", script.display(), out.status);
     }
-    let paths = parse_paths(&String::from_utf8_lossy(&out.stdout));
-    let binary = |name: &str| -> Result<PathBuf> {
-        let path = paths
-            .get(name)
-            .ok_or_else(|| anyhow!("{} printed no path for {name}", script.display()))?;
-        if !is_elf(path) {
-            bail!("{name} at {} is not an executable binary", path.display());
-        }
-        Ok(path.clone())
-    };
-    Ok(KubeTools {
-        kube_apiserver: binary("kube-apiserver")?,
-        kubectl: binary("kubectl")?,
-        etcd: binary("etcd")?,
-        helm: binary("helm")?,
-    })
+    let mut paths = parse_paths(&String::from_utf8_lossy(&out.stdout));
+    names
+        .iter()
+        .map(|&name| {
+            let path = paths
+                .remove(name)
+                .ok_or_else(|| anyhow!("{} printed no path for {name}", script.display()))?;
+            if !is_elf(&path) {
+                bail!("{name} at {} is not an executable binary", path.display());
+            }
+            Ok((name.to_string(), path))
+        })
+        .collect()
 }
 
 fn parse_paths(stdout: &str) -> HashMap<String, PathBuf> {

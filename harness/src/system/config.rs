@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::addr::Lease;
 use crate::bins;
+use crate::envoy::XdsProtocol;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Component {
@@ -101,6 +102,9 @@ pub struct SystemConfig {
     pub components: Vec<Component>,
     /// Envoy's bootstrap YAML; `None`: from `controller bootstrap`.
     pub envoy_bootstrap: Option<String>,
+    /// The ADS protocol of the bootstrap from `controller bootstrap` (state of the world
+    /// unless a test asks for delta).
+    pub xds_protocol: XdsProtocol,
     pub envoy_log_level: String,
     /// Time for each component to come up.
     pub ready_timeout: Duration,
@@ -129,6 +133,7 @@ impl Default for SystemConfig {
             gateway: ("default".into(), "gw".into()),
             components: Component::ALL.to_vec(),
             envoy_bootstrap: None,
+            xds_protocol: XdsProtocol::StateOfTheWorld,
             envoy_log_level: "warn".into(),
             ready_timeout: Duration::from_secs(30),
             env: Vec::new(),

@@ -107,7 +107,8 @@ impl System {
             .filter(|c| cfg.components.contains(c))
             .chain(replicas)
         {
-            let mut p = sys.process(c, &role, cfg.envoy_bootstrap.as_deref(), &cfg.envoy_log_level)?;
+            let envoy_config = (cfg.envoy_bootstrap.as_deref(), cfg.xds_protocol);
+            let mut p = sys.process(c, &role, envoy_config, &cfg.envoy_log_level)?;
             for (k, v) in &cfg.env {
                 p = p.env(k, v);
             }
@@ -124,8 +125,16 @@ impl System {
         Ok(sys)
     }
 
-    /// The process of one component, not started.
-    fn process(&self, c: Component, role: &str, bootstrap: Option<&str>, envoy_log: &str) -> Result<Process> {
+    /// The process of one component, not started. Envoy's bootstrap is `envoy_config`'s
+    /// YAML if given, else `controller bootstrap`'s for its ADS protocol.
+    fn process(
+        &self,
+        c: Component,
+        role: &str,
+        envoy_config: (Option<&str>, envoy::XdsProtocol),
+        envoy_log: &str,
+    ) -> Result<Process> {
+        let (bootstrap, xds_protocol) = envoy_config;
         let l = &self.layout;
         let nats = l.nats_url();
         // `--config-dir DIR`, or `--source kubernetes --kubeconfig PATH`.
@@ -265,6 +274,7 @@ impl System {
                             xds: l.xds_addr(),
                             admin: l.envoy_admin(),
                             tls_dir: self.pki.as_ref().map(|pki| pki.dir(mtls::PROXY)),
+                            xds_protocol,
                         };
                         envoy::write_bootstrap(&bins::bin(bins::CONTROLLER)?, &params, &path)?
                     }
@@ -528,6 +538,21 @@ impl System {
         let js = async_nats::jetstream::new(client);
         let mut stream = js.get_stream(format!("KV_{bucket}")).await?;
         Ok(stream.info().await?.state.last_sequence)
+    }
+    /// Every key of a KV bucket with its value, as stored (split values as their parts).
+    pub async fn kv_entries(&self, bucket: &str) -> Result<std::collections::BTreeMap<String, bytes::Bytes>> {
+        use futures::StreamExt as _;
+        let client = self.nats_client().await?;
+        let store = async_nats::jetstream::new(client).get_key_value(bucket).await?;
+        let mut keys = store.keys().await?;
+        let mut out = std::collections::BTreeMap::new();
+        while let Some(key) = keys.next().await {
+            let key = key?;
+            if let Some(value) = store.get(&key).await? {
+                out.insert(key, value);
+            }
+        }
+        Ok(out)
     }
     /// The value of a KV key (a value split across keys is returned as its head).
     pub async fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<bytes::Bytes>> {

@@ -17,7 +17,7 @@ async fn next_put(events: &mut mpsc::Receiver<KvEvent>, key: &str) -> Bytes {
             .expect("event")
             .expect("open");
         match event {
-            KvEvent::Put(k, value) if k == key => return value,
+            KvEvent::Put(k, value, _) if k == key => return value,
             KvEvent::Full(all) if all.contains_key(key) => return all[key].clone(),
             _ => {}
         }
@@ -35,7 +35,7 @@ async fn large_values_are_split_and_reassembled() -> anyhow::Result<()> {
     let bus = bus::connect(&system.nats_url(), "test", &system.admin_nats_auth()?).await?;
     let big = Bytes::from((0..2_500_000u32).map(|i| (i % 253) as u8).collect::<Vec<_>>());
     let (desired_tx, desired) = watch::channel(KvState::default());
-    desired_tx.send_replace(Arc::new(BTreeMap::from([("ns.big".to_string(), big.clone())])));
+    desired_tx.send_replace(KvState::traced(BTreeMap::from([("ns.big".to_string(), big.clone())])));
     let owns: bus::Owns = Arc::new(|_, _| true);
     let _stats = bus::spawn_kv_writer(bus.clone(), "test_chunks", desired, owns, shutdown.clone());
 
@@ -61,7 +61,7 @@ async fn large_values_are_split_and_reassembled() -> anyhow::Result<()> {
 
     // Shrinks to one message: the parts go away.
     let small = Bytes::from_static(b"small now");
-    desired_tx.send_replace(Arc::new(BTreeMap::from([("ns.big".to_string(), small.clone())])));
+    desired_tx.send_replace(KvState::traced(BTreeMap::from([("ns.big".to_string(), small.clone())])));
     assert_eq!(next_put(&mut events, "ns.big").await, small);
     kgw_harness::wait_for(Duration::from_secs(10), || async {
         let now = keys().await;
@@ -91,7 +91,7 @@ async fn writers_heal_deleted_and_overwritten_keys_and_remove_stale_parts() -> a
     store.put("ns.a.part.3", Bytes::from_static(b"stale")).await?;
 
     let value = Bytes::from_static(b"the writer's value");
-    let (_desired_tx, desired) = watch::channel(Arc::new(BTreeMap::from([("ns.a".to_string(), value.clone())])));
+    let (_desired_tx, desired) = watch::channel(KvState::traced(BTreeMap::from([("ns.a".to_string(), value.clone())])));
     let owns: bus::Owns = Arc::new(|_, _| true);
     let mut stats = bus::spawn_kv_writer(bus.clone(), "test_heal", desired, owns, shutdown.clone());
     let within = Duration::from_secs(1);

@@ -1,13 +1,39 @@
 use std::time::{Duration, Instant};
 
-use kgw_harness::{get, remove_manifest, wait_for, wait_status, write_manifest_atomically};
+use kgw_harness::{
+    SystemConfig, envoy::XdsProtocol, get, remove_manifest, wait_for, wait_status, write_manifest_atomically,
+};
 
-use crate::support::{WAIT, config_dir, route_yaml, service_yaml, spread, start};
+use crate::support::{WAIT, config_dir, route_yaml, service_yaml, spread, start, start_with};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn routed_path_200_unrouted_404_and_edits_go_live() -> anyhow::Result<()> {
-    let running = start(&["echo"]).await?;
+    route_edit_and_removal_go_live(XdsProtocol::StateOfTheWorld).await
+}
+
+/// The same with Envoy on incremental xDS (`DELTA_GRPC`): the edit and the removal arrive
+/// as per-resource updates and `removed_resources`.
+#[tokio::test(flavor = "multi_thread")]
+async fn delta_xds_routed_path_200_unrouted_404_and_edits_go_live() -> anyhow::Result<()> {
+    route_edit_and_removal_go_live(XdsProtocol::Delta).await
+}
+
+/// A route answers 200 (and an unrouted path 404), an edit moves it within 5 s, a removal
+/// ends it; Envoy speaks `protocol`.
+async fn route_edit_and_removal_go_live(protocol: XdsProtocol) -> anyhow::Result<()> {
+    let config = SystemConfig {
+        xds_protocol: protocol,
+        ..SystemConfig::default()
+    };
+    let running = start_with(&["echo"], config).await?;
     let system = &running.system;
+    let bootstrap = get(&system.admin_url("/config_dump?mask=bootstrap"), None).await?;
+    let api_type = format!("\"api_type\":\"{}\"", protocol.api_type());
+    assert!(
+        bootstrap.text().replace(char::is_whitespace, "").contains(&api_type),
+        "Envoy's bootstrap has no {api_type}: {}",
+        bootstrap.text()
+    );
     let dir = config_dir(system);
     write_manifest_atomically(dir, "route.yaml", &route_yaml("echo", "/echo", &[("echo", 1)]))?;
     let ok = wait_status(&system.url("/echo/hi"), None, 200, WAIT).await?;

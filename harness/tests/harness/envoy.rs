@@ -79,6 +79,7 @@ async fn fallback_bootstrap_loads() {
         xds: l.xds_addr(),
         admin: l.envoy_admin(),
         tls_dir: None,
+        xds_protocol: Default::default(),
     });
     let sys = System::start(SystemConfig {
         placement: Placement::Lease(lease),

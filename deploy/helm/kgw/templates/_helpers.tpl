@@ -169,6 +169,10 @@ Usage: include "kgw.commonEnv" (dict "root" $ "values" .Values.gloo)
     fieldRef:
       fieldPath: metadata.namespace
 {{- include "kgw.mtlsEnv" .root }}
+{{- with .root.Values.tracing.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
 {{- with .values.extraEnv }}
 {{ toYaml . }}
 {{- end }}

@@ -1,0 +1,395 @@
+//! [`spawn_kv_writer`]: keeps the keys one process owns equal to its desired state,
+//! writing only what changed, each write carrying the trace context of the change.
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::watch;
+use tracing::Instrument as _;
+
+use super::{Bus, read_all, resolve};
+use crate::{chunk, shutdown::Shutdown, trace::TraceHeaders};
+
+/// The desired content of the keys one writer owns, and the trace of the change that made
+/// it (carried in the NATS headers of the writes it causes; not part of the content).
+#[derive(Clone, Debug, Default)]
+pub struct KvState {
+    pub values: Arc<BTreeMap<String, Bytes>>,
+    pub trace: Option<TraceHeaders>,
+}
+
+impl KvState {
+    /// `values`, made by the work of the current span.
+    pub fn traced(values: BTreeMap<String, Bytes>) -> Self {
+        Self {
+            values: Arc::new(values),
+            trace: TraceHeaders::current(),
+        }
+    }
+}
+
+impl std::ops::Deref for KvState {
+    type Target = BTreeMap<String, Bytes>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.values
+    }
+}
+
+/// Decides whether an existing key (with its value) belongs to this writer, so it may be
+/// deleted when no longer desired. Keys of other writers are never touched.
+pub type Owns = Arc<dyn Fn(&str, &[u8]) -> bool + Send + Sync>;
+
+/// Counters a writer keeps, for metrics and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    pub puts: u64,
+    pub deletes: u64,
+    pub errors: u64,
+    /// Reconciliations that found nothing to write.
+    pub unchanged: u64,
+    /// Keys of this writer that another client deleted, overwrote or filled with garbage,
+    /// seen on the bucket's watch and rewritten from the writer's state.
+    pub repairs: u64,
+    /// Parts of split values left behind by a value that shrank or vanished, removed.
+    pub stale_parts_removed: u64,
+}
+
+/// Keeps `bucket` equal to `desired` for the keys this writer owns: writes only keys whose
+/// bytes differ from what the bucket holds, deletes owned keys no longer desired, and after
+/// every reconnect re-reads the bucket and repairs what differs. It also watches the bucket:
+/// a key of its own that another client deletes, overwrites or fills with garbage is
+/// rewritten at once (logged and counted as a repair). Never gives up.
+pub fn spawn_kv_writer(
+    bus: Bus,
+    bucket: &'static str,
+    mut desired: watch::Receiver<KvState>,
+    owns: Owns,
+    shutdown: Shutdown,
+) -> watch::Receiver<WriterStats> {
+    let (stats_tx, stats_rx) = watch::channel(WriterStats::default());
+    tokio::spawn(async move {
+        let Ok(store) = bus.kv(bucket, &shutdown).await else {
+            return;
+        };
+        let mut epoch = bus.epoch();
+        // What we believe the bucket holds for our keys; None: unknown, read it first.
+        let mut known: Option<BTreeMap<String, Bytes>> = None;
+        // The bucket's changes since the last full read: how foreign writes are noticed.
+        let mut changes: Option<kv::Watch> = None;
+        // Revision of our last put per key: the watch echoes our own writes.
+        let mut ours = Revisions::default();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            if known.is_none() {
+                // Watch first, then read: a change between the two shows in both.
+                changes = store.watch_all().await.ok();
+                match read_all(&store).await {
+                    Ok(all) => {
+                        let have: BTreeMap<_, _> = all.into_iter().filter(|(k, v)| owns(k, v)).collect();
+                        let want = desired.borrow().clone();
+                        remove_stale_parts(&store, bucket, &want, &have, &owns, &stats_tx).await;
+                        known = Some(have);
+                    }
+                    Err(error) => tracing::warn!(bucket, %error, "cannot read bucket; retrying"),
+                }
+            }
+            if let Some(have) = known.as_mut() {
+                let want = desired.borrow_and_update().clone();
+                match reconcile(&store, &bus.jetstream, bucket, &want, have, &mut ours, &stats_tx).await {
+                    Ok(()) => delay = Duration::from_millis(50),
+                    Err(()) => known = None,
+                }
+            }
+            let retry = known.is_none() || changes.is_none();
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                changed = desired.changed() => if changed.is_err() { return },
+                _ = epoch.changed() => known = None,
+                entry = next_change(&mut changes), if !retry => match (entry, known.as_mut()) {
+                    (Some(entry), Some(have)) => {
+                        let want = desired.borrow().clone();
+                        if let Some(repair) = foreign_change(&store, entry, &want, have, &ours, &owns).await {
+                            tracing::warn!(bucket, key = %repair.key, change = repair.what, "another client changed a key this writer owns; rewriting it");
+                            stats_tx.send_modify(|s| s.repairs += 1);
+                        }
+                    }
+                    // The watch broke: read everything again.
+                    _ => known = None,
+                },
+                _ = tokio::time::sleep(delay), if retry => {
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                    if changes.is_none() {
+                        known = None;
+                    }
+                }
+            }
+        }
+    });
+    stats_rx
+}
+
+/// Revision of this writer's last put, per key.
+type Revisions = BTreeMap<String, u64>;
+
+async fn next_change(changes: &mut Option<kv::Watch>) -> Option<kv::Entry> {
+    match changes {
+        Some(watch) => watch.next().await.and_then(Result::ok),
+        None => None,
+    }
+}
+
+/// A key of ours that another client changed.
+struct Repair {
+    key: String,
+    what: &'static str,
+}
+
+/// Applies a watched change to `have` when it is not our own write and touches a key we
+/// own or want; the caller's next reconcile then rewrites the key from `want`.
+async fn foreign_change(
+    store: &kv::Store,
+    entry: kv::Entry,
+    want: &BTreeMap<String, Bytes>,
+    have: &mut BTreeMap<String, Bytes>,
+    ours: &Revisions,
+    owns: &Owns,
+) -> Option<Repair> {
+    if chunk::is_part_key(&entry.key) || ours.get(&entry.key).is_some_and(|r| entry.revision <= *r) {
+        return None;
+    }
+    let key = entry.key.clone();
+    match entry.operation {
+        kv::Operation::Put => {
+            // A head whose parts do not add up is garbage like any other wrong value.
+            let value = resolve(store, &key, entry.value.clone()).await.unwrap_or(entry.value);
+            if !want.contains_key(&key) && !owns(&key, &value) {
+                return None;
+            }
+            if have.get(&key) == Some(&value) {
+                return None;
+            }
+            have.insert(key.clone(), value);
+            Some(Repair { key, what: "put" })
+        }
+        kv::Operation::Delete | kv::Operation::Purge => {
+            have.remove(&key)?;
+            Some(Repair { key, what: "delete" })
+        }
+    }
+}
+
+/// Removes parts `<key>.part.<i>` that no head of ours needs any more (its value shrank or
+/// was deleted while a write was under way, or an older version left them).
+async fn remove_stale_parts(
+    store: &kv::Store,
+    bucket: &str,
+    want: &BTreeMap<String, Bytes>,
+    have: &BTreeMap<String, Bytes>,
+    owns: &Owns,
+    stats: &watch::Sender<WriterStats>,
+) {
+    let Ok(mut keys) = store.keys().await else { return };
+    let mut parts = Vec::new();
+    while let Some(Ok(key)) = keys.next().await {
+        if let Some((head, index)) = chunk::parse_part_key(&key) {
+            parts.push((key.clone(), head.to_string(), index));
+        }
+    }
+    for (part, head, index) in parts {
+        let needed = match have.get(&head) {
+            Some(value) => chunk::split(value).is_some_and(|(p, _)| (index as usize) < p.len()),
+            // No head at all: an orphan, ours to clear when we would own its head.
+            None => want.contains_key(&head) || !owns(&head, b""),
+        };
+        if needed {
+            continue;
+        }
+        match store.delete(&part).await {
+            Ok(()) => {
+                tracing::info!(bucket, key = %part, "removed a stale part of a split value");
+                stats.send_modify(|s| s.stale_parts_removed += 1);
+            }
+            Err(error) => tracing::warn!(bucket, key = %part, %error, "cannot remove a stale part"),
+        }
+    }
+}
+
+/// Writes what differs between `want` and `have`: one `kv.write` span (a child of the
+/// change that made `want`) whose context every put and delete carries.
+async fn reconcile(
+    store: &kv::Store,
+    js: &jetstream::Context,
+    bucket: &str,
+    want: &KvState,
+    have: &mut BTreeMap<String, Bytes>,
+    ours: &mut Revisions,
+    stats: &watch::Sender<WriterStats>,
+) -> Result<(), ()> {
+    // Keys under another key (a Proxy's virtual hosts under its head) are put before it
+    // and deleted after it: a reader never sees a head whose parts are not there yet.
+    let depth = |key: &str| key.matches('.').count();
+    let mut puts: Vec<&String> = want
+        .iter()
+        .filter(|(k, v)| have.get(*k) != Some(*v))
+        .map(|(k, _)| k)
+        .collect();
+    puts.sort_by_key(|k| std::cmp::Reverse(depth(k)));
+    let mut deletes: Vec<String> = have.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
+    deletes.sort_by_key(|k| depth(k));
+    if puts.is_empty() && deletes.is_empty() {
+        stats.send_modify(|s| s.unchanged += 1);
+        return Ok(());
+    }
+    let span = tracing::info_span!(
+        "kv.write",
+        bucket,
+        puts = puts.len(),
+        deletes = deletes.len(),
+        keys = %key_list(puts.iter().copied().chain(&deletes)),
+    );
+    if let Some(trace) = &want.trace {
+        trace.adopt(&span);
+    }
+    let trace = TraceHeaders::of(&span);
+    async {
+        for key in puts {
+            let value = &want[key];
+            match put_value(store, js, key, value, have.get(key), trace.as_ref()).await {
+                Ok(revision) => {
+                    tracing::debug!(bucket, key, revision, bytes = value.len(), "kv put");
+                    have.insert(key.clone(), value.clone());
+                    ours.insert(key.clone(), revision);
+                    stats.send_modify(|s| s.puts += 1);
+                }
+                Err(error) => {
+                    tracing::warn!(bucket, key, %error, "kv put failed; will retry");
+                    stats.send_modify(|s| s.errors += 1);
+                    return Err(());
+                }
+            }
+        }
+        for key in deletes {
+            let old_parts = have
+                .get(&key)
+                .and_then(chunk::split)
+                .map_or(0, |(parts, _)| parts.len());
+            match delete_value(store, js, &key, old_parts, trace.as_ref()).await {
+                Ok(()) => {
+                    tracing::debug!(bucket, key, "kv delete");
+                    have.remove(&key);
+                    stats.send_modify(|s| s.deletes += 1);
+                }
+                Err(error) => {
+                    tracing::warn!(bucket, key, %error, "kv delete failed; will retry");
+                    stats.send_modify(|s| s.errors += 1);
+                    return Err(());
+                }
+            }
+        }
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+/// At most ten key names, for a span field (a full resync may touch thousands).
+fn key_list<'a>(keys: impl Iterator<Item = &'a String>) -> String {
+    let keys: Vec<&String> = keys.collect();
+    let mut list = keys.iter().take(10).map(|k| k.as_str()).collect::<Vec<_>>().join(",");
+    if keys.len() > 10 {
+        list.push_str(&format!(",... ({} in all)", keys.len()));
+    }
+    list
+}
+
+/// Writes `value` under `key`, split into parts when it is too large for one message
+/// (parts first, head last; parts the previous value had beyond the new count are removed).
+/// The head carries `trace`: it is what readers see change.
+async fn put_value(
+    store: &kv::Store,
+    js: &jetstream::Context,
+    key: &str,
+    value: &Bytes,
+    previous: Option<&Bytes>,
+    trace: Option<&TraceHeaders>,
+) -> Result<u64, String> {
+    let old_parts = previous.and_then(chunk::split).map_or(0, |(parts, _)| parts.len());
+    let (revision, new_parts) = match chunk::split(value) {
+        None => (put_traced(store, js, key, value.clone(), trace).await?, 0),
+        Some((parts, head)) => {
+            for (i, part) in parts.iter().enumerate() {
+                store
+                    .put(chunk::part_key(key, i as u32), part.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            (put_traced(store, js, key, head, trace).await?, parts.len())
+        }
+    };
+    for i in new_parts..old_parts {
+        store
+            .delete(chunk::part_key(key, i as u32))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(revision)
+}
+
+/// A key-value put (what `kv::Store::put` publishes) with the trace context in its headers.
+async fn put_traced(
+    store: &kv::Store,
+    js: &jetstream::Context,
+    key: &str,
+    value: Bytes,
+    trace: Option<&TraceHeaders>,
+) -> Result<u64, String> {
+    let Some(trace) = trace.filter(|_| !store.use_jetstream_prefix) else {
+        return store.put(key, value).await.map_err(|e| e.to_string());
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    trace.write_nats(&mut headers);
+    let subject = format!("{}{key}", store.put_prefix.as_ref().unwrap_or(&store.prefix));
+    let ack = js
+        .publish_with_headers(subject, headers, value)
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ack.sequence)
+}
+
+/// Deletes `key` (a delete marker carrying the trace context) and its parts.
+async fn delete_value(
+    store: &kv::Store,
+    js: &jetstream::Context,
+    key: &str,
+    parts: usize,
+    trace: Option<&TraceHeaders>,
+) -> Result<(), String> {
+    match trace.filter(|_| !store.use_jetstream_prefix) {
+        None => store.delete(key).await.map_err(|e| e.to_string())?,
+        Some(trace) => {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(KV_OPERATION, "DEL");
+            trace.write_nats(&mut headers);
+            let subject = format!("{}{key}", store.put_prefix.as_ref().unwrap_or(&store.prefix));
+            js.publish_with_headers(subject, headers, Bytes::new())
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    for i in 0..parts {
+        store
+            .delete(chunk::part_key(key, i as u32))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The header a key-value delete marker carries (`DEL`; `PURGE` for a purge).
+pub(super) const KV_OPERATION: &str = "KV-Operation";

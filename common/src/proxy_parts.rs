@@ -1,0 +1,144 @@
+//! A Proxy in KV as a head and one value per virtual host (the layout in
+//! [`kgw_proto::nats`]): the gateway [`split`]s, the controller [`assemble`]s, and
+//! `assemble(split(p)) == p` for a Proxy whose virtual hosts are ordered by name, as the
+//! gateway makes them.
+use std::collections::BTreeMap;
+
+use kgw_proto::{
+    nats::vhost_part_key,
+    v1::{Proxy, VirtualHostPart, listener::ListenerType},
+};
+
+/// The head (the Proxy without its virtual hosts) and each virtual host with its key.
+pub fn split(head_key: &str, proxy: &Proxy) -> (Proxy, BTreeMap<String, VirtualHostPart>) {
+    let mut head = proxy.clone();
+    let mut parts = BTreeMap::new();
+    for listener in &mut head.listeners {
+        let Some(ListenerType::HttpListener(http)) = listener.listener_type.as_mut() else {
+            continue;
+        };
+        for vhost in std::mem::take(&mut http.virtual_hosts) {
+            let key = vhost_part_key(head_key, &listener.name, &vhost.name);
+            parts.insert(
+                key,
+                VirtualHostPart {
+                    listener: listener.name.clone(),
+                    virtual_host: Some(vhost),
+                },
+            );
+        }
+    }
+    (head, parts)
+}
+
+/// The Proxy of `head` with the virtual hosts of `parts` in their listeners, ordered by
+/// name. A part naming a listener the head does not have (a head written before the parts
+/// of a change reach the reader) is left out until they agree.
+pub fn assemble<'a>(head: &Proxy, parts: impl IntoIterator<Item = &'a VirtualHostPart>) -> Proxy {
+    let mut proxy = head.clone();
+    let mut by_listener: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+    for part in parts {
+        if let Some(vhost) = &part.virtual_host {
+            by_listener.entry(part.listener.as_str()).or_default().push(vhost);
+        }
+    }
+    for listener in &mut proxy.listeners {
+        let Some(ListenerType::HttpListener(http)) = listener.listener_type.as_mut() else {
+            continue;
+        };
+        let mut vhosts: Vec<_> = by_listener
+            .remove(listener.name.as_str())
+            .unwrap_or_default()
+            .into_iter()
+            .cloned()
+            .collect();
+        vhosts.sort_by(|a, b| a.name.cmp(&b.name));
+        http.virtual_hosts = vhosts;
+    }
+    proxy
+}
+
+#[cfg(test)]
+mod tests {
+    use kgw_proto::v1::{HttpListener, Listener, Route, VirtualHost};
+
+    use super::*;
+
+    fn vhost(name: &str, route: &str) -> VirtualHost {
+        VirtualHost {
+            name: name.into(),
+            domains: vec![name.into()],
+            routes: vec![Route {
+                name: route.into(),
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn http_listener(name: &str, vhosts: Vec<VirtualHost>) -> Listener {
+        Listener {
+            name: name.into(),
+            bind_port: 8080,
+            listener_type: Some(ListenerType::HttpListener(HttpListener { virtual_hosts: vhosts })),
+            ..Default::default()
+        }
+    }
+
+    fn proxy() -> Proxy {
+        Proxy {
+            listeners: vec![
+                http_listener(
+                    "listener~8080",
+                    vec![vhost("a.example", "r1"), vhost("b.example", "r2")],
+                ),
+                http_listener("listener~8443", vec![vhost("a.example", "r3")]),
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn split_then_assemble_is_the_proxy() {
+        let (head, parts) = split("default.gw", &proxy());
+        assert_eq!(parts.len(), 3, "one value per virtual host: {:?}", parts.keys());
+        for listener in &head.listeners {
+            let Some(ListenerType::HttpListener(http)) = &listener.listener_type else {
+                panic!("http listener");
+            };
+            assert!(http.virtual_hosts.is_empty(), "the head holds no virtual host");
+        }
+        assert_eq!(assemble(&head, parts.values()), proxy());
+        // Whatever order the parts arrive in.
+        assert_eq!(assemble(&head, parts.values().rev()), proxy());
+    }
+
+    #[test]
+    fn a_changed_host_changes_only_its_own_value() {
+        let (head, before) = split("default.gw", &proxy());
+        let mut edited = proxy();
+        if let Some(ListenerType::HttpListener(http)) = edited.listeners[0].listener_type.as_mut() {
+            http.virtual_hosts[1].routes[0].name = "r2-edited".into();
+        }
+        let (head_after, after) = split("default.gw", &edited);
+        assert_eq!(head, head_after);
+        let changed: Vec<&String> = after
+            .iter()
+            .filter(|(k, v)| before.get(*k) != Some(*v))
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(changed.len(), 1, "{changed:?}");
+    }
+
+    #[test]
+    fn parts_of_an_unknown_listener_wait() {
+        let (head, mut parts) = split("default.gw", &proxy());
+        parts.insert(
+            "default.gw._vh.x".into(),
+            VirtualHostPart {
+                listener: "listener~9999".into(),
+                virtual_host: Some(vhost("c.example", "r4")),
+            },
+        );
+        assert_eq!(assemble(&head, parts.values()), proxy());
+    }
+}
