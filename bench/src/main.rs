@@ -181,6 +181,13 @@ fn table(plan: &Plan, v: &serde_json::Map<String, Value>) -> String {
             goal,
         );
     }
+    for size in [&small, &mid, &large] {
+        row(
+            format!("kv_bytes_per_route_change {size}"),
+            show(num("kv_bytes_per_route_change", &[size])),
+            "≤ 4 KB at any size",
+        );
+    }
     for size in [&small, &mid] {
         let p = |q| num("envoy_floor_ms", &[size, q]);
         row(

@@ -80,6 +80,16 @@ fn quick_run_reports_every_key_with_numbers() {
             number(&doc, &["propagation_ms", size, q]);
         }
     }
+    let s = sizes(&doc, "kv_bytes_per_route_change");
+    assert_eq!(s.len(), 3, "kv_bytes_per_route_change: three sizes");
+    for size in &s {
+        let bytes = number(&doc, &["kv_bytes_per_route_change", size]);
+        // One virtual host's value, whatever the size (the goal is 4 KB).
+        assert!(
+            bytes > 0.0 && bytes <= 4096.0,
+            "kv_bytes_per_route_change {size}: {bytes}"
+        );
+    }
     let s = sizes(&doc, "envoy_floor_ms");
     assert_eq!(s.len(), 2, "envoy_floor_ms: two sizes");
     for size in &s {

@@ -39,6 +39,10 @@ pub async fn run(plan: &Plan, report: &mut Report) -> Result<()> {
             }
             Err(e) => report.error(&format!("propagation_ms at {n}"), &e),
         }
+        match kv_bytes_per_route_change(&fleet, n).await {
+            Ok(bytes) => report.set_in("kv_bytes_per_route_change", &Plan::key(n), json!(bytes)),
+            Err(e) => report.error(&format!("kv_bytes_per_route_change at {n}"), &e),
+        }
         if n != mid {
             continue;
         }
@@ -146,6 +150,43 @@ async fn churn(fleet: &Fleet, plan: &Plan, n: usize, report: &mut Report) -> Res
 }
 
 /// Peak resident memory (VmHWM) of every process of the system, and the current, in MiB.
+/// What one new route adds to the stream of bucket `kgw_proxies` (a history of one value
+/// per key: the bytes of the values the change wrote), measured once it serves.
+async fn kv_bytes_per_route_change(fleet: &Fleet, n: usize) -> Result<u64> {
+    let bucket = kgw_proto::nats::PROXIES_BUCKET;
+    let dir = fleet.config_dir().to_path_buf();
+    let name = format!("kvbytes{n}");
+    // Earlier samples' routes are being removed: wait until the bucket is quiet.
+    let mut before = fleet.system.kv_stream_bytes(bucket).await?;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = fleet.system.kv_stream_bytes(bucket).await?;
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    let started = std::time::Instant::now();
+    write_manifest_atomically(
+        &dir,
+        &routeset::route_file(&name),
+        &routeset::route_yaml(&name, &routeset::service_of(0, 1), 0),
+    )?;
+    fleet
+        .poller
+        .until_200(
+            &routeset::host(&name),
+            &routeset::request_path(&name),
+            started,
+            Duration::from_secs(30),
+        )
+        .await?;
+    // The KV write comes before the 200 (the controller reads it from there).
+    let after = fleet.system.kv_stream_bytes(bucket).await?;
+    kgw_harness::remove_manifest(&dir, &routeset::route_file(&name))?;
+    Ok(after.saturating_sub(before))
+}
+
 fn peak_rss(fleet: &Fleet) -> Result<(Value, Value)> {
     let (mut peak, mut now) = (serde_json::Map::new(), serde_json::Map::new());
     for (c, key) in [

@@ -554,6 +554,14 @@ impl System {
         }
         Ok(out)
     }
+    /// Bytes the stream of a KV bucket holds (values, keys and headers of every message
+    /// it keeps); the change across a write is what the write cost the broker.
+    pub async fn kv_stream_bytes(&self, bucket: &str) -> Result<u64> {
+        let client = self.nats_client().await?;
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream(format!("KV_{bucket}")).await?;
+        Ok(stream.info().await?.state.bytes)
+    }
     /// The value of a KV key (a value split across keys is returned as its head).
     pub async fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<bytes::Bytes>> {
         let client = self.nats_client().await?;
