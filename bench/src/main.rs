@@ -188,6 +188,13 @@ fn table(plan: &Plan, v: &serde_json::Map<String, Value>) -> String {
             "≤ 4 KB at any size",
         );
     }
+    for size in [&small, &mid, &large] {
+        row(
+            format!("xds_bytes_per_route_change {size}"),
+            show(num("xds_bytes_per_route_change", &[size])),
+            "≤ 16 KB at any size",
+        );
+    }
     for size in [&small, &mid] {
         let p = |q| num("envoy_floor_ms", &[size, q]);
         row(

@@ -90,6 +90,13 @@ fn quick_run_reports_every_key_with_numbers() {
             "kv_bytes_per_route_change {size}: {bytes}"
         );
     }
+    let s = sizes(&doc, "xds_bytes_per_route_change");
+    assert_eq!(s.len(), 3, "xds_bytes_per_route_change: three sizes");
+    for size in &s {
+        // At least the route table that carries the new route went out.
+        let bytes = number(&doc, &["xds_bytes_per_route_change", size]);
+        assert!(bytes > 0.0, "xds_bytes_per_route_change {size}: {bytes}");
+    }
     let s = sizes(&doc, "envoy_floor_ms");
     assert_eq!(s.len(), 2, "envoy_floor_ms: two sizes");
     for size in &s {

@@ -139,6 +139,11 @@ pub(crate) fn register_xds(registry: &mut Registry, stats: Arc<XdsStats>) {
                 per_type(|t| &t.responses),
             )
             .counter_family(
+                "xds_response_bytes",
+                "Encoded bytes of the xDS responses sent, per resource type",
+                per_type(|t| &t.response_bytes),
+            )
+            .counter_family(
                 "xds_acks",
                 "xDS responses Envoy accepted (ACK), per resource type",
                 per_type(|t| &t.acks),

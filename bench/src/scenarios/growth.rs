@@ -39,8 +39,11 @@ pub async fn run(plan: &Plan, report: &mut Report) -> Result<()> {
             }
             Err(e) => report.error(&format!("propagation_ms at {n}"), &e),
         }
-        match kv_bytes_per_route_change(&fleet, n).await {
-            Ok(bytes) => report.set_in("kv_bytes_per_route_change", &Plan::key(n), json!(bytes)),
+        match bytes_per_route_change(&fleet, n).await {
+            Ok((kv, xds)) => {
+                report.set_in("kv_bytes_per_route_change", &Plan::key(n), json!(kv));
+                report.set_in("xds_bytes_per_route_change", &Plan::key(n), json!(xds));
+            }
             Err(e) => report.error(&format!("kv_bytes_per_route_change at {n}"), &e),
         }
         if n != mid {
@@ -150,9 +153,10 @@ async fn churn(fleet: &Fleet, plan: &Plan, n: usize, report: &mut Report) -> Res
 }
 
 /// Peak resident memory (VmHWM) of every process of the system, and the current, in MiB.
-/// What one new route adds to the stream of bucket `kgw_proxies` (a history of one value
-/// per key: the bytes of the values the change wrote), measured once it serves.
-async fn kv_bytes_per_route_change(fleet: &Fleet, n: usize) -> Result<u64> {
+/// What one new route costs, measured once it serves: the bytes it adds to the stream of
+/// bucket `kgw_proxies` (a history of one value per key: the values the change wrote),
+/// and the bytes of the xDS responses the controller sent Envoy for it.
+async fn bytes_per_route_change(fleet: &Fleet, n: usize) -> Result<(u64, u64)> {
     let bucket = kgw_proto::nats::PROXIES_BUCKET;
     let dir = fleet.config_dir().to_path_buf();
     let name = format!("kvbytes{n}");
@@ -166,6 +170,7 @@ async fn kv_bytes_per_route_change(fleet: &Fleet, n: usize) -> Result<u64> {
         }
         before = now;
     }
+    let xds_before = xds_response_bytes(fleet).await?;
     let started = std::time::Instant::now();
     write_manifest_atomically(
         &dir,
@@ -183,8 +188,23 @@ async fn kv_bytes_per_route_change(fleet: &Fleet, n: usize) -> Result<u64> {
         .await?;
     // The KV write comes before the 200 (the controller reads it from there).
     let after = fleet.system.kv_stream_bytes(bucket).await?;
+    let xds_after = xds_response_bytes(fleet).await?;
     kgw_harness::remove_manifest(&dir, &routeset::route_file(&name))?;
-    Ok(after.saturating_sub(before))
+    Ok((after.saturating_sub(before), xds_after.saturating_sub(xds_before)))
+}
+
+/// The controller's `kgw_controller_xds_response_bytes_total`, summed over the types.
+async fn xds_response_bytes(fleet: &Fleet) -> Result<u64> {
+    let url = fleet
+        .system
+        .monitoring_url(Component::Controller, "/metrics")
+        .ok_or_else(|| anyhow::anyhow!("the controller has no monitoring address"))?;
+    let text = kgw_harness::get(&url, None).await?.text();
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("kgw_controller_xds_response_bytes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum())
 }
 
 fn peak_rss(fleet: &Fleet) -> Result<(Value, Value)> {

@@ -230,9 +230,11 @@ impl<S: SnapshotSource> StreamState<S> {
             None,
             snapshot.trace.as_ref(),
         ));
-        self.stats.count_response(type_url);
+        let response = DiscoveryResponse { nonce, ..response };
+        self.stats
+            .count_response(type_url, prost::Message::encoded_len(&response));
         tracing::debug!(node = %session.node_id, type_url, version = %response.version_info, resources = response.resources.len(), "push");
-        self.tx.send(Ok(DiscoveryResponse { nonce, ..response })).await.is_ok()
+        self.tx.send(Ok(response)).await.is_ok()
     }
 }
 

@@ -233,7 +233,8 @@ impl<S: SnapshotSource> DeltaStream<S> {
             change,
             push,
         });
-        self.stats.count_response(type_url);
+        self.stats
+            .count_response(type_url, prost::Message::encoded_len(&response));
         self.tx.send(Ok(response)).await.is_ok()
     }
 }

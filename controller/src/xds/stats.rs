@@ -23,6 +23,8 @@ pub const XDS_TYPES: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET];
 #[derive(Debug, Default)]
 pub struct TypeStats {
     pub responses: AtomicU64,
+    /// Encoded bytes of the responses sent (what one change costs on the wire).
+    pub response_bytes: AtomicU64,
     pub acks: AtomicU64,
     pub nacks: AtomicU64,
 }
@@ -39,10 +41,12 @@ impl XdsStats {
         XDS_TYPES.iter().copied().chain(["other"]).zip(self.by_type.iter())
     }
 
-    /// One response of `type_url` sent.
-    pub fn count_response(&self, type_url: &str) {
+    /// One response of `type_url`, `bytes` long encoded, sent.
+    pub fn count_response(&self, type_url: &str, bytes: usize) {
         self.responses.fetch_add(1, Ordering::Relaxed);
-        self.of(type_url).responses.fetch_add(1, Ordering::Relaxed);
+        let of = self.of(type_url);
+        of.responses.fetch_add(1, Ordering::Relaxed);
+        of.response_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// One response of `type_url` accepted by Envoy.

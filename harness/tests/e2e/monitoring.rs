@@ -109,12 +109,14 @@ async fn healthz_readyz_and_metrics_of_every_process() -> Result<()> {
         "type.googleapis.com/envoy.config.cluster.v3.Cluster",
         "type.googleapis.com/envoy.config.listener.v3.Listener",
     ] {
-        let name = format!("kgw_controller_xds_responses_total{{type_url=\"{type_url}\"}}");
-        let line = controller.lines().find(|l| l.starts_with(&name));
-        let value: f64 = line
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or_default();
-        assert!(value > 0.0, "no responses of {type_url}: {line:?}");
+        for counter in ["kgw_controller_xds_responses_total", "kgw_controller_xds_response_bytes_total"] {
+            let name = format!("{counter}{{type_url=\"{type_url}\"}}");
+            let line = controller.lines().find(|l| l.starts_with(&name));
+            let value: f64 = line
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or_default();
+            assert!(value > 0.0, "{counter}: none of {type_url}: {line:?}");
+        }
     }
 
     // Envoy flushes access logs about once a second: the entry shows up within WAIT.
