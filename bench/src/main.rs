@@ -169,6 +169,13 @@ fn table(plan: &Plan, v: &serde_json::Map<String, Value>) -> String {
         );
     }
     for size in [&small, &mid, &large] {
+        row(
+            format!("controller_translate_one_vhost_ms {size}"),
+            show(num("controller_translate_one_vhost_ms", &[size])),
+            "flat",
+        );
+    }
+    for size in [&small, &mid, &large] {
         let p = |q| num("propagation_ms", &[size, q]);
         let goal = if *size == mid {
             "p50 ≤ 10, p99 ≤ 30 at 5k"

@@ -66,7 +66,11 @@ fn quick_run_reports_every_key_with_numbers() {
     assert_eq!(doc["errors"], serde_json::json!([]), "{doc:#}");
     assert!(stdout.contains("goal"), "a table beside the goals: {stdout}");
 
-    for key in ["translate_full_ms", "translate_one_route_ms"] {
+    for key in [
+        "translate_full_ms",
+        "translate_one_route_ms",
+        "controller_translate_one_vhost_ms",
+    ] {
         let s = sizes(&doc, key);
         assert_eq!(s.len(), 3, "{key}: three sizes");
         for size in &s {

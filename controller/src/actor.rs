@@ -1,6 +1,7 @@
 //! The controller's state owner: an actix actor holding every Proxy and Upstream read from
-//! NATS. A change re-translates only the Proxies it touches and publishes their snapshots
-//! into the cache (which ADS streams watch).
+//! NATS. A change re-translates only the Proxies it touches, and in them only the virtual
+//! hosts and clusters it touches (`translate::cache`), and publishes their snapshots into
+//! the cache (which ADS streams watch).
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
@@ -14,9 +15,12 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     metrics::ControllerMetrics,
     proxies::ProxyStore,
-    translate::{self, Settings},
+    translate::{Settings, cache::IncrementalTranslator},
     wasm::{Fetched, WasmFetcher},
-    xds::{Snapshot, SnapshotCache},
+    xds::{
+        SnapshotCache,
+        snapshot::{CLUSTER, LISTENER},
+    },
 };
 
 pub struct ControllerActor {
@@ -25,6 +29,8 @@ pub struct ControllerActor {
     /// Proxies as read from `kgw_proxies` (heads and virtual hosts), assembled.
     proxies: ProxyStore,
     upstreams: BTreeMap<String, pb::Upstream>,
+    /// Translates each Proxy again from its last translation: only what changed.
+    translator: IncrementalTranslator,
     /// Upstream key → Proxies whose routes name it (from their last translation).
     users: BTreeMap<String, BTreeSet<String>>,
     /// Which buckets have delivered their first full read (readiness).
@@ -74,6 +80,7 @@ impl ControllerActor {
             cache,
             proxies: ProxyStore::default(),
             upstreams: BTreeMap::new(),
+            translator: IncrementalTranslator::default(),
             users: BTreeMap::new(),
             synced,
             wasm: None,
@@ -140,6 +147,7 @@ impl ControllerActor {
     fn retranslate(&mut self, keys: BTreeSet<String>) {
         for key in keys {
             let Some(proxy) = self.proxies.proxies().get(&key) else {
+                self.translator.forget(&key);
                 self.cache.set(&Self::role(&key), None);
                 self.metrics.removed(&Self::role(&key));
                 continue;
@@ -150,20 +158,26 @@ impl ControllerActor {
             if let Some(fetcher) = &self.wasm {
                 wasm_filters(proxy).for_each(|filter| fetcher.want(&filter));
             }
-            let (resources, problems) = translate::translate(proxy, &self.upstreams, &self.settings);
+            let translated = self
+                .translator
+                .translate_to_snapshot(&key, proxy, &self.upstreams, &self.settings);
+            let (snapshot, problems) = (translated.snapshot, translated.problems);
             let took = started.elapsed();
             for users in self.users.values_mut() {
                 users.remove(&key);
             }
-            for upstream in &resources.upstream_keys {
+            for upstream in &translated.upstream_keys {
                 self.users.entry(upstream.clone()).or_default().insert(key.clone());
             }
-            let snapshot = Snapshot::new(&resources);
             self.metrics
                 .translated(&Self::role(&key), took, snapshot.bytes(), &problems);
+            let reuse = self.translator.last_reuse();
             tracing::debug!(
-                proxy = %key, listeners = resources.listeners.len(), clusters = resources.clusters.len(),
-                bytes = snapshot.bytes(), micros = started.elapsed().as_micros() as u64, "translated proxy"
+                proxy = %key, listeners = snapshot.types.get(LISTENER).map_or(0, |t| t.items.len()),
+                clusters = snapshot.types.get(CLUSTER).map_or(0, |t| t.items.len()),
+                bytes = snapshot.bytes(), micros = started.elapsed().as_micros() as u64,
+                virtual_hosts_translated = reuse.virtual_hosts_translated,
+                virtual_hosts_reused = reuse.virtual_hosts_reused, "translated proxy"
             );
             // Problems reach status through validation (the gateway's dry runs); here they
             // are counted and logged.
@@ -373,6 +387,7 @@ impl ControllerActor {
         for event in events {
             changed.extend(Self::apply(&mut self.upstreams, event, "Upstream"));
         }
+        self.translator.upstreams_changed(&changed);
         let upstreams = !changed.is_empty();
         self.publish_later(
             ctx,

@@ -2,6 +2,12 @@
 //! becomes an Envoy Listener whose HTTP connection manager loads its RouteConfiguration (of
 //! the same name) over ADS; each Upstream a route names becomes one Cluster (EDS for kube
 //! upstreams, so an endpoint change touches only its ClusterLoadAssignment).
+//!
+//! [`translate`] makes everything afresh; [`cache::IncrementalTranslator`] reuses the
+//! virtual hosts and clusters that did not change. Both assemble the same parts the same
+//! way (`assemble`), so they give the same resources.
+mod assemble;
+pub mod cache;
 mod clusters;
 pub mod filters;
 mod listeners;
@@ -16,6 +22,7 @@ use envoy_types::pb::envoy::config::{
     cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener, route::v3::RouteConfiguration,
 };
 use kgw_proto::v1 as pb;
+pub use routes::{VirtualHostInputs, VirtualHostTranslation};
 
 /// Cluster Envoy sends access logs to (gRPC ALS of the access-log process): the first
 /// replica's; the others' are `kgw-access-log-<i>` ([`access_log_cluster_name`]).
@@ -103,73 +110,5 @@ pub fn translate(
     upstreams: &BTreeMap<String, pb::Upstream>,
     settings: &Settings,
 ) -> (EnvoyResources, Vec<Problem>) {
-    let mut problems = Vec::new();
-    let mut out = EnvoyResources::default();
-    let mut referenced = BTreeMap::new();
-    let mut uses_wasm = false;
-    for listener in &proxy.listeners {
-        let Some(pb::listener::ListenerType::HttpListener(http)) = &listener.listener_type else {
-            problems.push(Problem {
-                severity: Severity::Error,
-                path: format!("listener/{}", listener.name),
-                source: listener.sources.first().cloned(),
-                message: "listener has no type".into(),
-            });
-            continue;
-        };
-        let mut wasm_use = routes::WasmUse {
-            modules: &settings.wasm,
-            used: BTreeMap::new(),
-        };
-        out.routes.push(routes::route_configuration(
-            &listener.name,
-            http,
-            upstreams,
-            &mut referenced,
-            &mut wasm_use,
-            &mut problems,
-        ));
-        let wasm_filters: Vec<_> = wasm_use
-            .used
-            .values()
-            .map(|f| wasm::http_filter(f, &settings.wasm))
-            .collect();
-        uses_wasm |= !wasm_filters.is_empty();
-        out.listeners
-            .push(listeners::http_listener(listener, settings, wasm_filters));
-    }
-    for (name, upstream) in referenced {
-        let meta = upstream.metadata.clone().unwrap_or_default();
-        out.upstream_keys
-            .insert(kgw_proto::nats::key(&meta.namespace, &meta.name));
-        let (cluster, endpoints) = clusters::cluster(&name, upstream);
-        out.clusters.push(cluster);
-        out.endpoints.extend(endpoints);
-    }
-    let meta = proxy.metadata.clone().unwrap_or_default();
-    let role = kgw_proto::nats::role(&meta.namespace, &meta.name);
-    let ours = |mut cluster: envoy_types::pb::envoy::config::cluster::v3::Cluster, process: &str| {
-        if let Some(tls) = &settings.proxy_tls {
-            cluster.transport_socket = Some(proxy_tls::transport_socket(&tls.sds_dir_of(&role), process));
-        }
-        cluster
-    };
-    for (i, address) in settings.access_log_addresses.iter().enumerate() {
-        out.clusters.push(ours(
-            clusters::access_log_cluster(&access_log_cluster_name(i), address),
-            kgw_proto::nats::users::ACCESS_LOG,
-        ));
-    }
-    if uses_wasm {
-        let cache = &settings.wasm.cache_address;
-        out.clusters.push(ours(
-            clusters::static_http_cluster(wasm::WASM_CACHE_CLUSTER, cache, false),
-            kgw_proto::nats::users::CONTROLLER,
-        ));
-    }
-    out.listeners.sort_by(|a, b| a.name.cmp(&b.name));
-    out.routes.sort_by(|a, b| a.name.cmp(&b.name));
-    out.clusters.sort_by(|a, b| a.name.cmp(&b.name));
-    out.endpoints.sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
-    (out, problems)
+    assemble::assemble(proxy, upstreams, settings, &mut assemble::FreshParts).into_resources()
 }

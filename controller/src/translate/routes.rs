@@ -1,5 +1,8 @@
-//! Proxy virtual hosts and routes → an Envoy RouteConfiguration.
-use std::collections::BTreeMap;
+//! Proxy virtual hosts and routes → an Envoy RouteConfiguration. Each virtual host is
+//! translated on its own ([`virtual_host`], a pure function whose result says what it
+//! depended on, so that it can be cached); [`route_configuration`] then settles what
+//! depends on the whole listener (its WASM filters).
+use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::{
     envoy::{
@@ -19,46 +22,111 @@ use kgw_proto::v1 as pb;
 
 use super::{Problem, Severity, cluster_name, filters, wasm};
 
-/// Builds the route table of one listener. Upstreams the routes name (and that exist) are
-/// added to `referenced` (cluster name → Upstream).
-pub(super) fn route_configuration<'a>(
-    name: &str,
-    http: &pb::HttpListener,
-    upstreams: &'a BTreeMap<String, pb::Upstream>,
-    referenced: &mut BTreeMap<String, &'a pb::Upstream>,
-    wasm: &mut WasmUse<'_>,
-    problems: &mut Vec<Problem>,
-) -> RouteConfiguration {
-    let mut virtual_hosts: Vec<VirtualHost> = http
-        .virtual_hosts
-        .iter()
-        .map(|vhost| VirtualHost {
-            name: vhost.name.clone(),
-            domains: vhost.domains.clone(),
-            routes: vhost
-                .routes
+/// What translating one virtual host produced, and what it depended on besides the
+/// virtual host itself: equal inputs give an equal translation.
+#[derive(Clone, Debug, Default)]
+pub struct VirtualHostTranslation {
+    /// The Envoy virtual host. Routes that run a WASM filter carry a use marker for it
+    /// ([`wasm::use_marker`]) until [`route_configuration`] settles the listener's filters.
+    pub virtual_host: VirtualHost,
+    /// Upstreams the routes name and that exist: cluster name → KV key (`<ns>.<name>`).
+    pub found_upstreams: BTreeMap<String, String>,
+    /// KV keys of the Upstreams the routes name that do not exist (yet).
+    pub missing_upstreams: BTreeSet<String>,
+    /// WASM filters this virtual host is the first of its listener to run (Envoy name →
+    /// filter).
+    pub wasm_added: BTreeMap<String, pb::WasmFilter>,
+    /// The listener's WASM filters from earlier virtual hosts that this translation looked
+    /// up (Envoy name → the filter, `None`: not run earlier).
+    pub wasm_earlier_seen: BTreeMap<String, Option<pb::WasmFilter>>,
+    /// Whether a route asks for WASM filters: the translation then depends on the WASM
+    /// cache's state ([`wasm::WasmModules`]).
+    pub uses_wasm_modules: bool,
+    /// In route order.
+    pub problems: Vec<Problem>,
+    /// The virtual host's deterministic bytes, once asked for (`canonical_bytes`).
+    canonical: std::sync::OnceLock<Vec<u8>>,
+}
+
+impl VirtualHostTranslation {
+    /// The virtual host's deterministic encoding (made once): what its route table's
+    /// bytes are made of when its listener runs no WASM filter.
+    pub fn canonical_bytes(&self) -> &[u8] {
+        self.canonical
+            .get_or_init(|| crate::xds::canonical::virtual_host(&self.virtual_host))
+    }
+
+    /// Whether the Upstreams this translation looked up are still found (or missing) as
+    /// they were, and the listener's earlier WASM filters it looked up are the same.
+    /// (A changed Upstream's content is not seen here: see `cache::IncrementalTranslator`.)
+    pub fn holds_for(
+        &self,
+        upstreams: &BTreeMap<String, pb::Upstream>,
+        earlier_wasm: &BTreeMap<String, pb::WasmFilter>,
+    ) -> bool {
+        self.found_upstreams.values().all(|key| upstreams.contains_key(key))
+            && self.missing_upstreams.iter().all(|key| !upstreams.contains_key(key))
+            && self
+                .wasm_earlier_seen
                 .iter()
-                .filter_map(|r| {
-                    let path = format!("listener/{name}/vhost/{}/route/{}", vhost.name, r.name);
-                    // Envoy NACKs a whole route table for one bad regex: leave the route out.
-                    let bad_regexes = super::re2::check_route(r, &path);
-                    if !bad_regexes.is_empty() {
-                        problems.extend(bad_regexes);
-                        return None;
-                    }
-                    Some(route(r, &path, upstreams, referenced, wasm, problems))
-                })
-                .collect(),
-            ..Default::default()
+                .all(|(name, seen)| earlier_wasm.get(name) == seen.as_ref())
+    }
+}
+
+/// What a virtual host's translation reads besides the virtual host.
+#[derive(Clone, Copy)]
+pub struct VirtualHostInputs<'a> {
+    /// Name of the listener the virtual host belongs to (problem paths).
+    pub listener: &'a str,
+    /// KV key → Upstream.
+    pub upstreams: &'a BTreeMap<String, pb::Upstream>,
+    /// The WASM cache's state.
+    pub wasm_modules: &'a wasm::WasmModules,
+    /// The WASM filters earlier virtual hosts of the listener run (Envoy name → filter):
+    /// the first to run a filter fixes its config for the listener.
+    pub earlier_wasm: &'a BTreeMap<String, pb::WasmFilter>,
+}
+
+/// Translates one virtual host of a listener.
+pub(super) fn virtual_host(vhost: &pb::VirtualHost, inputs: VirtualHostInputs<'_>) -> VirtualHostTranslation {
+    let mut out = VirtualHostTranslation::default();
+    let routes = vhost
+        .routes
+        .iter()
+        .filter_map(|r| {
+            let path = format!("listener/{}/vhost/{}/route/{}", inputs.listener, vhost.name, r.name);
+            // Envoy NACKs a whole route table for one bad regex: leave the route out.
+            let bad_regexes = super::re2::check_route(r, &path);
+            if !bad_regexes.is_empty() {
+                out.problems.extend(bad_regexes);
+                return None;
+            }
+            Some(route(r, &path, inputs, &mut out))
         })
         .collect();
-    if !wasm.used.is_empty() {
+    out.virtual_host = VirtualHost {
+        name: vhost.name.clone(),
+        domains: vhost.domains.clone(),
+        routes,
+        ..Default::default()
+    };
+    out
+}
+
+/// Builds the route table of one listener from its translated virtual hosts (in order);
+/// `wasm_used` holds every WASM filter their routes run (Envoy name → filter).
+pub(super) fn route_configuration(
+    name: &str,
+    mut virtual_hosts: Vec<VirtualHost>,
+    wasm_used: &BTreeMap<String, pb::WasmFilter>,
+) -> RouteConfiguration {
+    if !wasm_used.is_empty() {
         add_unrouted_catch_alls(&mut virtual_hosts);
     }
     // The listener runs every WASM filter its routes use; a route that does not use one
     // turns it off (Envoy accepts a bare "disabled" per-route config, not a bare "enabled").
     for route in virtual_hosts.iter_mut().flat_map(|v| v.routes.iter_mut()) {
-        for filter in wasm.used.keys() {
+        for filter in wasm_used.keys() {
             let uses = route
                 .typed_per_filter_config
                 .get(filter)
@@ -112,24 +180,12 @@ fn add_unrouted_catch_alls(virtual_hosts: &mut Vec<VirtualHost>) {
 /// Name of the explicit no-route routes and virtual host.
 const UNROUTED: &str = "kgw-unrouted";
 
-/// The WASM cache's state, and the filters the listener's routes use (Envoy name → filter).
-pub(super) struct WasmUse<'m> {
-    pub modules: &'m wasm::WasmModules,
-    pub used: BTreeMap<String, pb::WasmFilter>,
-}
-
-fn route<'a>(
-    r: &pb::Route,
-    path: &str,
-    upstreams: &'a BTreeMap<String, pb::Upstream>,
-    referenced: &mut BTreeMap<String, &'a pb::Upstream>,
-    wasm: &mut WasmUse<'_>,
-    problems: &mut Vec<Problem>,
-) -> Route {
+/// Translates one route of a virtual host, recording what it depends on into `out`.
+fn route(r: &pb::Route, path: &str, inputs: VirtualHostInputs<'_>, out: &mut VirtualHostTranslation) -> Route {
     // One matcher per Envoy route; the gateway emits routes with exactly one.
     let matcher = r.matchers.first().cloned().unwrap_or_default();
     if r.matchers.len() > 1 {
-        problems.push(Problem {
+        out.problems.push(Problem {
             severity: Severity::Warning,
             path: path.into(),
             source: r.source.clone(),
@@ -140,11 +196,12 @@ fn route<'a>(
         let upstream = upstream.clone().unwrap_or_default();
         let name = cluster_name(&upstream);
         if upstream.kind == "Upstream" {
-            match upstreams.get(&kgw_proto::nats::key(&upstream.namespace, &upstream.name)) {
-                Some(found) => {
-                    referenced.insert(name.clone(), found);
-                }
-                None => problems.push(Problem {
+            let key = kgw_proto::nats::key(&upstream.namespace, &upstream.name);
+            if inputs.upstreams.contains_key(&key) {
+                out.found_upstreams.insert(name.clone(), key);
+            } else {
+                out.missing_upstreams.insert(key);
+                out.problems.push(Problem {
                     severity: Severity::Warning,
                     path: path.into(),
                     source: r.source.clone(),
@@ -152,7 +209,7 @@ fn route<'a>(
                         "Upstream {}/{} not found (yet); requests get 500 until it exists",
                         upstream.namespace, upstream.name
                     ),
-                }),
+                });
             }
         }
         name
@@ -205,12 +262,28 @@ fn route<'a>(
             route::Action::Redirect(filters::request_redirect(redirect))
         }
     };
-    let wasm_filters = wasm::resolve(&effects.wasm_filters, wasm.modules, path, &r.source, problems);
+    out.uses_wasm_modules |= !effects.wasm_filters.is_empty();
+    let wasm_filters = wasm::resolve(
+        &effects.wasm_filters,
+        inputs.wasm_modules,
+        path,
+        &r.source,
+        &mut out.problems,
+    );
     let mut closed_by = wasm_filters.closed;
     let mut typed_per_filter_config = std::collections::HashMap::new();
     for filter in wasm_filters.run {
         let envoy_name = wasm::filter_name(&filter);
-        match wasm.used.get(&envoy_name) {
+        if !out.wasm_added.contains_key(&envoy_name) {
+            out.wasm_earlier_seen
+                .entry(envoy_name.clone())
+                .or_insert_with(|| inputs.earlier_wasm.get(&envoy_name).cloned());
+        }
+        let first = out
+            .wasm_added
+            .get(&envoy_name)
+            .or_else(|| inputs.earlier_wasm.get(&envoy_name));
+        match first {
             Some(other) if other.sha256 != filter.sha256 || other.config != filter.config => {
                 let outcome = if filter.fail_open {
                     "left out here"
@@ -218,7 +291,7 @@ fn route<'a>(
                     closed_by.get_or_insert_with(|| filter.name.clone());
                     "it fails closed: the route answers 503"
                 };
-                problems.push(Problem {
+                out.problems.push(Problem {
                     severity: Severity::Error,
                     path: path.into(),
                     source: r.source.clone(),
@@ -231,7 +304,7 @@ fn route<'a>(
             }
             Some(_) => {}
             None => {
-                wasm.used.insert(envoy_name.clone(), filter);
+                out.wasm_added.insert(envoy_name.clone(), filter);
             }
         }
         typed_per_filter_config.insert(envoy_name, wasm::use_marker());

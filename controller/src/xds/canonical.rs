@@ -72,7 +72,8 @@ fn route(route: &Route) -> Vec<u8> {
     buf
 }
 
-fn virtual_host(host: &VirtualHost) -> Vec<u8> {
+/// A virtual host's bytes, the same for the same host.
+pub(crate) fn virtual_host(host: &VirtualHost) -> Vec<u8> {
     if stable_host(host) {
         return host.encode_to_vec();
     }
@@ -93,8 +94,29 @@ fn virtual_host(host: &VirtualHost) -> Vec<u8> {
     buf
 }
 
+/// A RouteConfiguration of only a name and virtual hosts, packed from the virtual hosts'
+/// bytes ([`virtual_host`]): the same bytes as [`pack_route_configuration`] gives for it,
+/// without the table in memory.
+pub(crate) fn pack_route_table(name: &str, virtual_hosts: &[&[u8]]) -> Any {
+    let head = RouteConfiguration {
+        name: name.to_string(),
+        ..Default::default()
+    };
+    // Each host: its bytes, a one-byte key and a length of at most 10 bytes.
+    let size = head.encoded_len() + virtual_hosts.iter().map(|host| host.len() + 11).sum::<usize>();
+    let mut value = Vec::with_capacity(size);
+    head.encode_raw(&mut value);
+    for host in virtual_hosts {
+        nested(ROUTE_CONFIGURATION_VIRTUAL_HOSTS, host, &mut value);
+    }
+    Any {
+        type_url: RouteConfiguration::type_url(),
+        value,
+    }
+}
+
 /// A RouteConfiguration packed as `Any`, its bytes the same for the same table.
-pub(super) fn pack_route_configuration(table: &RouteConfiguration) -> Any {
+pub(crate) fn pack_route_configuration(table: &RouteConfiguration) -> Any {
     let value = if table.virtual_hosts.iter().all(stable_host) {
         table.encode_to_vec()
     } else {

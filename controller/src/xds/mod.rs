@@ -4,7 +4,7 @@
 //! trait: it never imports NATS or the actor.
 pub mod ads;
 pub mod cache;
-mod canonical;
+pub(crate) mod canonical;
 pub mod delta;
 mod session;
 pub mod snapshot;

@@ -77,6 +77,16 @@ impl PartialEq for Snapshot {
     }
 }
 
+/// A snapshot's resources packed, per type: name → resource.
+#[derive(Clone, Debug, Default)]
+pub struct PackedResources {
+    pub clusters: BTreeMap<String, Any>,
+    pub endpoints: BTreeMap<String, Any>,
+    pub listeners: BTreeMap<String, Any>,
+    /// Route tables in their deterministic bytes (`canonical`).
+    pub routes: BTreeMap<String, Any>,
+}
+
 impl Snapshot {
     pub fn new(resources: &EnvoyResources) -> Self {
         fn by_name<T: prost::Name + prost::Message + Clone>(
@@ -88,23 +98,26 @@ impl Snapshot {
                 .map(|item| (name(item).to_string(), pack_any(item.clone())))
                 .collect()
         }
+        Self::from_packed(PackedResources {
+            clusters: by_name(&resources.clusters, |c| &c.name),
+            endpoints: by_name(&resources.endpoints, |e| &e.cluster_name),
+            listeners: by_name(&resources.listeners, |l| &l.name),
+            routes: resources
+                .routes
+                .iter()
+                .map(|r| (r.name.clone(), super::canonical::pack_route_configuration(r)))
+                .collect(),
+        })
+    }
+
+    /// The snapshot of resources packed already: for a translation that keeps its
+    /// resources packed (`translate::cache`).
+    pub fn from_packed(packed: PackedResources) -> Self {
         let types = BTreeMap::from([
-            (CLUSTER, TypeResources::new(by_name(&resources.clusters, |c| &c.name))),
-            (
-                ENDPOINT,
-                TypeResources::new(by_name(&resources.endpoints, |e| &e.cluster_name)),
-            ),
-            (LISTENER, TypeResources::new(by_name(&resources.listeners, |l| &l.name))),
-            (
-                ROUTE,
-                TypeResources::new(
-                    resources
-                        .routes
-                        .iter()
-                        .map(|r| (r.name.clone(), super::canonical::pack_route_configuration(r)))
-                        .collect(),
-                ),
-            ),
+            (CLUSTER, TypeResources::new(packed.clusters)),
+            (ENDPOINT, TypeResources::new(packed.endpoints)),
+            (LISTENER, TypeResources::new(packed.listeners)),
+            (ROUTE, TypeResources::new(packed.routes)),
         ]);
         Self { types, trace: None }
     }

@@ -109,7 +109,10 @@ async fn healthz_readyz_and_metrics_of_every_process() -> Result<()> {
         "type.googleapis.com/envoy.config.cluster.v3.Cluster",
         "type.googleapis.com/envoy.config.listener.v3.Listener",
     ] {
-        for counter in ["kgw_controller_xds_responses_total", "kgw_controller_xds_response_bytes_total"] {
+        for counter in [
+            "kgw_controller_xds_responses_total",
+            "kgw_controller_xds_response_bytes_total",
+        ] {
             let name = format!("{counter}{{type_url=\"{type_url}\"}}");
             let line = controller.lines().find(|l| l.starts_with(&name));
             let value: f64 = line

@@ -1,0 +1,235 @@
+//! One Proxy's translation put together from its parts: each virtual host's translation
+//! and each Upstream's cluster, made afresh ([`FreshParts`], the full translation) or taken
+//! from a cache (`cache`), assembled the same way either way.
+use std::{collections::BTreeMap, sync::Arc};
+
+use envoy_types::pb::{
+    envoy::config::{cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, route::v3::RouteConfiguration},
+    google::protobuf::Any,
+};
+use kgw_proto::v1 as pb;
+
+use super::{
+    EnvoyResources, Problem, Settings, Severity, VirtualHostInputs, VirtualHostTranslation, access_log_cluster_name,
+    clusters, listeners, proxy_tls, routes, wasm,
+};
+
+/// Where [`assemble`] gets the translation of a virtual host and the cluster of an
+/// Upstream: made afresh, or reused from a cache.
+pub(crate) trait Parts {
+    /// The translation of `vhost` ([`routes::virtual_host`], or an equal one).
+    fn virtual_host(&mut self, vhost: &pb::VirtualHost, inputs: VirtualHostInputs<'_>) -> Arc<VirtualHostTranslation>;
+    /// The cluster (and endpoints) named `name` of the Upstream under KV key `key`.
+    fn cluster(&mut self, name: &str, key: &str, upstream: &pb::Upstream) -> Arc<UpstreamCluster>;
+}
+
+/// An Upstream's Envoy cluster, and its endpoints when they are served over EDS.
+#[derive(Debug)]
+pub(crate) struct UpstreamCluster {
+    pub(crate) cluster: Cluster,
+    pub(crate) endpoints: Option<ClusterLoadAssignment>,
+    /// Both packed, once asked for ([`Self::packed`]).
+    packed: std::sync::OnceLock<(Any, Option<Any>)>,
+}
+
+impl UpstreamCluster {
+    pub(crate) fn new(name: &str, upstream: &pb::Upstream) -> Self {
+        let (cluster, endpoints) = clusters::cluster(name, upstream);
+        Self {
+            cluster,
+            endpoints,
+            packed: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The cluster and its endpoints packed as served (made once).
+    pub(crate) fn packed(&self) -> &(Any, Option<Any>) {
+        self.packed.get_or_init(|| {
+            (
+                envoy_types::util::pack_any(self.cluster.clone()),
+                self.endpoints.clone().map(envoy_types::util::pack_any),
+            )
+        })
+    }
+}
+
+/// Every part made afresh: the full translation.
+pub(super) struct FreshParts;
+
+impl Parts for FreshParts {
+    fn virtual_host(&mut self, vhost: &pb::VirtualHost, inputs: VirtualHostInputs<'_>) -> Arc<VirtualHostTranslation> {
+        Arc::new(routes::virtual_host(vhost, inputs))
+    }
+
+    fn cluster(&mut self, name: &str, _key: &str, upstream: &pb::Upstream) -> Arc<UpstreamCluster> {
+        Arc::new(UpstreamCluster::new(name, upstream))
+    }
+}
+
+/// A Proxy's translation before its route tables are made: every part but those.
+pub(crate) struct Assembled {
+    /// Every resource but the route tables (`routes` is empty) and the Upstreams' clusters
+    /// and endpoints (`clusters` holds the controller's own clusters only, `endpoints` none).
+    pub(crate) resources: EnvoyResources,
+    /// The clusters of the Upstreams the routes use, by name.
+    pub(crate) upstream_clusters: Vec<Arc<UpstreamCluster>>,
+    /// One per HTTP listener, in listener order.
+    pub(crate) route_tables: Vec<RouteTable>,
+    pub(crate) problems: Vec<Problem>,
+}
+
+impl Assembled {
+    /// The resources with their route tables, and the problems.
+    pub(crate) fn into_resources(self) -> (EnvoyResources, Vec<Problem>) {
+        let mut resources = self.resources;
+        resources.routes = self
+            .route_tables
+            .into_iter()
+            .map(RouteTable::into_route_configuration)
+            .collect();
+        resources.routes.sort_by(|a, b| a.name.cmp(&b.name));
+        let own_clusters = std::mem::take(&mut resources.clusters);
+        for upstream in self.upstream_clusters {
+            let (cluster, endpoints) = match Arc::try_unwrap(upstream) {
+                Ok(fresh) => (fresh.cluster, fresh.endpoints),
+                Err(shared) => (shared.cluster.clone(), shared.endpoints.clone()),
+            };
+            resources.clusters.push(cluster);
+            resources.endpoints.extend(endpoints);
+        }
+        resources.clusters.extend(own_clusters);
+        resources.clusters.sort_by(|a, b| a.name.cmp(&b.name));
+        resources.endpoints.sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
+        (resources, self.problems)
+    }
+}
+
+/// A listener's route table, as its translated virtual hosts.
+#[derive(Clone)]
+pub(crate) struct RouteTable {
+    /// The listener's name, which its RouteConfiguration has too.
+    pub(crate) name: String,
+    /// In the Proxy's order.
+    pub(crate) virtual_hosts: Vec<Arc<VirtualHostTranslation>>,
+    /// Every WASM filter the routes run (Envoy name → filter); the listener runs them.
+    pub(crate) wasm_used: BTreeMap<String, pb::WasmFilter>,
+}
+
+impl RouteTable {
+    /// The Envoy route table. A virtual host no one else holds (a fresh translation) is
+    /// moved into it; one a cache holds is copied.
+    pub(crate) fn into_route_configuration(self) -> RouteConfiguration {
+        let virtual_hosts = self
+            .virtual_hosts
+            .into_iter()
+            .map(|translated| match Arc::try_unwrap(translated) {
+                Ok(fresh) => fresh.virtual_host,
+                Err(shared) => shared.virtual_host.clone(),
+            })
+            .collect();
+        routes::route_configuration(&self.name, virtual_hosts, &self.wasm_used)
+    }
+}
+
+/// Translates one Proxy from the parts `parts` gives.
+pub(crate) fn assemble(
+    proxy: &pb::Proxy,
+    upstreams: &BTreeMap<String, pb::Upstream>,
+    settings: &Settings,
+    parts: &mut impl Parts,
+) -> Assembled {
+    let mut problems = Vec::new();
+    let mut out = EnvoyResources::default();
+    // Cluster name → KV key of the Upstream (the last route naming a cluster decides).
+    let mut referenced = BTreeMap::new();
+    let mut uses_wasm = false;
+    let mut route_tables = Vec::new();
+    let mut upstream_clusters = Vec::new();
+    for listener in &proxy.listeners {
+        let Some(pb::listener::ListenerType::HttpListener(http)) = &listener.listener_type else {
+            problems.push(Problem {
+                severity: Severity::Error,
+                path: format!("listener/{}", listener.name),
+                source: listener.sources.first().cloned(),
+                message: "listener has no type".into(),
+            });
+            continue;
+        };
+        let mut wasm_used = BTreeMap::new();
+        let mut virtual_hosts = Vec::with_capacity(http.virtual_hosts.len());
+        for vhost in &http.virtual_hosts {
+            let inputs = VirtualHostInputs {
+                listener: &listener.name,
+                upstreams,
+                wasm_modules: &settings.wasm,
+                earlier_wasm: &wasm_used,
+            };
+            let translated = parts.virtual_host(vhost, inputs);
+            problems.extend(translated.problems.iter().cloned());
+            referenced.extend(
+                translated
+                    .found_upstreams
+                    .iter()
+                    .map(|(cluster, key)| (cluster.clone(), key.clone())),
+            );
+            wasm_used.extend(
+                translated
+                    .wasm_added
+                    .iter()
+                    .map(|(name, filter)| (name.clone(), filter.clone())),
+            );
+            virtual_hosts.push(translated);
+        }
+        let wasm_filters: Vec<_> = wasm_used
+            .values()
+            .map(|f| wasm::http_filter(f, &settings.wasm))
+            .collect();
+        uses_wasm |= !wasm_filters.is_empty();
+        out.listeners
+            .push(listeners::http_listener(listener, settings, wasm_filters));
+        route_tables.push(RouteTable {
+            name: listener.name.clone(),
+            virtual_hosts,
+            wasm_used,
+        });
+    }
+    for (name, key) in referenced {
+        // Found when its virtual host was translated; a cache that missed its removal
+        // would leave it here, so it is looked up again.
+        let Some(upstream) = upstreams.get(&key) else {
+            continue;
+        };
+        let meta = upstream.metadata.clone().unwrap_or_default();
+        out.upstream_keys
+            .insert(kgw_proto::nats::key(&meta.namespace, &meta.name));
+        upstream_clusters.push(parts.cluster(&name, &key, upstream));
+    }
+    let meta = proxy.metadata.clone().unwrap_or_default();
+    let role = kgw_proto::nats::role(&meta.namespace, &meta.name);
+    let ours = |mut cluster: envoy_types::pb::envoy::config::cluster::v3::Cluster, process: &str| {
+        if let Some(tls) = &settings.proxy_tls {
+            cluster.transport_socket = Some(proxy_tls::transport_socket(&tls.sds_dir_of(&role), process));
+        }
+        cluster
+    };
+    for (i, address) in settings.access_log_addresses.iter().enumerate() {
+        out.clusters.push(ours(
+            clusters::access_log_cluster(&access_log_cluster_name(i), address),
+            kgw_proto::nats::users::ACCESS_LOG,
+        ));
+    }
+    if uses_wasm {
+        let cache = &settings.wasm.cache_address;
+        out.clusters.push(ours(
+            clusters::static_http_cluster(wasm::WASM_CACHE_CLUSTER, cache, false),
+            kgw_proto::nats::users::CONTROLLER,
+        ));
+    }
+    out.listeners.sort_by(|a, b| a.name.cmp(&b.name));
+    Assembled {
+        resources: out,
+        upstream_clusters,
+        route_tables,
+        problems,
+    }
+}
