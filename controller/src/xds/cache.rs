@@ -1,7 +1,7 @@
 //! Snapshots by Envoy role (`<namespace>~<gateway>`), each behind a watch channel so every
 //! ADS stream of that role wakes on a change and reads the latest snapshot.
 use std::{
-    collections::HashMap,
+    collections::BTreeMap,
     sync::{Arc, Mutex},
 };
 
@@ -24,7 +24,7 @@ pub trait SnapshotSource: Clone + Send + Sync + 'static {
 
 #[derive(Clone, Default)]
 pub struct SnapshotCache {
-    roles: Arc<Mutex<HashMap<String, SnapshotTx>>>,
+    roles: Arc<Mutex<BTreeMap<String, SnapshotTx>>>,
 }
 
 impl SnapshotCache {
