@@ -10,6 +10,7 @@ pub mod json;
 mod metrics;
 pub mod monitoring;
 mod proxies;
+pub mod resources;
 pub mod rest_xds;
 pub mod run;
 pub mod translate;

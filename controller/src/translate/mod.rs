@@ -18,9 +18,6 @@ pub mod wasm;
 
 use std::collections::BTreeMap;
 
-use envoy_types::pb::envoy::config::{
-    cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener, route::v3::RouteConfiguration,
-};
 use kgw_proto::v1 as pb;
 pub use routes::{VirtualHostInputs, VirtualHostTranslation};
 
@@ -44,17 +41,7 @@ pub struct Settings {
     pub proxy_tls: Option<proxy_tls::ProxyTls>,
 }
 
-/// Envoy resources for one Proxy, each list sorted by name.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct EnvoyResources {
-    pub listeners: Vec<Listener>,
-    pub routes: Vec<RouteConfiguration>,
-    pub clusters: Vec<Cluster>,
-    pub endpoints: Vec<ClusterLoadAssignment>,
-    /// KV keys (`<ns>.<name>`) of the Upstreams these resources use: a change to one of
-    /// them re-translates this Proxy.
-    pub upstream_keys: std::collections::BTreeSet<String>,
-}
+pub use crate::resources::EnvoyResources;
 
 /// Something the translation could not do as asked; reported to the gateway.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use kgw_common::trace::TraceHeaders;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 
-use crate::translate::EnvoyResources;
+use crate::resources::EnvoyResources;
 
 pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
