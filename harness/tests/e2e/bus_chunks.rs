@@ -10,16 +10,23 @@ use kgw_common::{
 use kgw_harness::{Component, System, SystemConfig};
 use tokio::sync::{mpsc, watch};
 
-async fn next_put(events: &mut mpsc::Receiver<KvEvent>, key: &str) -> Bytes {
+/// Waits until the mirror reports `want` under `key`, and returns what it reported. Values
+/// before it are passed over: a write that lands while the mirror starts shows both in its
+/// first full read and on its watch.
+async fn wait_value(events: &mut mpsc::Receiver<KvEvent>, key: &str, want: &Bytes) -> Bytes {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        let event = tokio::time::timeout_at(deadline, events.recv())
             .await
-            .expect("event")
+            .unwrap_or_else(|_| panic!("no value {} bytes long under {key} in 10 s", want.len()))
             .expect("open");
-        match event {
-            KvEvent::Put(k, value, _) if k == key => return value,
-            KvEvent::Full(all) if all.contains_key(key) => return all[key].clone(),
-            _ => {}
+        let value = match event {
+            KvEvent::Put(k, value, _) if k == key => value,
+            KvEvent::Full(all) if all.contains_key(key) => all[key].clone(),
+            _ => continue,
+        };
+        if value == *want {
+            return value;
         }
     }
 }
@@ -41,7 +48,7 @@ async fn large_values_are_split_and_reassembled() -> anyhow::Result<()> {
 
     let (events_tx, mut events) = mpsc::channel(16);
     bus::spawn_kv_mirror(bus.clone(), "test_chunks", events_tx, shutdown.clone());
-    assert_eq!(next_put(&mut events, "ns.big").await, big, "reassembled intact");
+    assert_eq!(wait_value(&mut events, "ns.big", &big).await, big, "reassembled intact");
 
     let store = bus.kv("test_chunks", &shutdown).await?;
     let keys = || async {
@@ -62,7 +69,7 @@ async fn large_values_are_split_and_reassembled() -> anyhow::Result<()> {
     // Shrinks to one message: the parts go away.
     let small = Bytes::from_static(b"small now");
     desired_tx.send_replace(KvState::traced(BTreeMap::from([("ns.big".to_string(), small.clone())])));
-    assert_eq!(next_put(&mut events, "ns.big").await, small);
+    assert_eq!(wait_value(&mut events, "ns.big", &small).await, small);
     kgw_harness::wait_for(Duration::from_secs(10), || async {
         let now = keys().await;
         anyhow::ensure!(now == ["ns.big"], "keys: {now:?}");
