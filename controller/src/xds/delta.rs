@@ -123,11 +123,17 @@ impl<S: SnapshotSource> DeltaStream<S> {
         if !request.response_nonce.is_empty() {
             self.on_answer(&request);
         }
+        // In name order from here on (prost gives Envoy's versions unordered).
+        let initial_versions: BTreeMap<String, String> = request
+            .initial_resource_versions
+            .iter()
+            .map(|(name, version)| (name.clone(), version.clone()))
+            .collect();
         let subscription = self.types.entry(request.type_url.clone()).or_default();
         subscription.update(SubscriptionRequest {
             subscribe: &request.resource_names_subscribe,
             unsubscribe: &request.resource_names_unsubscribe,
-            initial_versions: &request.initial_resource_versions,
+            initial_versions: &initial_versions,
         });
         self.respond(&request.type_url).await
     }

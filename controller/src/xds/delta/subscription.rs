@@ -2,7 +2,7 @@
 //! the wildcard), which version of each resource Envoy has, the response it has not
 //! answered yet and the change it last rejected. From that and a snapshot it computes the
 //! [`Change`] the next response carries. No I/O here: [`super::DeltaStream`] does that.
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::xds::snapshot::TypeResources;
 
@@ -40,7 +40,7 @@ pub(super) struct SubscriptionRequest<'a> {
     pub subscribe: &'a [String],
     pub unsubscribe: &'a [String],
     /// Only read on the first request of the type (a reconnecting Envoy's resources).
-    pub initial_versions: &'a HashMap<String, String>,
+    pub initial_versions: &'a BTreeMap<String, String>,
 }
 
 /// One resource type of one delta stream.
@@ -209,7 +209,7 @@ mod tests {
     fn request<'a>(
         subscribe: &'a [String],
         unsubscribe: &'a [String],
-        initial: &'a HashMap<String, String>,
+        initial: &'a BTreeMap<String, String>,
     ) -> SubscriptionRequest<'a> {
         SubscriptionRequest {
             subscribe,
@@ -243,7 +243,7 @@ mod tests {
 
     #[test]
     fn wildcard_sends_what_changed_and_removes_what_is_gone() {
-        let none = HashMap::new();
+        let none = BTreeMap::new();
         let mut clusters = Subscription::default();
         clusters.update(request(&[], &[], &none));
         let first = clusters.next_change(&resources(&[("a", 1), ("b", 1)])).expect("first");
@@ -259,7 +259,7 @@ mod tests {
 
     #[test]
     fn named_subscriptions_learn_of_missing_names_once() {
-        let none = HashMap::new();
+        let none = BTreeMap::new();
         let mut routes = Subscription::default();
         routes.update(request(&names(&["r1", "missing"]), &[], &none));
         let first = routes.next_change(&resources(&[("r1", 1), ("r2", 1)])).expect("first");
@@ -274,7 +274,7 @@ mod tests {
     #[test]
     fn a_reconnecting_envoy_gets_only_what_it_lacks() {
         let versions = resources(&[("a", 1), ("b", 1)]).item_versions;
-        let initial: HashMap<String, String> = [
+        let initial: BTreeMap<String, String> = [
             ("a".to_string(), versions["a"].clone()),
             ("old".to_string(), "x".to_string()),
         ]
@@ -287,7 +287,7 @@ mod tests {
 
     #[test]
     fn a_rejected_change_waits_for_a_new_snapshot() {
-        let none = HashMap::new();
+        let none = BTreeMap::new();
         let mut endpoints = Subscription::default();
         endpoints.update(request(&names(&["e"]), &[], &none));
         let bad = endpoints.next_change(&resources(&[("e", 1)])).expect("first");
@@ -299,7 +299,7 @@ mod tests {
 
     #[test]
     fn naming_resources_ends_a_legacy_wildcard_but_not_an_explicit_one() {
-        let none = HashMap::new();
+        let none = BTreeMap::new();
         let mut legacy = Subscription::default();
         legacy.update(request(&[], &[], &none));
         legacy.update(request(&names(&["a"]), &[], &none));
