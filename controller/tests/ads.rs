@@ -199,9 +199,14 @@ async fn withdrawn_clusters_and_route_tables_leave_envoy(protocol: Protocol) {
         assert_eq!(cds2.removed, [ECHO_CLUSTER]);
     }
     envoy.ack(&cds2).await;
-    let rds2 = envoy.next().await;
-    assert_eq!(rds2.names, [ROUTE_TABLE], "the table now names the other cluster");
-    envoy.ack(&rds2).await;
+    if protocol == Protocol::StateOfTheWorld {
+        // (On delta the table is the same: its virtual host changed, over VHDS.)
+        let rds2 = envoy.next().await;
+        assert_eq!(rds2.names, [ROUTE_TABLE], "the table now names the other cluster");
+        envoy.ack(&rds2).await;
+    } else {
+        envoy.nothing_for(Duration::from_millis(300)).await;
+    }
 
     // The listener goes: so does its route table.
     let other = [upstream("default-other-80", "other", "10.0.0.9")].into();

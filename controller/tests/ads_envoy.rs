@@ -1,7 +1,7 @@
 //! A real Envoy on the bootstrap of `controller bootstrap` against the ADS server, on each
 //! protocol (state of the world: `GRPC`; incremental: `DELTA_GRPC`): a route answers 200,
 //! an edit moves it, a removal ends it and takes its cluster out of Envoy, and Envoy
-//! rejects nothing on the way.
+//! rejects nothing on the way. On delta the virtual hosts come over VHDS.
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
@@ -17,6 +17,7 @@ use controller::{
     xds::{
         Snapshot, SnapshotCache,
         ads::{AdsService, XdsStats},
+        snapshot::VIRTUAL_HOST,
     },
 };
 use kgw_harness::{Process, StatusCode, addr, ensure_envoy, get, spawn_echo, wait_for};
@@ -198,6 +199,22 @@ async fn route_edit_and_removal(delta: bool) -> anyhow::Result<()> {
     }
     ensure!(stats.nacks.load(Ordering::Relaxed) == 0, "the server counted NACKs");
     ensure!(stats.acks.load(Ordering::Relaxed) > 0, "the server counted no ACK");
+    // On delta the virtual hosts came over VHDS, and Envoy took them.
+    let vhds = get(&format!("http://{admin}/stats?filter=vhds"), None).await?.text();
+    let reloads: u64 = vhds
+        .lines()
+        .filter(|line| line.contains("config_reload:"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    ensure!(
+        (reloads > 0) == delta,
+        "VHDS reloads {reloads} (delta: {delta}): {vhds}"
+    );
+    let virtual_host_acks = stats.of(VIRTUAL_HOST).acks.load(Ordering::Relaxed);
+    ensure!(
+        (virtual_host_acks > 0) == delta,
+        "VirtualHost ACKs: {virtual_host_acks}"
+    );
     envoy.stop(Duration::from_secs(5)).await?;
     server.abort();
     Ok(())

@@ -1,22 +1,23 @@
 //! The gateway's state owner: an actix actor holding the resource index. Each batch from
 //! the config source is applied, translated, and published as the desired contents of the
 //! `kgw_proxies` and `kgw_status` buckets (watch channels read by the KV writers).
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeSet, sync::Arc};
 
 use actix::{Actor, AsyncContext as _, Context, Handler, Message};
-use bytes::Bytes;
 use kgw_common::{
     bus::KvState,
-    resources::Index,
+    resources::{Change, Index},
     source::{Batch, Problem},
 };
-use prost::Message as _;
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
+
+mod values;
+
+use values::{Published, StatusValues};
 
 use crate::{
     metrics::GatewayMetrics,
-    translate::{self, Options, Output, StatusReport, status::RouteParentStatus},
+    translate::{EncodedProxies, Incremental, Options, StatusReport},
     validation::background::Reported,
 };
 
@@ -36,28 +37,45 @@ pub(crate) struct Outputs {
 
 pub(crate) struct GatewayActor {
     index: Index,
+    /// The copy of the index published for the webhook before the last one, and the changes
+    /// of the last batch: when nobody else holds that copy any more, it is brought up to date
+    /// by applying those and the next batch's changes, instead of cloning the whole index.
+    spare_index: Option<Arc<Index>>,
+    spare_lag: Vec<Change>,
     problems: Arc<Vec<Problem>>,
-    options: Options,
     outputs: Outputs,
-    last: Option<Output>,
+    /// Translation per route, cached: a batch translates again only what it touches.
+    translator: Incremental,
+    /// The Proxies' KV values, encoded again only where the translation changed them.
+    encoded: EncodedProxies,
+    /// Set once the first batch is translated.
+    translated: bool,
     metrics: Arc<GatewayMetrics>,
     /// The last background validation report (`problems.validation`).
     validation: Arc<Vec<Reported>>,
-    /// Encoded route statuses, reused while unchanged (most of them, on any one edit).
-    route_status: RouteStatusCache,
+    /// The status values, encoded again where they changed.
+    status_values: StatusValues,
+    /// The proxies' and the status values as sent, without a whole copy per batch.
+    proxies_published: Published,
+    status_published: Published,
 }
 
 impl GatewayActor {
     pub(crate) fn new(options: Options, outputs: Outputs) -> Self {
         Self {
             index: Index::default(),
+            spare_index: None,
+            spare_lag: Vec::new(),
             problems: Arc::default(),
-            options,
             outputs,
-            last: None,
+            translator: Incremental::new(options),
+            encoded: EncodedProxies::default(),
+            translated: false,
             metrics: Arc::default(),
             validation: Arc::default(),
-            route_status: RouteStatusCache::new(),
+            status_values: StatusValues::default(),
+            proxies_published: Published::default(),
+            status_published: Published::default(),
         }
     }
 
@@ -121,41 +139,68 @@ impl Handler<SourceBatch> for GatewayActor {
             changes = batch.changes.len(),
             proxies = tracing::field::Empty,
             proxies_changed = tracing::field::Empty,
+            retranslated_routes = tracing::field::Empty,
         );
         let _in_span = span.enter();
         for change in &batch.changes {
             self.index.apply(change);
         }
         self.problems = batch.problems.clone();
+        let first = !self.translated;
         let started = std::time::Instant::now();
-        let output = translate::translate(&self.index, &self.options);
+        self.translator
+            .apply(&self.index, batch.changes.iter().map(Change::key));
+        let (output, changed) = (self.translator.output(), self.translator.changed());
+        let proxies_changed = self.encoded.update(output, changed) || first;
         let took = started.elapsed();
         self.metrics.translated(took, output.proxies.len(), self.problems.len());
         tracing::debug!(
             proxies = output.proxies.len(),
+            retranslated_routes = changed.retranslated_routes,
             micros = took.as_micros() as u64,
             "translated"
         );
-        let proxies_changed = self.last.as_ref().map(|l| &l.proxies) != Some(&output.proxies);
         span.record("proxies", output.proxies.len());
         span.record("proxies_changed", proxies_changed);
+        span.record("retranslated_routes", changed.retranslated_routes);
+        self.proxies_published.record(Some(self.encoded.updates()));
         if proxies_changed {
-            self.outputs
-                .proxies
-                .send_replace(KvState::traced(encode_proxies(&output)));
+            self.proxies_published
+                .send(&self.outputs.proxies, self.encoded.values());
         }
-        self.outputs.status.send_replace(KvState::traced(encode_status(
-            &output,
-            &self.problems,
-            &self.validation,
-            &mut self.route_status,
-        )));
-        if self.last.as_ref().map(|l| &l.status) != Some(&output.status) {
+        let routes = (!first).then_some(&changed.route_status);
+        self.status_values
+            .update(&output.status, routes, &self.problems, &self.validation);
+        self.status_published.record(self.status_values.updates());
+        self.status_published
+            .send(&self.outputs.status, self.status_values.values());
+        if changed.status || first {
             self.outputs.report.send_replace(Arc::new(output.status.clone()));
         }
-        self.outputs.index.send_replace(Arc::new(self.index.clone()));
+        self.publish_index(&batch.changes, first);
         self.outputs.synced.send_replace(true);
-        self.last = Some(output);
+        self.translated = true;
+    }
+}
+
+impl GatewayActor {
+    /// Sends a copy of the index for the webhook and the status writer.
+    fn publish_index(&mut self, changes: &[Change], first: bool) {
+        let copy = match self.spare_index.take().map(Arc::try_unwrap) {
+            Some(Ok(mut behind)) => {
+                self.spare_lag
+                    .iter()
+                    .chain(changes)
+                    .for_each(|change| behind.apply(change));
+                behind
+            }
+            // Still read elsewhere (or none yet): a copy of the whole index.
+            _ => self.index.clone(),
+        };
+        let previous = self.outputs.index.send_replace(Arc::new(copy));
+        // Before the first batch the channel held no state of ours: nothing to catch up.
+        self.spare_index = (!first).then_some(previous);
+        self.spare_lag = changes.to_vec();
     }
 }
 
@@ -169,83 +214,183 @@ impl Handler<ValidationReport> for GatewayActor {
 
     fn handle(&mut self, ValidationReport(findings): ValidationReport, _: &mut Context<Self>) {
         self.validation = Arc::new(findings);
-        if let Some(output) = &self.last {
-            self.outputs.status.send_replace(KvState::traced(encode_status(
-                output,
-                &self.problems,
-                &self.validation,
-                &mut self.route_status,
-            )));
+        if self.translated {
+            let status = &self.translator.output().status;
+            self.status_values
+                .update(status, Some(&BTreeSet::new()), &self.problems, &self.validation);
+            self.status_published.record(self.status_values.updates());
+            self.status_published
+                .send(&self.outputs.status, self.status_values.values());
         }
     }
 }
 
-/// The Proxies as KV values (the layout in `kgw_proto::nats`): each Proxy's head under its
-/// key, stamped with the hash of its own content, and each of its virtual hosts under a
-/// key of its own, so that a change to one host changes one value.
-pub(crate) fn encode_proxies(output: &Output) -> BTreeMap<String, Bytes> {
-    let mut values = BTreeMap::new();
-    for (key, proxy) in &output.proxies {
-        let (mut head, parts) = kgw_common::proxy_parts::split(key, proxy);
-        head.source_hash.clear();
-        head.source_hash = hex::encode(&Sha256::digest(head.encode_to_vec())[..8]);
-        values.insert(key.clone(), Bytes::from(head.encode_to_vec()));
-        for (part_key, part) in parts {
-            values.insert(part_key, Bytes::from(part.encode_to_vec()));
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+    use kgw_common::resources::{Change, decode};
+    use serde::Deserialize as _;
+
+    use super::*;
+    use crate::translate::{Options, translate};
+
+    const BASE: &str = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: kgw}
+spec: {controllerName: kgateway.dev/kgateway}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: kgw
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+";
+
+    fn route(name: &str, service: &str) -> String {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {{name: {name}, namespace: default}}\n\
+             spec:\n  parentRefs: [{{name: gw}}]\n  rules: [{{backendRefs: [{{name: {service}, port: 80}}]}}]\n"
+        )
+    }
+
+    fn index(yaml: &str) -> Index {
+        let mut index = Index::default();
+        for doc in serde_yaml::Deserializer::from_str(yaml) {
+            let value = serde_yaml::Value::deserialize(doc).expect("yaml");
+            let (key, resource) = decode(value).expect("valid").expect("known kind");
+            index.apply(&Change::Upsert(key, resource));
         }
+        index
     }
-    values
-}
 
-/// Status as YAML per resource, key `<kind>.<namespace>.<name>`; config problems under
-/// `problems.config`, what the validating webhook would deny under `problems.validation`.
-/// Route key → its status and that status encoded.
-pub(crate) type RouteStatusCache = BTreeMap<String, (Vec<RouteParentStatus>, Bytes)>;
-
-pub(crate) fn encode_status(
-    output: &Output,
-    problems: &[Problem],
-    validation: &[Reported],
-    cache: &mut RouteStatusCache,
-) -> BTreeMap<String, Bytes> {
-    let yaml = |value: &dyn erased::Yaml| Bytes::from(value.to_yaml());
-    let mut out = BTreeMap::new();
-    for (name, conditions) in &output.status.gateway_classes {
-        out.insert(format!("gatewayclass.{name}"), yaml(conditions));
-    }
-    for (key, status) in &output.status.gateways {
-        out.insert(format!("gateway.{}", key.replacen('/', ".", 1)), yaml(status));
-    }
-    let mut fresh = RouteStatusCache::new();
-    for (key, status) in &output.status.http_routes {
-        let bytes = match cache.remove(key) {
-            Some((cached, bytes)) if cached == *status => bytes,
-            _ => yaml(status),
+    /// The published copies of the index follow the actor's own, whether they are caught
+    /// up by applying changes (nobody holds them) or cloned (a reader holds one).
+    #[test]
+    fn published_index_copies_follow_the_index() {
+        let (proxies, _) = watch::channel(KvState::default());
+        let (status, _) = watch::channel(KvState::default());
+        let (synced, _) = watch::channel(false);
+        let (index_tx, index_rx) = watch::channel(Arc::new(Index::default()));
+        let (report, _) = watch::channel(Arc::new(StatusReport::default()));
+        let outputs = Outputs {
+            proxies,
+            status,
+            synced,
+            index: index_tx,
+            report,
         };
-        out.insert(format!("httproute.{}", key.replacen('/', ".", 1)), bytes.clone());
-        fresh.insert(key.clone(), (status.clone(), bytes));
-    }
-    *cache = fresh;
-    for (key, ancestors) in &output.status.route_options {
-        out.insert(format!("routeoption.{}", key.replacen('/', ".", 1)), yaml(ancestors));
-    }
-    if !problems.is_empty() {
-        out.insert("problems.config".into(), yaml(&problems.to_vec()));
-    }
-    if !validation.is_empty() {
-        out.insert("problems.validation".into(), yaml(&validation.to_vec()));
-    }
-    out
-}
-
-mod erased {
-    /// serde_yaml of any Serialize, behind a trait object to keep `encode_status` short.
-    pub(super) trait Yaml {
-        fn to_yaml(&self) -> String;
-    }
-    impl<T: serde::Serialize> Yaml for T {
-        fn to_yaml(&self) -> String {
-            serde_yaml::to_string(self).unwrap_or_else(|e| format!("error: {e}\n"))
+        let mut actor = GatewayActor::new(Options::default(), outputs);
+        let mut held = None;
+        for step in 0..8 {
+            let yaml = format!("{BASE}{}", route(&format!("r{step}"), "s"));
+            let changes: Vec<Change> = index(&yaml)
+                .http_routes
+                .into_iter()
+                .filter(|(key, _)| key.1 == format!("r{step}") || step % 3 == 0)
+                .map(|(key, route)| {
+                    let key = kgw_common::resources::ResourceKey {
+                        kind: kgw_common::resources::Kind::HttpRoute,
+                        namespace: key.0,
+                        name: key.1,
+                    };
+                    Change::Upsert(key, kgw_common::resources::Resource::HttpRoute(route))
+                })
+                .chain((step == 5).then(|| Change::Delete(route_key("r1"))))
+                .collect();
+            changes.iter().for_each(|c| actor.index.apply(c));
+            actor.publish_index(&changes, step == 0);
+            let published = index_rx.borrow().clone();
+            assert_eq!(
+                published.http_routes.keys().collect::<Vec<_>>(),
+                actor.index.http_routes.keys().collect::<Vec<_>>(),
+                "step {step}"
+            );
+            // Now and then a reader keeps a copy for two batches (the actor clones then).
+            match step % 4 {
+                1 => held = Some(published),
+                3 => held = None,
+                _ => {}
+            }
         }
+        drop(held);
+    }
+
+    /// What a `Published` sends is the live map, whether it caught a spare copy up or
+    /// copied the map (a reader held the spare, or the updates were unknown).
+    #[test]
+    fn published_values_follow_the_live_map() {
+        let (tx, rx) = watch::channel(KvState::default());
+        let mut published = Published::default();
+        let mut live = BTreeMap::new();
+        let mut held = None;
+        for step in 0..12u8 {
+            let key = format!("k{}", step % 5);
+            let update = if step % 3 == 2 {
+                live.remove(&key);
+                (key, None)
+            } else {
+                let value = Bytes::from(vec![step]);
+                live.insert(key.clone(), value.clone());
+                (key, Some(value))
+            };
+            let updates = [update];
+            published.record((step != 7).then_some(&updates[..]));
+            // Not every change is sent at once.
+            if step % 4 != 1 {
+                published.send(&tx, &live);
+                assert_eq!(*rx.borrow().values, live, "step {step}");
+            }
+            match step % 5 {
+                2 => held = Some(rx.borrow().values.clone()),
+                4 => held = None,
+                _ => {}
+            }
+        }
+        drop(held);
+    }
+
+    fn route_key(name: &str) -> kgw_common::resources::ResourceKey {
+        kgw_common::resources::ResourceKey {
+            kind: kgw_common::resources::Kind::HttpRoute,
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    /// Values patched for the routes that changed equal values encoded from scratch.
+    #[test]
+    fn status_values_patched_per_route_equal_a_full_encoding() {
+        let options = Options::default();
+        let before = translate(
+            &index(&format!("{BASE}{}{}", route("a", "s"), route("b", "s"))),
+            &options,
+        );
+        let after = translate(
+            &index(&format!("{BASE}{}{}", route("a", "t"), route("c", "s"))),
+            &options,
+        );
+        let mut values = StatusValues::default();
+        values.update(&before.status, None, &[], &[]);
+        let mut replayed = values.values().clone();
+        let routes: BTreeSet<String> = ["default/a", "default/b", "default/c"].map(String::from).into();
+        values.update(&after.status, Some(&routes), &[], &[]);
+        let mut fresh = StatusValues::default();
+        fresh.update(&after.status, None, &[], &[]);
+        let full = fresh.values().clone();
+        assert_eq!(*values.values(), full);
+        for (key, value) in values.updates().expect("known updates") {
+            match value {
+                Some(value) => replayed.insert(key.clone(), value.clone()),
+                None => replayed.remove(key),
+            };
+        }
+        assert_eq!(replayed, full);
+        assert!(full.contains_key("httproute.default.c") && !full.contains_key("httproute.default.b"));
+        assert!(full.contains_key("gateway.default.gw"));
     }
 }

@@ -20,6 +20,8 @@ pub struct Process {
     env: Vec<(OsString, OsString)>,
     log: PathBuf,
     child: Option<Child>,
+    /// Started under a wrapper (a profiler): signals go to the wrapper's children.
+    wrapped: bool,
 }
 
 impl Process {
@@ -43,6 +45,7 @@ impl Process {
             env,
             log: log.into(),
             child: None,
+            wrapped: false,
         }
     }
 
@@ -76,9 +79,26 @@ impl Process {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
-        writeln!(log, "=== kgw-harness: starting {}", self.command_line())?;
+        let wrapper = wrapper_for(&self.name);
+        match &wrapper {
+            Some(w) => writeln!(
+                log,
+                "=== kgw-harness: starting {} under {}",
+                self.command_line(),
+                w.join(" ")
+            )?,
+            None => writeln!(log, "=== kgw-harness: starting {}", self.command_line())?,
+        }
         let err: File = log.try_clone()?;
-        let child = Command::new(&self.program)
+        let mut command = match &wrapper {
+            Some(w) => {
+                let mut c = Command::new(&w[0]);
+                c.args(&w[1..]).arg(&self.program);
+                c
+            }
+            None => Command::new(&self.program),
+        };
+        let child = command
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -87,6 +107,7 @@ impl Process {
             .spawn()
             .with_context(|| format!("starting {}", self.command_line()))?;
         self.child = Some(child);
+        self.wrapped = wrapper.is_some();
         Ok(())
     }
 
@@ -104,12 +125,18 @@ impl Process {
         self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
-    /// Sends SIGTERM, if it is running.
+    /// Sends SIGTERM, if it is running (under a wrapper: to the wrapper's children, the
+    /// program itself, so it drains and the wrapper writes its report).
     pub fn terminate(&mut self) {
-        if self.is_running()
-            && let Some(pid) = self.pid().and_then(|p| Pid::from_raw(p as i32))
-        {
-            let _ = kill_process(pid, Signal::TERM);
+        if !self.is_running() {
+            return;
+        }
+        let Some(pid) = self.pid() else { return };
+        let targets = if self.wrapped { children_of(pid) } else { vec![pid] };
+        for target in targets {
+            if let Some(pid) = Pid::from_raw(target as i32) {
+                let _ = kill_process(pid, Signal::TERM);
+            }
         }
     }
 
@@ -127,7 +154,7 @@ impl Process {
     /// SIGTERM, wait up to `grace`, then SIGKILL (blocking).
     pub fn stop_blocking(&mut self, grace: Duration) -> Result<()> {
         self.terminate();
-        let deadline = Instant::now() + grace;
+        let deadline = Instant::now() + self.grace(grace);
         while self.is_running() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -137,11 +164,20 @@ impl Process {
     /// SIGTERM, wait up to `grace`, then SIGKILL.
     pub async fn stop(&mut self, grace: Duration) -> Result<()> {
         self.terminate();
-        let deadline = Instant::now() + grace;
+        let deadline = Instant::now() + self.grace(grace);
         while self.is_running() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.kill9()
+    }
+
+    /// A wrapper (a profiler) writes its report after the program exits: give it time.
+    fn grace(&self, grace: Duration) -> Duration {
+        if self.wrapped {
+            grace.max(Duration::from_secs(60))
+        } else {
+            grace
+        }
     }
 
     /// The last `lines` lines of its log.
@@ -154,6 +190,27 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.stop_blocking(Duration::from_secs(3));
     }
+}
+
+/// The command a process named `name` runs under, if any: `KGW_HARNESS_WRAP_<NAME>` (the
+/// name in capitals, `-` as `_`), split at spaces. For profiling, e.g.
+/// `KGW_HARNESS_WRAP_GATEWAY="heaptrack -o /tmp/profiles/gateway"`.
+fn wrapper_for(name: &str) -> Option<Vec<String>> {
+    let var = format!(
+        "KGW_HARNESS_WRAP_{}",
+        name.to_uppercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
+    let words: Vec<String> = std::env::var(var).ok()?.split_whitespace().map(String::from).collect();
+    (!words.is_empty()).then_some(words)
+}
+
+/// The direct children of `pid` (from /proc; empty when they cannot be read).
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 /// The last `lines` lines of a file.

@@ -123,8 +123,8 @@ impl RouteTable {
             .virtual_hosts
             .into_iter()
             .map(|translated| match Arc::try_unwrap(translated) {
-                Ok(fresh) => fresh.virtual_host,
-                Err(shared) => shared.virtual_host.clone(),
+                Ok(fresh) => fresh.into_virtual_host(),
+                Err(shared) => shared.to_virtual_host(),
             })
             .collect();
         routes::route_configuration(&self.name, virtual_hosts, &self.wasm_used)

@@ -252,7 +252,9 @@ impl Parts for CachingParts {
             }
             _ => {
                 self.reuse.virtual_hosts_translated += 1;
-                let translation = Arc::new(routes::virtual_host(vhost, inputs));
+                let mut translation = routes::virtual_host(vhost, inputs);
+                translation.compact();
+                let translation = Arc::new(translation);
                 let cached = CachedVirtualHost {
                     input: vhost.clone(),
                     translation,

@@ -7,8 +7,9 @@
 //! With many gateways, hosts and upstreams (large fleets, thousands of clusters) that is
 //! most of the bytes and CPU on both sides. Delta sends only the resources whose own
 //! version changed and names the ones that are gone, so a change costs what it touches.
-//! It is also the protocol that VHDS (virtual hosts fetched one by one) and on-demand
-//! resources need, should they come.
+//! It is also the protocol VHDS needs: route tables go to delta Envoys without their virtual
+//! hosts, which come one by one (see [`super::vhds`]), so a changed route sends one virtual
+//! host, not its listener's whole table.
 //!
 //! # What is served
 //! - Per stream and type: the names Envoy subscribed to (`resource_names_subscribe` /
@@ -24,16 +25,20 @@
 //!   empty.
 //! - One response per type awaits Envoy's answer at a time (matched by nonce); changes in
 //!   between are coalesced into the next. A NACKed change is not sent again until the
-//!   snapshot makes it differ. Types are pushed clusters → endpoints → listeners → routes.
+//!   snapshot makes it differ. Types are pushed clusters → endpoints → listeners → routes →
+//!   virtual hosts.
+//! - Route tables in their VHDS form and `VirtualHost` resources, namespaced by route table,
+//!   with on-demand requests answered by `aliases` ([`super::vhds`]).
 //! - The same authorization (the certificate must allow the node's role), counters
 //!   ([`XdsStats`]) and spans (`xds.push` until Envoy's `envoy.ack` / `envoy.nack`) as
 //!   state of the world.
 //!
 //! # What is not (yet)
-//! VHDS, on-demand CDS / other on-demand resources, `resource_locators` (xdstp:// names and
-//! dynamic parameters), resource TTLs, aliases, and `removed_resource_names`. Secrets are
-//! not in the snapshot (SDS comes from files), so a subscribed secret is reported absent.
-mod subscription;
+//! On-demand CDS and other on-demand resources but virtual hosts, `resource_locators`
+//! (xdstp:// names and dynamic parameters), resource TTLs, and `removed_resource_names`.
+//! Secrets are not in the snapshot (SDS comes from files), so a subscribed secret is
+//! reported absent.
+pub(super) mod subscription;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -42,13 +47,17 @@ use kgw_common::tls::Peer;
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
-use self::subscription::{Change, InFlight, Subscription, SubscriptionRequest};
+use self::subscription::{Change, InFlight, Served, Subscription, SubscriptionRequest};
 use super::{
-    SnapshotSource,
+    Snapshot, SnapshotSource,
     session::{Answer, Session, answer_span},
-    snapshot::{PUSH_ORDER, TypeResources},
+    snapshot::{CLUSTER, ENDPOINT, LISTENER, ROUTE, TypeResources, VIRTUAL_HOST},
     stats::XdsStats,
 };
+
+/// The order types are pushed in: clusters before the endpoints and routes that name them,
+/// route tables before the virtual hosts they load.
+pub const DELTA_PUSH_ORDER: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, VIRTUAL_HOST];
 
 /// One delta ADS stream: its Envoy's session and, per type, its [`Subscription`].
 pub struct DeltaStream<S> {
@@ -129,7 +138,13 @@ impl<S: SnapshotSource> DeltaStream<S> {
             .iter()
             .map(|(name, version)| (name.clone(), version.clone()))
             .collect();
-        let subscription = self.types.entry(request.type_url.clone()).or_default();
+        let subscription =
+            self.types
+                .entry(request.type_url.clone())
+                .or_insert_with(|| match request.type_url.as_str() {
+                    VIRTUAL_HOST => Subscription::namespaced(),
+                    _ => Subscription::default(),
+                });
         subscription.update(SubscriptionRequest {
             subscribe: &request.resource_names_subscribe,
             unsubscribe: &request.resource_names_unsubscribe,
@@ -183,9 +198,9 @@ impl<S: SnapshotSource> DeltaStream<S> {
         }
     }
 
-    /// A snapshot change: each type Envoy subscribed to, in [`PUSH_ORDER`].
+    /// A snapshot change: each type Envoy subscribed to, in [`DELTA_PUSH_ORDER`].
     async fn push_all(&mut self) -> bool {
-        for type_url in PUSH_ORDER {
+        for type_url in DELTA_PUSH_ORDER {
             if self.types.contains_key(type_url) && !self.respond(type_url).await {
                 return false;
             }
@@ -208,15 +223,15 @@ impl<S: SnapshotSource> DeltaStream<S> {
         if subscription.in_flight.is_some() {
             return true;
         }
-        let empty = TypeResources::default();
-        let resources = snapshot.types.get(type_url).unwrap_or(&empty);
-        let Some(change) = subscription.next_change(resources) else {
+        let served = Types::of(&snapshot, type_url);
+        let Some(change) = subscription.next_change(served.served()) else {
             return true;
         };
+        let version = served.version().to_string();
         self.nonce += 1;
         let response = DeltaDiscoveryResponse {
-            system_version_info: resources.version.clone(),
-            resources: encode(&change, resources),
+            system_version_info: version.clone(),
+            resources: served.encode(&change, &snapshot),
             type_url: type_url.to_string(),
             removed_resources: change.removed.iter().cloned().collect(),
             nonce: self.nonce.to_string(),
@@ -224,18 +239,18 @@ impl<S: SnapshotSource> DeltaStream<S> {
         };
         let push = session.push_span(
             type_url,
-            &resources.version,
+            &version,
             response.resources.len(),
             Some(response.removed_resources.len()),
             snapshot.trace.as_ref(),
         );
         tracing::debug!(
-            node = %session.node_id, type_url, version = %resources.version,
+            node = %session.node_id, type_url, %version,
             resources = response.resources.len(), removed = response.removed_resources.len(), "push (delta)"
         );
         subscription.sent(InFlight {
             nonce: response.nonce.clone(),
-            system_version: resources.version.clone(),
+            system_version: version,
             change,
             push,
         });
@@ -245,19 +260,63 @@ impl<S: SnapshotSource> DeltaStream<S> {
     }
 }
 
-/// The resources of `change.updated`, each with its version.
-fn encode(change: &Change, resources: &TypeResources) -> Vec<Resource> {
-    change
-        .updated
-        .iter()
-        .filter_map(|(name, version)| {
-            let any = resources.items.get(name)?;
+/// What a delta stream serves of one type of a snapshot: route tables and virtual hosts in
+/// their VHDS form, the other types as they are.
+enum Types<'a> {
+    Plain(&'a TypeResources),
+    VirtualHosts(&'a super::vhds::VirtualHosts),
+}
+
+impl<'a> Types<'a> {
+    fn of(snapshot: &'a Snapshot, type_url: &str) -> Self {
+        static EMPTY: std::sync::LazyLock<TypeResources> = std::sync::LazyLock::new(TypeResources::default);
+        match type_url {
+            ROUTE => Types::Plain(&snapshot.vhds().route_tables),
+            VIRTUAL_HOST => Types::VirtualHosts(&snapshot.vhds().virtual_hosts),
+            _ => Types::Plain(snapshot.types.get(type_url).unwrap_or(&EMPTY)),
+        }
+    }
+
+    fn served(&self) -> &'a dyn Served {
+        match self {
+            Types::Plain(resources) => *resources,
+            Types::VirtualHosts(hosts) => *hosts,
+        }
+    }
+
+    fn version(&self) -> &'a str {
+        match self {
+            Types::Plain(resources) => &resources.version,
+            Types::VirtualHosts(hosts) => &hosts.version,
+        }
+    }
+
+    /// The resources of `change`: each updated one with its version (and the on-demand
+    /// names it answers), then each on-demand name answered without a body.
+    fn encode(&self, change: &Change, snapshot: &Snapshot) -> Vec<Resource> {
+        let routes = snapshot.types.get(ROUTE);
+        let updated = change.updated.iter().filter_map(|(name, version)| {
+            let any = match self {
+                Types::Plain(resources) => resources.items.get(name).cloned(),
+                Types::VirtualHosts(hosts) => routes.and_then(|routes| hosts.resource(name, routes)),
+            }?;
             Some(Resource {
                 name: name.clone(),
                 version: version.clone(),
-                resource: Some(any.clone()),
+                resource: Some(any),
+                aliases: change
+                    .aliases
+                    .get(name)
+                    .map(|aliases| aliases.iter().cloned().collect())
+                    .unwrap_or_default(),
                 ..Default::default()
             })
-        })
-        .collect()
+        });
+        let bodiless = change.bodiless.iter().map(|name| Resource {
+            name: name.clone(),
+            aliases: vec![name.clone()],
+            ..Default::default()
+        });
+        updated.chain(bodiless).collect()
+    }
 }

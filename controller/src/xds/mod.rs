@@ -9,6 +9,7 @@ pub mod delta;
 mod session;
 pub mod snapshot;
 pub mod stats;
+pub mod vhds;
 
 pub use cache::{SnapshotCache, SnapshotSource};
 pub use snapshot::Snapshot;

@@ -7,6 +7,7 @@ use kgw_common::trace::TraceHeaders;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 
+use super::vhds::VhdsResources;
 use crate::resources::EnvoyResources;
 
 pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
@@ -14,6 +15,8 @@ pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.Cluster
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+/// VHDS (delta only): one virtual host of a route table (see `vhds`).
+pub const VIRTUAL_HOST: &str = "type.googleapis.com/envoy.config.route.v3.VirtualHost";
 
 /// The order types are pushed in: clusters before the endpoints and routes that name them.
 pub const PUSH_ORDER: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
@@ -69,6 +72,9 @@ fn item_version(any: &Any) -> String {
 pub struct Snapshot {
     pub types: BTreeMap<&'static str, TypeResources>,
     pub trace: Option<TraceHeaders>,
+    /// The route tables split for VHDS, made when a delta stream first asks (an index into
+    /// the route tables' bytes, not a copy of them).
+    vhds: std::sync::OnceLock<VhdsResources>,
 }
 
 impl PartialEq for Snapshot {
@@ -119,7 +125,19 @@ impl Snapshot {
             (LISTENER, TypeResources::new(packed.listeners)),
             (ROUTE, TypeResources::new(packed.routes)),
         ]);
-        Self { types, trace: None }
+        Self {
+            types,
+            trace: None,
+            vhds: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The route tables as delta Envoys get them: through VHDS.
+    pub fn vhds(&self) -> &VhdsResources {
+        self.vhds.get_or_init(|| match self.types.get(ROUTE) {
+            Some(routes) => VhdsResources::new(routes),
+            None => VhdsResources::default(),
+        })
     }
 
     /// The same snapshot, made by the change whose trace is `trace`.

@@ -2,7 +2,7 @@
 //! a response is a response, an ACK an ACK, whichever protocol carried it.
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::snapshot::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
+use super::snapshot::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, VIRTUAL_HOST};
 
 /// Counters of the xDS server.
 #[derive(Debug, Default)]
@@ -17,7 +17,7 @@ pub struct XdsStats {
 }
 
 /// The resource types counted apart in [`XdsStats::by_type`].
-pub const XDS_TYPES: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET];
+pub const XDS_TYPES: [&str; 6] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, VIRTUAL_HOST];
 
 /// Counters of one resource type.
 #[derive(Debug, Default)]

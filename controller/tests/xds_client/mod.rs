@@ -1,6 +1,8 @@
 //! A scripted Envoy for the ADS tests: one client that speaks either protocol (state of the
 //! world or delta), so each scenario runs on both. Responses come back as [`Pushed`], the
 //! part both protocols share.
+// Each test crate that includes this module uses a part of it.
+#![allow(dead_code)]
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use controller::xds::{
@@ -16,7 +18,7 @@ use envoy_types::pb::{
         },
     },
     google::{
-        protobuf::{Struct, Value, value::Kind},
+        protobuf::{Any, Struct, Value, value::Kind},
         rpc::Status,
     },
 };
@@ -61,12 +63,19 @@ pub struct Pushed {
     pub removed: Vec<String>,
     /// Delta: each resource's own version, by name.
     pub resource_versions: BTreeMap<String, String>,
+    /// Each resource by name (delta: `None` for a resource without a body).
+    pub resources: BTreeMap<String, Option<Any>>,
+    /// Delta: each resource's `aliases`, by name (only those that have some).
+    pub aliases: BTreeMap<String, Vec<String>>,
 }
 
 impl From<DiscoveryResponse> for Pushed {
     fn from(r: DiscoveryResponse) -> Self {
-        let names = r.resources.iter().map(|any| resource_name(&any.value)).collect();
+        let names: Vec<String> = r.resources.iter().map(|any| resource_name(&any.value)).collect();
+        let resources = names.iter().cloned().zip(r.resources.into_iter().map(Some)).collect();
         Self {
+            resources,
+            aliases: BTreeMap::new(),
             type_url: r.type_url,
             nonce: r.nonce,
             version: r.version_info,
@@ -80,6 +89,17 @@ impl From<DiscoveryResponse> for Pushed {
 impl From<DeltaDiscoveryResponse> for Pushed {
     fn from(r: DeltaDiscoveryResponse) -> Self {
         Self {
+            resources: r
+                .resources
+                .iter()
+                .map(|res| (res.name.clone(), res.resource.clone()))
+                .collect(),
+            aliases: r
+                .resources
+                .iter()
+                .filter(|res| !res.aliases.is_empty())
+                .map(|res| (res.name.clone(), res.aliases.clone()))
+                .collect(),
             names: r.resources.iter().map(|res| res.name.clone()).collect(),
             resource_versions: r
                 .resources

@@ -2,18 +2,26 @@
 //! Gateway; Gateway listeners sharing a port become one Proxy listener whose virtual hosts
 //! come from the hostnames of the routes attached to them. Status is computed here, beside
 //! the translation, so what is reported is what was translated.
+mod encoded;
 mod filters;
 mod hostnames;
+mod incremental;
 mod route_option;
 mod routes;
 pub mod status;
 
 use std::collections::BTreeMap;
 
-use gateway_api::apis::standard::{gateways::Gateway, httproutes::HttpRoute};
+use gateway_api::apis::standard::{
+    gateways::{Gateway, GatewayListeners},
+    httproutes::HttpRoute,
+};
 use kgw_common::resources::Index;
 use kgw_proto::v1::{self as pb, listener::ListenerType};
 
+pub use encoded::{EncodedProxies, encode_proxies};
+pub use incremental::{Changed, Incremental};
+use status::GatewayRef;
 pub use status::{Condition, StatusReport};
 
 /// Knobs of the translation that come from the process's configuration.
@@ -49,78 +57,88 @@ pub fn envoy_port(port: i32) -> u32 {
     if port < 1024 { port + 8000 } else { port }
 }
 
+/// The whole translation, from scratch: the reference the [`Incremental`] one is checked
+/// against (both are made of the same per-route [`routes::translate_route`]).
 pub fn translate(index: &Index, options: &Options) -> Output {
     let mut output = Output::default();
     let routes: Vec<&HttpRoute> = index.http_routes.values().map(|r| r.as_ref()).collect();
     for ((namespace, name), gateway) in &index.gateways {
-        let class = gateway.spec.gateway_class_name.as_str();
-        let ours = index
-            .gateway_classes
-            .get(class)
-            .is_some_and(|c| c.spec.controller_name == options.controller_name);
-        if !ours {
-            tracing::debug!(%namespace, %name, class, "gateway of another (or missing) class; skipped");
+        if !is_ours(gateway, index, options) {
+            tracing::debug!(%namespace, %name, class = %gateway.spec.gateway_class_name, "gateway of another (or missing) class; skipped");
             continue;
         }
         let proxy = translate_gateway(namespace, name, gateway, &routes, index, options, &mut output.status);
         output.proxies.insert(kgw_proto::nats::key(namespace, name), proxy);
     }
-    for (name, class) in &index.gateway_classes {
-        if class.spec.controller_name == options.controller_name {
-            output.status.gateway_class_accepted(name);
-        }
-    }
+    report_gateway_classes(index, options, &mut output.status);
     output.status.finish_routes(&routes);
     route_option::report_route_options(index, &routes, &mut output.status);
     output
 }
 
-fn translate_gateway(
-    namespace: &str,
-    name: &str,
-    gateway: &Gateway,
-    routes: &[&HttpRoute],
-    index: &Index,
-    options: &Options,
-    status: &mut StatusReport,
-) -> pb::Proxy {
-    let gateway_ref = status::GatewayRef {
-        namespace: namespace.into(),
-        name: name.into(),
-    };
-    status.gateway_seen(&gateway_ref);
-    // Envoy port → (gateway listener names, virtual host builder)
-    let mut by_port: BTreeMap<u32, (Vec<pb::ResourceRef>, routes::VirtualHosts)> = BTreeMap::new();
-    for listener in &gateway.spec.listeners {
-        if !matches!(listener.protocol.as_str(), "HTTP") {
-            status.listener_unsupported(&gateway_ref, &listener.name, &listener.protocol);
-            continue;
-        }
-        let attached: Vec<&HttpRoute> = routes
-            .iter()
-            .copied()
-            .filter(|route| routes::attaches(route, namespace, name, listener))
-            .collect();
-        status.listener_ready(&gateway_ref, &listener.name, attached.len());
-        let (sources, vhosts) = by_port.entry(envoy_port(listener.port)).or_default();
-        sources.push(pb::ResourceRef {
-            kind: "Gateway".into(),
-            namespace: namespace.into(),
-            name: format!("{name}/{}", listener.name),
-        });
-        for route in attached {
-            vhosts.add_route(route, listener.hostname.as_deref(), index, &gateway_ref, status);
+/// Whether `gateway`'s GatewayClass exists and names our controller.
+fn is_ours(gateway: &Gateway, index: &Index, options: &Options) -> bool {
+    index
+        .gateway_classes
+        .get(gateway.spec.gateway_class_name.as_str())
+        .is_some_and(|c| c.spec.controller_name == options.controller_name)
+}
+
+/// The GatewayClasses of ours, Accepted.
+fn report_gateway_classes(index: &Index, options: &Options, status: &mut StatusReport) {
+    for (name, class) in &index.gateway_classes {
+        if class.spec.controller_name == options.controller_name {
+            status.gateway_class_accepted(name);
         }
     }
+}
+
+/// Only HTTP listeners carry routes; the others are reported unsupported.
+fn is_http(listener: &GatewayListeners) -> bool {
+    listener.protocol == "HTTP"
+}
+
+/// (namespace, name) of a route, as the translation names it.
+fn route_name(route: &HttpRoute) -> (String, String) {
+    (
+        route.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        route.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// A Gateway's own status: its conditions and each listener's, with `attached(i)` routes
+/// on listener `i`.
+fn report_gateway(
+    status: &mut StatusReport,
+    gateway_ref: &GatewayRef,
+    gateway: &Gateway,
+    attached: impl Fn(usize) -> usize,
+) {
+    status.gateway_seen(gateway_ref);
+    for (i, listener) in gateway.spec.listeners.iter().enumerate() {
+        if is_http(listener) {
+            status.listener_ready(gateway_ref, &listener.name, attached(i));
+        } else {
+            status.listener_unsupported(gateway_ref, &listener.name, &listener.protocol);
+        }
+    }
+}
+
+/// The Proxy of Gateway `namespace/name`: one Envoy listener per port, with the Gateway
+/// listeners it serves and its virtual hosts.
+fn proxy(
+    namespace: &str,
+    name: &str,
+    by_port: BTreeMap<u32, (Vec<pb::ResourceRef>, Vec<pb::VirtualHost>)>,
+    options: &Options,
+) -> pb::Proxy {
     let listeners = by_port
         .into_iter()
-        .map(|(port, (sources, vhosts))| pb::Listener {
+        .map(|(port, (sources, virtual_hosts))| pb::Listener {
             name: format!("listener~{port}"),
             bind_address: options.listener_bind_address.clone(),
             bind_port: port,
-            listener_type: Some(ListenerType::HttpListener(pb::HttpListener {
-                virtual_hosts: vhosts.build(port),
-            })),
+            listener_type: Some(ListenerType::HttpListener(pb::HttpListener { virtual_hosts })),
             ssl_configurations: Vec::new(),
             sources,
         })
@@ -134,4 +152,57 @@ fn translate_gateway(
         listeners,
         source_hash: String::new(),
     }
+}
+
+/// What names Gateway listener `listener` among an Envoy listener's sources.
+fn listener_source(namespace: &str, name: &str, listener: &GatewayListeners) -> pb::ResourceRef {
+    pb::ResourceRef {
+        kind: "Gateway".into(),
+        namespace: namespace.into(),
+        name: format!("{name}/{}", listener.name),
+    }
+}
+
+fn translate_gateway(
+    namespace: &str,
+    name: &str,
+    gateway: &Gateway,
+    routes: &[&HttpRoute],
+    index: &Index,
+    options: &Options,
+    status: &mut StatusReport,
+) -> pb::Proxy {
+    let gateway_ref = GatewayRef {
+        namespace: namespace.into(),
+        name: name.into(),
+    };
+    // Envoy port → (gateway listener names, virtual host builder)
+    let mut by_port: BTreeMap<u32, (Vec<pb::ResourceRef>, routes::VirtualHosts)> = BTreeMap::new();
+    let mut attached_counts = Vec::new();
+    for listener in &gateway.spec.listeners {
+        if !is_http(listener) {
+            attached_counts.push(0);
+            continue;
+        }
+        let attached: Vec<&HttpRoute> = routes
+            .iter()
+            .copied()
+            .filter(|route| routes::attaches(route, namespace, name, listener))
+            .collect();
+        attached_counts.push(attached.len());
+        let (sources, vhosts) = by_port.entry(envoy_port(listener.port)).or_default();
+        sources.push(listener_source(namespace, name, listener));
+        for route in attached {
+            let piece = routes::translate_route(route, listener.hostname.as_deref(), index);
+            let (route_ns, route_name) = route_name(route);
+            status.route_translated(&route_ns, &route_name, &gateway_ref, &piece.unresolved);
+            vhosts.add(&piece);
+        }
+    }
+    report_gateway(status, &gateway_ref, gateway, |i| attached_counts[i]);
+    let by_port = by_port
+        .into_iter()
+        .map(|(port, (sources, vhosts))| (port, (sources, vhosts.build(port))))
+        .collect();
+    proxy(namespace, name, by_port, options)
 }

@@ -155,23 +155,35 @@ pub(super) fn route_option_invalid(option: &RouteOption) -> Option<String> {
 /// RouteOption that affects none of our routes gets no entry (nothing of ours to report).
 pub(super) fn report_route_options(index: &Index, routes: &[&HttpRoute], status: &mut crate::translate::StatusReport) {
     for ((namespace, name), option) in &index.route_options {
-        let invalid = route_option_invalid(option);
-        let option_key = format!("{namespace}/{name}");
-        let users = routes.iter().filter(|route| {
-            route.metadata.namespace.as_deref().unwrap_or("default") == namespace
-                && uses_route_option(route, name, option)
-        });
-        let mut gateways: Vec<String> = users
-            .flat_map(|route| {
-                let route_key = format!("{namespace}/{}", route.metadata.name.as_deref().unwrap_or_default());
-                status.attached_gateways(&route_key)
+        let users = routes
+            .iter()
+            .filter(|route| {
+                route.metadata.namespace.as_deref().unwrap_or("default") == namespace
+                    && uses_route_option(route, name, option)
             })
-            .collect();
-        gateways.sort();
-        gateways.dedup();
-        for gateway in gateways {
-            status.route_option(&option_key, &gateway, invalid.as_deref());
-        }
+            .map(|route| route.metadata.name.as_deref().unwrap_or_default());
+        report_route_option(namespace, name, option, users, status);
+    }
+}
+
+/// One RouteOption's status, given the names of the routes (in its namespace) it applies
+/// to; their attachments are known to `status` already.
+pub(super) fn report_route_option<'a>(
+    namespace: &str,
+    name: &str,
+    option: &RouteOption,
+    users: impl Iterator<Item = &'a str>,
+    status: &mut crate::translate::StatusReport,
+) {
+    let invalid = route_option_invalid(option);
+    let option_key = format!("{namespace}/{name}");
+    let mut gateways: Vec<String> = users
+        .flat_map(|route| status.attached_gateways(&format!("{namespace}/{route}")))
+        .collect();
+    gateways.sort();
+    gateways.dedup();
+    for gateway in gateways {
+        status.route_option(&option_key, &gateway, invalid.as_deref());
     }
 }
 

@@ -12,7 +12,7 @@ use gateway_api::apis::standard::{
 use kgw_common::resources::Index;
 use kgw_proto::v1::{self as pb, matcher::PathSpecifier, route::Action, route_action::Destination};
 
-use super::{filters, hostnames, status::GatewayRef, status::StatusReport};
+use super::{filters, hostnames};
 
 /// Whether `route` attaches to `listener` of Gateway `gw_ns/gw_name` (parentRef name,
 /// namespace, sectionName and port, and the listener's allowedRoutes namespaces).
@@ -48,7 +48,7 @@ pub(super) fn attaches(route: &HttpRoute, gw_ns: &str, gw_name: &str, listener: 
 /// Gateway API precedence, smallest first: exact path, then regex, then longest prefix;
 /// then a method match; then more header matches; then more query matches; then the
 /// oldest route, then namespace/name; then rule and match order.
-type SortKey = (
+pub(super) type SortKey = (
     u8,
     Reverse<usize>,
     bool,
@@ -60,6 +60,75 @@ type SortKey = (
     usize,
 );
 
+/// One HTTPRoute translated for one listener: the Proxy routes it contributes (one per
+/// match, each with its precedence key) on each hostname it serves there, and the reasons
+/// its refs did not resolve (for its status). The unit both the full and the incremental
+/// translation are made of.
+#[derive(Clone, Debug, Default)]
+pub(super) struct RoutePiece {
+    pub(super) hosts: Vec<String>,
+    pub(super) routes: Vec<(SortKey, pb::Route)>,
+    pub(super) unresolved: Vec<(String, String)>,
+}
+
+/// Translates `route` for a listener with `listener_hostname` (the route attaches to it).
+pub(super) fn translate_route(route: &HttpRoute, listener_hostname: Option<&str>, index: &Index) -> RoutePiece {
+    let namespace = route.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = route.metadata.name.clone().unwrap_or_default();
+    let route_hostnames = route.spec.hostnames.clone().unwrap_or_default();
+    let Some(hosts) = hostnames::intersect(listener_hostname, &route_hostnames) else {
+        return RoutePiece::default();
+    };
+    let mut piece = RoutePiece {
+        hosts,
+        ..RoutePiece::default()
+    };
+    let created = route
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .unwrap_or_default();
+    let source = filters::http_route_ref(&namespace, &name);
+    let default_match = [HttpRouteRulesMatches::default()];
+    for (rule_index, rule) in route.spec.rules.iter().flatten().enumerate() {
+        let filters = filters::rule_filters(route, rule_index, rule, index);
+        for error in filters::errors(&filters) {
+            piece.unresolved.push((error.reason.clone(), error.message.clone()));
+        }
+        // A rule that redirects, or whose filters cannot all be applied, forwards nowhere:
+        // its filters decide the answer (the controller's precedence), so its backends
+        // are not resolved.
+        let action = (filters::errors(&filters).next().is_none() && !filters::redirects(&filters)).then(|| {
+            let refs = rule.backend_refs.as_deref().unwrap_or_default();
+            backend_action(refs, &namespace, index, &mut piece.unresolved)
+        });
+        let matches = match rule.matches.as_deref() {
+            Some(m) if !m.is_empty() => m,
+            _ => &default_match,
+        };
+        for (match_index, m) in matches.iter().enumerate() {
+            let matcher = matcher(m);
+            let key = sort_key(
+                &matcher,
+                created.clone(),
+                format!("{namespace}/{name}"),
+                rule_index,
+                match_index,
+            );
+            let proxy_route = pb::Route {
+                name: format!("{namespace}/{name}/rule/{rule_index}/match/{match_index}"),
+                matchers: vec![matcher],
+                action: action.clone(),
+                source: Some(source.clone()),
+                filters: filters.clone(),
+            };
+            piece.routes.push((key, proxy_route));
+        }
+    }
+    piece
+}
+
 /// Routes collected per hostname for one Envoy listener.
 #[derive(Default)]
 pub(super) struct VirtualHosts {
@@ -67,68 +136,10 @@ pub(super) struct VirtualHosts {
 }
 
 impl VirtualHosts {
-    pub(super) fn add_route(
-        &mut self,
-        route: &HttpRoute,
-        listener_hostname: Option<&str>,
-        index: &Index,
-        gateway: &GatewayRef,
-        status: &mut StatusReport,
-    ) {
-        let namespace = route.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-        let name = route.metadata.name.clone().unwrap_or_default();
-        status.route_attached(&namespace, &name, gateway);
-        let route_hostnames = route.spec.hostnames.clone().unwrap_or_default();
-        let Some(hosts) = hostnames::intersect(listener_hostname, &route_hostnames) else {
-            return;
-        };
-        let created = route
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.to_string())
-            .unwrap_or_default();
-        let source = filters::http_route_ref(&namespace, &name);
-        let default_match = [HttpRouteRulesMatches::default()];
-        for (rule_index, rule) in route.spec.rules.iter().flatten().enumerate() {
-            let filters = filters::rule_filters(route, rule_index, rule, index);
-            for error in filters::errors(&filters) {
-                status.route_unresolved(&namespace, &name, gateway, &error.reason, &error.message);
-            }
-            // A rule that redirects, or whose filters cannot all be applied, forwards nowhere:
-            // its filters decide the answer (the controller's precedence), so its backends
-            // are not resolved.
-            let action = (filters::errors(&filters).next().is_none() && !filters::redirects(&filters)).then(|| {
-                let refs = rule.backend_refs.as_deref().unwrap_or_default();
-                backend_action(refs, &namespace, &name, index, gateway, status)
-            });
-            let matches = match rule.matches.as_deref() {
-                Some(m) if !m.is_empty() => m,
-                _ => &default_match,
-            };
-            for (match_index, m) in matches.iter().enumerate() {
-                let matcher = matcher(m);
-                let key = sort_key(
-                    &matcher,
-                    created.clone(),
-                    format!("{namespace}/{name}"),
-                    rule_index,
-                    match_index,
-                );
-                let proxy_route = pb::Route {
-                    name: format!("{namespace}/{name}/rule/{rule_index}/match/{match_index}"),
-                    matchers: vec![matcher],
-                    action: action.clone(),
-                    source: Some(source.clone()),
-                    filters: filters.clone(),
-                };
-                for host in &hosts {
-                    self.hosts
-                        .entry(host.clone())
-                        .or_default()
-                        .push((key.clone(), proxy_route.clone()));
-                }
-            }
+    pub(super) fn add(&mut self, piece: &RoutePiece) {
+        for host in &piece.hosts {
+            let routes = self.hosts.entry(host.clone()).or_default();
+            routes.extend(piece.routes.iter().cloned());
         }
     }
 
@@ -136,15 +147,25 @@ impl VirtualHosts {
         self.hosts
             .into_iter()
             .map(|(host, mut routes)| {
+                // Stable: one route attached through two listeners keeps both copies.
                 routes.sort_by(|a, b| a.0.cmp(&b.0));
-                pb::VirtualHost {
-                    name: format!("listener~{port}~{host}"),
-                    domains: vec![host],
-                    routes: routes.into_iter().map(|(_, r)| r).collect(),
-                }
+                virtual_host(port, host, routes.into_iter().map(|(_, r)| r).collect())
             })
             .collect()
     }
+}
+
+/// The virtual host of `host` on Envoy port `port`, its routes in precedence order.
+pub(super) fn virtual_host(port: u32, host: String, routes: Vec<pb::Route>) -> pb::VirtualHost {
+    pb::VirtualHost {
+        name: vhost_name(port, &host),
+        domains: vec![host],
+        routes,
+    }
+}
+
+pub(super) fn vhost_name(port: u32, host: &str) -> String {
+    format!("listener~{port}~{host}")
 }
 
 fn sort_key(m: &pb::Matcher, created: String, id: String, rule: usize, index: usize) -> SortKey {
@@ -210,14 +231,12 @@ fn matcher(m: &HttpRouteRulesMatches) -> pb::Matcher {
 }
 
 /// backendRefs → a route action. Refs that cannot be resolved are reported on the route's
-/// status and answered 500, as the Gateway API asks; no backendRefs at all answers 500 too.
+/// status (`unresolved`) and answered 500, as the Gateway API asks; no backendRefs at all answers 500 too.
 fn backend_action(
     refs: &[HttpRouteRulesBackendRefs],
     route_ns: &str,
-    route_name: &str,
     index: &Index,
-    gateway: &GatewayRef,
-    status: &mut StatusReport,
+    unresolved: &mut Vec<(String, String)>,
 ) -> Action {
     let mut destinations = Vec::new();
     for backend in refs {
@@ -225,7 +244,10 @@ fn backend_action(
         let group = backend.group.as_deref().unwrap_or("");
         let kind = backend.kind.as_deref().unwrap_or("Service");
         let namespace = backend.namespace.clone().unwrap_or_else(|| route_ns.to_string());
-        let problem = if !(group.is_empty() && kind == "Service") {
+        // Gloo's Upstream, declared by users: sent to as it is, by name (no port).
+        let upstream = group == kgw_common::gloo::GROUP && kind == "Upstream";
+        let service = group.is_empty() && kind == "Service";
+        let problem = if !(service || upstream) {
             Some((
                 "InvalidKind",
                 format!("backendRef kind {group}/{kind} is not supported"),
@@ -238,6 +260,13 @@ fn backend_action(
                     backend.name
                 ),
             ))
+        } else if upstream {
+            (!index.upstreams.contains_key(&(namespace.clone(), backend.name.clone()))).then(|| {
+                (
+                    "BackendNotFound",
+                    format!("Upstream {namespace}/{} not found", backend.name),
+                )
+            })
         } else if backend.port.is_none() {
             Some((
                 "UnsupportedValue",
@@ -255,7 +284,7 @@ fn backend_action(
         // controller (kind "Invalid" never names a cluster).
         let kind = match problem {
             Some((reason, message)) => {
-                status.route_unresolved(route_ns, route_name, gateway, reason, &message);
+                unresolved.push((reason.to_string(), message));
                 "Invalid"
             }
             None => "Upstream",
@@ -264,12 +293,17 @@ fn backend_action(
             continue;
         }
         let port = backend.port.unwrap_or(0);
+        let name = if upstream {
+            backend.name.clone()
+        } else {
+            format!("{namespace}-{}-{port}", backend.name)
+        };
         destinations.push(pb::WeightedDestination {
             destination: Some(pb::Destination {
                 upstream: Some(pb::ResourceRef {
                     kind: kind.into(),
                     namespace: namespace.clone(),
-                    name: format!("{namespace}-{}-{port}", backend.name),
+                    name,
                 }),
             }),
             weight,

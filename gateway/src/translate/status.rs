@@ -162,50 +162,96 @@ impl StatusReport {
         }
     }
 
+    /// Route `namespace/name` attached to `gateway` (through one listener), with the
+    /// reasons its refs did not resolve there.
+    pub(crate) fn route_translated(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        gateway: &GatewayRef,
+        unresolved: &[(String, String)],
+    ) {
+        self.route_attached(namespace, name, gateway);
+        for (reason, message) in unresolved {
+            self.route_unresolved(namespace, name, gateway, reason, message);
+        }
+    }
+
+    /// Drops what is known of route `route_key` (attachments, unresolved refs, its status),
+    /// before it is translated again.
+    pub(crate) fn forget_route(&mut self, route_key: &str) {
+        let start = (route_key.to_string(), String::new());
+        let attached: Vec<_> = self
+            .attached
+            .range(start.clone()..)
+            .take_while(|((route, _), _)| route == route_key)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in attached {
+            self.attached.remove(&key);
+        }
+        let unresolved: Vec<_> = self
+            .unresolved
+            .range(start..)
+            .take_while(|((route, _), _)| route == route_key)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in unresolved {
+            self.unresolved.remove(&key);
+        }
+        self.http_routes.remove(route_key);
+    }
+
     /// Conditions for every parentRef of every route that names one of our Gateways.
     pub fn finish_routes(&mut self, routes: &[&HttpRoute]) {
         for route in routes {
-            let namespace = route.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-            let name = route.metadata.name.clone().unwrap_or_default();
-            let route_key = format!("{namespace}/{name}");
-            let mut parents = Vec::new();
-            for parent in route.spec.parent_refs.iter().flatten() {
-                let gateway = format!("{}/{}", parent.namespace.as_deref().unwrap_or(&namespace), parent.name);
-                if !self.gateways.contains_key(&gateway) {
-                    continue; // not ours: another controller reports on it
-                }
-                let key = (route_key.clone(), gateway.clone());
-                let accepted = if self.attached.contains_key(&key) {
-                    Condition::new("Accepted", true, "Accepted", "")
-                } else {
-                    Condition::new(
-                        "Accepted",
-                        false,
-                        "NoMatchingParent",
-                        "no listener of the Gateway accepts this route (sectionName, port, hostnames or allowedRoutes)",
-                    )
-                };
-                let resolved = match self.unresolved.get(&key) {
-                    Some(reasons) if !reasons.is_empty() => Condition::new(
-                        "ResolvedRefs",
-                        false,
-                        &reasons[0].0,
-                        reasons.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; "),
-                    ),
-                    _ => Condition::new("ResolvedRefs", true, "ResolvedRefs", ""),
-                };
-                let parent_ref = match &parent.section_name {
-                    Some(section) => format!("{gateway}/{section}"),
-                    None => gateway,
-                };
-                parents.push(RouteParentStatus {
-                    parent_ref,
-                    conditions: vec![accepted, resolved],
-                });
+            self.finish_route(route);
+        }
+    }
+
+    /// Conditions for every parentRef of `route` that names one of our Gateways (its
+    /// attachments reported, and every Gateway of ours seen, before).
+    pub(crate) fn finish_route(&mut self, route: &HttpRoute) {
+        let namespace = route.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let name = route.metadata.name.clone().unwrap_or_default();
+        let route_key = format!("{namespace}/{name}");
+        let mut parents = Vec::new();
+        for parent in route.spec.parent_refs.iter().flatten() {
+            let gateway = format!("{}/{}", parent.namespace.as_deref().unwrap_or(&namespace), parent.name);
+            if !self.gateways.contains_key(&gateway) {
+                continue; // not ours: another controller reports on it
             }
-            if !parents.is_empty() {
-                self.http_routes.insert(route_key, parents);
-            }
+            let key = (route_key.clone(), gateway.clone());
+            let accepted = if self.attached.contains_key(&key) {
+                Condition::new("Accepted", true, "Accepted", "")
+            } else {
+                Condition::new(
+                    "Accepted",
+                    false,
+                    "NoMatchingParent",
+                    "no listener of the Gateway accepts this route (sectionName, port, hostnames or allowedRoutes)",
+                )
+            };
+            let resolved = match self.unresolved.get(&key) {
+                Some(reasons) if !reasons.is_empty() => Condition::new(
+                    "ResolvedRefs",
+                    false,
+                    &reasons[0].0,
+                    reasons.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; "),
+                ),
+                _ => Condition::new("ResolvedRefs", true, "ResolvedRefs", ""),
+            };
+            let parent_ref = match &parent.section_name {
+                Some(section) => format!("{gateway}/{section}"),
+                None => gateway,
+            };
+            parents.push(RouteParentStatus {
+                parent_ref,
+                conditions: vec![accepted, resolved],
+            });
+        }
+        if !parents.is_empty() {
+            self.http_routes.insert(route_key, parents);
         }
     }
 }

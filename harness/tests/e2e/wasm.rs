@@ -203,7 +203,19 @@ spec:
     backendRefs: [{name: echo, port: 80}]
 ",
     )?;
-    wait_status(&system.url("/closed"), None, 503, WAIT).await?;
+    // First the controller answers 503 itself, while it fetches the module ("... is not
+    // available"); then Envoy runs the module, which fails: wait for that before counting.
+    wait_for(WAIT, || async {
+        let closed = get(&system.url("/closed"), None).await?;
+        anyhow::ensure!(
+            closed.status.as_u16() == 503 && !closed.text().contains("is not available"),
+            "module not in Envoy yet: {} {}",
+            closed.status,
+            closed.text()
+        );
+        Ok(())
+    })
+    .await?;
     wait_status(&system.url("/open"), None, 200, WAIT).await?;
     for _ in 0..10 {
         assert_eq!(get(&system.url("/without"), None).await?.status.as_u16(), 200);

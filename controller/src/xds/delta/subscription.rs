@@ -2,6 +2,10 @@
 //! the wildcard), which version of each resource Envoy has, the response it has not
 //! answered yet and the change it last rejected. From that and a snapshot it computes the
 //! [`Change`] the next response carries. No I/O here: [`super::DeltaStream`] does that.
+//!
+//! A namespaced subscription (VHDS, see `xds::vhds`) differs: a subscribed name is a
+//! namespace (every resource named `<name>/...`) or, on demand, a name to resolve once into
+//! the resource that answers it (sent with that name in `aliases`) or into nothing.
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::xds::snapshot::TypeResources;
@@ -9,17 +13,58 @@ use crate::xds::snapshot::TypeResources;
 /// The explicit wildcard name: every resource of the type.
 pub(super) const WILDCARD: &str = "*";
 
+/// What a stream serves of one type: each resource's version, and for namespaced types
+/// what a subscribed name stands for.
+pub(crate) trait Served {
+    /// Resource name → version, of every resource of the type.
+    fn versions(&self) -> &BTreeMap<String, String>;
+    /// What subscribed `name` asks for (namespaced types only).
+    fn lookup(&self, _name: &str) -> Lookup<'_> {
+        Lookup::Namespace
+    }
+    /// Namespaces that exist but hold no resource (namespaced types only).
+    fn empty_namespaces(&self) -> Vec<&str> {
+        Vec::new()
+    }
+}
+
+/// What a name subscribed to a namespaced type asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Lookup<'a> {
+    /// Every resource named `<name>/...`.
+    Namespace,
+    /// The resource that answers it (on demand), if any.
+    Alias(Option<&'a str>),
+}
+
+impl Served for TypeResources {
+    fn versions(&self) -> &BTreeMap<String, String> {
+        &self.item_versions
+    }
+}
+
+/// The namespace of resource `name`: what precedes its last `/` (as Envoy reads it).
+fn namespace(name: &str) -> &str {
+    name.rsplit_once('/').map_or("", |(namespace, _)| namespace)
+}
+
 /// What one response carries: resources to send (name → the version sent) and the names
 /// of resources that are gone (or, for a name Envoy asked for, never existed).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Change {
     pub updated: BTreeMap<String, String>,
     pub removed: BTreeSet<String>,
+    /// On demand: resource name → the requested names it answers (its `aliases`).
+    pub aliases: BTreeMap<String, BTreeSet<String>>,
+    /// On demand: requested names answered by a resource without a body: none matches, or
+    /// the one that does is the version Envoy has (a route miss in a virtual host Envoy has
+    /// asks too: the answer needs no copy of it).
+    pub bodiless: BTreeSet<String>,
 }
 
 impl Change {
     pub(super) fn is_empty(&self) -> bool {
-        self.updated.is_empty() && self.removed.is_empty()
+        self.updated.is_empty() && self.removed.is_empty() && self.bodiless.is_empty()
     }
 }
 
@@ -64,9 +109,28 @@ pub(super) struct Subscription {
     pub in_flight: Option<InFlight>,
     /// The change Envoy rejected last: not sent again until the snapshot makes it differ.
     rejected: Option<Change>,
+    /// Names are namespaces or on-demand requests (VHDS), not resource names.
+    namespaced: bool,
+    /// Namespaced: names subscribed since the last response, answered once each.
+    requested: BTreeSet<String>,
+    /// Namespaced: empty namespaces Envoy was told of (see [`Subscription::on_demand`]).
+    told_empty: BTreeSet<String>,
 }
 
 impl Subscription {
+    /// A namespaced subscription (see the module doc).
+    pub(super) fn namespaced() -> Self {
+        Self {
+            namespaced: true,
+            ..Self::default()
+        }
+    }
+
+    /// Whether Envoy asked for resource `name` (by name, namespace or wildcard).
+    fn covers(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name) || (self.namespaced && self.names.contains(namespace(name)))
+    }
+
     /// Applies the subscription part of a request.
     pub(super) fn update(&mut self, request: SubscriptionRequest<'_>) {
         let first = !self.started;
@@ -84,7 +148,10 @@ impl Subscription {
             }
         }
         let names_only = !request.subscribe.is_empty() && !request.subscribe.iter().any(|n| n == WILDCARD);
-        if self.legacy_wildcard && names_only {
+        // Envoy's VHDS watch subscribes with no names (its mux does not send namespaces) and
+        // keeps wanting every virtual host after asking for hosts on demand: those names are
+        // aliases, not resources, so they leave the wildcard on.
+        if self.legacy_wildcard && names_only && !self.namespaced {
             self.end_wildcard();
         }
         for name in request.subscribe {
@@ -99,6 +166,10 @@ impl Subscription {
                 self.envoy_has.remove(name);
             }
             self.told_absent.remove(name);
+            if self.namespaced {
+                // Asked again on demand: answered again.
+                self.requested.insert(name.clone());
+            }
         }
         for name in request.unsubscribe {
             if name == WILDCARD {
@@ -107,38 +178,49 @@ impl Subscription {
             }
             self.names.remove(name);
             self.told_absent.remove(name);
+            self.requested.remove(name);
             if !self.wildcard {
-                // Envoy dropped it: nothing to remove later.
+                // Envoy dropped it (and a namespace's resources): nothing to remove later.
                 self.envoy_has.remove(name);
+                if self.namespaced {
+                    self.envoy_has.retain(|resource, _| namespace(resource) != name);
+                }
             }
         }
         if first && !self.wildcard {
-            let names = &self.names;
-            self.envoy_has.retain(|name, _| names.contains(name));
+            self.retain_covered();
         }
+    }
+
+    /// Forgets what Envoy has that it no longer asks for.
+    fn retain_covered(&mut self) {
+        let has = std::mem::take(&mut self.envoy_has);
+        self.envoy_has = has.into_iter().filter(|(name, _)| self.covers(name)).collect();
     }
 
     /// Ends the wildcard; Envoy keeps only what it names.
     fn end_wildcard(&mut self) {
         self.wildcard = false;
         self.legacy_wildcard = false;
-        let names = &self.names;
-        self.envoy_has.retain(|name, _| names.contains(name));
+        self.retain_covered();
     }
 
     /// The change that brings Envoy to `resources` for what it subscribed to; `None` when
     /// there is nothing to send (Envoy is up to date, or the change is the one it rejected).
     /// The first response of a type is sent even when empty: Envoy waits for it.
-    pub(super) fn next_change(&self, resources: &TypeResources) -> Option<Change> {
-        let versions = &resources.item_versions;
+    pub(super) fn next_change(&self, served: &dyn Served) -> Option<Change> {
+        let versions = served.versions();
         let mut change = Change::default();
         let mut consider = |name: &String, version: &String| {
             if self.envoy_has.get(name) != Some(version) {
                 change.updated.insert(name.clone(), version.clone());
             }
         };
-        if self.wildcard {
-            versions.iter().for_each(|(name, version)| consider(name, version));
+        if self.wildcard || self.namespaced {
+            versions
+                .iter()
+                .filter(|(name, _)| self.covers(name))
+                .for_each(|(name, version)| consider(name, version));
         } else {
             self.names
                 .iter()
@@ -149,16 +231,67 @@ impl Subscription {
         let never_existed = self
             .names
             .iter()
-            .filter(|name| !versions.contains_key(*name) && !self.told_absent.contains(*name));
+            .filter(|name| !self.namespaced && !versions.contains_key(*name) && !self.told_absent.contains(*name));
         change.removed = gone.chain(never_existed).cloned().collect();
+        if self.namespaced {
+            self.on_demand(served, &mut change);
+        }
         if self.rejected.as_ref() == Some(&change) || (change.is_empty() && self.responded) {
             return None;
         }
         Some(change)
     }
 
+    /// Answers the names requested since the last response (namespaced types), and tells
+    /// Envoy of empty namespaces: its watch of a namespace hears only of names in it, and
+    /// waits for one before its route table is ready; an absent one, removed, does.
+    fn on_demand(&self, served: &dyn Served, change: &mut Change) {
+        if self.wildcard {
+            for namespace in served.empty_namespaces() {
+                if !self.told_empty.contains(namespace) {
+                    change.removed.insert(format!("{namespace}/"));
+                }
+            }
+        }
+        let versions = served.versions();
+        for name in &self.requested {
+            match served.lookup(name) {
+                Lookup::Alias(Some(resource)) => {
+                    let Some(version) = versions.get(resource) else {
+                        continue;
+                    };
+                    let up_to_date = self.envoy_has.get(resource) == Some(version);
+                    if up_to_date && !change.updated.contains_key(resource) {
+                        change.bodiless.insert(name.clone());
+                    } else {
+                        change.updated.insert(resource.to_string(), version.clone());
+                        change
+                            .aliases
+                            .entry(resource.to_string())
+                            .or_default()
+                            .insert(name.clone());
+                    }
+                }
+                Lookup::Alias(None) => {
+                    change.bodiless.insert(name.clone());
+                }
+                Lookup::Namespace => {
+                    let prefix = format!("{name}/");
+                    let empty = versions
+                        .range(prefix.clone()..)
+                        .next()
+                        .is_none_or(|(first, _)| !first.starts_with(&prefix));
+                    if empty {
+                        change.removed.insert(prefix);
+                    }
+                }
+            }
+        }
+    }
+
     /// A response carrying `change` went out.
     pub(super) fn sent(&mut self, in_flight: InFlight) {
+        self.requested.clear();
         self.responded = true;
         self.in_flight = Some(in_flight);
     }
@@ -167,12 +300,15 @@ impl Subscription {
     pub(super) fn acknowledged(&mut self, change: Change) {
         self.rejected = None;
         for (name, version) in change.updated {
-            if self.wildcard || self.names.contains(&name) {
+            if self.covers(&name) {
                 self.told_absent.remove(&name);
                 self.envoy_has.insert(name, version);
             }
         }
         for name in change.removed {
+            if let Some(namespace) = name.strip_suffix('/').filter(|_| self.namespaced) {
+                self.told_empty.insert(namespace.to_string());
+            }
             self.envoy_has.remove(&name);
             if self.names.contains(&name) {
                 self.told_absent.insert(name);
@@ -187,129 +323,4 @@ impl Subscription {
 }
 
 #[cfg(test)]
-mod tests {
-    use envoy_types::pb::google::protobuf::Any;
-
-    use super::*;
-
-    fn resources(items: &[(&str, u8)]) -> TypeResources {
-        let items: BTreeMap<String, Any> = items
-            .iter()
-            .map(|(name, byte)| {
-                let any = Any {
-                    type_url: "t".into(),
-                    value: vec![*byte],
-                };
-                (name.to_string(), any)
-            })
-            .collect();
-        TypeResources::new(items)
-    }
-
-    fn request<'a>(
-        subscribe: &'a [String],
-        unsubscribe: &'a [String],
-        initial: &'a BTreeMap<String, String>,
-    ) -> SubscriptionRequest<'a> {
-        SubscriptionRequest {
-            subscribe,
-            unsubscribe,
-            initial_versions: initial,
-        }
-    }
-
-    /// Sends `change` and takes the response back, as the stream does before an answer.
-    fn send(subscription: &mut Subscription, change: &Change) {
-        subscription.sent(InFlight {
-            nonce: "1".into(),
-            system_version: "v".into(),
-            change: change.clone(),
-            push: tracing::Span::none(),
-        });
-        subscription.in_flight = None;
-    }
-
-    fn names(names: &[&str]) -> Vec<String> {
-        names.iter().map(|n| n.to_string()).collect()
-    }
-
-    fn updated(change: &Change) -> Vec<&str> {
-        change.updated.keys().map(String::as_str).collect()
-    }
-
-    fn removed(change: &Change) -> Vec<&str> {
-        change.removed.iter().map(String::as_str).collect()
-    }
-
-    #[test]
-    fn wildcard_sends_what_changed_and_removes_what_is_gone() {
-        let none = BTreeMap::new();
-        let mut clusters = Subscription::default();
-        clusters.update(request(&[], &[], &none));
-        let first = clusters.next_change(&resources(&[("a", 1), ("b", 1)])).expect("first");
-        assert_eq!(updated(&first), ["a", "b"]);
-        send(&mut clusters, &first);
-        clusters.acknowledged(first);
-        assert_eq!(clusters.next_change(&resources(&[("a", 1), ("b", 1)])), None);
-        let next = clusters
-            .next_change(&resources(&[("a", 2), ("c", 1)]))
-            .expect("a change");
-        assert_eq!((updated(&next), removed(&next)), (vec!["a", "c"], vec!["b"]));
-    }
-
-    #[test]
-    fn named_subscriptions_learn_of_missing_names_once() {
-        let none = BTreeMap::new();
-        let mut routes = Subscription::default();
-        routes.update(request(&names(&["r1", "missing"]), &[], &none));
-        let first = routes.next_change(&resources(&[("r1", 1), ("r2", 1)])).expect("first");
-        assert_eq!((updated(&first), removed(&first)), (vec!["r1"], vec!["missing"]));
-        send(&mut routes, &first);
-        routes.acknowledged(first);
-        assert_eq!(routes.next_change(&resources(&[("r1", 1), ("r2", 1)])), None);
-        routes.update(request(&[], &names(&["r1"]), &none));
-        assert_eq!(routes.next_change(&resources(&[("r1", 2)])), None, "unsubscribed");
-    }
-
-    #[test]
-    fn a_reconnecting_envoy_gets_only_what_it_lacks() {
-        let versions = resources(&[("a", 1), ("b", 1)]).item_versions;
-        let initial: BTreeMap<String, String> = [
-            ("a".to_string(), versions["a"].clone()),
-            ("old".to_string(), "x".to_string()),
-        ]
-        .into();
-        let mut clusters = Subscription::default();
-        clusters.update(request(&names(&["*"]), &[], &initial));
-        let change = clusters.next_change(&resources(&[("a", 1), ("b", 1)])).expect("change");
-        assert_eq!((updated(&change), removed(&change)), (vec!["b"], vec!["old"]));
-    }
-
-    #[test]
-    fn a_rejected_change_waits_for_a_new_snapshot() {
-        let none = BTreeMap::new();
-        let mut endpoints = Subscription::default();
-        endpoints.update(request(&names(&["e"]), &[], &none));
-        let bad = endpoints.next_change(&resources(&[("e", 1)])).expect("first");
-        send(&mut endpoints, &bad);
-        endpoints.rejected(bad);
-        assert_eq!(endpoints.next_change(&resources(&[("e", 1)])), None);
-        assert!(endpoints.next_change(&resources(&[("e", 2)])).is_some());
-    }
-
-    #[test]
-    fn naming_resources_ends_a_legacy_wildcard_but_not_an_explicit_one() {
-        let none = BTreeMap::new();
-        let mut legacy = Subscription::default();
-        legacy.update(request(&[], &[], &none));
-        legacy.update(request(&names(&["a"]), &[], &none));
-        let change = legacy.next_change(&resources(&[("a", 1), ("b", 1)])).expect("a");
-        assert_eq!(updated(&change), ["a"]);
-
-        let mut explicit = Subscription::default();
-        explicit.update(request(&names(&["*"]), &[], &none));
-        explicit.update(request(&names(&["a"]), &[], &none));
-        let change = explicit.next_change(&resources(&[("a", 1), ("b", 1)])).expect("all");
-        assert_eq!(updated(&change), ["a", "b"]);
-    }
-}
+mod tests;
