@@ -13,10 +13,12 @@ const ROOTS: &[&str] = &[
     "envoy/config/bootstrap/v3/bootstrap.proto",
     "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
     "envoy/extensions/filters/http/router/v3/router.proto",
+    "envoy/extensions/filters/http/on_demand/v3/on_demand.proto",
     "envoy/extensions/access_loggers/grpc/v3/als.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
     "envoy/extensions/transport_sockets/tls/v3/tls.proto",
     "envoy/extensions/filters/http/wasm/v3/wasm.proto",
+    "envoy/extensions/filters/http/grpc_json_transcoder/v3/transcoder.proto",
     "google/protobuf/wrappers.proto",
     "envoy/service/discovery/v3/discovery.proto",
 ];

@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "protos/kgw/v1/proxy.proto",
         "protos/kgw/v1/parts.proto",
         "protos/kgw/v1/upstream.proto",
+        "protos/kgw/v1/discovery.proto",
         "protos/kgw/v1/report.proto",
         "protos/kgw/v1/validation.proto",
         "protos/kgw/v1/debug.proto",
@@ -35,6 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "kgw.v1.RouteAction.destination",
         "kgw.v1.RedirectAction.path_rewrite",
         "kgw.v1.Upstream.upstream_type",
+        "kgw.v1.Function.spec",
     ] {
         builder = builder.field_attribute(oneof, "#[serde(flatten)]");
     }

@@ -156,37 +156,54 @@ pub struct WasmFilterSpec {
 /// would refuse. The Helm chart ships it as `crds/gateway.solo.io_routeoptions.yaml`; a
 /// test keeps the two equal (`UPDATE_CRDS=1 cargo test -p kgw-common --test crds`).
 pub fn route_option_crd() -> CustomResourceDefinition {
-    let object = |properties: BTreeMap<String, JSONSchemaProps>| JSONSchemaProps {
-        type_: Some("object".into()),
-        properties: Some(properties),
-        ..Default::default()
-    };
-    // Status is written by the gateway (`ancestors`, see `PolicyStatus`) and perhaps by
-    // other controllers in other shapes: the API server keeps whatever is written.
+    namespaced_crd::<RouteOptionSpec>(CrdNames {
+        group: "gateway.solo.io",
+        kind: "RouteOption",
+        plural: "routeoptions",
+        // Gloo's short name, so `kubectl get rto` works as it does there.
+        short_name: "rto",
+    })
+}
+
+/// The names of one of our CRDs.
+pub(crate) struct CrdNames {
+    pub(crate) group: &'static str,
+    pub(crate) kind: &'static str,
+    pub(crate) plural: &'static str,
+    pub(crate) short_name: &'static str,
+}
+
+/// A namespaced `v1` CRD of Gloo's categories whose `spec` schema is generated from `Spec`
+/// and whose `status` (a subresource) keeps whatever is written: the gateway and perhaps
+/// other controllers write it in their own shapes.
+pub(crate) fn namespaced_crd<Spec: JsonSchema>(names: CrdNames) -> CustomResourceDefinition {
     let status = JSONSchemaProps {
         type_: Some("object".into()),
         x_kubernetes_preserve_unknown_fields: Some(true),
         ..Default::default()
     };
-    let root = object(BTreeMap::from([
-        ("spec".to_string(), structural_schema::<RouteOptionSpec>()),
-        ("status".to_string(), status),
-    ]));
+    let root = JSONSchemaProps {
+        type_: Some("object".into()),
+        properties: Some(BTreeMap::from([
+            ("spec".to_string(), structural_schema::<Spec>()),
+            ("status".to_string(), status),
+        ])),
+        ..Default::default()
+    };
     CustomResourceDefinition {
         metadata: ObjectMeta {
-            name: Some("routeoptions.gateway.solo.io".into()),
+            name: Some(format!("{}.{}", names.plural, names.group)),
             ..Default::default()
         },
         spec: CustomResourceDefinitionSpec {
-            group: "gateway.solo.io".into(),
+            group: names.group.into(),
             scope: "Namespaced".into(),
             names: CustomResourceDefinitionNames {
-                kind: "RouteOption".into(),
-                list_kind: Some("RouteOptionList".into()),
-                plural: "routeoptions".into(),
-                singular: Some("routeoption".into()),
-                // Gloo's short names, so `kubectl get rto` works as it does there.
-                short_names: Some(vec!["rto".into()]),
+                kind: names.kind.into(),
+                list_kind: Some(format!("{}List", names.kind)),
+                plural: names.plural.into(),
+                singular: Some(names.kind.to_lowercase()),
+                short_names: Some(vec![names.short_name.into()]),
                 categories: Some(vec!["gloo".into(), "solo-io".into()]),
             },
             versions: vec![CustomResourceDefinitionVersion {
@@ -210,7 +227,7 @@ pub fn route_option_crd() -> CustomResourceDefinition {
 
 /// `T`'s JSON schema in the structural form the API server requires: every subschema
 /// inlined (no `$ref`), a `type` on each, no `$schema`, as kube-derive generates it.
-fn structural_schema<T: JsonSchema>() -> JSONSchemaProps {
+pub(crate) fn structural_schema<T: JsonSchema>() -> JSONSchemaProps {
     let generator = schemars::generate::SchemaSettings::openapi3()
         .with(|settings| {
             settings.inline_subschemas = true;

@@ -9,7 +9,7 @@ use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
-use crate::policy::RouteOption;
+use crate::{gloo, policy::RouteOption};
 
 /// The kinds we read. Anything else in a manifest is skipped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,6 +21,8 @@ pub enum Kind {
     Service,
     EndpointSlice,
     RouteOption,
+    /// Gloo's Upstream (`gloo.solo.io/v1`), declared by users.
+    Upstream,
 }
 
 impl Kind {
@@ -34,6 +36,7 @@ impl Kind {
             ("", "Service") => Some(Self::Service),
             ("discovery.k8s.io", "EndpointSlice") => Some(Self::EndpointSlice),
             ("gateway.solo.io", "RouteOption") => Some(Self::RouteOption),
+            (gloo::GROUP, "Upstream") => Some(Self::Upstream),
             _ => None,
         }
     }
@@ -47,6 +50,7 @@ impl Kind {
             Self::Service => "Service",
             Self::EndpointSlice => "EndpointSlice",
             Self::RouteOption => "RouteOption",
+            Self::Upstream => "Upstream",
         }
     }
 
@@ -57,6 +61,7 @@ impl Kind {
             Self::Service => "",
             Self::EndpointSlice => "discovery.k8s.io",
             Self::RouteOption => "gateway.solo.io",
+            Self::Upstream => gloo::GROUP,
         }
     }
 
@@ -99,6 +104,7 @@ pub enum Resource {
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
     RouteOption(Arc<RouteOption>),
+    Upstream(Arc<gloo::Upstream>),
 }
 
 /// Why a document was not accepted. `Display` names the kind/namespace/name (when known)
@@ -187,6 +193,14 @@ pub fn decode(doc: Value) -> Result<Option<(ResourceKey, Resource)>, DecodeError
         Kind::Service => Resource::Service(strict(&doc, &field_error)?),
         Kind::EndpointSlice => Resource::EndpointSlice(strict(&doc, &field_error)?),
         Kind::RouteOption => Resource::RouteOption(strict(&doc, &field_error)?),
+        Kind::Upstream => {
+            let upstream: Arc<gloo::Upstream> = strict(&doc, &field_error)?;
+            upstream
+                .spec
+                .validate()
+                .map_err(|(field, message)| field_error(field.into(), message))?;
+            Resource::Upstream(upstream)
+        }
     };
     Ok(Some((ResourceKey { kind, namespace, name }, resource)))
 }
@@ -221,6 +235,15 @@ pub fn decode_api_object(kind: Kind, value: serde_json::Value) -> Result<Resourc
         Kind::Service => typed(value).map(Resource::Service),
         Kind::EndpointSlice => typed(value).map(Resource::EndpointSlice),
         Kind::RouteOption => typed(value).map(Resource::RouteOption),
+        Kind::Upstream => typed::<gloo::Upstream>(value)
+            .and_then(|upstream| {
+                upstream
+                    .spec
+                    .validate()
+                    .map_err(|(field, message)| (field.to_string(), message))?;
+                Ok(upstream)
+            })
+            .map(Resource::Upstream),
     };
     resource.map_err(|(field, message)| DecodeError::Field {
         kind: kind.to_string(),
@@ -313,6 +336,8 @@ pub struct Index {
     pub services: BTreeMap<(String, String), Arc<Service>>,
     pub endpoint_slices: BTreeMap<(String, String), Arc<EndpointSlice>>,
     pub route_options: BTreeMap<(String, String), Arc<RouteOption>>,
+    /// Upstreams users declared (Gloo's `gloo.solo.io/v1` Upstream).
+    pub upstreams: BTreeMap<(String, String), Arc<gloo::Upstream>>,
 }
 
 impl Index {
@@ -342,6 +367,9 @@ impl Index {
                     Resource::RouteOption(r) => {
                         self.route_options.insert(nn, r.clone());
                     }
+                    Resource::Upstream(r) => {
+                        self.upstreams.insert(nn, r.clone());
+                    }
                 }
             }
             Change::Delete(key) => {
@@ -367,6 +395,9 @@ impl Index {
                     }
                     Kind::RouteOption => {
                         self.route_options.remove(&nn);
+                    }
+                    Kind::Upstream => {
+                        self.upstreams.remove(&nn);
                     }
                 }
             }

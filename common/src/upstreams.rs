@@ -1,14 +1,23 @@
 //! Services + EndpointSlices → Upstreams, as Gloo's upstream discovery (UDS) does: one
-//! kube Upstream per Service port, named `<namespace>-<service>-<port>`. A pure function of
-//! the [`Index`]; the same index always gives the same bytes.
+//! kube Upstream per Service port, named `<namespace>-<service>-<port>`; and the Upstreams
+//! users declare (`gloo.solo.io/v1`, see [`crate::gloo`]), under their own names, a kube one
+//! with its Service's endpoints. A declared Upstream wins over a discovered one of the same
+//! name. A pure function of the [`Index`]; the same index always gives the same bytes.
+//! Shared by discovery (which writes them all: every key has one writer) and the gateway
+//! (whose validation checks what a change would leave).
 use std::collections::BTreeMap;
 
+use crate::resources::Index;
 use k8s_openapi::api::{
     core::v1::{Service, ServicePort},
     discovery::v1::EndpointSlice,
 };
-use kgw_common::resources::Index;
-use kgw_proto::v1::{Endpoint, KubeUpstream, Metadata, Upstream, upstream::UpstreamType};
+use kgw_proto::v1::{
+    AwsUpstream, Endpoint, Function, HostPort, KubeUpstream, LambdaFunction, Metadata, ResourceRef, StaticUpstream,
+    Upstream, function, upstream::UpstreamType,
+};
+
+use crate::gloo;
 
 /// The value of `Upstream.written_by` for everything this process writes.
 pub const WRITTEN_BY: &str = "discovery";
@@ -43,7 +52,112 @@ pub fn upstreams(index: &Index) -> BTreeMap<String, Upstream> {
             out.insert(key, upstream);
         }
     }
+    for ((namespace, name), declared) in &index.upstreams {
+        if let Some(upstream) = declared_upstream(namespace, name, declared, index, &slices) {
+            out.insert(kgw_proto::nats::key(namespace, name), upstream);
+        }
+    }
     out
+}
+
+/// A declared Upstream as the bus carries it; `None` when its spec is unusable (the config
+/// source has reported that already: decoding validates it).
+fn declared_upstream(
+    namespace: &str,
+    name: &str,
+    declared: &gloo::Upstream,
+    index: &Index,
+    slices: &BTreeMap<(&str, &str), Vec<&EndpointSlice>>,
+) -> Option<Upstream> {
+    let spec = &declared.spec;
+    spec.validate().ok()?;
+    let http2 = if spec.use_http2 == Some(true) { "HTTP2" } else { "" };
+    let mut functions = Vec::new();
+    let upstream_type = if let Some(kube) = &spec.kube {
+        let service_namespace = kube.service_namespace.as_deref().unwrap_or(namespace);
+        let service = index
+            .services
+            .get(&(service_namespace.to_string(), kube.service_name.clone()));
+        // The Service's port of that number, for its name (slices name ports) and its
+        // appProtocol; without the Service, no endpoints.
+        let port = service
+            .and_then(|s| s.spec.as_ref())
+            .and_then(|s| s.ports.as_ref())
+            .and_then(|ports| ports.iter().find(|p| port_number(p.port) == Some(kube.service_port)));
+        let endpoints = match port {
+            Some(port) => {
+                let slices = slices
+                    .get(&(service_namespace, kube.service_name.as_str()))
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                endpoints(port, slices)
+            }
+            None => Vec::new(),
+        };
+        let protocol = port.map(app_protocol).filter(|p| !p.is_empty()).unwrap_or(http2);
+        UpstreamType::Kube(KubeUpstream {
+            service_name: kube.service_name.clone(),
+            service_namespace: service_namespace.to_string(),
+            service_port: kube.service_port,
+            selector: kube.selector.clone(),
+            endpoints,
+            app_protocol: protocol.to_string(),
+        })
+    } else if let Some(hosts) = &spec.static_ {
+        UpstreamType::Static(StaticUpstream {
+            hosts: hosts
+                .hosts
+                .iter()
+                .map(|h| HostPort {
+                    address: h.addr.clone(),
+                    port: h.port,
+                    sni: h.sni_addr.clone().unwrap_or_default(),
+                })
+                .collect(),
+            use_tls: hosts.use_tls == Some(true),
+            app_protocol: http2.to_string(),
+        })
+    } else {
+        let aws = spec.aws.as_ref()?;
+        functions = aws
+            .lambda_functions
+            .iter()
+            .map(|f| Function {
+                name: f.logical_name.clone().unwrap_or_else(|| f.lambda_function_name.clone()),
+                kind: "lambda".into(),
+                spec: Some(function::Spec::Lambda(LambdaFunction {
+                    function_name: f.lambda_function_name.clone(),
+                    qualifier: f.qualifier.clone().unwrap_or_else(|| "$LATEST".into()),
+                    arn: String::new(),
+                })),
+            })
+            .collect();
+        functions.sort_by(|a, b| a.name.cmp(&b.name));
+        functions.dedup_by(|later, kept| later.name == kept.name);
+        UpstreamType::Aws(AwsUpstream {
+            region: aws.region.clone(),
+            secret_ref: Some(ResourceRef {
+                kind: "Secret".into(),
+                namespace: aws
+                    .secret_ref
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| namespace.to_string()),
+                name: aws.secret_ref.name.clone(),
+            }),
+        })
+    };
+    Some(Upstream {
+        metadata: Some(Metadata {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            labels: declared.metadata.labels.clone().unwrap_or_default(),
+        }),
+        upstream_type: Some(upstream_type),
+        functions,
+        written_by: WRITTEN_BY.to_string(),
+        grpc_descriptors: Vec::new(),
+    })
 }
 
 /// Gloo's name for a discovered Upstream.
@@ -90,6 +204,7 @@ fn upstream(
         })),
         functions: Vec::new(),
         written_by: WRITTEN_BY.to_string(),
+        grpc_descriptors: Vec::new(),
     }
 }
 

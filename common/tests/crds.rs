@@ -4,16 +4,24 @@ use std::path::{Path, PathBuf};
 
 /// Shipped file (relative to the repo root) and the YAML the types generate for it.
 fn generated() -> Vec<(&'static str, String)> {
-    let crd = kgw_common::policy::route_option_crd();
-    let yaml = serde_yaml::to_string(&crd).expect("a CRD serializes");
-    vec![(
-        "deploy/helm/kgw/crds/gateway.solo.io_routeoptions.yaml",
-        format!("{HEADER}{yaml}"),
-    )]
+    let file = |source: &str, crd| {
+        let yaml = serde_yaml::to_string(&crd).expect("a CRD serializes");
+        format!(
+            "# Generated from {source}; do not edit.\n\
+             # Regenerate: UPDATE_CRDS=1 cargo test -p kgw-common --test crds\n{yaml}"
+        )
+    };
+    vec![
+        (
+            "deploy/helm/kgw/crds/gateway.solo.io_routeoptions.yaml",
+            file("common/src/policy.rs", kgw_common::policy::route_option_crd()),
+        ),
+        (
+            "deploy/helm/kgw/crds/gloo.solo.io_upstreams.yaml",
+            file("common/src/gloo.rs", kgw_common::gloo::upstream_crd()),
+        ),
+    ]
 }
-
-const HEADER: &str = "# Generated from common/src/policy.rs; do not edit.\n\
-# Regenerate: UPDATE_CRDS=1 cargo test -p kgw-common --test crds\n";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -39,14 +47,19 @@ fn shipped_crds_equal_what_the_types_generate() {
 
 /// The API server accepts only structural schemas: no `$ref`, a `type` on every node.
 #[test]
-fn route_option_schema_is_structural() {
-    let crd = kgw_common::policy::route_option_crd();
-    let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
-    let mut problems = Vec::new();
-    check_structural(&schema["openAPIV3Schema"], "$", &mut problems);
-    assert!(problems.is_empty(), "not structural: {problems:#?}");
-    assert_eq!(crd.spec.scope, "Namespaced");
-    assert!(crd.spec.versions[0].subresources.as_ref().unwrap().status.is_some());
+fn our_schemas_are_structural() {
+    for crd in [kgw_common::policy::route_option_crd(), kgw_common::gloo::upstream_crd()] {
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        let mut problems = Vec::new();
+        check_structural(&schema["openAPIV3Schema"], "$", &mut problems);
+        assert!(
+            problems.is_empty(),
+            "{:?} not structural: {problems:#?}",
+            crd.metadata.name
+        );
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert!(crd.spec.versions[0].subresources.as_ref().unwrap().status.is_some());
+    }
 }
 
 fn check_structural(node: &serde_json::Value, at: &str, problems: &mut Vec<String>) {

@@ -155,8 +155,10 @@ mod tests {
                 hosts: vec![pb::HostPort {
                     address: "127.0.0.1".into(),
                     port: 9001,
+                    ..Default::default()
                 }],
                 use_tls: false,
+                ..Default::default()
             })),
             ..Default::default()
         }

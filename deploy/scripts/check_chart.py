@@ -103,14 +103,16 @@ LEAST_PRIVILEGE = {
           for r in ("gatewayclasses", "gateways", "httproutes")),
         ("gateway.solo.io", "routeoptions", tuple(READ)),
         ("gateway.solo.io", "routeoptions/status", ("patch",)),
+        ("gloo.solo.io", "upstreams", tuple(READ)),
         ("", "services", tuple(READ)),
     },
     "gloo": {("", "secrets", tuple(READ))},
-    "discovery": {("", "services", tuple(READ)), ("discovery.k8s.io", "endpointslices", tuple(READ))},
+    "discovery": {("", "services", tuple(READ)), ("discovery.k8s.io", "endpointslices", tuple(READ)),
+                  ("gloo.solo.io", "upstreams", tuple(READ))},
 }
 LEASE_RULES = {("coordination.k8s.io", "leases", ("create", "get", "list", "patch", "update", "watch"))}
 WEBHOOK_KINDS = {("gateway.networking.k8s.io", "httproutes"), ("gateway.networking.k8s.io", "gateways"),
-                 ("gateway.solo.io", "routeoptions")}
+                 ("gateway.solo.io", "routeoptions"), ("gloo.solo.io", "upstreams")}
 
 
 class Failures:
@@ -199,7 +201,8 @@ def check_envoy_bootstrap(boot: dict, ns: str, role: str, f: Failures) -> None:
     f.check(boot.get("node", {}).get("metadata", {}).get("role") == role,
             f"envoy node.metadata.role is {boot.get('node', {}).get('metadata', {}).get('role')!r}, want {role!r}")
     ads = boot.get("dynamic_resources", {}).get("ads_config", {})
-    f.check(ads.get("api_type") == "GRPC", "envoy ads_config.api_type is not GRPC")
+    # delta by default (VHDS: one virtual host per route change); sotw on request.
+    f.check(ads.get("api_type") in ("DELTA_GRPC", "GRPC"), f"envoy ads_config.api_type is {ads.get('api_type')!r}")
     services = ads.get("grpc_services") or [{}]
     cluster_name = services[0].get("envoy_grpc", {}).get("cluster_name")
     for rtype in ("cds_config", "lds_config"):
@@ -775,7 +778,7 @@ def check_crds(chart: str, f: Failures) -> str:
                     for doc in yaml.safe_load_all(fh):
                         if doc and doc.get("kind") == "CustomResourceDefinition":
                             names.add(doc["metadata"]["name"])
-    for want in ("routeoptions.gateway.solo.io", "gatewayclasses.gateway.networking.k8s.io",
+    for want in ("routeoptions.gateway.solo.io", "upstreams.gloo.solo.io", "gatewayclasses.gateway.networking.k8s.io",
                  "gateways.gateway.networking.k8s.io", "httproutes.gateway.networking.k8s.io",
                  "referencegrants.gateway.networking.k8s.io"):
         f.check(want in names, f"crds/ lacks the CRD {want}")

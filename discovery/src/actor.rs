@@ -1,6 +1,6 @@
 //! The `Discovery` actor: owns the resource index, applies the source's batches, translates
 //! and publishes the desired content of `kgw_upstreams` (key → encoded Upstream).
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use actix::{Actor, AsyncContext as _, Context, Handler, Message};
 use bytes::Bytes;
@@ -12,7 +12,12 @@ use kgw_common::{
 use prost::Message as _;
 use tokio::sync::watch;
 
-use crate::translate;
+use kgw_common::upstreams;
+
+use crate::{
+    fds::schedule::FdsMode,
+    probing::{self, ProbeInput},
+};
 
 /// Applies one batch of config changes.
 #[derive(Message)]
@@ -27,34 +32,51 @@ pub struct Outputs {
     /// True once the source's first (whole) state has been applied: before that, `desired`
     /// is not the truth and must not be written (it would delete every upstream).
     pub initialized: watch::Receiver<bool>,
+    /// Per Upstream key, whether and how function discovery may probe it.
+    pub(crate) probe_inputs: watch::Receiver<Arc<BTreeMap<String, ProbeInput>>>,
 }
 
 pub struct Discovery {
     index: Index,
+    fds_mode: FdsMode,
     desired: watch::Sender<KvState>,
     initialized: watch::Sender<bool>,
+    probe_inputs: watch::Sender<Arc<BTreeMap<String, ProbeInput>>>,
 }
 
 impl Discovery {
-    pub fn new() -> (Self, Outputs) {
+    pub fn new(fds_mode: FdsMode) -> (Self, Outputs) {
         let (desired, desired_rx) = watch::channel(KvState::default());
         let (initialized, initialized_rx) = watch::channel(false);
+        let (probe_inputs, probe_inputs_rx) = watch::channel(Arc::default());
         let actor = Self {
             index: Index::default(),
+            fds_mode,
             desired,
             initialized,
+            probe_inputs,
         };
         (
             actor,
             Outputs {
                 desired: desired_rx,
                 initialized: initialized_rx,
+                probe_inputs: probe_inputs_rx,
             },
         )
     }
 
     fn publish(&mut self) {
-        let state: BTreeMap<String, Bytes> = translate::upstreams(&self.index)
+        let all = upstreams::upstreams(&self.index);
+        let inputs = probing::probe_inputs(&self.index, &all, self.fds_mode);
+        self.probe_inputs.send_if_modified(|current| {
+            if **current == inputs {
+                return false;
+            }
+            *current = Arc::new(inputs);
+            true
+        });
+        let state: BTreeMap<String, Bytes> = all
             .into_iter()
             .map(|(key, upstream)| (key, Bytes::from(upstream.encode_to_vec())))
             .collect();
@@ -113,7 +135,7 @@ impl Handler<ApplyBatch> for Discovery {
             let kind = match change {
                 Change::Upsert(key, _) | Change::Delete(key) => key.kind,
             };
-            if matches!(kind, Kind::Service | Kind::EndpointSlice) {
+            if matches!(kind, Kind::Service | Kind::EndpointSlice | Kind::Upstream) {
                 self.index.apply(change);
                 relevant += 1;
             }

@@ -1,14 +1,19 @@
-//! discovery: Services + EndpointSlices → Upstreams in KV `kgw_upstreams` (Gloo's UDS).
+//! discovery: Services + EndpointSlices → Upstreams in KV `kgw_upstreams` (Gloo's UDS), and
+//! the Upstreams users declare, passed through (discovery is the one writer of the bucket).
 //! Listens on nothing: its health is a NATS heartbeat and a file (see [`health`]).
 //!
-//! Pipeline: config source → [`actor::Discovery`] (index, translation) → desired state
+//! Pipeline: config source → [`actor::Discovery`] (index, translation by
+//! [`kgw_common::upstreams`], the one place Services become Upstreams) → desired state
 //! (`watch`) → KV writer (writes only the keys whose bytes changed).
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
 mod actor;
+pub mod fds;
 mod health;
-pub mod translate;
+mod probing;
+pub mod replicas_cmd;
+pub mod shards;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -19,8 +24,12 @@ use kgw_common::{
     resources::Kind,
     shutdown::Shutdown,
     source::{self, Batch, SourceError},
+    upstreams,
 };
-use kgw_proto::{nats::UPSTREAMS_BUCKET, v1::Upstream};
+use kgw_proto::{
+    nats::{DISCOVERY_PROBES_BUCKET, UPSTREAMS_BUCKET},
+    v1::Upstream,
+};
 use prost::Message as _;
 use tokio::{
     sync::{mpsc, watch},
@@ -38,7 +47,7 @@ pub enum DiscoveryError {
 }
 
 /// The kinds discovery reads from the Kubernetes source.
-pub const KINDS: &[Kind] = &[Kind::Service, Kind::EndpointSlice];
+pub const KINDS: &[Kind] = &[Kind::Service, Kind::EndpointSlice, Kind::Upstream];
 
 pub struct Config {
     /// Where Services and EndpointSlices come from (`--source`).
@@ -49,6 +58,8 @@ pub struct Config {
     pub health_file: PathBuf,
     /// Heartbeat and health-file period.
     pub heartbeat_every: Duration,
+    /// Which Services function discovery probes (Gloo's `fdsMode`).
+    pub fds_mode: fds::schedule::FdsMode,
 }
 
 /// A running pipeline. Stop it by triggering the [`Shutdown`] given to [`start`], then
@@ -60,6 +71,8 @@ pub struct Running {
     pub desired: watch::Receiver<KvState>,
     /// The KV writer's counters (all zero until the first state is read).
     pub writer: watch::Receiver<WriterStats>,
+    /// The shards of the Upstream keys this replica owns (see [`shards`]).
+    pub ownership: watch::Receiver<shards::Ownership>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -72,27 +85,30 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Discov
     source::spawn(config.source, KINDS, batches_tx, shutdown.clone())
         .await
         .map_err(DiscoveryError::Source)?;
-    let (actor, outputs) = Discovery::new();
+    let (actor, outputs) = Discovery::new(config.fds_mode);
     // The actor reads the source's batches itself; no task forwards them.
     let addr = actor.start_on(batches);
-    let (writer, writer_task) = spawn_writer(bus.clone(), outputs.clone(), shutdown.clone());
+    let replica = health::instance_name();
+    let (writer, ownership, mut tasks) = spawn_writer(bus.clone(), outputs.clone(), replica.clone(), shutdown.clone());
     let health = tokio::spawn(health::run(
         bus.clone(),
         health::HealthConfig {
             file: config.health_file,
             every: config.heartbeat_every,
-            instance: health::instance_name(),
+            instance: replica,
         },
         outputs.desired.clone(),
         outputs.initialized,
         shutdown,
     ));
+    tasks.push(health);
     Ok(Running {
         addr,
         bus,
         desired: outputs.desired,
         writer,
-        tasks: vec![writer_task, health],
+        ownership,
+        tasks,
     })
 }
 
@@ -113,24 +129,55 @@ impl Running {
     }
 }
 
-/// Starts the KV writer once the first state is known (before that the desired state is
-/// empty, and writing it would delete every discovered upstream), and relays its counters.
+/// Starts the shard leases and, once the first state is known (before that the desired
+/// state is empty, and writing it would delete every discovered upstream), the KV writer of
+/// the shards owned; relays the writer's counters.
 fn spawn_writer(
     bus: Bus,
     outputs: actor::Outputs,
+    replica: String,
     shutdown: Shutdown,
-) -> (watch::Receiver<WriterStats>, JoinHandle<()>) {
+) -> (
+    watch::Receiver<WriterStats>,
+    watch::Receiver<shards::Ownership>,
+    Vec<JoinHandle<()>>,
+) {
     let (stats_tx, stats) = watch::channel(WriterStats::default());
+    // The writer outlives the leases: it confirms it stopped writing the shards given back.
+    let writer_stop = Shutdown::new();
+    let replica_name = replica.clone();
+    let (ownership, leases) = shards::spawn_leases(bus.clone(), replica, stats.clone(), shutdown, writer_stop.clone());
+    let scoped = shards::spawn_scoped(outputs.desired, ownership.clone(), writer_stop.clone());
+    let prober = fds::Prober::new(fds::ProbeConfig::default());
+    let probing = probing::spawn(
+        bus.clone(),
+        scoped,
+        outputs.probe_inputs,
+        prober,
+        replica_name,
+        writer_stop.clone(),
+    );
     let task = tokio::spawn(async move {
         let mut initialized = outputs.initialized;
+        let mut functions_read = probing.ready;
         let ready = tokio::select! {
-            _ = shutdown.wait() => false,
-            ready = initialized.wait_for(|i| *i) => ready.is_ok(),
+            _ = writer_stop.wait() => false,
+            ready = async {
+                initialized.wait_for(|i| *i).await.is_ok() && functions_read.wait_for(|r| *r).await.is_ok()
+            } => ready,
         };
         if !ready {
             return;
         }
-        let mut inner = bus::spawn_kv_writer(bus, UPSTREAMS_BUCKET, outputs.desired, owns(), shutdown);
+        // What function discovery found, per Upstream, for `discovery replicas`.
+        bus::spawn_kv_writer(
+            bus.clone(),
+            DISCOVERY_PROBES_BUCKET,
+            probing.statuses,
+            Arc::new(|_: &str, _: &[u8]| true),
+            writer_stop.clone(),
+        );
+        let mut inner = bus::spawn_kv_writer(bus, UPSTREAMS_BUCKET, probing.enriched, owns(), writer_stop);
         loop {
             stats_tx.send_replace(inner.borrow_and_update().clone());
             if inner.changed().await.is_err() {
@@ -138,10 +185,10 @@ fn spawn_writer(
             }
         }
     });
-    (stats, task)
+    (stats, ownership, vec![leases, task])
 }
 
 /// Discovery owns the upstreams it wrote; never those of gateway (user-declared).
 pub fn owns() -> Owns {
-    Arc::new(|_key: &str, value: &[u8]| Upstream::decode(value).is_ok_and(|u| u.written_by == translate::WRITTEN_BY))
+    Arc::new(|_key: &str, value: &[u8]| Upstream::decode(value).is_ok_and(|u| u.written_by == upstreams::WRITTEN_BY))
 }

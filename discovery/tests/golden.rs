@@ -1,4 +1,5 @@
-//! Golden tests: tests/golden/<case>/input.yaml (Services, EndpointSlices) → the Upstreams
+//! Golden tests: tests/golden/<case>/input.yaml (Services, EndpointSlices, declared
+//! Upstreams) → the Upstreams
 //! rendered as YAML, compared with expected.yaml. `UPDATE_GOLDEN=1` rewrites the expected
 //! files.
 #![forbid(unsafe_code)]
@@ -6,7 +7,7 @@
 use std::{collections::BTreeMap, path::Path};
 
 use kgw_common::resources::{Change, Index, decode};
-use kgw_proto::v1::{Endpoint, Upstream, upstream::UpstreamType};
+use kgw_proto::v1::{Endpoint, Upstream, function, upstream::UpstreamType};
 use serde::{Deserialize as _, Serialize};
 
 /// A serde mirror of the Upstream (the prost types have no serde).
@@ -16,7 +17,29 @@ struct UpstreamYaml {
     name: String,
     labels: BTreeMap<String, String>,
     written_by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     kube: Option<KubeYaml>,
+    #[serde(rename = "static", skip_serializing_if = "Option::is_none")]
+    static_: Option<StaticYaml>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aws: Option<AwsYaml>,
+    /// `<kind> <name>` (and for Lambda `→ <function>:<qualifier>`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    functions: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct StaticYaml {
+    /// `address:port` (`sni=<name>` when set).
+    hosts: Vec<String>,
+    use_tls: bool,
+    app_protocol: String,
+}
+
+#[derive(Serialize)]
+struct AwsYaml {
+    region: String,
+    secret: String,
 }
 
 #[derive(Serialize)]
@@ -54,12 +77,51 @@ impl From<&Upstream> for UpstreamYaml {
             }),
             _ => None,
         };
+        let static_ = match &u.upstream_type {
+            Some(UpstreamType::Static(s)) => Some(StaticYaml {
+                hosts: s
+                    .hosts
+                    .iter()
+                    .map(|h| match h.sni.as_str() {
+                        "" => format!("{}:{}", h.address, h.port),
+                        sni => format!("{}:{} sni={sni}", h.address, h.port),
+                    })
+                    .collect(),
+                use_tls: s.use_tls,
+                app_protocol: s.app_protocol.clone(),
+            }),
+            _ => None,
+        };
+        let aws = match &u.upstream_type {
+            Some(UpstreamType::Aws(a)) => Some(AwsYaml {
+                region: a.region.clone(),
+                secret: a
+                    .secret_ref
+                    .as_ref()
+                    .map(|r| format!("{}/{}", r.namespace, r.name))
+                    .unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        let functions = u
+            .functions
+            .iter()
+            .map(|f| match &f.spec {
+                Some(function::Spec::Lambda(l)) => {
+                    format!("{} {} → {}:{}", f.kind, f.name, l.function_name, l.qualifier)
+                }
+                _ => format!("{} {}", f.kind, f.name),
+            })
+            .collect();
         Self {
             namespace: meta.namespace,
             name: meta.name,
             labels: meta.labels,
             written_by: u.written_by.clone(),
             kube,
+            static_,
+            aws,
+            functions,
         }
     }
 }
@@ -110,7 +172,7 @@ fn golden() {
     for dir in cases {
         let case = dir.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
         let input = std::fs::read_to_string(dir.join("input.yaml")).expect("input.yaml");
-        let actual = render(&discovery::translate::upstreams(&index(&input, &case)));
+        let actual = render(&kgw_common::upstreams::upstreams(&index(&input, &case)));
         let expected_path = dir.join("expected.yaml");
         if update {
             std::fs::write(&expected_path, &actual).expect("write expected.yaml");

@@ -158,6 +158,8 @@ fn cfg(config: &Path, url: &str, health: &Path) -> discovery::Config {
         nats_auth: Default::default(),
         health_file: health.to_path_buf(),
         heartbeat_every: Duration::from_millis(200),
+        // About UDS; function discovery has its own tests.
+        fds_mode: discovery::fds::schedule::FdsMode::Disabled,
     }
 }
 

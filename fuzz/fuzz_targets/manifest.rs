@@ -10,7 +10,7 @@ use kgw_common::{
 use kube::api::DynamicObject;
 use libfuzzer_sys::fuzz_target;
 
-const KINDS: [Kind; 7] = [
+const KINDS: [Kind; 8] = [
     Kind::GatewayClass,
     Kind::Gateway,
     Kind::HttpRoute,
@@ -18,6 +18,7 @@ const KINDS: [Kind; 7] = [
     Kind::Service,
     Kind::EndpointSlice,
     Kind::RouteOption,
+    Kind::Upstream,
 ];
 
 fuzz_target!(|data: &[u8]| {

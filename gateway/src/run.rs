@@ -28,6 +28,7 @@ pub const KINDS: &[Kind] = &[
     Kind::ReferenceGrant,
     Kind::Service,
     Kind::RouteOption,
+    Kind::Upstream,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -253,6 +254,8 @@ impl Counts for bus::WriterStats {
             unchanged: self.unchanged + o.unchanged,
             repairs: self.repairs + o.repairs,
             stale_parts_removed: self.stale_parts_removed + o.stale_parts_removed,
+            // Not a count: the later term's (the gateway writes without scopes anyway).
+            scope_generation: o.scope_generation,
         }
     }
 }

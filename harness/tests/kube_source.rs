@@ -537,13 +537,23 @@ async fn a_missing_crd_is_a_problem_not_an_outage() -> Result<()> {
     wait_status(&system.url("/echo/x"), None, 200, WAIT).await?;
     let problems = wait_for(WAIT, || async {
         let problems = config_problems(&system).await?;
-        ensure!(problems.contains("RouteOption"), "problems.config: {problems:?}");
+        ensure!(
+            problems.contains("RouteOption") && problems.contains("cannot watch Upstream"),
+            "problems.config: {problems:?}"
+        );
         Ok(problems)
     })
     .await?;
-    println!("without the RouteOption CRD, problems.config:\n{problems}");
+    println!("without the RouteOption and Upstream CRDs, problems.config:\n{problems}");
 
-    install_crds_from(&cluster, &[crd_dir().join("gateway.solo.io_routeoptions.yaml")]).await?;
+    install_crds_from(
+        &cluster,
+        &[
+            crd_dir().join("gateway.solo.io_routeoptions.yaml"),
+            crd_dir().join("gloo.solo.io_upstreams.yaml"),
+        ],
+    )
+    .await?;
     wait_for(WAIT, || async {
         let problems = config_problems(&system).await?;
         ensure!(problems.is_empty(), "problems.config: {problems:?}");

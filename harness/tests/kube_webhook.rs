@@ -152,17 +152,15 @@ fn apply_crds(cluster: &KubeCluster) -> Result<()> {
         "kubectl apply of the Gateway API CRDs: {}",
         text(&out)
     );
-    let ours = gateway_api_crds().join("../gateway.solo.io_routeoptions.yaml");
-    let out = kubectl(
-        cluster,
-        &["apply", "--server-side", "-f", &ours.display().to_string()],
-        "",
-    )?;
-    ensure!(
-        out.status.success(),
-        "kubectl apply of our RouteOption CRD: {}",
-        text(&out)
-    );
+    for ours in ["gateway.solo.io_routeoptions.yaml", "gloo.solo.io_upstreams.yaml"] {
+        let file = gateway_api_crds().join("..").join(ours);
+        let out = kubectl(
+            cluster,
+            &["apply", "--server-side", "-f", &file.display().to_string()],
+            "",
+        )?;
+        ensure!(out.status.success(), "kubectl apply of our CRD {ours}: {}", text(&out));
+    }
     let out = kubectl(
         cluster,
         &[
@@ -171,6 +169,7 @@ fn apply_crds(cluster: &KubeCluster) -> Result<()> {
             "--timeout=60s",
             "crd/httproutes.gateway.networking.k8s.io",
             "crd/routeoptions.gateway.solo.io",
+            "crd/upstreams.gloo.solo.io",
         ],
         "",
     )?;

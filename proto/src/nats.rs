@@ -63,7 +63,8 @@ pub fn key_token(text: &str) -> String {
 
 /// Proxies, written by gateway, read by controller. Key: `<ns>.<gateway name>`.
 pub const PROXIES_BUCKET: &str = "kgw_proxies";
-/// Upstreams, written by discovery and gateway, read by controller. Key: `<ns>.<name>`.
+/// Upstreams, written by discovery (its replicas share the keys: [`DISCOVERY_SHARDS_BUCKET`]),
+/// read by controller and gateway. Key: `<ns>.<name>`.
 pub const UPSTREAMS_BUCKET: &str = "kgw_upstreams";
 /// Resource status (conditions) as YAML, written by gateway's reporter.
 /// Key: `<kind>.<ns>.<name>`. In directory mode this is where status lives.
@@ -79,12 +80,39 @@ pub const ACCESS_LOG_SUBJECT_PREFIX: &str = "kgw.accesslog";
 pub const ACCESS_LOG_STREAM: &str = "kgw_access_log";
 /// Discovery replicas' heartbeats.
 pub const DISCOVERY_HEARTBEAT_SUBJECT: &str = "kgw.discovery.heartbeat";
-/// Reserved for work shared by discovery replicas (queue group [`DISCOVERY_QUEUE_GROUP`]).
-/// Not used yet: today every discovery replica does all the work and writes only what
-/// changed (sharing the work is issue 11).
-pub const DISCOVERY_WORK_SUBJECT: &str = "kgw.discovery.work";
-/// Reserved, see [`DISCOVERY_WORK_SUBJECT`].
-pub const DISCOVERY_QUEUE_GROUP: &str = "kgw-discovery";
+/// How discovery replicas share the work: the Upstream keys fall into [`DISCOVERY_SHARDS`]
+/// shards ([`discovery_shard`]); each shard has one owner at a time, a lease in this bucket.
+/// Keys:
+/// - `member.<replica>`: each replica's presence, put every [`DISCOVERY_LEASE_TTL_MS`] / 3;
+/// - `shard.<n>`: the replica that owns shard `n`. Taken with a create (only when no one
+///   holds it), renewed by an update that names the revision it read, released by a delete
+///   naming it.
+///
+/// The bucket's `max_age` is the lease TTL: a replica that stops renewing (killed, cut off)
+/// loses its entries to expiry, and the others take its shards. A replica stops writing a
+/// shard before its lease can expire (2/3 of the TTL after its last renewal), and hands a
+/// shard over only after its writer has stopped writing it, so no key has two writers.
+pub const DISCOVERY_SHARDS_BUCKET: &str = "kgw_discovery_shards";
+/// Function discovery's findings per Upstream (`ProbeStatus`, key: the Upstream's key),
+/// written by the replica that owns the key's shard, for `discovery replicas`.
+pub const DISCOVERY_PROBES_BUCKET: &str = "kgw_discovery_probes";
+/// Shards of the Upstream keys: enough to spread over a few replicas evenly, few enough that
+/// leases are cheap.
+pub const DISCOVERY_SHARDS: u16 = 16;
+/// Lifetime of a shard lease or a member entry without renewal.
+pub const DISCOVERY_LEASE_TTL_MS: u64 = 4_500;
+
+/// The shard of an Upstream key: FNV-1a (64 bit) of the key's bytes, modulo
+/// [`DISCOVERY_SHARDS`]. Part of the contract between replicas of different versions:
+/// never change it without changing the bucket's name.
+pub fn discovery_shard(key: &str) -> u16 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % u64::from(DISCOVERY_SHARDS)) as u16
+}
 
 /// Size above which a value is split into parts (see the module docs).
 pub const CHUNK_BYTES: usize = 900 * 1024;
@@ -160,8 +188,8 @@ mod tests {
 /// access logs). Replies come to a per-user inbox prefix, so no user sees another's.
 pub mod users {
     use super::{
-        ACCESS_LOG_STREAM, ACCESS_LOG_SUBJECT_PREFIX, DISCOVERY_HEARTBEAT_SUBJECT, PROXIES_BUCKET, STATUS_BUCKET,
-        UPSTREAMS_BUCKET,
+        ACCESS_LOG_STREAM, ACCESS_LOG_SUBJECT_PREFIX, DISCOVERY_HEARTBEAT_SUBJECT, DISCOVERY_PROBES_BUCKET,
+        DISCOVERY_SHARDS_BUCKET, PROXIES_BUCKET, STATUS_BUCKET, UPSTREAMS_BUCKET,
     };
 
     pub const GATEWAY: &str = "gateway";
@@ -216,6 +244,8 @@ pub mod users {
             CONTROLLER => [kv_read(PROXIES_BUCKET), kv_read(UPSTREAMS_BUCKET)].concat(),
             DISCOVERY => [
                 kv_write(UPSTREAMS_BUCKET),
+                kv_write(DISCOVERY_SHARDS_BUCKET),
+                kv_write(DISCOVERY_PROBES_BUCKET),
                 vec![
                     DISCOVERY_HEARTBEAT_SUBJECT.into(),
                     format!("{DISCOVERY_HEARTBEAT_SUBJECT}.>"),

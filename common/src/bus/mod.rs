@@ -14,7 +14,7 @@ mod mirror;
 mod writer;
 
 pub use mirror::{KvEvent, coalesce, spawn_kv_mirror};
-pub use writer::{KvState, Owns, WriterStats, spawn_kv_writer};
+pub use writer::{KvState, Owns, Scope, WriterStats, spawn_kv_writer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -171,10 +171,23 @@ impl Bus {
     /// Opens the bucket, creating it (history 1, file storage) when missing. Retries with
     /// backoff until it works or shutdown.
     pub async fn kv(&self, bucket: &str, shutdown: &Shutdown) -> Result<kv::Store, BusError> {
+        let config = kv::Config {
+            bucket: bucket.to_string(),
+            history: 1,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        self.kv_with(config, shutdown).await
+    }
+
+    /// Opens the bucket `config` names, creating it with `config` when missing. Retries with
+    /// backoff until it works or shutdown.
+    pub async fn kv_with(&self, config: kv::Config, shutdown: &Shutdown) -> Result<kv::Store, BusError> {
+        let bucket = config.bucket.as_str();
         let mut delay = Duration::from_millis(50);
         loop {
             self.wait_connected(shutdown).await?;
-            match self.try_kv(bucket).await {
+            match self.try_kv(&config).await {
                 Ok(store) => return Ok(store),
                 Err(error) => {
                     tracing::warn!(bucket, %error, "cannot open bucket yet; retrying");
@@ -213,19 +226,12 @@ impl Bus {
         }
     }
 
-    async fn try_kv(&self, bucket: &str) -> Result<kv::Store, BusError> {
+    async fn try_kv(&self, config: &kv::Config) -> Result<kv::Store, BusError> {
+        let bucket = config.bucket.as_str();
         if let Ok(store) = self.jetstream.get_key_value(bucket).await {
             return Ok(store);
         }
-        let created = self
-            .jetstream
-            .create_key_value(kv::Config {
-                bucket: bucket.to_string(),
-                history: 1,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await;
+        let created = self.jetstream.create_key_value(config.clone()).await;
         match created {
             Ok(store) => Ok(store),
             // Another process may have created it meanwhile.

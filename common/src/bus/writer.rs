@@ -17,6 +17,10 @@ use crate::{chunk, shutdown::Shutdown, trace::TraceHeaders};
 pub struct KvState {
     pub values: Arc<BTreeMap<String, Bytes>>,
     pub trace: Option<TraceHeaders>,
+    /// The keys this state speaks for, when a writer owns a changing part of its keys
+    /// (discovery replicas sharing the work): keys outside it are never written nor
+    /// deleted. `None`: every key the writer's [`Owns`] accepts.
+    pub scope: Option<Arc<Scope>>,
 }
 
 impl KvState {
@@ -25,7 +29,32 @@ impl KvState {
         Self {
             values: Arc::new(values),
             trace: TraceHeaders::current(),
+            scope: None,
         }
+    }
+
+    /// Whether `key` is within this state's scope.
+    pub fn in_scope(&self, key: &str) -> bool {
+        self.scope.as_ref().is_none_or(|scope| (scope.includes)(key))
+    }
+
+    fn scope_generation(&self) -> u64 {
+        self.scope.as_ref().map_or(0, |scope| scope.generation)
+    }
+}
+
+/// A part of a bucket's keys (see [`KvState::scope`]). A new part has a new `generation`:
+/// the writer then reads the bucket again for the keys of that part before writing.
+pub struct Scope {
+    pub generation: u64,
+    pub includes: Box<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
     }
 }
 
@@ -54,6 +83,9 @@ pub struct WriterStats {
     pub repairs: u64,
     /// Parts of split values left behind by a value that shrank or vanished, removed.
     pub stale_parts_removed: u64,
+    /// The [`Scope::generation`] of the last state written: once it is a scope's, no key
+    /// outside that scope will be written (0: no scope).
+    pub scope_generation: u64,
 }
 
 /// Keeps `bucket` equal to `desired` for the keys this writer owns: writes only keys whose
@@ -76,6 +108,8 @@ pub fn spawn_kv_writer(
         let mut epoch = bus.epoch();
         // What we believe the bucket holds for our keys; None: unknown, read it first.
         let mut known: Option<BTreeMap<String, Bytes>> = None;
+        // The scope `known` was read for.
+        let mut known_scope = 0;
         // The bucket's changes since the last full read: how foreign writes are noticed.
         let mut changes: Option<kv::Watch> = None;
         // Revision of our last put per key: the watch echoes our own writes.
@@ -87,18 +121,34 @@ pub fn spawn_kv_writer(
                 changes = store.watch_all().await.ok();
                 match read_all(&store).await {
                     Ok(all) => {
-                        let have: BTreeMap<_, _> = all.into_iter().filter(|(k, v)| owns(k, v)).collect();
                         let want = desired.borrow().clone();
+                        let have: BTreeMap<_, _> = all
+                            .into_iter()
+                            .filter(|(k, v)| want.in_scope(k) && owns(k, v))
+                            .collect();
                         remove_stale_parts(&store, bucket, &want, &have, &owns, &stats_tx).await;
                         known = Some(have);
+                        known_scope = want.scope_generation();
                     }
                     Err(error) => tracing::warn!(bucket, %error, "cannot read bucket; retrying"),
                 }
             }
             if let Some(have) = known.as_mut() {
                 let want = desired.borrow_and_update().clone();
+                if want.scope_generation() != known_scope {
+                    // Another part of the bucket: read what it holds there first.
+                    known = None;
+                    continue;
+                }
                 match reconcile(&store, &bus.jetstream, bucket, &want, have, &mut ours, &stats_tx).await {
-                    Ok(()) => delay = Duration::from_millis(50),
+                    Ok(()) => {
+                        delay = Duration::from_millis(50);
+                        stats_tx.send_if_modified(|s| {
+                            let changed = s.scope_generation != known_scope;
+                            s.scope_generation = known_scope;
+                            changed
+                        });
+                    }
                     Err(()) => known = None,
                 }
             }
@@ -151,12 +201,15 @@ struct Repair {
 async fn foreign_change(
     store: &kv::Store,
     entry: kv::Entry,
-    want: &BTreeMap<String, Bytes>,
+    want: &KvState,
     have: &mut BTreeMap<String, Bytes>,
     ours: &Revisions,
     owns: &Owns,
 ) -> Option<Repair> {
-    if chunk::is_part_key(&entry.key) || ours.get(&entry.key).is_some_and(|r| entry.revision <= *r) {
+    if chunk::is_part_key(&entry.key)
+        || ours.get(&entry.key).is_some_and(|r| entry.revision <= *r)
+        || !want.in_scope(&entry.key)
+    {
         return None;
     }
     let key = entry.key.clone();
@@ -185,7 +238,7 @@ async fn foreign_change(
 async fn remove_stale_parts(
     store: &kv::Store,
     bucket: &str,
-    want: &BTreeMap<String, Bytes>,
+    want: &KvState,
     have: &BTreeMap<String, Bytes>,
     owns: &Owns,
     stats: &watch::Sender<WriterStats>,
@@ -201,7 +254,7 @@ async fn remove_stale_parts(
         let needed = match have.get(&head) {
             Some(value) => chunk::split(value).is_some_and(|(p, _)| (index as usize) < p.len()),
             // No head at all: an orphan, ours to clear when we would own its head.
-            None => want.contains_key(&head) || !owns(&head, b""),
+            None => want.contains_key(&head) || !want.in_scope(&head) || !owns(&head, b""),
         };
         if needed {
             continue;

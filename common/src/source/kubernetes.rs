@@ -110,6 +110,7 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::Service => ApiResource::erase::<Service>(&()),
         Kind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
         Kind::RouteOption => custom(kind.group(), "v1", "RouteOption", "routeoptions"),
+        Kind::Upstream => custom(kind.group(), "v1", "Upstream", "upstreams"),
     }
 }
 

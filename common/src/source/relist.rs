@@ -281,6 +281,7 @@ pub fn same_input(a: &Resource, b: &Resource) -> bool {
         (Resource::Gateway(a), Resource::Gateway(b)) => a.spec == b.spec && a.metadata == b.metadata,
         (Resource::HttpRoute(a), Resource::HttpRoute(b)) => a.spec == b.spec && a.metadata == b.metadata,
         (Resource::RouteOption(a), Resource::RouteOption(b)) => a.spec == b.spec && a.metadata == b.metadata,
+        (Resource::Upstream(a), Resource::Upstream(b)) => a.spec == b.spec && a.metadata == b.metadata,
         (Resource::Service(a), Resource::Service(b)) => {
             without_status(a.as_ref(), |s| s.status = None) == without_status(b.as_ref(), |s| s.status = None)
         }

@@ -3,10 +3,13 @@ use envoy_types::pb::{
     envoy::{
         config::{
             cluster::v3::{Cluster, cluster},
-            core::v3::{HealthStatus, Http2ProtocolOptions},
+            core::v3::{HealthStatus, Http2ProtocolOptions, TransportSocket, transport_socket},
             endpoint::v3::{ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint},
         },
-        extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options},
+        extensions::{
+            transport_sockets::tls::v3::UpstreamTlsContext,
+            upstreams::http::v3::{HttpProtocolOptions, http_protocol_options},
+        },
     },
     google::protobuf::Duration,
 };
@@ -105,13 +108,46 @@ pub(super) fn cluster(name: &str, upstream: &pb::Upstream) -> (Cluster, Option<C
                 name,
                 hosts.hosts.iter().map(|h| (h.address.as_str(), h.port, true)),
             ));
+            if hosts.app_protocol == "HTTP2" {
+                http2(&mut out);
+            }
+            if hosts.use_tls {
+                out.transport_socket = Some(upstream_tls(&hosts.hosts));
+            }
             (out, None)
         }
-        None => {
+        // Routing to Lambda functions is not translated yet: the cluster exists (routes to
+        // it are valid) and has no hosts, so a request to it is answered 503.
+        Some(pb::upstream::UpstreamType::Aws(_)) | None => {
             out.cluster_discovery_type = discovery_type(cluster::DiscoveryType::Static);
             out.load_assignment = Some(load_assignment(name, std::iter::empty()));
             (out, None)
         }
+    }
+}
+
+/// TLS to a static upstream (Gloo's `useTls`): the SNI is the first host's `sni`, else its
+/// address when that is a name. The server's certificate is not verified, as in Gloo
+/// without an `sslConfig`.
+fn upstream_tls(hosts: &[pb::HostPort]) -> TransportSocket {
+    let sni = hosts
+        .iter()
+        .find_map(|h| (!h.sni.is_empty()).then(|| h.sni.clone()))
+        .or_else(|| {
+            hosts
+                .iter()
+                .find(|h| h.address.parse::<std::net::IpAddr>().is_err())
+                .map(|h| h.address.clone())
+        })
+        .unwrap_or_default();
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(
+            UpstreamTlsContext {
+                sni,
+                ..Default::default()
+            },
+        ))),
     }
 }
 

@@ -1,5 +1,11 @@
 //! Proxy listener → Envoy Listener with an HTTP connection manager (RDS over ADS, router,
 //! gRPC access log).
+//!
+//! Every HTTP connection manager runs the on-demand filter first: an Envoy on delta ADS gets
+//! its virtual hosts over VHDS (see `xds::vhds`), and the filter holds a request whose host
+//! matches none of them while Envoy asks for it, instead of answering 404. With a route
+//! table that does not use VHDS (state of the world, REST) the filter lets the request on
+//! at once, so both protocols share one listener.
 use envoy_types::pb::envoy::{
     config::{
         accesslog::v3::{AccessLog, access_log},
@@ -12,7 +18,7 @@ use envoy_types::pb::envoy::{
     extensions::{
         access_loggers::grpc::v3::{CommonGrpcAccessLogConfig, HttpGrpcAccessLogConfig},
         filters::{
-            http::router::v3::Router,
+            http::{on_demand::v3::OnDemand, router::v3::Router},
             network::http_connection_manager::v3::{
                 HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
             },
@@ -87,14 +93,20 @@ pub(super) fn http_listener(listener: &pb::Listener, settings: &Settings, wasm_f
             config_source: Some(ads_config_source()),
             route_config_name: listener.name.clone(),
         })),
-        http_filters: wasm_filters
-            .into_iter()
-            .chain(std::iter::once(HttpFilter {
-                name: "envoy.filters.http.router".into(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Router::default()))),
-                ..Default::default()
-            }))
-            .collect(),
+        http_filters: std::iter::once(HttpFilter {
+            name: "envoy.filters.http.on_demand".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(OnDemand::default()))),
+            ..Default::default()
+        })
+        .chain(wasm_filters)
+        // Off unless a route to a gRPC Upstream with discovered methods turns it on.
+        .chain(std::iter::once(super::grpc_json::http_filter()))
+        .chain(std::iter::once(HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Router::default()))),
+            ..Default::default()
+        }))
+        .collect(),
         access_log,
         // Host "a.example:8080" matches virtual host domain "a.example".
         strip_port_mode: Some(http_connection_manager::StripPortMode::StripAnyHostPort(true)),

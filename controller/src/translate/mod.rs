@@ -10,6 +10,7 @@ mod assemble;
 pub mod cache;
 mod clusters;
 pub mod filters;
+mod grpc_json;
 mod listeners;
 pub mod proxy_tls;
 pub mod re2;

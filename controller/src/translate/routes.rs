@@ -20,7 +20,7 @@ use envoy_types::pb::{
 };
 use kgw_proto::v1 as pb;
 
-use super::{Problem, Severity, cluster_name, filters, wasm};
+use super::{Problem, Severity, cluster_name, filters, grpc_json, wasm};
 
 /// What translating one virtual host produced, and what it depended on besides the
 /// virtual host itself: equal inputs give an equal translation.
@@ -28,7 +28,10 @@ use super::{Problem, Severity, cluster_name, filters, wasm};
 pub struct VirtualHostTranslation {
     /// The Envoy virtual host. Routes that run a WASM filter carry a use marker for it
     /// ([`wasm::use_marker`]) until [`route_configuration`] settles the listener's filters.
-    pub virtual_host: VirtualHost,
+    /// Empty once [`Self::compact`]ed: read it with [`Self::to_virtual_host`].
+    virtual_host: VirtualHost,
+    /// Set by [`Self::compact`]: the canonical bytes stand for `virtual_host`.
+    compacted: bool,
     /// Upstreams the routes name and that exist: cluster name → KV key (`<ns>.<name>`).
     pub found_upstreams: BTreeMap<String, String>,
     /// KV keys of the Upstreams the routes name that do not exist (yet).
@@ -56,6 +59,36 @@ impl VirtualHostTranslation {
             .get_or_init(|| crate::xds::canonical::virtual_host(&self.virtual_host))
     }
 
+    /// Keeps only the canonical bytes of a virtual host that asks for no WASM filter (its
+    /// route table is packed from bytes), so that a cache holds one form of it, not two:
+    /// the typed form is most of a cached translation's memory.
+    pub fn compact(&mut self) {
+        if self.uses_wasm_modules || self.compacted {
+            return;
+        }
+        self.canonical_bytes();
+        self.virtual_host = VirtualHost::default();
+        self.compacted = true;
+    }
+
+    /// The Envoy virtual host (decoded from its bytes when compacted).
+    pub fn to_virtual_host(&self) -> VirtualHost {
+        if self.compacted {
+            decode_virtual_host(self.canonical_bytes())
+        } else {
+            self.virtual_host.clone()
+        }
+    }
+
+    /// [`Self::to_virtual_host`], without a copy when not compacted.
+    pub fn into_virtual_host(self) -> VirtualHost {
+        if self.compacted {
+            decode_virtual_host(self.canonical_bytes())
+        } else {
+            self.virtual_host
+        }
+    }
+
     /// Whether the Upstreams this translation looked up are still found (or missing) as
     /// they were, and the listener's earlier WASM filters it looked up are the same.
     /// (A changed Upstream's content is not seen here: see `cache::IncrementalTranslator`.)
@@ -71,6 +104,16 @@ impl VirtualHostTranslation {
                 .iter()
                 .all(|(name, seen)| earlier_wasm.get(name) == seen.as_ref())
     }
+}
+
+/// Bytes this process encoded from a VirtualHost decode; a failure would be a bug, and
+/// leaves the virtual host empty rather than stopping the controller.
+fn decode_virtual_host(bytes: &[u8]) -> VirtualHost {
+    use prost::Message as _;
+    VirtualHost::decode(bytes).unwrap_or_else(|error| {
+        tracing::error!(%error, "cannot decode a virtual host this process encoded");
+        VirtualHost::default()
+    })
 }
 
 /// What a virtual host's translation reads besides the virtual host.
@@ -215,13 +258,22 @@ fn route(r: &pb::Route, path: &str, inputs: VirtualHostInputs<'_>, out: &mut Vir
         name
     };
     let effects = filters::merge(&r.filters);
+    // JSON to gRPC for a route to one Upstream whose gRPC methods discovery found.
+    let mut transcoder = None;
     let action = match filters::answer(&effects, r.action.as_ref()) {
         filters::Answer::InternalError => internal_error(),
         filters::Answer::Redirect(redirect) => route::Action::Redirect(redirect.clone()),
         filters::Answer::Own(pb::route::Action::RouteAction(action)) => {
             let cluster_specifier = match &action.destination {
                 Some(pb::route_action::Destination::Single(d)) => {
-                    route_action::ClusterSpecifier::Cluster(resolve(&d.upstream))
+                    let cluster = resolve(&d.upstream);
+                    transcoder = d
+                        .upstream
+                        .as_ref()
+                        .filter(|u| u.kind == "Upstream")
+                        .and_then(|u| inputs.upstreams.get(&kgw_proto::nats::key(&u.namespace, &u.name)))
+                        .and_then(grpc_json::route_config);
+                    route_action::ClusterSpecifier::Cluster(cluster)
                 }
                 Some(pb::route_action::Destination::Multi(multi)) => {
                     route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
@@ -272,6 +324,9 @@ fn route(r: &pb::Route, path: &str, inputs: VirtualHostInputs<'_>, out: &mut Vir
     );
     let mut closed_by = wasm_filters.closed;
     let mut typed_per_filter_config = std::collections::HashMap::new();
+    if let Some(config) = transcoder {
+        typed_per_filter_config.insert(grpc_json::FILTER_NAME.to_string(), config);
+    }
     for filter in wasm_filters.run {
         let envoy_name = wasm::filter_name(&filter);
         if !out.wasm_added.contains_key(&envoy_name) {

@@ -1,14 +1,24 @@
 //! Test support: a real nats-server (JetStream) on 127.0.0.1 and a free port, killed by its
-//! pid when dropped; an actix System on a multi-thread runtime; polling with deadlines.
+//! pid when dropped; a hyper HTTP server with fixed bodies; an actix System on a
+//! multi-thread runtime; polling with deadlines.
 #![allow(dead_code)]
 
 use std::{
+    collections::BTreeMap,
+    convert::Infallible,
     future::Future,
+    net::SocketAddr,
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
+
+use http_body_util::Full;
+use hyper::{Request, Response, body::Bytes, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tokio::task::JoinSet;
 
 /// A nats-server with JetStream in its own temp dir.
 pub struct NatsServer {
@@ -213,4 +223,57 @@ ports:
 endpoints:
 {endpoints}"
     )
+}
+
+/// A hyper HTTP/1.1 server answering fixed bodies by path (404 otherwise), recording the
+/// paths asked. Stops (with its connections) when dropped.
+pub struct HttpServer {
+    pub addr: SocketAddr,
+    pub asked: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn http_server(routes: &[(&str, &str)]) -> HttpServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let routes: Arc<BTreeMap<String, String>> =
+        Arc::new(routes.iter().map(|(p, b)| (p.to_string(), b.to_string())).collect());
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let recorded = asked.clone();
+    let task = tokio::spawn(async move {
+        // Dropped with the task: aborting the server aborts its connections too.
+        let mut connections = JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let routes = routes.clone();
+            let recorded = recorded.clone();
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let path = request.uri().path().to_string();
+                recorded.lock().expect("lock").push(path.clone());
+                let response = match routes.get(&path) {
+                    Some(body) => Response::new(Full::new(Bytes::from(body.clone()))),
+                    None => {
+                        let mut response = Response::new(Full::new(Bytes::from_static(b"not found")));
+                        *response.status_mut() = hyper::StatusCode::NOT_FOUND;
+                        response
+                    }
+                };
+                async move { Ok::<_, Infallible>(response) }
+            });
+            connections.spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    HttpServer { addr, asked, task }
 }

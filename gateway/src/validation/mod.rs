@@ -193,8 +193,8 @@ pub async fn check_change<V: Validator>(
         .filter(|(key, proxy)| base.output.proxies.get(*key) != Some(*proxy))
         .collect();
     if !changed.is_empty() {
-        let upstreams_after = discovery::translate::upstreams(candidate);
-        let upstreams_before = discovery::translate::upstreams(&base.index);
+        let upstreams_after = kgw_common::upstreams::upstreams(candidate);
+        let upstreams_before = kgw_common::upstreams::upstreams(&base.index);
         let deleted: Vec<(String, String)> = upstreams_before
             .iter()
             .filter(|(key, _)| !upstreams_after.contains_key(*key))
@@ -229,7 +229,7 @@ pub async fn check_all<V: Validator>(
 ) -> Result<(Output, Vec<Finding>), ValidatorError> {
     let output = translate::translate(index, options);
     let mut findings = status_findings(&output.status);
-    let upstreams = discovery::translate::upstreams(index);
+    let upstreams = kgw_common::upstreams::upstreams(index);
     let runs = output.proxies.values().map(|proxy| {
         validator.validate(DryRun {
             proxy: proxy.clone(),
@@ -415,6 +415,7 @@ pub fn remove(index: &mut Index, group: &str, kind: &str, namespace: &str, name:
         ("", "Service") => drop(index.services.remove(&nn)),
         ("discovery.k8s.io", "EndpointSlice") => drop(index.endpoint_slices.remove(&nn)),
         ("gateway.solo.io", "RouteOption") => drop(index.route_options.remove(&nn)),
+        ("gloo.solo.io", "Upstream") => drop(index.upstreams.remove(&nn)),
         _ => return false,
     }
     true

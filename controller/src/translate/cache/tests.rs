@@ -68,8 +68,10 @@ fn upstream(rng: &mut Rng, namespace: &str, name: &str) -> pb::Upstream {
             hosts: vec![pb::HostPort {
                 address: format!("127.0.0.{}", 1 + rng.below(3)),
                 port: 9001,
+                ..Default::default()
             }],
             use_tls: rng.chance(20),
+            ..Default::default()
         })),
         ..Default::default()
     }
