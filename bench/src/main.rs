@@ -26,12 +26,23 @@ struct Args {
     /// Where the JSON goes (default: target/bench of this repository).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Only these scenarios (comma-separated): translate, growth, bulk, throughput, kill_matrix, kube.
+    /// Only these scenarios (comma-separated): translate, growth, propagation, bulk, throughput,
+    /// kill_matrix, kube, discovery, delta.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
 
-const SCENARIOS: [&str; 6] = ["translate", "growth", "bulk", "throughput", "kill_matrix", "kube"];
+const SCENARIOS: [&str; 9] = [
+    "translate",
+    "growth",
+    "propagation",
+    "bulk",
+    "throughput",
+    "kill_matrix",
+    "kube",
+    "discovery",
+    "delta",
+];
 
 #[tokio::main]
 async fn main() {
@@ -94,6 +105,12 @@ async fn run(args: Args) -> Result<(PathBuf, bool)> {
             report.error("growth", &e);
         }
     }
+    if wanted("propagation") {
+        eprintln!("kgw-bench: propagation in two shapes, Envoy's floor over ADS, memory per route");
+        if let Err(e) = scenarios::shapes::run(&plan, &mut report).await {
+            report.error("propagation", &e);
+        }
+    }
     if wanted("bulk") {
         eprintln!("kgw-bench: bulk load");
         if let Err(e) = scenarios::bulk::run(&plan, &mut report).await {
@@ -118,8 +135,20 @@ async fn run(args: Args) -> Result<(PathBuf, bool)> {
             report.error("kube", &e);
         }
     }
+    if wanted("discovery") {
+        eprintln!("kgw-bench: discovery alone: cold start, restart, idle probes, memory, failover");
+        if let Err(e) = scenarios::discovery::run(&plan, &mut report).await {
+            report.error("discovery", &e);
+        }
+    }
+    if wanted("delta") {
+        eprintln!("kgw-bench: xDS bytes per route change with Envoy on delta ADS (VHDS)");
+        if let Err(e) = scenarios::delta::run(&plan, &mut report).await {
+            report.error("delta", &e);
+        }
+    }
     let elapsed = started.elapsed().as_secs_f64();
-    print!("{}", table(&plan, &report.values));
+    print!("{}", table(&plan, &report.values, &report.details));
     let mut doc = report.values.clone();
     doc.insert("details".into(), Value::Object(report.details.clone()));
     doc.insert("errors".into(), json!(report.errors));
@@ -141,7 +170,7 @@ async fn run(args: Args) -> Result<(PathBuf, bool)> {
 }
 
 /// The figures, each beside its goal.
-fn table(plan: &Plan, v: &serde_json::Map<String, Value>) -> String {
+fn table(plan: &Plan, v: &serde_json::Map<String, Value>, details: &serde_json::Map<String, Value>) -> String {
     let [small, mid, large] = plan.sizes.map(Plan::key);
     let num = |key: &str, sub: &[&str]| -> Option<f64> {
         let mut x = v.get(key)?;
@@ -202,6 +231,13 @@ fn table(plan: &Plan, v: &serde_json::Map<String, Value>) -> String {
             "≤ 16 KB at any size",
         );
     }
+    for size in [&small, &mid, &large] {
+        row(
+            format!("xds_bytes_per_route_change_delta {size}"),
+            show(num("xds_bytes_per_route_change_delta", &[size])),
+            "≤ 16 KB at any size",
+        );
+    }
     for size in [&small, &mid] {
         let p = |q| num("envoy_floor_ms", &[size, q]);
         row(
@@ -210,6 +246,8 @@ fn table(plan: &Plan, v: &serde_json::Map<String, Value>) -> String {
             "Envoy's own floor",
         );
     }
+    rows.extend(scenarios::shapes::rows(plan, v, show));
+    let mut row = |what: String, measured: String, goal: &str| rows.push([what, measured, goal.to_string()]);
     let churn = |q| num("propagation_under_churn_ms", &[q]);
     row(
         "propagation_under_churn_ms p50/p99".into(),
@@ -269,6 +307,8 @@ fn table(plan: &Plan, v: &serde_json::Map<String, Value>) -> String {
         show(num("kube_gateway_rss_mib", &[&small])),
         "",
     );
+    rows.extend(scenarios::discovery::rows(v, details, show));
+    let mut row = |what: String, measured: String, goal: &str| rows.push([what, measured, goal.to_string()]);
     for victim in ["controller", "gateway", "discovery", "access-log", "nats"] {
         let figures = ["non_2xx", "socket_errors", "access_log_lost", "new_route_live_s"]
             .map(|f| show(num("kill_matrix", &[victim, f])))

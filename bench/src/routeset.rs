@@ -2,7 +2,8 @@
 //! local echo backends. Route `i` has its own hostname (`r<i>.bench.local`) and path prefix
 //! (`/p<i>`), as routes spread over hostnames in real life; it sends to Service `svc-<i/5>`.
 //! One file per resource (`routes/route-<i>.yaml`, `services/svc-<j>.yaml`), so a route is
-//! added, edited or removed by writing one file.
+//! added, edited or removed by writing one file. [`Shape::OneHost`] puts every route under
+//! one hostname instead (one virtual host of N routes: the worst case of a route change).
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -34,6 +35,38 @@ impl Backends {
             .collect()
     }
 }
+
+/// How the routes of a set spread over hostnames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// Each route its own hostname (`r<i>.bench.local`).
+    Spread,
+    /// Every route under `one.bench.local`.
+    OneHost,
+}
+
+impl Shape {
+    pub const ALL: [Shape; 2] = [Shape::Spread, Shape::OneHost];
+
+    /// Its JSON key.
+    pub fn key(self) -> &'static str {
+        match self {
+            Shape::Spread => "spread",
+            Shape::OneHost => "one_host",
+        }
+    }
+
+    /// The hostname of route `name` in this shape.
+    pub fn host(self, name: &str) -> String {
+        match self {
+            Shape::Spread => host(name),
+            Shape::OneHost => ONE_HOST.to_string(),
+        }
+    }
+}
+
+/// The hostname of every route of a [`Shape::OneHost`] set.
+pub const ONE_HOST: &str = "one.bench.local";
 
 pub fn services_for(routes: usize) -> usize {
     routes.div_ceil(ROUTES_PER_SERVICE)
@@ -77,6 +110,11 @@ pub use kgw_harness::manifest::service_yaml;
 /// `variant` > 0 adds a second rule (prefix `/<name>-v<variant>`): a real change of the
 /// route table that leaves the first rule serving.
 pub fn route_yaml(name: &str, svc: &str, variant: usize) -> String {
+    shaped_route_yaml(Shape::Spread, name, svc, variant)
+}
+
+/// [`route_yaml`], its hostname that of `shape`.
+pub fn shaped_route_yaml(shape: Shape, name: &str, svc: &str, variant: usize) -> String {
     let extra = if variant == 0 {
         String::new()
     } else {
@@ -97,7 +135,7 @@ spec:
   - matches: [{{path: {{type: PathPrefix, value: /{name}}}}}]
     backendRefs: [{{name: {svc}, port: {SERVICE_PORT}}}]
 {extra}",
-        host = host(name)
+        host = shape.host(name)
     )
 }
 
@@ -118,9 +156,15 @@ pub fn write_services(dir: &Path, backends: &Backends, from: usize, to: usize) -
 
 /// Writes routes `from..to` over `services` Services (each file atomically).
 pub fn write_routes(dir: &Path, services: usize, from: usize, to: usize) -> Result<()> {
+    write_shaped_routes(dir, Shape::Spread, services, from, to)
+}
+
+/// [`write_routes`] in `shape`.
+pub fn write_shaped_routes(dir: &Path, shape: Shape, services: usize, from: usize, to: usize) -> Result<()> {
     for i in from..to {
         let name = route_name(i);
-        write_manifest_atomically(dir, &route_file(&name), &route_yaml(&name, &service_of(i, services), 0))?;
+        let yaml = shaped_route_yaml(shape, &name, &service_of(i, services), 0);
+        write_manifest_atomically(dir, &route_file(&name), &yaml)?;
     }
     Ok(())
 }

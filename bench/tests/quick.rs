@@ -1,5 +1,7 @@
 //! `kgw-bench --quick` runs every scenario small and writes a JSON file with every key of
-//! the contract (issue 4), each with measured numbers. No timing is asserted.
+//! the contract (issues 4, 9 and 11), each with measured numbers. No timing goal is
+//! asserted but discovery's failover (≤ 10 s), only that the figures are consistent
+//! (p50 ≤ p99, ratio = ours / floor, no rewrite on restart, delta below state of the world).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -30,17 +32,102 @@ fn number(doc: &Value, path: &[&str]) -> f64 {
     x
 }
 
-/// The keys of an object of figures by route count, in increasing order.
+/// The keys of an object of figures by route count, in increasing order (beside them,
+/// `propagation_ms` holds an object per shape).
 fn sizes(doc: &Value, key: &str) -> Vec<String> {
-    let obj = doc[key]
+    sizes_of(&doc[key], key)
+}
+
+fn sizes_of(obj: &Value, key: &str) -> Vec<String> {
+    let obj = obj
         .as_object()
-        .unwrap_or_else(|| panic!("{key} is not an object: {}", doc[key]));
-    let mut keys: Vec<String> = obj.keys().cloned().collect();
+        .unwrap_or_else(|| panic!("{key} is not an object: {obj}"));
+    let mut keys: Vec<String> = obj.keys().filter(|k| !SHAPES.contains(&k.as_str())).cloned().collect();
     keys.sort_by_key(|k| {
         k.parse::<usize>()
             .unwrap_or_else(|_| panic!("{key}: {k} is not a route count"))
     });
     keys
+}
+
+const SHAPES: [&str; 2] = ["spread", "one_host"];
+
+/// `{p50, p99}` at `path`: both positive, p50 ≤ p99; (p50, p99).
+fn quantiles(doc: &Value, path: &[&str]) -> (f64, f64) {
+    let at = |q: &str| number(doc, &[path, &[q]].concat());
+    let (p50, p99) = (at("p50"), at("p99"));
+    assert!(p50 > 0.0 && p50 <= p99, "{path:?}: p50 {p50}, p99 {p99}");
+    (p50, p99)
+}
+
+/// The issue-9 keys: propagation in two shapes beside Envoy's floor over ADS, their ratio,
+/// and the RSS slope of our four processes.
+fn check_shapes(doc: &Value) {
+    for shape in SHAPES {
+        let ours = sizes_of(&doc["propagation_ms"][shape], shape);
+        assert_eq!(ours.len(), 2, "propagation_ms.{shape}: two sizes");
+        assert_eq!(
+            sizes_of(&doc["envoy_floor_ads_ms"][shape], shape),
+            ours,
+            "envoy_floor_ads_ms.{shape}: the same sizes"
+        );
+        for size in &ours {
+            let (p50, p99) = quantiles(doc, &["propagation_ms", shape, size]);
+            let (f50, f99) = quantiles(doc, &["envoy_floor_ads_ms", shape, size]);
+            let (r50, r99) = (
+                number(doc, &["ratio_to_floor", shape, size, "p50"]),
+                number(doc, &["ratio_to_floor", shape, size, "p99"]),
+            );
+            // Rounded to three decimals.
+            assert!(
+                (r50 - p50 / f50).abs() < 0.01 * r50.max(1.0),
+                "ratio p50 {r50} ≠ {p50} / {f50}"
+            );
+            assert!(
+                (r99 - p99 / f99).abs() < 0.01 * r99.max(1.0),
+                "ratio p99 {r99} ≠ {p99} / {f99}"
+            );
+        }
+    }
+    for p in ["gateway", "controller", "discovery", "access-log"] {
+        let x = &doc["rss_mib_per_1k_routes"][p];
+        // A slope: may be negative at small sizes (allocator noise), never absurd.
+        let slope = x.as_f64().unwrap_or_else(|| panic!("rss_mib_per_1k_routes.{p}: {x}"));
+        assert!(
+            slope.is_finite() && slope.abs() < 1000.0,
+            "rss_mib_per_1k_routes.{p}: {slope}"
+        );
+    }
+}
+
+/// Issue 11's keys: discovery alone (cold start, restart, idle probes, memory, failover)
+/// and the xDS bytes of a route change with Envoy on delta ADS.
+fn check_discovery(doc: &Value) {
+    assert!(number(doc, &["uds_3k_services_seconds"]) > 0.0);
+    assert_eq!(
+        number(doc, &["uds_writes_on_restart"]),
+        0.0,
+        "a restart rewrites nothing"
+    );
+    let probes = number(doc, &["fds_probes_per_minute_idle"]);
+    let bound = number(doc, &["details", "fds_probes", "bound_per_minute"]);
+    assert!(
+        bound > 0.0 && probes <= bound,
+        "idle probes {probes}/min above one per Upstream ({bound})"
+    );
+    assert!(number(doc, &["discovery_rss_mib"]) > 0.0);
+    let failover = number(doc, &["discovery_failover_seconds"]);
+    assert!(failover > 0.0 && failover <= 10.0, "discovery failover {failover} s");
+    let s = sizes(doc, "xds_bytes_per_route_change_delta");
+    assert_eq!(s, sizes(doc, "xds_bytes_per_route_change"), "delta: the same sizes");
+    for size in &s {
+        assert!(number(doc, &["xds_bytes_per_route_change_delta", size]) > 0.0);
+    }
+    // One virtual host instead of the whole route table.
+    let largest = s.last().expect("sizes");
+    let delta = number(doc, &["xds_bytes_per_route_change_delta", largest]);
+    let sotw = number(doc, &["xds_bytes_per_route_change", largest]);
+    assert!(delta < sotw, "at {largest}: delta {delta} ≥ state of the world {sotw}");
 }
 
 #[test]
@@ -84,6 +171,7 @@ fn quick_run_reports_every_key_with_numbers() {
             number(&doc, &["propagation_ms", size, q]);
         }
     }
+    check_shapes(&doc);
     let s = sizes(&doc, "kv_bytes_per_route_change");
     assert_eq!(s.len(), 3, "kv_bytes_per_route_change: three sizes");
     for size in &s {
@@ -133,6 +221,7 @@ fn quick_run_reports_every_key_with_numbers() {
             "kill_matrix.{victim}"
         );
     }
+    check_discovery(&doc);
     assert!(number(&doc, &["als_entries_sent"]) > 0.0);
     assert!(number(&doc, &["envoy_rps_xds"]) > 0.0);
     let machine = &doc["machine"];

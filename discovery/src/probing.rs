@@ -132,13 +132,37 @@ pub(crate) fn spawn(
         };
         state.seed = existing;
         let mut running: JoinSet<(String, Fingerprint, ProbeResult)> = JoinSet::new();
-        let mut first_round = true;
+        // Probes in flight at most: more would only wait for the prober's permits, each
+        // holding its future's memory.
+        let limit = prober.config().concurrency.max(1);
+        let mut current = KvState::default();
+        let mut probe_inputs = Arc::default();
+        // What to redo this round: everything when the owned Upstreams or the inputs
+        // changed; else only the Upstream whose probe ended.
+        let mut inputs_changed = true;
+        let mut probed: Option<String> = None;
         loop {
             let now = Instant::now();
-            let current = scoped.borrow_and_update().clone();
-            let probe_inputs = inputs.borrow_and_update().clone();
-            state.observe(&current, &probe_inputs, now);
-            for (key, fingerprint) in state.schedule.take_due(now) {
+            if inputs_changed {
+                current = scoped.borrow_and_update().clone();
+                probe_inputs = inputs.borrow_and_update().clone();
+                state.observe(&current, &probe_inputs, now);
+                enriched_tx.send_replace(state.enrich(&current));
+                status_tx.send_replace(state.statuses(&current, &probe_inputs));
+                ready_tx.send_if_modified(|ready| !std::mem::replace(ready, true));
+            } else if let Some(key) = probed.take() {
+                let enriched = state.enrich_one(&enriched_tx.borrow(), &current, &key);
+                if let Some(enriched) = enriched {
+                    enriched_tx.send_replace(enriched);
+                }
+                let statuses = state.status_one(&status_tx.borrow(), &current, &probe_inputs, &key);
+                if let Some(statuses) = statuses {
+                    status_tx.send_replace(statuses);
+                }
+            }
+            inputs_changed = false;
+            let room = limit.saturating_sub(running.len());
+            for (key, fingerprint) in state.schedule.take_due_at_most(now, room) {
                 let Some(target) = state.targets.get(&key).map(|(_, target)| target.clone()) else {
                     state.schedule.finished(&key, &fingerprint, None, now);
                     continue;
@@ -150,24 +174,21 @@ pub(crate) fn spawn(
                     (key, fingerprint, result)
                 });
             }
-            enriched_tx.send_replace(state.enrich(&current));
-            status_tx.send_replace(state.statuses(&current, &probe_inputs));
-            if first_round {
-                ready_tx.send_replace(true);
-                first_round = false;
-            }
+            // Woken by the schedule only when a probe could start.
             let wake = state
                 .schedule
                 .next_due()
+                .filter(|_| running.len() < limit)
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 _ = shutdown.wait() => return,
-                changed = scoped.changed() => if changed.is_err() { return },
-                changed = inputs.changed() => if changed.is_err() { return },
+                changed = scoped.changed() => if changed.is_err() { return } else { inputs_changed = true },
+                changed = inputs.changed() => if changed.is_err() { return } else { inputs_changed = true },
                 Some(done) = running.join_next(), if !running.is_empty() => {
                     if let Ok((key, fingerprint, result)) = done {
-                        state.finished(key, &fingerprint, result);
+                        state.finished(key.clone(), &fingerprint, result);
+                        probed = Some(key);
                     }
                 }
                 _ = tokio::time::sleep_until(wake) => {}
@@ -317,25 +338,83 @@ impl Probing {
         }
     }
 
+    /// `last` (what [`Self::enrich`] gave for `current`) with the Upstream under `key`
+    /// enriched again; `None` when its value is the same.
+    fn enrich_one(&self, last: &KvState, current: &KvState, key: &str) -> Option<KvState> {
+        let value = current.values.get(key)?;
+        let value = match self.found.get(key) {
+            Some(found) => {
+                let mut upstream = Upstream::decode(value.as_ref()).ok()?;
+                upstream.functions = found.functions.clone();
+                upstream.grpc_descriptors = found.descriptors.clone();
+                Bytes::from(upstream.encode_to_vec())
+            }
+            None => value.clone(),
+        };
+        if last.values.get(key) == Some(&value) {
+            return None;
+        }
+        let mut values = (*last.values).clone();
+        values.insert(key.to_string(), value);
+        Some(KvState {
+            values: Arc::new(values),
+            trace: last.trace.clone(),
+            scope: last.scope.clone(),
+        })
+    }
+
+    /// `last` (what [`Self::statuses`] gave for `current`) with the status of `key` made
+    /// again; `None` when it is the same.
+    fn status_one(
+        &mut self,
+        last: &KvState,
+        current: &KvState,
+        inputs: &BTreeMap<String, ProbeInput>,
+        key: &str,
+    ) -> Option<KvState> {
+        let input = inputs.get(key).filter(|_| current.values.contains_key(key))?;
+        let status = self.status(key, input);
+        if self
+            .encoded
+            .get(key)
+            .is_some_and(|(last_status, _)| *last_status == status)
+        {
+            return None;
+        }
+        let bytes = Bytes::from(status.encode_to_vec());
+        self.encoded.insert(key.to_string(), (status, bytes.clone()));
+        let mut values = (*last.values).clone();
+        values.insert(key.to_string(), bytes);
+        Some(KvState {
+            values: Arc::new(values),
+            trace: None,
+            scope: last.scope.clone(),
+        })
+    }
+
+    fn status(&self, key: &str, input: &ProbeInput) -> ProbeStatus {
+        let state = self.schedule.state(key);
+        let found = self.found.get(key);
+        ProbeStatus {
+            replica: self.replica.clone(),
+            detector: found.map(|f| f.detector.kind().to_string()).unwrap_or_default(),
+            functions: found.map_or(0, |f| f.functions.len() as u32),
+            source: found.map(|f| f.source.clone()).unwrap_or_default(),
+            error: self.errors.get(key).cloned().unwrap_or_default(),
+            failures: state.map_or(0, |s| s.failures),
+            probed_at_unix_ms: self.times.get(key).map_or(0, |t| t.0),
+            next_probe_unix_ms: self.times.get(key).map_or(0, |t| t.1),
+            enabled: input.enabled,
+        }
+    }
+
     /// A [`ProbeStatus`] per Upstream owned that has probe inputs, scoped as `current`.
     fn statuses(&mut self, current: &KvState, inputs: &BTreeMap<String, ProbeInput>) -> KvState {
         let mut values = BTreeMap::new();
         let mut encoded = BTreeMap::new();
         for key in current.values.keys() {
             let Some(input) = inputs.get(key) else { continue };
-            let state = self.schedule.state(key);
-            let found = self.found.get(key);
-            let status = ProbeStatus {
-                replica: self.replica.clone(),
-                detector: found.map(|f| f.detector.kind().to_string()).unwrap_or_default(),
-                functions: found.map_or(0, |f| f.functions.len() as u32),
-                source: found.map(|f| f.source.clone()).unwrap_or_default(),
-                error: self.errors.get(key).cloned().unwrap_or_default(),
-                failures: state.map_or(0, |s| s.failures),
-                probed_at_unix_ms: self.times.get(key).map_or(0, |t| t.0),
-                next_probe_unix_ms: self.times.get(key).map_or(0, |t| t.1),
-                enabled: input.enabled,
-            };
+            let status = self.status(key, input);
             let bytes = match self.encoded.remove(key) {
                 Some((last, bytes)) if last == status => bytes,
                 _ => Bytes::from(status.encode_to_vec()),

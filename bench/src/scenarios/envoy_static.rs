@@ -41,7 +41,12 @@ pub enum Routes {
         path: PathBuf,
         dir: PathBuf,
     },
+    /// RDS over ADS (state of the world) from the gRPC server at this address.
+    Ads(SocketAddr),
 }
+
+/// The cluster of [`Routes::Ads`]' server.
+const ADS_CLUSTER: &str = "kgw-bench-ads";
 
 /// The virtual host of route `name`: its hostname, its prefix, its Service's cluster.
 pub fn virtual_host(name: &str, svc: &str) -> Value {
@@ -140,6 +145,7 @@ pub fn bootstrap(
         "access_log": access_log,
         "strip_any_host_port": true,
     });
+    let mut dynamic = json!({});
     match routes {
         Routes::Inline(vhosts) => hcm["route_config"] = json!({"name": listener_name, "virtual_hosts": vhosts}),
         Routes::File { path, dir } => {
@@ -147,6 +153,17 @@ pub fn bootstrap(
                 "path_config_source": {"path": path.display().to_string(), "watched_directory": {"path": dir.display().to_string()}},
                 "resource_api_version": "V3",
             }})
+        }
+        Routes::Ads(server) => {
+            hcm["rds"] = json!({"route_config_name": listener_name, "config_source": {
+                "ads": {}, "resource_api_version": "V3",
+            }});
+            clusters.push(static_cluster(ADS_CLUSTER, &[server], true));
+            dynamic = json!({"ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": ADS_CLUSTER}}],
+            }});
         }
     }
     Ok(json!({
@@ -160,6 +177,7 @@ pub fn bootstrap(
             }],
             "clusters": clusters,
         },
+        "dynamic_resources": dynamic,
     }))
 }
 

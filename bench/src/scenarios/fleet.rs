@@ -16,7 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use kgw_harness::{Layout, Placement, Process, System, SystemConfig, bins};
 use tokio::task::JoinSet;
 
-use crate::routeset::{self, Backends};
+use crate::routeset::{self, Backends, Shape};
 
 /// Echo backend addresses per system (endpoints of a Service are taken from these).
 const BACKEND_IPS: u8 = 4;
@@ -73,6 +73,11 @@ impl Poller {
     /// One pass over `names` (route names), 16 requests at a time: per name, the time from
     /// `since` when it answered 200, or `None`.
     pub async fn check_all(&self, names: &[String], since: Instant) -> Result<Vec<Option<Duration>>> {
+        self.check_all_in(Shape::Spread, names, since).await
+    }
+
+    /// [`Poller::check_all`] for routes of a set of `shape`.
+    pub async fn check_all_in(&self, shape: Shape, names: &[String], since: Instant) -> Result<Vec<Option<Duration>>> {
         let mut seen = vec![None; names.len()];
         if names.is_empty() {
             return Ok(seen);
@@ -85,10 +90,7 @@ impl Poller {
             tasks.spawn(async move {
                 let mut ok = Vec::new();
                 for (i, name) in chunk {
-                    if let Ok(200) = poller
-                        .status(&routeset::host(&name), &routeset::request_path(&name))
-                        .await
-                    {
+                    if let Ok(200) = poller.status(&shape.host(&name), &routeset::request_path(&name)).await {
                         ok.push((i, since.elapsed()));
                     }
                 }
@@ -106,6 +108,17 @@ impl Poller {
     /// Waits until every one of `names` answers 200; per name, the time from `since` when
     /// it was first seen serving.
     pub async fn until_all_200(&self, names: &[String], since: Instant, timeout: Duration) -> Result<Vec<Duration>> {
+        self.until_all_200_in(Shape::Spread, names, since, timeout).await
+    }
+
+    /// [`Poller::until_all_200`] for routes of a set of `shape`.
+    pub async fn until_all_200_in(
+        &self,
+        shape: Shape,
+        names: &[String],
+        since: Instant,
+        timeout: Duration,
+    ) -> Result<Vec<Duration>> {
         let mut seen: Vec<Option<Duration>> = vec![None; names.len()];
         loop {
             let pending: Vec<usize> = (0..names.len()).filter(|&i| seen[i].is_none()).collect();
@@ -113,7 +126,7 @@ impl Poller {
                 return Ok(seen.into_iter().flatten().collect());
             }
             let asked: Vec<String> = pending.iter().map(|&i| names[i].clone()).collect();
-            for (i, at) in pending.into_iter().zip(self.check_all(&asked, since).await?) {
+            for (i, at) in pending.into_iter().zip(self.check_all_in(shape, &asked, since).await?) {
                 seen[i] = at;
             }
             let left: Vec<&String> = names

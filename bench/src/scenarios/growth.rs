@@ -1,6 +1,7 @@
 //! One system grown through the three sizes. At each size: `propagation_ms`. At the mid
 //! size (5k) also `propagation_under_churn_ms`, `non_2xx_during_edits` and then `rss_mib`.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -10,7 +11,8 @@ use serde_json::{Value, json};
 use super::fleet::Fleet;
 use super::propagation::{self, Churn};
 use super::{Plan, Report, edits, percentile, round3, summary};
-use crate::{procstat, routeset};
+use crate::procstat;
+use crate::routeset::{self, Shape};
 
 /// Rate of the churn: a rewrite every 100 ms.
 const CHURN_EVERY: Duration = Duration::from_millis(100);
@@ -24,7 +26,8 @@ pub async fn run(plan: &Plan, report: &mut Report) -> Result<()> {
     .await?;
     let mut loaded = 0;
     for n in plan.sizes {
-        grow(&fleet, plan, loaded, n, report).await?;
+        let load = grow(&fleet, plan, Shape::Spread, loaded, n).await?;
+        report.detail(&format!("load_{n}"), load);
         loaded = n;
         let services = routeset::services_for(n);
         match propagation::sample(&fleet, plan, &format!("new{n}"), plan.samples, services).await {
@@ -42,7 +45,11 @@ pub async fn run(plan: &Plan, report: &mut Report) -> Result<()> {
         match bytes_per_route_change(&fleet, n).await {
             Ok((kv, xds)) => {
                 report.set_in("kv_bytes_per_route_change", &Plan::key(n), json!(kv));
-                report.set_in("xds_bytes_per_route_change", &Plan::key(n), json!(xds));
+                report.set_in(
+                    "xds_bytes_per_route_change",
+                    &Plan::key(n),
+                    json!(xds.values().sum::<u64>()),
+                );
             }
             Err(e) => report.error(&format!("kv_bytes_per_route_change at {n}"), &e),
         }
@@ -66,19 +73,24 @@ pub async fn run(plan: &Plan, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// Adds routes `from..to` (and their Services) and waits until a sample of them serves.
-async fn grow(fleet: &Fleet, plan: &Plan, from: usize, to: usize, report: &mut Report) -> Result<()> {
+/// Adds routes `from..to` of `shape` (and their Services) and waits until a sample of them
+/// serves; how long writing and serving took.
+pub(super) async fn grow(fleet: &Fleet, plan: &Plan, shape: Shape, from: usize, to: usize) -> Result<Value> {
     let dir = fleet.config_dir();
     let started = Instant::now();
     let services = routeset::services_for(to);
     routeset::write_services(dir, &fleet.backends, routeset::services_for(from), services)?;
-    routeset::write_routes(dir, services, from, to)?;
+    routeset::write_shaped_routes(dir, shape, services, from, to)?;
     let written = started.elapsed();
     let mut names: Vec<String> = (0..20)
         .map(|k| routeset::route_name(from + k * (to - from) / 20))
         .collect();
     names.push(routeset::route_name(to - 1));
-    if let Err(e) = fleet.poller.until_all_200(&names, started, plan.load_timeout).await {
+    if let Err(e) = fleet
+        .poller
+        .until_all_200_in(shape, &names, started, plan.load_timeout)
+        .await
+    {
         // Say why when a process said so (e.g. a Proxy too large for one NATS message).
         let why: Vec<String> = [Component::Gateway, Component::Controller]
             .into_iter()
@@ -97,14 +109,11 @@ async fn grow(fleet: &Fleet, plan: &Plan, from: usize, to: usize, report: &mut R
     }
     let served = started.elapsed();
     eprintln!(
-        "kgw-bench: {to} routes loaded ({} files written in {:.1} s, served after {:.1} s)",
+        "kgw-bench: {to} routes ({}) loaded ({} files written in {:.1} s, served after {:.1} s)",
+        shape.key(),
         to - from,
         written.as_secs_f64(),
         served.as_secs_f64()
-    );
-    report.detail(
-        &format!("load_{to}"),
-        json!({"files_written_s": round3(written.as_secs_f64()), "served_s": round3(served.as_secs_f64())}),
     );
     // Let the last of it (status writes, endpoint pushes) settle before measuring.
     tokio::time::sleep(if plan.quick {
@@ -113,7 +122,7 @@ async fn grow(fleet: &Fleet, plan: &Plan, from: usize, to: usize, report: &mut R
         Duration::from_secs(3)
     })
     .await;
-    Ok(())
+    Ok(json!({"files_written_s": round3(written.as_secs_f64()), "served_s": round3(served.as_secs_f64())}))
 }
 
 async fn churn(fleet: &Fleet, plan: &Plan, n: usize, report: &mut Report) -> Result<()> {
@@ -152,11 +161,10 @@ async fn churn(fleet: &Fleet, plan: &Plan, n: usize, report: &mut Report) -> Res
     Ok(())
 }
 
-/// Peak resident memory (VmHWM) of every process of the system, and the current, in MiB.
 /// What one new route costs, measured once it serves: the bytes it adds to the stream of
 /// bucket `kgw_proxies` (a history of one value per key: the values the change wrote),
-/// and the bytes of the xDS responses the controller sent Envoy for it.
-async fn bytes_per_route_change(fleet: &Fleet, n: usize) -> Result<(u64, u64)> {
+/// and the bytes of the xDS responses the controller sent Envoy for it, per type URL.
+pub(super) async fn bytes_per_route_change(fleet: &Fleet, n: usize) -> Result<(u64, BTreeMap<String, u64>)> {
     let bucket = kgw_proto::nats::PROXIES_BUCKET;
     let dir = fleet.config_dir().to_path_buf();
     let name = format!("kvbytes{n}");
@@ -190,11 +198,20 @@ async fn bytes_per_route_change(fleet: &Fleet, n: usize) -> Result<(u64, u64)> {
     let after = fleet.system.kv_stream_bytes(bucket).await?;
     let xds_after = xds_response_bytes(fleet).await?;
     kgw_harness::remove_manifest(&dir, &routeset::route_file(&name))?;
-    Ok((after.saturating_sub(before), xds_after.saturating_sub(xds_before)))
+    let xds = xds_after
+        .into_iter()
+        .map(|(t, after)| {
+            let before = xds_before.get(&t).copied().unwrap_or(0);
+            (t, after.saturating_sub(before))
+        })
+        .filter(|(_, bytes)| *bytes > 0)
+        .collect();
+    Ok((after.saturating_sub(before), xds))
 }
 
-/// The controller's `kgw_controller_xds_response_bytes_total`, summed over the types.
-async fn xds_response_bytes(fleet: &Fleet) -> Result<u64> {
+/// The controller's `kgw_controller_xds_response_bytes_total`, per type URL (its last
+/// path segment, e.g. `envoy.config.route.v3.VirtualHost`).
+async fn xds_response_bytes(fleet: &Fleet) -> Result<BTreeMap<String, u64>> {
     let url = fleet
         .system
         .monitoring_url(Component::Controller, "/metrics")
@@ -202,11 +219,17 @@ async fn xds_response_bytes(fleet: &Fleet) -> Result<u64> {
     let text = kgw_harness::get(&url, None).await?.text();
     Ok(text
         .lines()
-        .filter(|l| l.starts_with("kgw_controller_xds_response_bytes_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum())
+        .filter_map(|l| l.strip_prefix("kgw_controller_xds_response_bytes_total{"))
+        .filter_map(|l| {
+            let (labels, value) = l.rsplit_once(' ')?;
+            let type_url = labels.split('"').nth(1).unwrap_or(labels);
+            let short = type_url.rsplit('/').next().unwrap_or(type_url);
+            Some((short.to_string(), value.trim().parse::<u64>().ok()?))
+        })
+        .collect())
 }
 
+/// Peak resident memory (VmHWM) of every process of the system, and the current, in MiB.
 fn peak_rss(fleet: &Fleet) -> Result<(Value, Value)> {
     let (mut peak, mut now) = (serde_json::Map::new(), serde_json::Map::new());
     for (c, key) in [

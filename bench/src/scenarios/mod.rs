@@ -1,7 +1,10 @@
 //! The scenarios of the benchmark. Each writes its figures under the JSON keys of the
 //! contract (issue 4) into a [`Report`], and what explains them under `details`.
 
+pub mod ads_floor;
 pub mod bulk;
+pub mod delta;
+pub mod discovery;
 pub mod edits;
 pub mod envoy_static;
 pub mod fleet;
@@ -11,6 +14,7 @@ pub mod kill_matrix;
 pub mod kube;
 pub mod machine;
 pub mod propagation;
+pub mod shapes;
 pub mod throughput;
 pub mod translate;
 
@@ -40,8 +44,22 @@ pub struct Plan {
     pub als_secs: u64,
     pub reps: usize,
     pub floor_samples: usize,
+    /// Route counts of the two-shape propagation runs ([`shapes`]), and samples at each
+    /// (ours and Envoy's floor over ADS alike); at the largest size only `shape_samples_largest`.
+    /// A series stops short once `shape_budget` is spent (a slow system still ends the run
+    /// in time; the JSON says how many samples were taken).
+    pub shape_sizes: Vec<usize>,
+    pub shape_samples: usize,
+    pub shape_samples_largest: usize,
+    pub shape_budget: Duration,
     /// Longest wait for a route set to be served.
     pub load_timeout: Duration,
+    /// Services (3 Upstreams each) of the [`discovery`] scenario; its idle-probe window:
+    /// from this long after discovery's start (at the earliest 1 s after the first probe
+    /// round), this long.
+    pub discovery_services: usize,
+    pub probe_window_from: Duration,
+    pub probe_window: Duration,
 }
 
 impl Plan {
@@ -61,7 +79,16 @@ impl Plan {
             als_secs: 20,
             reps: 3,
             floor_samples: 50,
+            shape_sizes: vec![1000, 5000, 10000, 20000],
+            shape_samples: 50,
+            shape_samples_largest: 20,
+            shape_budget: Duration::from_secs(20),
             load_timeout: Duration::from_secs(180),
+            discovery_services: 3000,
+            // Minute 2 → 3 (fits the budget). At 16 probes at once, 9,000 Upstreams' first round
+            // outlasts it: the figure is then the probing rate, a bound of its own.
+            probe_window_from: Duration::from_secs(120),
+            probe_window: Duration::from_secs(60),
         }
     }
 
@@ -81,7 +108,14 @@ impl Plan {
             als_secs: 3,
             reps: 1,
             floor_samples: 5,
+            shape_sizes: vec![50, 100],
+            shape_samples: 5,
+            shape_samples_largest: 5,
+            shape_budget: Duration::from_secs(20),
             load_timeout: Duration::from_secs(120),
+            discovery_services: 100,
+            probe_window_from: Duration::ZERO,
+            probe_window: Duration::from_secs(10),
         }
     }
 
@@ -110,6 +144,22 @@ impl Report {
         if let Value::Object(m) = entry {
             m.insert(sub.into(), value);
         }
+    }
+
+    /// Sets the value at `path` (objects made as needed), e.g. `key.shape.size`.
+    pub fn set_at(&mut self, path: &[&str], value: Value) {
+        let Some((last, parents)) = path.split_last() else {
+            return;
+        };
+        let mut map = &mut self.values;
+        for p in parents {
+            let entry = map.entry(*p).or_insert_with(|| json!({}));
+            let Value::Object(m) = entry else {
+                return;
+            };
+            map = m;
+        }
+        map.insert((*last).into(), value);
     }
 
     pub fn detail(&mut self, key: &str, value: Value) {

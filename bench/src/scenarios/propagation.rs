@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::fleet::Fleet;
 use super::{Plan, ms};
-use crate::routeset;
+use crate::routeset::{self, Shape};
 
 /// Longest wait for one new route.
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,17 +25,45 @@ const MAX_FAILURES: usize = 3;
 pub struct Samples {
     pub ms: Vec<f64>,
     pub failures: Vec<String>,
+    /// Stopped short: the series' time budget was spent.
+    pub over_budget: bool,
+}
+
+impl Samples {
+    /// Whether sample `k` of a series begun at `began` is over `budget` (the first never is).
+    pub fn over(&mut self, k: usize, began: Instant, budget: Option<Duration>) -> bool {
+        self.over_budget = k > 0 && budget.is_some_and(|b| began.elapsed() >= b);
+        self.over_budget
+    }
 }
 
 /// `count` new routes `<prefix>-<k>`, one at a time, each timed from its file write to
 /// its first 200. The routes are removed afterwards.
 pub async fn sample(fleet: &Fleet, plan: &Plan, prefix: &str, count: usize, services: usize) -> Result<Samples> {
+    sample_in(fleet, plan, Shape::Spread, prefix, count, services, None).await
+}
+
+/// [`sample`] with routes of `shape`, stopping short once `budget` is spent.
+pub async fn sample_in(
+    fleet: &Fleet,
+    plan: &Plan,
+    shape: Shape,
+    prefix: &str,
+    count: usize,
+    services: usize,
+    budget: Option<Duration>,
+) -> Result<Samples> {
     let dir = fleet.config_dir().to_path_buf();
     let mut out = Samples::default();
     let mut written = Vec::new();
+    let began = Instant::now();
     for k in 0..count {
+        if out.over(k, began, budget) {
+            break;
+        }
         let name = format!("{prefix}-{k}");
-        let yaml = routeset::route_yaml(
+        let yaml = routeset::shaped_route_yaml(
+            shape,
             &name,
             &routeset::service_of(k * routeset::ROUTES_PER_SERVICE, services),
             0,
@@ -44,7 +72,7 @@ pub async fn sample(fleet: &Fleet, plan: &Plan, prefix: &str, count: usize, serv
         let started = Instant::now();
         write_manifest_atomically(&dir, &routeset::route_file(&name), &yaml)?;
         written.push(name.clone());
-        let host = routeset::host(&name);
+        let host = shape.host(&name);
         match fleet
             .poller
             .until_200(&host, &routeset::request_path(&name), started, SAMPLE_TIMEOUT)

@@ -3,6 +3,9 @@
 //! Upstreams (discovery's job) are computed once beforehand: they are the controller's input.
 //! `controller_translate_one_vhost_ms`: the controller's part alone of one route change (one
 //! virtual host), Proxy → served snapshot, through its incremental translator.
+//! `gateway_translate_one_route_ms`: the gateway's part alone of one route change, Gateway
+//! API → Proxy KV values, through its incremental translator (the route translated again,
+//! its virtual host patched, the changed values encoded).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -11,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::{Result, ensure};
 use controller::translate::{Settings, cache::IncrementalTranslator, wasm::WasmModules};
-use kgw_common::resources::Index;
+use kgw_common::resources::{Change, Index, ResourceKey, decode};
 use kgw_proto::v1 as pb;
 use serde_json::json;
 
@@ -32,7 +35,7 @@ pub fn run(plan: &Plan, report: &mut Report) -> Result<()> {
     for n in plan.sizes {
         let built = Instant::now();
         let mut index = routeset::index(n, &backends)?;
-        let upstreams = discovery::translate::upstreams(&index);
+        let upstreams = kgw_common::upstreams::upstreams(&index);
         let build_ms = ms(built.elapsed());
         let pass = |index: &Index| -> (usize, usize) { translate_all(index, &upstreams, &gateway_options, &settings) };
         // Warm up, and check the set translates to what it should.
@@ -69,19 +72,37 @@ pub fn run(plan: &Plan, report: &mut Report) -> Result<()> {
         }
         let (controller_one, controller_full) =
             controller_one_vhost(plan, &mut index, &versions, &upstreams, &gateway_options, &settings)?;
-        let (f, o, c) = (median(&full), median(&one), median(&controller_one));
+        let gateway = gateway_one_route(plan, &mut index, &versions, &gateway_options)?;
+        let (f, o, c, g) = (
+            median(&full),
+            median(&one),
+            median(&controller_one),
+            median(&gateway.incremental),
+        );
         eprintln!(
             "kgw-bench: translate {n} routes: full {f:.2} ms, one route {o:.2} ms (controller alone {c:.2} ms, \
-             its full translation {:.2} ms), Proxy {proxy_bytes:?} bytes",
-            median(&controller_full)
+             its full translation {:.2} ms; gateway alone {g:.3} ms incremental, {:.2} ms full translation \
+             + {:.2} ms encoding; index clone {:.2} ms, KV values clone {:.2} ms), Proxy {proxy_bytes:?} bytes",
+            median(&controller_full),
+            median(&gateway.full_translate),
+            median(&gateway.full_encode),
+            median(&gateway.index_clone),
+            median(&gateway.values_clone),
         );
         report.set_in("translate_full_ms", &Plan::key(n), json!(f));
         report.set_in("translate_one_route_ms", &Plan::key(n), json!(o));
         report.set_in("controller_translate_one_vhost_ms", &Plan::key(n), json!(c));
+        report.set_in("gateway_translate_one_route_ms", &Plan::key(n), json!(g));
         report.detail(
             &format!("translate_{n}"),
             json!({"full_runs_ms": full, "one_route_runs_ms": one, "index_build_ms": build_ms,
                    "controller_one_vhost_runs_ms": controller_one, "controller_full_runs_ms": controller_full,
+                   "gateway_one_route_runs_ms": gateway.incremental,
+                   "gateway_one_route_translate_runs_ms": gateway.incremental_translate,
+                   "gateway_full_translate_runs_ms": gateway.full_translate,
+                   "gateway_full_encode_runs_ms": gateway.full_encode,
+                   "index_clone_runs_ms": gateway.index_clone,
+                   "proxy_values_clone_runs_ms": gateway.values_clone,
                    "envoy_routes": routes, "clusters": clusters, "proxy_bytes": proxy_bytes}),
         );
     }
@@ -124,6 +145,84 @@ fn controller_one_vhost(
         }));
     }
     Ok((runs, full_runs))
+}
+
+/// The gateway's own figures for one changed route, per run.
+struct GatewayRuns {
+    /// Incremental translation + encoding of the changed KV values.
+    incremental: Vec<f64>,
+    /// The incremental translation alone.
+    incremental_translate: Vec<f64>,
+    /// For comparison: the full translation, and encoding every value, of the same index.
+    full_translate: Vec<f64>,
+    full_encode: Vec<f64>,
+    /// Cloning the whole index (what the actor did per batch for the webhook).
+    index_clone: Vec<f64>,
+    /// Cloning the map of encoded values (what the actor hands the KV writer per change).
+    values_clone: Vec<f64>,
+}
+
+/// The gateway's time for one changed route through its incremental translator (every
+/// resource translated once before): one run per version change. Checks the result
+/// against the full translation.
+fn gateway_one_route(
+    plan: &Plan,
+    index: &mut Index,
+    versions: &[String],
+    options: &gateway::translate::Options,
+) -> Result<GatewayRuns> {
+    use gateway::translate::{EncodedProxies, Incremental, encode_proxies, translate};
+    let mut incremental = Incremental::new(options.clone());
+    let mut encoded = EncodedProxies::default();
+    incremental.apply(index, []);
+    encoded.update(incremental.output(), incremental.changed());
+    let mut runs = GatewayRuns {
+        incremental: Vec::new(),
+        incremental_translate: Vec::new(),
+        full_translate: Vec::new(),
+        full_encode: Vec::new(),
+        index_clone: Vec::new(),
+        values_clone: Vec::new(),
+    };
+    // Version 1 in the index, so that each run (from version 0 on) changes the route.
+    for version in versions.iter().rev() {
+        let keys = apply_yaml_keys(index, version)?;
+        incremental.apply(index, &keys);
+        encoded.update(incremental.output(), incremental.changed());
+    }
+    for run in 0..plan.one_route_runs {
+        let keys = apply_yaml_keys(index, &versions[run % 2])?;
+        let started = Instant::now();
+        incremental.apply(index, &keys);
+        let translated = started.elapsed();
+        black_box(encoded.update(incremental.output(), incremental.changed()));
+        runs.incremental.push(ms(started.elapsed()));
+        runs.incremental_translate.push(ms(translated));
+        let started = Instant::now();
+        let output = translate(index, options);
+        runs.full_translate.push(ms(started.elapsed()));
+        runs.full_encode.push(time(|| encode_proxies(&output)));
+        runs.index_clone.push(time(|| index.clone()));
+        runs.values_clone.push(time(|| encoded.values().clone()));
+        ensure!(
+            *incremental.output() == output && *encoded.values() == encode_proxies(&output),
+            "the incremental translation differs from the full one"
+        );
+    }
+    Ok(runs)
+}
+
+/// `apply_yaml`, returning the keys of the resources it changed.
+fn apply_yaml_keys(index: &mut Index, text: &str) -> Result<Vec<ResourceKey>> {
+    use serde::Deserialize as _;
+    let mut keys = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        if let Some((key, resource)) = decode(serde_yaml::Value::deserialize(doc)?)? {
+            index.apply(&Change::Upsert(key.clone(), resource));
+            keys.push(key);
+        }
+    }
+    Ok(keys)
 }
 
 fn time<T>(f: impl FnOnce() -> T) -> f64 {

@@ -196,6 +196,11 @@ impl Schedule {
     /// The upstreams due at `now`, earliest first (ties by name), marked in flight; each
     /// with the fingerprint to probe and to hand back to [`Schedule::finished`].
     pub fn take_due(&mut self, now: Instant) -> Vec<(String, Fingerprint)> {
+        self.take_due_at_most(now, usize::MAX)
+    }
+
+    /// [`Schedule::take_due`], at most `max` of them (the rest stay due).
+    pub fn take_due_at_most(&mut self, now: Instant, max: usize) -> Vec<(String, Fingerprint)> {
         let mut due: Vec<(Instant, &String)> = self
             .states
             .iter()
@@ -203,7 +208,7 @@ impl Schedule {
             .filter_map(|(name, s)| s.next_probe.filter(|at| *at <= now).map(|at| (at, name)))
             .collect();
         due.sort();
-        let names: Vec<String> = due.into_iter().map(|(_, name)| name.clone()).collect();
+        let names: Vec<String> = due.into_iter().take(max).map(|(_, name)| name.clone()).collect();
         names
             .into_iter()
             .filter_map(|name| {
