@@ -18,6 +18,7 @@ pub mod serve;
 pub mod shutdown;
 pub mod source;
 pub mod telemetry;
+pub mod time;
 pub mod tls;
 pub mod trace;
 pub mod upstreams;
