@@ -2,10 +2,13 @@
 //! the [`Index`] any config source fills (directory today, the Kubernetes API later).
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
-use gateway_api::apis::standard::{
+use gateway_api::apis::experimental::{
     gatewayclasses::GatewayClass, gateways::Gateway, httproutes::HttpRoute, referencegrants::ReferenceGrant,
 };
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::{
+    core::v1::{Namespace, Secret, Service},
+    discovery::v1::EndpointSlice,
+};
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
@@ -23,6 +26,10 @@ pub enum Kind {
     RouteOption,
     /// Gloo's Upstream (`gloo.solo.io/v1`), declared by users.
     Upstream,
+    /// TLS certificates of HTTPS listeners (`kubernetes.io/tls`).
+    Secret,
+    /// Namespaces, for their labels (allowedRoutes selectors).
+    Namespace,
 }
 
 impl Kind {
@@ -37,6 +44,8 @@ impl Kind {
             ("discovery.k8s.io", "EndpointSlice") => Some(Self::EndpointSlice),
             ("gateway.solo.io", "RouteOption") => Some(Self::RouteOption),
             (gloo::GROUP, "Upstream") => Some(Self::Upstream),
+            ("", "Secret") => Some(Self::Secret),
+            ("", "Namespace") => Some(Self::Namespace),
             _ => None,
         }
     }
@@ -51,6 +60,8 @@ impl Kind {
             Self::EndpointSlice => "EndpointSlice",
             Self::RouteOption => "RouteOption",
             Self::Upstream => "Upstream",
+            Self::Secret => "Secret",
+            Self::Namespace => "Namespace",
         }
     }
 
@@ -58,7 +69,7 @@ impl Kind {
     pub fn group(self) -> &'static str {
         match self {
             Self::GatewayClass | Self::Gateway | Self::HttpRoute | Self::ReferenceGrant => "gateway.networking.k8s.io",
-            Self::Service => "",
+            Self::Service | Self::Secret | Self::Namespace => "",
             Self::EndpointSlice => "discovery.k8s.io",
             Self::RouteOption => "gateway.solo.io",
             Self::Upstream => gloo::GROUP,
@@ -66,7 +77,7 @@ impl Kind {
     }
 
     pub fn namespaced(self) -> bool {
-        !matches!(self, Self::GatewayClass)
+        !matches!(self, Self::GatewayClass | Self::Namespace)
     }
 }
 
@@ -105,6 +116,89 @@ pub enum Resource {
     EndpointSlice(Arc<EndpointSlice>),
     RouteOption(Arc<RouteOption>),
     Upstream(Arc<gloo::Upstream>),
+    Secret(Arc<Secret>),
+    Namespace(Arc<Namespace>),
+}
+
+impl Resource {
+    /// The object's `metadata.generation`.
+    pub fn generation(&self) -> Option<i64> {
+        self.with_meta(|meta| meta.generation)
+    }
+
+    /// A digest of everything but `metadata` and `status`: what a change of generation counts.
+    pub fn spec_digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut value = self.with_object(|object| object).unwrap_or_default();
+        if let serde_json::Value::Object(map) = &mut value {
+            map.remove("metadata");
+            map.remove("status");
+        }
+        let mut hasher = std::hash::DefaultHasher::new();
+        value.to_string().hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// The same object with `metadata.generation` set.
+    pub fn with_generation(&self, generation: i64) -> Resource {
+        fn set<T: Clone + kube::Resource>(object: &Arc<T>, generation: i64) -> Arc<T> {
+            let mut object = T::clone(object);
+            object.meta_mut().generation = Some(generation);
+            Arc::new(object)
+        }
+        match self {
+            Self::GatewayClass(r) => Self::GatewayClass(set(r, generation)),
+            Self::Gateway(r) => Self::Gateway(set(r, generation)),
+            Self::HttpRoute(r) => Self::HttpRoute(set(r, generation)),
+            Self::ReferenceGrant(r) => Self::ReferenceGrant(set(r, generation)),
+            Self::Service(r) => Self::Service(set(r, generation)),
+            Self::EndpointSlice(r) => Self::EndpointSlice(set(r, generation)),
+            Self::RouteOption(r) => {
+                let mut object = RouteOption::clone(r);
+                object.metadata.generation = Some(generation);
+                Self::RouteOption(Arc::new(object))
+            }
+            Self::Upstream(r) => {
+                let mut object = gloo::Upstream::clone(r);
+                object.metadata.generation = Some(generation);
+                Self::Upstream(Arc::new(object))
+            }
+            Self::Secret(r) => Self::Secret(set(r, generation)),
+            Self::Namespace(r) => Self::Namespace(set(r, generation)),
+        }
+    }
+
+    fn with_meta<R>(&self, f: impl FnOnce(&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> R) -> R {
+        use kube::Resource as _;
+        match self {
+            Self::GatewayClass(r) => f(r.meta()),
+            Self::Gateway(r) => f(r.meta()),
+            Self::HttpRoute(r) => f(r.meta()),
+            Self::ReferenceGrant(r) => f(r.meta()),
+            Self::Service(r) => f(r.meta()),
+            Self::EndpointSlice(r) => f(r.meta()),
+            Self::RouteOption(r) => f(&r.metadata),
+            Self::Upstream(r) => f(&r.metadata),
+            Self::Secret(r) => f(r.meta()),
+            Self::Namespace(r) => f(r.meta()),
+        }
+    }
+
+    fn with_object<R>(&self, f: impl FnOnce(serde_json::Value) -> R) -> Option<R> {
+        let value = match self {
+            Self::GatewayClass(r) => serde_json::to_value(r.as_ref()),
+            Self::Gateway(r) => serde_json::to_value(r.as_ref()),
+            Self::HttpRoute(r) => serde_json::to_value(r.as_ref()),
+            Self::ReferenceGrant(r) => serde_json::to_value(r.as_ref()),
+            Self::Service(r) => serde_json::to_value(r.as_ref()),
+            Self::EndpointSlice(r) => serde_json::to_value(r.as_ref()),
+            Self::RouteOption(r) => serde_json::to_value(r.as_ref()),
+            Self::Upstream(r) => serde_json::to_value(r.as_ref()),
+            Self::Secret(r) => serde_json::to_value(r.as_ref()),
+            Self::Namespace(r) => serde_json::to_value(r.as_ref()),
+        };
+        value.ok().map(f)
+    }
 }
 
 /// Why a document was not accepted. `Display` names the kind/namespace/name (when known)
@@ -201,6 +295,8 @@ pub fn decode(doc: Value) -> Result<Option<(ResourceKey, Resource)>, DecodeError
                 .map_err(|(field, message)| field_error(field.into(), message))?;
             Resource::Upstream(upstream)
         }
+        Kind::Secret => Resource::Secret(strict(&doc, &field_error)?),
+        Kind::Namespace => Resource::Namespace(strict(&doc, &field_error)?),
     };
     Ok(Some((ResourceKey { kind, namespace, name }, resource)))
 }
@@ -244,6 +340,8 @@ pub fn decode_api_object(kind: Kind, value: serde_json::Value) -> Result<Resourc
                 Ok(upstream)
             })
             .map(Resource::Upstream),
+        Kind::Secret => typed(value).map(Resource::Secret),
+        Kind::Namespace => typed(value).map(Resource::Namespace),
     };
     resource.map_err(|(field, message)| DecodeError::Field {
         kind: kind.to_string(),
@@ -338,6 +436,11 @@ pub struct Index {
     pub route_options: BTreeMap<(String, String), Arc<RouteOption>>,
     /// Upstreams users declared (Gloo's `gloo.solo.io/v1` Upstream).
     pub upstreams: BTreeMap<(String, String), Arc<gloo::Upstream>>,
+    /// Secrets (the gateway checks listeners' certificate references; it never sends their
+    /// content anywhere).
+    pub secrets: BTreeMap<(String, String), Arc<Secret>>,
+    /// Namespaces by name (their labels select routes).
+    pub namespaces: BTreeMap<String, Arc<Namespace>>,
 }
 
 impl Index {
@@ -370,6 +473,12 @@ impl Index {
                     Resource::Upstream(r) => {
                         self.upstreams.insert(nn, r.clone());
                     }
+                    Resource::Secret(r) => {
+                        self.secrets.insert(nn, r.clone());
+                    }
+                    Resource::Namespace(r) => {
+                        self.namespaces.insert(key.name.clone(), r.clone());
+                    }
                 }
             }
             Change::Delete(key) => {
@@ -398,6 +507,12 @@ impl Index {
                     }
                     Kind::Upstream => {
                         self.upstreams.remove(&nn);
+                    }
+                    Kind::Secret => {
+                        self.secrets.remove(&nn);
+                    }
+                    Kind::Namespace => {
+                        self.namespaces.remove(&key.name);
                     }
                 }
             }

@@ -63,6 +63,7 @@ pub(crate) struct GatewayActor {
 impl GatewayActor {
     pub(crate) fn new(options: Options, outputs: Outputs) -> Self {
         Self {
+            status_values: StatusValues::new(&options.controller_name),
             index: Index::default(),
             spare_index: None,
             spare_lag: Vec::new(),
@@ -73,7 +74,6 @@ impl GatewayActor {
             translated: false,
             metrics: Arc::default(),
             validation: Arc::default(),
-            status_values: StatusValues::default(),
             proxies_published: Published::default(),
             status_published: Published::default(),
         }
@@ -169,8 +169,14 @@ impl Handler<SourceBatch> for GatewayActor {
                 .send(&self.outputs.proxies, self.encoded.values());
         }
         let routes = (!first).then_some(&changed.route_status);
-        self.status_values
-            .update(&output.status, routes, &self.problems, &self.validation);
+        self.status_values.update(
+            &output.status,
+            &self.index,
+            routes,
+            &self.problems,
+            &self.validation,
+            &crate::kube_status::now(),
+        );
         self.status_published.record(self.status_values.updates());
         self.status_published
             .send(&self.outputs.status, self.status_values.values());
@@ -216,8 +222,14 @@ impl Handler<ValidationReport> for GatewayActor {
         self.validation = Arc::new(findings);
         if self.translated {
             let status = &self.translator.output().status;
-            self.status_values
-                .update(status, Some(&BTreeSet::new()), &self.problems, &self.validation);
+            self.status_values.update(
+                status,
+                &self.index,
+                Some(&BTreeSet::new()),
+                &self.problems,
+                &self.validation,
+                &crate::kube_status::now(),
+            );
             self.status_published.record(self.status_values.updates());
             self.status_published
                 .send(&self.outputs.status, self.status_values.values());
@@ -366,21 +378,20 @@ spec:
     #[test]
     fn status_values_patched_per_route_equal_a_full_encoding() {
         let options = Options::default();
-        let before = translate(
-            &index(&format!("{BASE}{}{}", route("a", "s"), route("b", "s"))),
-            &options,
+        let (index_before, index_after) = (
+            index(&format!("{BASE}{}{}", route("a", "s"), route("b", "s"))),
+            index(&format!("{BASE}{}{}", route("a", "t"), route("c", "s"))),
         );
-        let after = translate(
-            &index(&format!("{BASE}{}{}", route("a", "t"), route("c", "s"))),
-            &options,
-        );
-        let mut values = StatusValues::default();
-        values.update(&before.status, None, &[], &[]);
+        let before = translate(&index_before, &options);
+        let after = translate(&index_after, &options);
+        let now = crate::kube_status::now();
+        let mut values = StatusValues::new(&options.controller_name);
+        values.update(&before.status, &index_before, None, &[], &[], &now);
         let mut replayed = values.values().clone();
         let routes: BTreeSet<String> = ["default/a", "default/b", "default/c"].map(String::from).into();
-        values.update(&after.status, Some(&routes), &[], &[]);
-        let mut fresh = StatusValues::default();
-        fresh.update(&after.status, None, &[], &[]);
+        values.update(&after.status, &index_after, Some(&routes), &[], &[], &now);
+        let mut fresh = StatusValues::new(&options.controller_name);
+        fresh.update(&after.status, &index_after, None, &[], &[], &now);
         let full = fresh.values().clone();
         assert_eq!(*values.values(), full);
         for (key, value) in values.updates().expect("known updates") {

@@ -23,6 +23,10 @@ struct Cli {
     /// Address Envoy's listeners bind (the Proxy's bindAddress).
     #[arg(long, env = "KGW_LISTENER_BIND_ADDRESS", default_value = "0.0.0.0")]
     listener_bind_address: String,
+    /// Added to Gateway listener ports below 1024 to get the port Envoy binds (80 → 8080);
+    /// 0 binds the declared ports, for an Envoy allowed to bind privileged ports.
+    #[arg(long, env = "KGW_LOW_PORT_OFFSET", default_value_t = gateway::translate::DEFAULT_LOW_PORT_OFFSET)]
+    low_port_offset: u32,
     /// GatewayClasses with this controllerName are served.
     #[arg(long, env = "KGW_CONTROLLER_NAME", default_value = "kgateway.dev/kgateway")]
     controller_name: String,
@@ -121,6 +125,7 @@ async fn command(cli: &Cli) -> anyhow::Result<()> {
             let options = Options {
                 controller_name: cli.controller_name.clone(),
                 listener_bind_address: cli.listener_bind_address.clone(),
+                low_port_offset: cli.low_port_offset,
             };
             let addr = &cli.validation.validation_addr;
             let validator = GrpcValidator::new(addr, Duration::from_secs(30), &tls)?;
@@ -141,6 +146,7 @@ async fn serve(cli: Cli, Started { shutdown: stop, tls }: Started) -> anyhow::Re
         options: Options {
             controller_name: cli.controller_name.clone(),
             listener_bind_address: cli.listener_bind_address.clone(),
+            low_port_offset: cli.low_port_offset,
         },
         validation: cli.validation.config(tls),
         leader_election: cli.leader.lease(),

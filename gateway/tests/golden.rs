@@ -75,6 +75,7 @@ fn options() -> Options {
     Options {
         controller_name: "kgateway.dev/kgateway".into(),
         listener_bind_address: "0.0.0.0".into(),
+        ..Options::default()
     }
 }
 

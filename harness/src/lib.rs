@@ -4,6 +4,7 @@
 
 pub mod addr;
 pub mod bins;
+pub mod conformance;
 pub mod echo;
 pub mod envoy;
 pub mod golden;

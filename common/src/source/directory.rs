@@ -27,6 +27,10 @@ pub struct DirState {
     /// Files declaring each key; the first (by path) wins.
     owners: BTreeMap<ResourceKey, BTreeSet<String>>,
     problems: BTreeMap<String, Vec<Problem>>,
+    /// `metadata.generation` as the API server would keep it, for documents that do not set
+    /// it: 1 when a resource appears, one more each time its spec changes (status reports
+    /// carry it as `observedGeneration`).
+    generations: BTreeMap<ResourceKey, (i64, u64)>,
 }
 
 impl DirState {
@@ -72,7 +76,7 @@ impl DirState {
             }
             self.problems.insert(file.to_string(), problems);
         }
-        affected
+        let changes: Vec<Change> = affected
             .into_iter()
             .zip(before)
             .filter_map(|(key, before)| {
@@ -83,7 +87,30 @@ impl DirState {
                     _ => None,
                 }
             })
-            .collect()
+            .collect();
+        changes.into_iter().map(|change| self.generation(change)).collect()
+    }
+
+    /// Gives an upserted resource without a generation of its own the one it has here.
+    fn generation(&mut self, change: Change) -> Change {
+        match change {
+            Change::Upsert(key, resource) if resource.generation().is_none() => {
+                let digest = resource.spec_digest();
+                let generation = match self.generations.get(&key) {
+                    Some((generation, before)) if *before == digest => *generation,
+                    Some((generation, _)) => generation + 1,
+                    None => 1,
+                };
+                self.generations.insert(key.clone(), (generation, digest));
+                let resource = resource.with_generation(generation);
+                Change::Upsert(key, resource)
+            }
+            Change::Delete(key) => {
+                self.generations.remove(&key);
+                Change::Delete(key)
+            }
+            other => other,
+        }
     }
 
     fn effective(&self, key: &ResourceKey) -> Option<Resource> {
@@ -443,6 +470,25 @@ mod tests {
             ["-HTTPRoute/default/b"]
         );
         assert_eq!(names(&state.update_file("r.yaml", None)), ["-HTTPRoute/default/a"]);
+    }
+
+    /// Generations as the API server keeps them: 1 at first, +1 per spec change, not for
+    /// a label change, 1 again after a delete.
+    #[test]
+    fn generations_count_spec_changes() {
+        let mut state = DirState::default();
+        let generation = |changes: Vec<Change>| match changes.as_slice() {
+            [Change::Upsert(_, resource)] => resource.generation(),
+            other => panic!("one upsert expected: {}", other.len()),
+        };
+        assert_eq!(generation(state.update_file("r.yaml", Some(ROUTE_A))), Some(1));
+        let edited = ROUTE_A.replace("a.example", "c.example");
+        assert_eq!(generation(state.update_file("r.yaml", Some(&edited))), Some(2));
+        let labelled = edited.replace("metadata: {", "metadata: {labels: {x: y}, ");
+        assert_ne!(labelled, edited, "the fixture has a flow-style metadata");
+        assert_eq!(generation(state.update_file("r.yaml", Some(&labelled))), Some(2));
+        state.update_file("r.yaml", None);
+        assert_eq!(generation(state.update_file("r.yaml", Some(ROUTE_A))), Some(1));
     }
 
     #[test]

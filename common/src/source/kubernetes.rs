@@ -10,7 +10,7 @@
 use std::{path::PathBuf, pin::pin};
 
 use futures::StreamExt as _;
-use gateway_api::apis::standard::{gatewayclasses::GatewayClass, gateways::Gateway, httproutes::HttpRoute};
+use gateway_api::apis::experimental::{gatewayclasses::GatewayClass, gateways::Gateway, httproutes::HttpRoute};
 use k8s_openapi::{
     api::{core::v1::Service, discovery::v1::EndpointSlice},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -111,6 +111,8 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
         Kind::RouteOption => custom(kind.group(), "v1", "RouteOption", "routeoptions"),
         Kind::Upstream => custom(kind.group(), "v1", "Upstream", "upstreams"),
+        Kind::Secret => ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
+        Kind::Namespace => ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&()),
     }
 }
 

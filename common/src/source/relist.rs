@@ -293,7 +293,7 @@ pub fn same_input(a: &Resource, b: &Resource) -> bool {
 mod tests {
     use super::*;
     use crate::resources::Kind;
-    use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteSpec, HttpRouteStatus};
+    use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteSpec, HttpRouteStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     /// An HTTPRoute `default/<name>` with one hostname.

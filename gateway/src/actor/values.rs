@@ -7,17 +7,24 @@ use std::{
 };
 
 use bytes::Bytes;
-use kgw_common::{bus::KvState, source::Problem};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kgw_common::{bus::KvState, resources::Index, source::Problem};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::sync::watch;
 
-use crate::{translate::StatusReport, validation::background::Reported};
+use crate::{kube_status::desired, translate::StatusReport, validation::background::Reported};
 
-/// Status as YAML per resource, key `<kind>.<namespace>.<name>`; config problems under
-/// `problems.config`, what the validating webhook would deny under `problems.validation`.
-/// Kept between batches: route values (most of them) are encoded again only for the routes
-/// a translation touched; the few others each time.
+/// Status per resource, key `<kind>.<namespace>.<name>`: for GatewayClasses, Gateways and
+/// HTTPRoutes a YAML document shaped as `kubectl get -o yaml` shows the object's identity
+/// and its Gateway API `status` (what the Kubernetes source writes to the API server); for
+/// RouteOptions our report. Config problems under `problems.config`, what the validating
+/// webhook would deny under `problems.validation`. Kept between batches: route values (most
+/// of them) are encoded again only for the routes a translation touched; the few others
+/// each time. A condition whose status did not change keeps its `lastTransitionTime`.
 #[derive(Default)]
 pub(crate) struct StatusValues {
+    /// `controllerName` in the routes' parent statuses.
+    controller_name: String,
     values: BTreeMap<String, Bytes>,
     /// Keys of the values that are not routes'.
     others: BTreeSet<String>,
@@ -29,28 +36,95 @@ fn kv_key(kind: &str, key: &str) -> String {
     format!("{kind}.{}", key.replacen('/', ".", 1))
 }
 
+/// One resource's status document.
+#[derive(Serialize, Deserialize)]
+struct StatusDocument<S> {
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    kind: String,
+    metadata: DocumentMeta,
+    status: S,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DocumentMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    generation: Option<i64>,
+}
+
+impl<S: Serialize + DeserializeOwned> StatusDocument<S> {
+    fn new(kind: &str, meta: &ObjectMeta, status: S) -> Self {
+        Self {
+            api_version: "gateway.networking.k8s.io/v1".into(),
+            kind: kind.into(),
+            metadata: DocumentMeta {
+                namespace: meta.namespace.clone(),
+                name: meta.name.clone().unwrap_or_default(),
+                generation: meta.generation,
+            },
+            status,
+        }
+    }
+
+    /// The status in a value this writer encoded before.
+    fn previous(bytes: Option<&Bytes>) -> Option<S> {
+        serde_yaml::from_slice::<Self>(bytes?).ok().map(|doc| doc.status)
+    }
+
+    fn encode(&self) -> Bytes {
+        Bytes::from(serde_yaml::to_string(self).unwrap_or_else(|e| format!("error: {e}\n")))
+    }
+}
+
 impl StatusValues {
-    /// The values for `status`, in which the routes of `routes` (every route when `None`)
-    /// may have changed since the last call.
+    pub(crate) fn new(controller_name: &str) -> Self {
+        Self {
+            controller_name: controller_name.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The values for `status` (translated from `index`), in which the routes of `routes`
+    /// (every route when `None`) may have changed since the last call.
     pub(crate) fn update(
         &mut self,
         status: &StatusReport,
+        index: &Index,
         routes: Option<&BTreeSet<String>>,
         problems: &[Problem],
         validation: &[Reported],
+        now: &Time,
     ) {
         let yaml = |value: &dyn erased::Yaml| Bytes::from(value.to_yaml());
         let mut updates = Vec::new();
+        let mut previous_others = BTreeMap::new();
         for key in std::mem::take(&mut self.others) {
-            self.values.remove(&key);
+            if let Some(value) = self.values.remove(&key) {
+                previous_others.insert(key.clone(), value);
+            }
             updates.push((key, None));
         }
         let mut others = BTreeMap::new();
         for (name, conditions) in &status.gateway_classes {
-            others.insert(format!("gatewayclass.{name}"), yaml(conditions));
+            let key = format!("gatewayclass.{name}");
+            let Some(class) = index.gateway_classes.get(name) else {
+                continue;
+            };
+            let previous = StatusDocument::previous(previous_others.get(&key));
+            let api = desired::gateway_class(conditions, class, previous.as_ref(), now);
+            others.insert(key, StatusDocument::new("GatewayClass", &class.metadata, api).encode());
         }
         for (key, gateway) in &status.gateways {
-            others.insert(kv_key("gateway", key), yaml(gateway));
+            let kv = kv_key("gateway", key);
+            let Some(object) = split(key).and_then(|nn| index.gateways.get(&nn)) else {
+                continue;
+            };
+            let previous = StatusDocument::previous(previous_others.get(&kv));
+            let api = desired::gateway(gateway, object, previous.as_ref(), now);
+            others.insert(kv, StatusDocument::new("Gateway", &object.metadata, api).encode());
         }
         for (key, ancestors) in &status.route_options {
             others.insert(kv_key("routeoption", key), yaml(ancestors));
@@ -67,8 +141,8 @@ impl StatusValues {
         match routes {
             Some(routes) => {
                 for key in routes {
-                    let value = status.http_routes.get(key).map(|route| yaml(route));
                     let kv_key = kv_key("httproute", key);
+                    let value = self.route_value(status, index, key, self.values.get(&kv_key), now);
                     match &value {
                         Some(bytes) => self.values.insert(kv_key.clone(), bytes.clone()),
                         None => self.values.remove(&kv_key),
@@ -78,14 +152,41 @@ impl StatusValues {
                 self.updates = Some(updates);
             }
             None => {
-                self.values.retain(|key, _| !key.starts_with("httproute."));
-                for (key, route) in &status.http_routes {
-                    self.values.insert(kv_key("httproute", key), yaml(route));
+                let previous: BTreeMap<String, Bytes> = self
+                    .values
+                    .extract_if(.., |key, _| key.starts_with("httproute."))
+                    .collect();
+                for key in status.http_routes.keys() {
+                    let kv_key = kv_key("httproute", key);
+                    if let Some(value) = self.route_value(status, index, key, previous.get(&kv_key), now) {
+                        self.values.insert(kv_key, value);
+                    }
                 }
                 self.updates = None;
             }
         }
     }
+
+    /// Route `key`'s status document, `None` when the report has none for it.
+    fn route_value(
+        &self,
+        status: &StatusReport,
+        index: &Index,
+        key: &str,
+        previous: Option<&Bytes>,
+        now: &Time,
+    ) -> Option<Bytes> {
+        let ours = status.http_routes.get(key)?;
+        let route = index.http_routes.get(&split(key)?)?;
+        let previous = StatusDocument::previous(previous);
+        let api = desired::http_route(ours, route, &self.controller_name, previous.as_ref(), now);
+        Some(StatusDocument::new("HTTPRoute", &route.metadata, api).encode())
+    }
+}
+
+/// `namespace/name` → (namespace, name).
+fn split(key: &str) -> Option<(String, String)> {
+    key.split_once('/').map(|(ns, name)| (ns.to_string(), name.to_string()))
 }
 
 /// A map of KV values sent on a watch channel without copying it whole each time: the copy

@@ -3,9 +3,11 @@
 //! listeners as written) and the status it has now (whose `lastTransitionTime`s are kept for
 //! conditions whose status did not change, so an unchanged state compares equal and is not
 //! written again).
-use gateway_api::apis::standard::{
+use gateway_api::apis::experimental::{
     gatewayclasses::{GatewayClass, GatewayClassStatus, GatewayClassStatusSupportedFeatures},
-    gateways::{Gateway, GatewayStatus, GatewayStatusListeners, GatewayStatusListenersSupportedKinds},
+    gateways::{
+        Gateway, GatewayStatus, GatewayStatusAddresses, GatewayStatusListeners, GatewayStatusListenersSupportedKinds,
+    },
     httproutes::{HttpRoute, HttpRouteStatus, HttpRouteStatusParents, HttpRouteStatusParentsParentRef},
 };
 use std::collections::BTreeMap;
@@ -101,9 +103,18 @@ pub(crate) fn gateway(
             })
         })
         .collect();
-    // Addresses are not ours to report yet (Envoy's address is not known to the gateway).
+    // The address Envoy binds for this Gateway, when it is a specific one.
+    let addresses = (!ours.addresses.is_empty()).then(|| {
+        ours.addresses
+            .iter()
+            .map(|ip| GatewayStatusAddresses {
+                r#type: Some("IPAddress".into()),
+                value: ip.clone(),
+            })
+            .collect()
+    });
     GatewayStatus {
-        addresses: None,
+        addresses,
         attached_listener_sets: None,
         conditions: Some(conditions(&ours.conditions, generation, previous_conditions, now)),
         listeners: Some(listeners),
@@ -113,7 +124,7 @@ pub(crate) fn gateway(
 /// Route kinds a listener of `protocol` accepts (what the translation serves).
 fn supported_kinds(protocol: &str) -> Vec<GatewayStatusListenersSupportedKinds> {
     match protocol {
-        "HTTP" => vec![GatewayStatusListenersSupportedKinds {
+        "HTTP" | "HTTPS" => vec![GatewayStatusListenersSupportedKinds {
             group: Some(GROUP.into()),
             kind: "HTTPRoute".into(),
         }],
@@ -144,9 +155,11 @@ pub(crate) fn http_route(
             continue;
         };
         let status = unused.remove(position);
+        // Group and kind spelled out even where the route left them to their defaults: a
+        // reader (and the conformance suite) compares parentRefs field by field.
         let parent_ref = HttpRouteStatusParentsParentRef {
-            group: parent.group.clone(),
-            kind: parent.kind.clone(),
+            group: Some(parent.group.clone().unwrap_or_else(|| GROUP.into())),
+            kind: Some(parent.kind.clone().unwrap_or_else(|| "Gateway".into())),
             name: parent.name.clone(),
             namespace: parent.namespace.clone(),
             port: parent.port,
@@ -257,7 +270,7 @@ pub(crate) fn ours<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gateway_api::apis::standard::httproutes::{HttpRouteParentRefs, HttpRouteSpec};
+    use gateway_api::apis::experimental::httproutes::{HttpRouteParentRefs, HttpRouteSpec};
     use k8s_openapi::{apimachinery::pkg::apis::meta::v1::ObjectMeta, jiff::Timestamp};
 
     const CONTROLLER: &str = "kgateway.dev/kgateway";

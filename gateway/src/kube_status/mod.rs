@@ -18,7 +18,7 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use gateway_api::apis::standard::{
+use gateway_api::apis::experimental::{
     gatewayclasses::GatewayClassStatus,
     gateways::GatewayStatus,
     httproutes::{HttpRoute, HttpRouteStatus},
@@ -461,7 +461,7 @@ fn key(kind: Kind, namespace: &str, name: &str) -> ResourceKey {
 
 /// Now, to the second: the API server keeps no more, and a time it would round would
 /// compare unequal to ours.
-fn now() -> Time {
+pub(crate) fn now() -> Time {
     let now = Timestamp::now();
     Time(Timestamp::from_second(now.as_second()).unwrap_or(now))
 }

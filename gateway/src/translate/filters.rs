@@ -6,7 +6,7 @@
 //! Nothing is merged here: the filters are listed in the order they apply (RouteOption
 //! policies on the whole route first, then the rule's own filters), and the controller
 //! applies the precedence that `RouteFilter` in proto/protos/kgw/v1/proxy.proto documents.
-use gateway_api::apis::standard::httproutes::{
+use gateway_api::apis::experimental::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersExtensionRef,
     HttpRouteRulesFiltersRequestHeaderModifier, HttpRouteRulesFiltersRequestRedirect,
     HttpRouteRulesFiltersRequestRedirectPathType as RedirectPath, HttpRouteRulesFiltersRequestRedirectScheme as Scheme,
@@ -79,7 +79,9 @@ fn filter_kind(filter: &HttpRouteRulesFilters) -> Option<Kind> {
             .as_ref()
             .map(|r| Kind::RequestRedirect(request_redirect(r))),
         FilterType::UrlRewrite => filter.url_rewrite.as_ref().map(url_rewrite),
-        FilterType::RequestMirror | FilterType::Cors => Some(Kind::Error(unsupported(&filter.r#type))),
+        FilterType::RequestMirror | FilterType::Cors | FilterType::ExternalAuth => {
+            Some(Kind::Error(unsupported(&filter.r#type)))
+        }
         // Expands to a RouteOption's filters: `rule_filters` handles it.
         FilterType::ExtensionRef => None,
     }

@@ -10,13 +10,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use gateway_api::apis::standard::gateways::Gateway;
+use gateway_api::apis::experimental::gateways::Gateway;
 use kgw_common::resources::{Index, Kind, ResourceKey};
 use kgw_proto::v1 as pb;
 
 use super::{
-    GatewayRef, Options, Output, envoy_port, is_http, is_ours, report_gateway, report_gateway_classes, route_name,
-    route_option,
+    GatewayRef, Options, Output, is_http, is_ours, report_gateway, report_gateway_classes, route_name, route_option,
     routes::{self, SortKey},
 };
 
@@ -168,9 +167,28 @@ impl Incremental {
                 Kind::RouteOption => {
                     changed_options.insert(nn);
                 }
-                // Not read by the translation yet; the routes it could decide, to be safe.
-                Kind::ReferenceGrant => dirty.routes.extend(self.deps.cross_namespace_routes().cloned()),
+                // Grants decide cross-namespace backendRefs and certificateRefs.
+                Kind::ReferenceGrant => {
+                    dirty.routes.extend(self.deps.cross_namespace_routes().cloned());
+                    let crossing = index
+                        .gateways
+                        .iter()
+                        .filter(|(gw, g)| super::tls::refers_across_namespaces(&gw.0, g));
+                    dirty.gateways.extend(crossing.map(|(k, _)| k.clone()));
+                }
                 Kind::EndpointSlice => {}
+                // Gateways are few: scanning them costs less than indexing their references.
+                Kind::Secret => {
+                    let referring = index
+                        .gateways
+                        .iter()
+                        .filter(|(gw, g)| super::tls::references_secret(&gw.0, g, &nn));
+                    dirty.gateways.extend(referring.map(|(k, _)| k.clone()));
+                }
+                Kind::Namespace => {
+                    let selecting = index.gateways.iter().filter(|(_, g)| super::selects_namespaces(g));
+                    dirty.gateways.extend(selecting.map(|(k, _)| k.clone()));
+                }
             }
         }
         for option in &changed_options {
@@ -197,7 +215,7 @@ impl Incremental {
             old_route_status.push(self.output.status.http_routes.get(&slash(route)).cloned());
             self.retranslate(index, route, &mut dirty);
         }
-        self.report_gateways(&dirty);
+        self.report_gateways(index, &dirty);
         if dirty.classes {
             let old = std::mem::take(&mut self.output.status.gateway_classes);
             report_gateway_classes(index, &self.options, &mut self.output.status);
@@ -285,14 +303,14 @@ impl Incremental {
             };
             let parent_ref = gateway_ref(parent);
             for (i, listener) in gateway.spec.listeners.iter().enumerate() {
-                if !is_http(listener) || !routes::attaches(route, &parent.0, &parent.1, listener) {
+                if !is_http(listener) || !routes::attaches(route, &parent.0, &parent.1, listener, index) {
                     continue;
                 }
                 let piece = routes::translate_route(route, listener.hostname.as_deref(), index);
                 self.output
                     .status
                     .route_translated(&route_ns, &route_name, &parent_ref, &piece.unresolved);
-                let port = envoy_port(listener.port);
+                let port = self.options.envoy_port(listener.port);
                 let vhosts = self.vhosts.entry(parent.clone()).or_default();
                 for (copy, host) in piece.hosts.iter().enumerate() {
                     let routes = vhosts.entry((port, host.clone())).or_default();
@@ -322,7 +340,7 @@ impl Incremental {
     }
 
     /// The status of every Gateway of ours that changed or whose routes did.
-    fn report_gateways(&mut self, dirty: &Dirty) {
+    fn report_gateways(&mut self, index: &Index, dirty: &Dirty) {
         for key in dirty.gateways.union(&dirty.touched) {
             let Some(gateway) = self.gateways.get(key) else {
                 continue;
@@ -330,9 +348,15 @@ impl Incremental {
             let status_key = slash(key);
             let old = self.output.status.gateways.remove(&status_key);
             let counts = &self.counts;
-            report_gateway(&mut self.output.status, &gateway_ref(key), gateway, |i| {
-                counts.get(&(key.clone(), i)).copied().unwrap_or(0)
-            });
+            let address = self.options.bind_address(gateway);
+            report_gateway(
+                &mut self.output.status,
+                index,
+                &gateway_ref(key),
+                gateway,
+                &address,
+                |i| counts.get(&(key.clone(), i)).copied().unwrap_or(0),
+            );
             self.changed.status |= old.as_ref() != self.output.status.gateways.get(&status_key);
         }
     }

@@ -4,16 +4,19 @@
 //! the translation, so what is reported is what was translated.
 mod encoded;
 mod filters;
+mod grants;
 mod hostnames;
 mod incremental;
 mod route_option;
 mod routes;
+mod selectors;
 pub mod status;
+mod tls;
 
 use std::collections::BTreeMap;
 
-use gateway_api::apis::standard::{
-    gateways::{Gateway, GatewayListeners},
+use gateway_api::apis::experimental::{
+    gateways::{Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom},
     httproutes::HttpRoute,
 };
 use kgw_common::resources::Index;
@@ -29,8 +32,11 @@ pub use status::{Condition, StatusReport};
 pub struct Options {
     /// GatewayClasses with this `spec.controllerName` are ours.
     pub controller_name: String,
-    /// Address Envoy's listeners bind (0.0.0.0 in a pod; a loopback address locally).
+    /// Address Envoy's listeners bind (0.0.0.0 in a pod; a loopback address locally), for
+    /// Gateways that do not ask for an address of their own in `spec.addresses`.
     pub listener_bind_address: String,
+    /// Added to a listener port below 1024 to get the port Envoy binds (see [`Options::envoy_port`]).
+    pub low_port_offset: u32,
 }
 
 impl Default for Options {
@@ -38,6 +44,7 @@ impl Default for Options {
         Self {
             controller_name: "kgateway.dev/kgateway".into(),
             listener_bind_address: "0.0.0.0".into(),
+            low_port_offset: DEFAULT_LOW_PORT_OFFSET,
         }
     }
 }
@@ -52,9 +59,38 @@ pub struct Output {
 
 /// Ports below 1024 need privileges Envoy should not have: as kgateway does, a Gateway
 /// listener on port P < 1024 is served by Envoy on P + 8000 (80 → 8080, 443 → 8443).
-pub fn envoy_port(port: i32) -> u32 {
-    let port = port.max(0) as u32;
-    if port < 1024 { port + 8000 } else { port }
+pub const DEFAULT_LOW_PORT_OFFSET: u32 = 8000;
+
+impl Options {
+    /// The port Envoy binds for a Gateway listener on `port`: P + `low_port_offset` below
+    /// 1024 (an offset of 0 binds the declared port, for an Envoy allowed to).
+    pub fn envoy_port(&self, port: i32) -> u32 {
+        let port = port.max(0) as u32;
+        if port < 1024 { port + self.low_port_offset } else { port }
+    }
+
+    /// The address Envoy's listeners for `gateway` bind: the first IP address the Gateway
+    /// asks for in `spec.addresses` (type IPAddress, or no type), else the default.
+    pub fn bind_address(&self, gateway: &Gateway) -> String {
+        requested_address(gateway).unwrap_or_else(|| self.listener_bind_address.clone())
+    }
+}
+
+/// The first IP address in a Gateway's `spec.addresses` (type IPAddress or unset).
+pub fn requested_address(gateway: &Gateway) -> Option<String> {
+    gateway
+        .spec
+        .addresses
+        .iter()
+        .flatten()
+        .filter(|a| a.r#type.as_deref().is_none_or(|t| t == "IPAddress"))
+        .find_map(|a| {
+            a.value
+                .as_deref()?
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| ip.to_string())
+        })
 }
 
 /// The whole translation, from scratch: the reference the [`Incremental`] one is checked
@@ -93,9 +129,27 @@ fn report_gateway_classes(index: &Index, options: &Options, status: &mut StatusR
     }
 }
 
-/// Only HTTP listeners carry routes; the others are reported unsupported.
+/// HTTP and HTTPS listeners carry HTTPRoutes; the others are reported unsupported.
 fn is_http(listener: &GatewayListeners) -> bool {
+    matches!(listener.protocol.as_str(), "HTTP" | "HTTPS")
+}
+
+/// Whether Envoy serves the listener. HTTPS listeners are translated and reported (their
+/// routes, their certificates) but not served yet: they wait for TLS in the controller.
+fn is_served(listener: &GatewayListeners) -> bool {
     listener.protocol == "HTTP"
+}
+
+/// Whether a listener of `gateway` selects route namespaces by label.
+fn selects_namespaces(gateway: &Gateway) -> bool {
+    gateway.spec.listeners.iter().any(|listener| {
+        listener
+            .allowed_routes
+            .as_ref()
+            .and_then(|a| a.namespaces.as_ref())
+            .and_then(|n| n.from.as_ref())
+            .is_some_and(|from| matches!(from, GatewayListenersAllowedRoutesNamespacesFrom::Selector))
+    })
 }
 
 /// (namespace, name) of a route, as the translation names it.
@@ -106,18 +160,23 @@ fn route_name(route: &HttpRoute) -> (String, String) {
     )
 }
 
-/// A Gateway's own status: its conditions and each listener's, with `attached(i)` routes
-/// on listener `i`.
+/// A Gateway's own status: its conditions, the address its listeners bind, and each
+/// listener's conditions, with `attached(i)` routes on listener `i`.
 fn report_gateway(
     status: &mut StatusReport,
+    index: &Index,
     gateway_ref: &GatewayRef,
     gateway: &Gateway,
+    address: &str,
     attached: impl Fn(usize) -> usize,
 ) {
-    status.gateway_seen(gateway_ref);
+    status.gateway_seen(gateway_ref, address);
     for (i, listener) in gateway.spec.listeners.iter().enumerate() {
-        if is_http(listener) {
+        if is_served(listener) {
             status.listener_ready(gateway_ref, &listener.name, attached(i));
+        } else if is_http(listener) {
+            let problem = tls::check_certificates(index, &gateway_ref.namespace, listener);
+            status.listener_https(gateway_ref, &listener.name, attached(i), problem);
         } else {
             status.listener_unsupported(gateway_ref, &listener.name, &listener.protocol);
         }
@@ -129,14 +188,23 @@ fn report_gateway(
 fn proxy(
     namespace: &str,
     name: &str,
+    gateway: &Gateway,
     by_port: BTreeMap<u32, (Vec<pb::ResourceRef>, Vec<pb::VirtualHost>)>,
     options: &Options,
 ) -> pb::Proxy {
+    let served: std::collections::BTreeSet<u32> = gateway
+        .spec
+        .listeners
+        .iter()
+        .filter(|l| is_served(l))
+        .map(|l| options.envoy_port(l.port))
+        .collect();
     let listeners = by_port
         .into_iter()
+        .filter(|(port, _)| served.contains(port))
         .map(|(port, (sources, virtual_hosts))| pb::Listener {
             name: format!("listener~{port}"),
-            bind_address: options.listener_bind_address.clone(),
+            bind_address: options.bind_address(gateway),
             bind_port: port,
             listener_type: Some(ListenerType::HttpListener(pb::HttpListener { virtual_hosts })),
             ssl_configurations: Vec::new(),
@@ -187,10 +255,10 @@ fn translate_gateway(
         let attached: Vec<&HttpRoute> = routes
             .iter()
             .copied()
-            .filter(|route| routes::attaches(route, namespace, name, listener))
+            .filter(|route| routes::attaches(route, namespace, name, listener, index))
             .collect();
         attached_counts.push(attached.len());
-        let (sources, vhosts) = by_port.entry(envoy_port(listener.port)).or_default();
+        let (sources, vhosts) = by_port.entry(options.envoy_port(listener.port)).or_default();
         sources.push(listener_source(namespace, name, listener));
         for route in attached {
             let piece = routes::translate_route(route, listener.hostname.as_deref(), index);
@@ -199,10 +267,17 @@ fn translate_gateway(
             vhosts.add(&piece);
         }
     }
-    report_gateway(status, &gateway_ref, gateway, |i| attached_counts[i]);
+    report_gateway(
+        status,
+        index,
+        &gateway_ref,
+        gateway,
+        &options.bind_address(gateway),
+        |i| attached_counts[i],
+    );
     let by_port = by_port
         .into_iter()
         .map(|(port, (sources, vhosts))| (port, (sources, vhosts.build(port))))
         .collect();
-    proxy(namespace, name, by_port, options)
+    proxy(namespace, name, gateway, by_port, options)
 }

@@ -2,7 +2,7 @@
 //! option (timeout, prefixRewrite, hostRewrite, headerManipulation, wasm), each naming the
 //! RouteOption field it came from and how the RouteOption applies to the route; and each
 //! RouteOption's own status.
-use gateway_api::apis::standard::httproutes::HttpRoute;
+use gateway_api::apis::experimental::httproutes::HttpRoute;
 use kgw_common::{
     policy::{self, HeaderManipulation, RouteOption, WasmOptions},
     resources::Index,

@@ -2,7 +2,7 @@
 //! API's match precedence.
 use std::{cmp::Reverse, collections::BTreeMap};
 
-use gateway_api::apis::standard::{
+use gateway_api::apis::experimental::{
     gateways::{GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From},
     httproutes::{
         HttpRoute, HttpRouteRulesBackendRefs, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
@@ -16,7 +16,13 @@ use super::{filters, hostnames};
 
 /// Whether `route` attaches to `listener` of Gateway `gw_ns/gw_name` (parentRef name,
 /// namespace, sectionName and port, and the listener's allowedRoutes namespaces).
-pub(super) fn attaches(route: &HttpRoute, gw_ns: &str, gw_name: &str, listener: &GatewayListeners) -> bool {
+pub(super) fn attaches(
+    route: &HttpRoute,
+    gw_ns: &str,
+    gw_name: &str,
+    listener: &GatewayListeners,
+    index: &Index,
+) -> bool {
     let route_ns = route.metadata.namespace.as_deref().unwrap_or("default");
     let parent_matches = route.spec.parent_refs.iter().flatten().any(|parent| {
         parent.group.as_deref().is_none_or(|g| g == "gateway.networking.k8s.io")
@@ -38,8 +44,15 @@ pub(super) fn attaches(route: &HttpRoute, gw_ns: &str, gw_name: &str, listener: 
     let namespace_allowed = match from {
         From::All => true,
         From::Same => route_ns == gw_ns,
-        // Namespace labels are not indexed yet: only the Gateway's own namespace qualifies.
-        From::Selector => route_ns == gw_ns,
+        From::Selector => {
+            let selector = listener
+                .allowed_routes
+                .as_ref()
+                .and_then(|a| a.namespaces.as_ref())
+                .and_then(|n| n.selector.as_ref());
+            let labels = index.namespaces.get(route_ns).and_then(|n| n.metadata.labels.as_ref());
+            selector.is_some_and(|s| super::selectors::matches(s, route_ns, labels))
+        }
     };
     let hostnames = route.spec.hostnames.clone().unwrap_or_default();
     namespace_allowed && hostnames::intersect(listener.hostname.as_deref(), &hostnames).is_some()
@@ -252,11 +265,24 @@ fn backend_action(
                 "InvalidKind",
                 format!("backendRef kind {group}/{kind} is not supported"),
             ))
-        } else if namespace != route_ns {
+        } else if !super::grants::permitted(
+            index,
+            &super::grants::From {
+                group: "gateway.networking.k8s.io",
+                kind: "HTTPRoute",
+                namespace: route_ns,
+            },
+            &super::grants::To {
+                group,
+                kind,
+                namespace: &namespace,
+                name: &backend.name,
+            },
+        ) {
             Some((
                 "RefNotPermitted",
                 format!(
-                    "backendRef to Service {namespace}/{} needs a ReferenceGrant, which is not supported yet",
+                    "backendRef to {kind} {namespace}/{} is not allowed by any ReferenceGrant in {namespace}",
                     backend.name
                 ),
             ))

@@ -2,7 +2,7 @@
 //! HTTPRoute parent conditions, in the Gateway API's vocabulary.
 use std::collections::BTreeMap;
 
-use gateway_api::apis::standard::httproutes::HttpRoute;
+use gateway_api::apis::experimental::httproutes::HttpRoute;
 use serde::Serialize;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -41,6 +41,10 @@ pub struct ListenerStatus {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct GatewayStatus {
+    /// The IP address Envoy's listeners for the Gateway bind (none when they bind every
+    /// address, 0.0.0.0 or ::, whose reachable address only the platform knows).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
     pub conditions: Vec<Condition>,
     pub listeners: BTreeMap<String, ListenerStatus>,
 }
@@ -80,8 +84,15 @@ impl StatusReport {
             .insert(name.into(), vec![Condition::new("Accepted", true, "Accepted", "")]);
     }
 
-    pub fn gateway_seen(&mut self, gateway: &GatewayRef) {
+    pub fn gateway_seen(&mut self, gateway: &GatewayRef, address: &str) {
         let status = self.gateways.entry(gw_key(gateway)).or_default();
+        status.addresses = address
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .filter(|ip| !ip.is_unspecified())
+            .map(|ip| ip.to_string())
+            .into_iter()
+            .collect();
         status.conditions = vec![
             Condition::new("Accepted", true, "Accepted", ""),
             Condition::new("Programmed", true, "Programmed", ""),
@@ -98,6 +109,33 @@ impl StatusReport {
                     Condition::new("Accepted", true, "Accepted", ""),
                     Condition::new("ResolvedRefs", true, "ResolvedRefs", ""),
                     Condition::new("Programmed", true, "Programmed", ""),
+                ],
+            },
+        );
+    }
+
+    /// An HTTPS listener: accepted, its certificate references resolved or not
+    /// (`problem`: reason, message), not programmed (Envoy does not serve HTTPS yet).
+    pub(crate) fn listener_https(
+        &mut self,
+        gateway: &GatewayRef,
+        listener: &str,
+        attached: usize,
+        problem: Option<(&'static str, String)>,
+    ) {
+        let resolved = match problem {
+            None => Condition::new("ResolvedRefs", true, "ResolvedRefs", ""),
+            Some((reason, message)) => Condition::new("ResolvedRefs", false, reason, message),
+        };
+        let status = self.gateways.entry(gw_key(gateway)).or_default();
+        status.listeners.insert(
+            listener.into(),
+            ListenerStatus {
+                attached_routes: attached,
+                conditions: vec![
+                    Condition::new("Accepted", true, "Accepted", ""),
+                    resolved,
+                    Condition::new("Programmed", false, "Pending", "HTTPS listeners are not served yet"),
                 ],
             },
         );

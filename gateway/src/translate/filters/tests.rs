@@ -1,5 +1,5 @@
 //! One test per filter kind, on fixtures built from small YAML snippets.
-use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteRulesFilters, HttpRouteRulesFiltersType};
+use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteRulesFilters, HttpRouteRulesFiltersType};
 use kgw_common::{policy::RouteOption, resources::Index};
 use kgw_proto::v1::{self as pb, route_filter::Kind};
 

@@ -4,7 +4,7 @@
 //! nothing costs a little time; one missed would be a wrong output).
 use std::collections::{BTreeMap, BTreeSet};
 
-use gateway_api::apis::standard::httproutes::HttpRoute;
+use gateway_api::apis::experimental::httproutes::HttpRoute;
 use kgw_common::policy::RouteOption;
 
 /// (namespace, name) of a resource.

@@ -2,11 +2,11 @@
 //! patched one virtual host at a time for changed routes.
 use std::collections::BTreeMap;
 
-use gateway_api::apis::standard::gateways::Gateway;
+use gateway_api::apis::experimental::gateways::Gateway;
 use kgw_proto::v1::{self as pb, listener::ListenerType};
 
 use super::{Dirty, Incremental, Nn};
-use crate::translate::{envoy_port, is_http, listener_source, proxy, routes};
+use crate::translate::{is_http, listener_source, proxy, routes};
 
 impl Incremental {
     /// Rebuilds the Proxies of changed Gateways; patches the changed virtual hosts of the
@@ -62,7 +62,7 @@ impl Incremental {
     fn build_proxy(&self, key: &Nn, gateway: &Gateway) -> pb::Proxy {
         let mut by_port: BTreeMap<u32, (Vec<pb::ResourceRef>, Vec<pb::VirtualHost>)> = BTreeMap::new();
         for listener in gateway.spec.listeners.iter().filter(|l| is_http(l)) {
-            let (sources, _) = by_port.entry(envoy_port(listener.port)).or_default();
+            let (sources, _) = by_port.entry(self.options.envoy_port(listener.port)).or_default();
             sources.push(listener_source(&key.0, &key.1, listener));
         }
         if let Some(vhosts) = self.vhosts.get(key) {
@@ -73,6 +73,6 @@ impl Incremental {
                 }
             }
         }
-        proxy(&key.0, &key.1, by_port, &self.options)
+        proxy(&key.0, &key.1, gateway, by_port, &self.options)
     }
 }
