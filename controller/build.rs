@@ -17,6 +17,8 @@ const ROOTS: &[&str] = &[
     "envoy/extensions/access_loggers/grpc/v3/als.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
     "envoy/extensions/transport_sockets/tls/v3/tls.proto",
+    "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto",
+    "envoy/extensions/filters/http/cors/v3/cors.proto",
     "envoy/extensions/filters/http/wasm/v3/wasm.proto",
     "envoy/extensions/filters/http/grpc_json_transcoder/v3/transcoder.proto",
     "google/protobuf/wrappers.proto",

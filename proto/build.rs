@@ -37,6 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "kgw.v1.RedirectAction.path_rewrite",
         "kgw.v1.Upstream.upstream_type",
         "kgw.v1.Function.spec",
+        "kgw.v1.SubjectAltName.name",
     ] {
         builder = builder.field_attribute(oneof, "#[serde(flatten)]");
     }

@@ -3,16 +3,20 @@
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use gateway_api::apis::experimental::{
-    gatewayclasses::GatewayClass, gateways::Gateway, httproutes::HttpRoute, referencegrants::ReferenceGrant,
+    gatewayclasses::GatewayClass, gateways::Gateway, httproutes::HttpRoute, listenersets::ListenerSet,
+    referencegrants::ReferenceGrant,
 };
 use k8s_openapi::api::{
-    core::v1::{Namespace, Secret, Service},
+    core::v1::{ConfigMap, Namespace, Secret, Service},
     discovery::v1::EndpointSlice,
 };
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 use crate::{gloo, policy::RouteOption};
+
+/// BackendTLSPolicy is in the standard channel only (its experimental form is the same).
+pub use gateway_api::apis::standard::backendtlspolicies::BackendTlsPolicy;
 
 /// The kinds we read. Anything else in a manifest is skipped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,6 +34,12 @@ pub enum Kind {
     Secret,
     /// Namespaces, for their labels (allowedRoutes selectors).
     Namespace,
+    /// Listeners added to a Gateway from outside it (Gateway API ListenerSet).
+    ListenerSet,
+    /// CA certificates (`ca.crt`) that TLS validation refers to.
+    ConfigMap,
+    /// TLS from Envoy to a backend (Gateway API BackendTLSPolicy).
+    BackendTlsPolicy,
 }
 
 impl Kind {
@@ -46,6 +56,9 @@ impl Kind {
             (gloo::GROUP, "Upstream") => Some(Self::Upstream),
             ("", "Secret") => Some(Self::Secret),
             ("", "Namespace") => Some(Self::Namespace),
+            ("gateway.networking.k8s.io", "ListenerSet") => Some(Self::ListenerSet),
+            ("", "ConfigMap") => Some(Self::ConfigMap),
+            ("gateway.networking.k8s.io", "BackendTLSPolicy") => Some(Self::BackendTlsPolicy),
             _ => None,
         }
     }
@@ -62,14 +75,22 @@ impl Kind {
             Self::Upstream => "Upstream",
             Self::Secret => "Secret",
             Self::Namespace => "Namespace",
+            Self::ListenerSet => "ListenerSet",
+            Self::ConfigMap => "ConfigMap",
+            Self::BackendTlsPolicy => "BackendTLSPolicy",
         }
     }
 
     /// The API group (`""` for core kinds).
     pub fn group(self) -> &'static str {
         match self {
-            Self::GatewayClass | Self::Gateway | Self::HttpRoute | Self::ReferenceGrant => "gateway.networking.k8s.io",
-            Self::Service | Self::Secret | Self::Namespace => "",
+            Self::GatewayClass
+            | Self::Gateway
+            | Self::HttpRoute
+            | Self::ReferenceGrant
+            | Self::ListenerSet
+            | Self::BackendTlsPolicy => "gateway.networking.k8s.io",
+            Self::Service | Self::Secret | Self::Namespace | Self::ConfigMap => "",
             Self::EndpointSlice => "discovery.k8s.io",
             Self::RouteOption => "gateway.solo.io",
             Self::Upstream => gloo::GROUP,
@@ -118,6 +139,9 @@ pub enum Resource {
     Upstream(Arc<gloo::Upstream>),
     Secret(Arc<Secret>),
     Namespace(Arc<Namespace>),
+    ListenerSet(Arc<ListenerSet>),
+    ConfigMap(Arc<ConfigMap>),
+    BackendTlsPolicy(Arc<BackendTlsPolicy>),
 }
 
 impl Resource {
@@ -165,6 +189,9 @@ impl Resource {
             }
             Self::Secret(r) => Self::Secret(set(r, generation)),
             Self::Namespace(r) => Self::Namespace(set(r, generation)),
+            Self::ListenerSet(r) => Self::ListenerSet(set(r, generation)),
+            Self::ConfigMap(r) => Self::ConfigMap(set(r, generation)),
+            Self::BackendTlsPolicy(r) => Self::BackendTlsPolicy(set(r, generation)),
         }
     }
 
@@ -181,6 +208,9 @@ impl Resource {
             Self::Upstream(r) => f(&r.metadata),
             Self::Secret(r) => f(r.meta()),
             Self::Namespace(r) => f(r.meta()),
+            Self::ListenerSet(r) => f(r.meta()),
+            Self::ConfigMap(r) => f(r.meta()),
+            Self::BackendTlsPolicy(r) => f(r.meta()),
         }
     }
 
@@ -196,6 +226,9 @@ impl Resource {
             Self::Upstream(r) => serde_json::to_value(r.as_ref()),
             Self::Secret(r) => serde_json::to_value(r.as_ref()),
             Self::Namespace(r) => serde_json::to_value(r.as_ref()),
+            Self::ListenerSet(r) => serde_json::to_value(r.as_ref()),
+            Self::ConfigMap(r) => serde_json::to_value(r.as_ref()),
+            Self::BackendTlsPolicy(r) => serde_json::to_value(r.as_ref()),
         };
         value.ok().map(f)
     }
@@ -297,6 +330,9 @@ pub fn decode(doc: Value) -> Result<Option<(ResourceKey, Resource)>, DecodeError
         }
         Kind::Secret => Resource::Secret(strict(&doc, &field_error)?),
         Kind::Namespace => Resource::Namespace(strict(&doc, &field_error)?),
+        Kind::ListenerSet => Resource::ListenerSet(strict(&doc, &field_error)?),
+        Kind::ConfigMap => Resource::ConfigMap(strict(&doc, &field_error)?),
+        Kind::BackendTlsPolicy => Resource::BackendTlsPolicy(strict(&doc, &field_error)?),
     };
     Ok(Some((ResourceKey { kind, namespace, name }, resource)))
 }
@@ -342,6 +378,9 @@ pub fn decode_api_object(kind: Kind, value: serde_json::Value) -> Result<Resourc
             .map(Resource::Upstream),
         Kind::Secret => typed(value).map(Resource::Secret),
         Kind::Namespace => typed(value).map(Resource::Namespace),
+        Kind::ListenerSet => typed(value).map(Resource::ListenerSet),
+        Kind::ConfigMap => typed(value).map(Resource::ConfigMap),
+        Kind::BackendTlsPolicy => typed(value).map(Resource::BackendTlsPolicy),
     };
     resource.map_err(|(field, message)| DecodeError::Field {
         kind: kind.to_string(),
@@ -441,6 +480,9 @@ pub struct Index {
     pub secrets: BTreeMap<(String, String), Arc<Secret>>,
     /// Namespaces by name (their labels select routes).
     pub namespaces: BTreeMap<String, Arc<Namespace>>,
+    pub listener_sets: BTreeMap<(String, String), Arc<ListenerSet>>,
+    pub config_maps: BTreeMap<(String, String), Arc<ConfigMap>>,
+    pub backend_tls_policies: BTreeMap<(String, String), Arc<BackendTlsPolicy>>,
 }
 
 impl Index {
@@ -479,6 +521,15 @@ impl Index {
                     Resource::Namespace(r) => {
                         self.namespaces.insert(key.name.clone(), r.clone());
                     }
+                    Resource::ListenerSet(r) => {
+                        self.listener_sets.insert(nn, r.clone());
+                    }
+                    Resource::ConfigMap(r) => {
+                        self.config_maps.insert(nn, r.clone());
+                    }
+                    Resource::BackendTlsPolicy(r) => {
+                        self.backend_tls_policies.insert(nn, r.clone());
+                    }
                 }
             }
             Change::Delete(key) => {
@@ -513,6 +564,15 @@ impl Index {
                     }
                     Kind::Namespace => {
                         self.namespaces.remove(&key.name);
+                    }
+                    Kind::ListenerSet => {
+                        self.listener_sets.remove(&nn);
+                    }
+                    Kind::ConfigMap => {
+                        self.config_maps.remove(&nn);
+                    }
+                    Kind::BackendTlsPolicy => {
+                        self.backend_tls_policies.remove(&nn);
                     }
                 }
             }

@@ -165,10 +165,12 @@ pub fn upstream_name(namespace: &str, service: &str, port: u32) -> String {
     format!("{namespace}-{service}-{port}")
 }
 
-/// `HTTP2` for ports that speak h2c or gRPC, else "" (HTTP/1.1).
+/// `HTTP2` for ports that speak h2c or gRPC, `WS` for WebSocket ones (HTTP/1.1 with
+/// upgrades), else "" (HTTP/1.1).
 pub fn app_protocol(port: &ServicePort) -> &'static str {
     match port.app_protocol.as_deref() {
         Some("kubernetes.io/h2c" | "grpc" | "http2") => "HTTP2",
+        Some("kubernetes.io/ws" | "kubernetes.io/wss") => "WS",
         _ => "",
     }
 }
@@ -372,6 +374,7 @@ mod tests {
         assert_eq!(app_protocol(&port(Some("kubernetes.io/h2c"))), "HTTP2");
         assert_eq!(app_protocol(&port(Some("grpc"))), "HTTP2");
         assert_eq!(app_protocol(&port(Some("http2"))), "HTTP2");
+        assert_eq!(app_protocol(&port(Some("kubernetes.io/ws"))), "WS");
         assert_eq!(app_protocol(&port(Some("http"))), "");
         assert_eq!(app_protocol(&port(None)), "");
     }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use actix::{Actor, AsyncContext as _, Context, Handler, Message};
-use kgw_common::bus::KvEvent;
+use kgw_common::{bus::KvEvent, source::Batch};
 use kgw_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 
@@ -43,6 +43,10 @@ pub struct ControllerActor {
     published: watch::Sender<Published>,
     /// What changed since the last publication; a publication is pending when any is set.
     unpublished: Unpublished,
+    /// Whether the Secrets of the config source have been read once (true without a
+    /// source). Until then nothing is translated: an HTTPS listener translated without its
+    /// Secret would be left out, and Envoy would drop it until they arrive.
+    secrets_ready: bool,
 }
 
 /// What the actor publishes through a watch channel for the services that read its state
@@ -92,6 +96,7 @@ impl ControllerActor {
             })
             .0,
             unpublished: Unpublished::default(),
+            secrets_ready: true,
         }
     }
 
@@ -145,6 +150,10 @@ impl ControllerActor {
     }
 
     fn retranslate(&mut self, keys: BTreeSet<String>) {
+        if !self.secrets_ready {
+            // Every Proxy is translated once they are (`on_secrets`).
+            return;
+        }
         for key in keys {
             let Some(proxy) = self.proxies.proxies().get(&key) else {
                 self.translator.forget(&key);
@@ -241,11 +250,13 @@ impl Actor for ControllerActor {
     type Context = Context<Self>;
 }
 
-/// What the actor consumes itself: the two buckets' events and the WASM fetcher's results.
+/// What the actor consumes itself: the two buckets' events, the WASM fetcher's results and
+/// the config source's batches (for its Secrets; `None`: no source, no HTTPS listener).
 pub struct Inputs {
     pub proxies: mpsc::Receiver<KvEvent>,
     pub upstreams: mpsc::Receiver<KvEvent>,
     pub wasm: mpsc::UnboundedReceiver<Fetched>,
+    pub secrets: Option<mpsc::Receiver<Batch>>,
 }
 
 /// The most events taken from a bucket's queue at once (then merged per key).
@@ -254,10 +265,14 @@ const BATCH: usize = 1024;
 impl ControllerActor {
     /// Starts the actor on its inputs: events that queued up while it translated arrive as
     /// one batch, merged per key, so a burst costs one translation per Proxy.
-    pub fn start_on(self, inputs: Inputs) -> actix::Addr<Self> {
+    pub fn start_on(mut self, inputs: Inputs) -> actix::Addr<Self> {
         use futures::StreamExt as _;
         use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
+        self.secrets_ready = inputs.secrets.is_none();
         Self::create(move |ctx| {
+            if let Some(secrets) = inputs.secrets {
+                ctx.add_stream(ReceiverStream::new(secrets).map(SecretBatch));
+            }
             ctx.add_stream(ReceiverStream::new(inputs.proxies).ready_chunks(BATCH).map(ProxyEvents));
             ctx.add_stream(
                 ReceiverStream::new(inputs.upstreams)
@@ -268,6 +283,19 @@ impl ControllerActor {
             self
         })
     }
+}
+
+/// A batch of the config source (the controller reads its Secrets only).
+pub struct SecretBatch(Batch);
+
+impl actix::StreamHandler<SecretBatch> for ControllerActor {
+    fn handle(&mut self, SecretBatch(batch): SecretBatch, ctx: &mut Context<Self>) {
+        let span = tracing::info_span!(parent: &batch.span, "controller.secrets", changes = batch.changes.len());
+        let _in_span = span.enter();
+        self.on_secrets(&batch, ctx);
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
 /// A batch of events of bucket `kgw_proxies`, in arrival order.
@@ -359,6 +387,40 @@ fn apply_span(bucket: &'static str, events: &[KvEvent]) -> tracing::Span {
 }
 
 impl ControllerActor {
+    /// Secrets changed: the Proxies naming one are translated again (all of them, the
+    /// first time, once Upstreams are read too).
+    fn on_secrets(&mut self, batch: &Batch, ctx: &mut Context<Self>) {
+        let changed = self.settings.secrets.apply(&batch.changes);
+        if !changed.is_empty() {
+            tracing::info!(secrets = changed.len(), "TLS Secrets changed");
+            // Validation's dry runs translate with the settings, Secrets included.
+            self.publish_later(
+                ctx,
+                Unpublished {
+                    settings: true,
+                    ..Default::default()
+                },
+            );
+        }
+        let first = !self.secrets_ready && batch.initial;
+        self.secrets_ready |= batch.initial;
+        let proxies = self.proxies.proxies();
+        let affected: BTreeSet<String> = if first {
+            // Before Upstreams are read, their first full read translates every Proxy.
+            if !self.synced.borrow().1 {
+                return;
+            }
+            proxies.keys().cloned().collect()
+        } else {
+            proxies
+                .iter()
+                .filter(|(_, proxy)| names_secret(proxy, &changed))
+                .map(|(key, _)| key.clone())
+                .collect()
+        };
+        self.retranslate(affected);
+    }
+
     fn on_proxies(&mut self, events: Vec<KvEvent>, ctx: &mut Context<Self>) {
         let full = events.iter().any(|e| matches!(e, KvEvent::Full(_)));
         let changed = self.proxies.apply(events);
@@ -468,6 +530,18 @@ fn wasm_filters(proxy: &pb::Proxy) -> impl Iterator<Item = pb::WasmFilter> + '_ 
         .flat_map(|pb::listener::ListenerType::HttpListener(http)| http.virtual_hosts.iter())
         .flat_map(|vhost| vhost.routes.iter())
         .flat_map(|route| crate::translate::filters::merge(&route.filters).wasm_filters)
+}
+
+/// Whether a listener of `proxy`, or its client certificate for TLS backends, names one of
+/// the Secrets `changed` (SDS names).
+fn names_secret(proxy: &pb::Proxy, changed: &BTreeSet<String>) -> bool {
+    proxy
+        .listeners
+        .iter()
+        .flat_map(|l| &l.ssl_configurations)
+        .filter_map(|ssl| ssl.secret_ref.as_ref())
+        .chain(proxy.backend_client_certificate.as_ref())
+        .any(|r| changed.contains(&crate::secrets::sds_name(&r.namespace, &r.name)))
 }
 
 /// Proxies with a route naming one of `changed` (an upstream that appeared or went away).

@@ -13,6 +13,7 @@ mod proxies;
 pub mod resources;
 pub mod rest_xds;
 pub mod run;
+pub mod secrets;
 pub mod translate;
 mod validation;
 pub mod wasm;

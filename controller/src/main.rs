@@ -7,7 +7,7 @@ use controller::{
     translate::{Settings, wasm::WasmModules},
 };
 use kgw_common::{
-    config::CommonArgs,
+    config::{CommonArgs, SourceArgs, SourceKind},
     monitoring::serve_monitoring,
     process::{self, Started},
 };
@@ -20,6 +20,10 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     common: CommonArgs,
+    /// Where the TLS Secrets of HTTPS listeners are read (the controller reads them itself;
+    /// they never travel over NATS). Without `--config-dir` on the directory source, none.
+    #[command(flatten)]
+    source: SourceArgs,
     /// Address of the xDS (ADS) gRPC server.
     #[arg(long, env = "KGW_XDS_ADDR", default_value = "127.0.0.1:9977")]
     xds_addr: SocketAddr,
@@ -121,6 +125,7 @@ fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 },
                 proxy_tls,
+                secrets: Default::default(),
             },
             wasm_cache_addr: cli.wasm_cache_addr,
             wasm_cache_dir: cli.wasm_cache_dir.clone(),
@@ -132,6 +137,10 @@ fn main() -> anyhow::Result<()> {
             rest_xds_addr: cli.rest_xds_addr,
             debug_addr: cli.debug_addr,
             validation_addr: cli.validation_addr,
+            source: match (&cli.source.source, &cli.source.config_dir) {
+                (SourceKind::Directory, None) => None,
+                _ => Some(cli.source.spec()?),
+            },
         };
         let running = run::start(config, stop.clone()).await?;
         let _monitoring = serve_monitoring(

@@ -3,8 +3,12 @@
 //! other both ways.
 use std::collections::BTreeSet;
 
-use envoy_types::pb::envoy::config::{
-    cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener, route::v3::RouteConfiguration,
+use envoy_types::pb::envoy::{
+    config::{
+        cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
+        route::v3::RouteConfiguration,
+    },
+    extensions::transport_sockets::tls::v3::Secret,
 };
 
 /// Envoy resources for one Proxy, each list sorted by name.
@@ -14,6 +18,8 @@ pub struct EnvoyResources {
     pub routes: Vec<RouteConfiguration>,
     pub clusters: Vec<Cluster>,
     pub endpoints: Vec<ClusterLoadAssignment>,
+    /// The certificates of HTTPS listeners (SDS), by name; served to Envoy only.
+    pub secrets: Vec<Secret>,
     /// KV keys (`<ns>.<name>`) of the Upstreams these resources use: a change to one of
     /// them re-translates this Proxy.
     pub upstream_keys: BTreeSet<String>,

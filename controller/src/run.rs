@@ -34,6 +34,8 @@ pub enum ControllerError {
     Wasm(#[from] wasm::WasmError),
     #[error("xDS server failed")]
     Serve(#[source] tonic::transport::Error),
+    #[error("config source (TLS Secrets)")]
+    Source(#[from] kgw_common::source::SourceError),
 }
 
 pub struct RunConfig {
@@ -52,6 +54,9 @@ pub struct RunConfig {
     pub rest_xds_addr: SocketAddr,
     pub debug_addr: SocketAddr,
     pub validation_addr: SocketAddr,
+    /// Where TLS Secrets come from (`--source`, `--config-dir`); `None`: nowhere, and
+    /// HTTPS listeners are not served.
+    pub source: Option<kgw_common::config::SourceSpec>,
 }
 
 pub struct Running {
@@ -101,11 +106,23 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Con
     bus::spawn_kv_mirror(bus.clone(), PROXIES_BUCKET, proxies_tx, shutdown.clone());
     let (upstreams_tx, upstreams) = mpsc::channel::<KvEvent>(64);
     bus::spawn_kv_mirror(bus.clone(), UPSTREAMS_BUCKET, upstreams_tx, shutdown.clone());
+    let secrets = match config.source {
+        Some(spec) => {
+            let (secrets_tx, secrets) = mpsc::channel(16);
+            kgw_common::source::spawn(spec, crate::secrets::KINDS, secrets_tx, shutdown.clone()).await?;
+            Some(secrets)
+        }
+        None => {
+            tracing::warn!("no config source (--config-dir or --source kubernetes): HTTPS listeners are not served");
+            None
+        }
+    };
     // The actor reads its inputs itself; no task forwards them.
     actor.start_on(Inputs {
         proxies,
         upstreams,
         wasm: fetched,
+        secrets,
     });
 
     side_listeners.serve(cache.clone(), published, &shutdown);

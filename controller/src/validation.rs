@@ -140,6 +140,7 @@ mod tests {
                 access_log_addresses: Vec::new(),
                 wasm: WasmModules::default(),
                 proxy_tls: None,
+                secrets: Default::default(),
             })
         }
     }
@@ -182,6 +183,8 @@ mod tests {
             action: Some(pb::route::Action::RouteAction(pb::RouteAction {
                 destination: Some(pb::route_action::Destination::Single(pb::Destination {
                     upstream: Some(upstream_ref("default", upstream)),
+                    filters: Vec::new(),
+                    tls: None,
                 })),
             })),
             source: Some(pb::ResourceRef {

@@ -76,6 +76,7 @@ fn translated(proxy: &pb::Proxy, upstreams: BTreeMap<String, pb::Upstream>) -> A
         access_log_addresses: Vec::new(),
         wasm: Default::default(),
         proxy_tls: None,
+        secrets: Default::default(),
     };
     let (resources, problems) = translate(proxy, &upstreams, &settings);
     assert!(problems.is_empty(), "{problems:?}");

@@ -91,6 +91,7 @@ fn snapshot(listen: SocketAddr, backend: SocketAddr, echo_prefix: Option<&str>) 
         access_log_addresses: Vec::new(),
         wasm: Default::default(),
         proxy_tls: None,
+        secrets: Default::default(),
     };
     let (resources, problems) = translate(&proxy(listen, echo_prefix), &upstreams(backend), &settings);
     assert!(problems.is_empty(), "{problems:?}");

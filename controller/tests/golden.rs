@@ -9,7 +9,10 @@ use std::{collections::BTreeMap, path::Path};
 use controller::{
     json::any_to_json,
     translate::{Settings, translate, wasm::WasmModules},
-    xds::{Snapshot, snapshot::PUSH_ORDER},
+    xds::{
+        Snapshot,
+        snapshot::{PUSH_ORDER, SECRET},
+    },
 };
 use kgw_proto::v1 as pb;
 use serde::Deserialize;
@@ -19,6 +22,19 @@ use serde::Deserialize;
 struct Doc {
     proxy: Option<pb::Proxy>,
     upstream: Option<pb::Upstream>,
+    /// A TLS Secret as the config source would give it (HTTPS listeners).
+    secret: Option<GoldenSecret>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GoldenSecret {
+    namespace: String,
+    name: String,
+    /// PEM.
+    certificate: String,
+    /// PEM.
+    key: String,
 }
 
 fn wasm_filter(name: &str, sha256: &str) -> pb::WasmFilter {
@@ -37,9 +53,14 @@ fn translate_case(input: &Path) -> Vec<(pb::Metadata, Snapshot, Vec<controller::
     let text = std::fs::read_to_string(input).expect("input.yaml");
     let mut proxies = Vec::new();
     let mut upstreams = BTreeMap::new();
+    let mut secrets = controller::secrets::TlsSecrets::default();
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let doc = Doc::deserialize(doc).expect("input document");
         proxies.extend(doc.proxy);
+        if let Some(s) = doc.secret {
+            let secret = controller::secrets::TlsSecret::from_pem(s.certificate.into_bytes(), s.key.into_bytes());
+            secrets = secrets.with(&controller::secrets::sds_name(&s.namespace, &s.name), secret);
+        }
         if let Some(upstream) = doc.upstream {
             let meta = upstream.metadata.clone().unwrap_or_default();
             upstreams.insert(kgw_proto::nats::key(&meta.namespace, &meta.name), upstream);
@@ -74,6 +95,7 @@ fn translate_case(input: &Path) -> Vec<(pb::Metadata, Snapshot, Vec<controller::
         access_log_addresses,
         wasm,
         proxy_tls,
+        secrets,
     };
     proxies
         .iter()
@@ -93,6 +115,10 @@ fn render(input: &Path) -> String {
     for (meta, snapshot, problems) in translate_case(input) {
         let mut doc = serde_json::Map::new();
         for type_url in PUSH_ORDER {
+            // Only cases with HTTPS listeners have any (the others' outputs stay as they were).
+            if type_url == SECRET && !snapshot.types.contains_key(SECRET) {
+                continue;
+            }
             let items: Vec<serde_json::Value> = snapshot.types[type_url]
                 .items
                 .values()

@@ -40,6 +40,7 @@ fn publishes_proxies_and_upstreams() {
             access_log_addresses: Vec::new(),
             wasm: WasmModules::default(),
             proxy_tls: None,
+            secrets: Default::default(),
         };
         let actor = ControllerActor::new(settings, SnapshotCache::default(), watch::channel((false, false)).0);
         let mut published = actor.published();

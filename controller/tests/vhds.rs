@@ -72,6 +72,7 @@ listeners:
         access_log_addresses: Vec::new(),
         wasm: Default::default(),
         proxy_tls: None,
+        secrets: Default::default(),
     };
     let upstreams = [("default.default-echo-80".to_string(), upstream)].into();
     let (resources, problems) = translate(&proxy, &upstreams, &settings);

@@ -98,13 +98,15 @@ READ = ["get", "list", "watch"]
 LEAST_PRIVILEGE = {
     "gateway": {
         *(("gateway.networking.k8s.io", r, tuple(READ))
-          for r in ("gatewayclasses", "gateways", "httproutes", "referencegrants")),
+          for r in ("gatewayclasses", "gateways", "httproutes", "referencegrants", "listenersets")),
         *(("gateway.networking.k8s.io", f"{r}/status", ("patch",))
           for r in ("gatewayclasses", "gateways", "httproutes")),
         ("gateway.solo.io", "routeoptions", tuple(READ)),
         ("gateway.solo.io", "routeoptions/status", ("patch",)),
         ("gloo.solo.io", "upstreams", tuple(READ)),
         ("", "services", tuple(READ)),
+        ("", "secrets", tuple(READ)),
+        ("", "namespaces", tuple(READ)),
     },
     "gloo": {("", "secrets", tuple(READ))},
     "discovery": {("", "services", tuple(READ)), ("discovery.k8s.io", "endpointslices", tuple(READ)),
@@ -306,7 +308,7 @@ def check_our_processes(deps: dict, exp: dict, f: Failures) -> None:
         args = c.get("args") or []
         f.check(c.get("command") == [binary], f"Deployment/{name} runs {c.get('command')}, want [{binary!r}]")
         f.check(f"--nats-url={exp['nats_url']}" in args, f"Deployment/{name} args {args} lack --nats-url")
-        if binary in ("gateway", "discovery"):
+        if binary in ("gateway", "discovery", "controller"):
             f.check("--source=kubernetes" in args, f"Deployment/{name} args {args} lack --source=kubernetes")
             for flag, want in (("--namespaces", exp["namespaces"]), ("--label-selector", exp["label_selector"])):
                 got = next((a.split("=", 1)[1] for a in args if a.startswith(flag + "=")), "")

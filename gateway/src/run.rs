@@ -29,6 +29,14 @@ pub const KINDS: &[Kind] = &[
     Kind::Service,
     Kind::RouteOption,
     Kind::Upstream,
+    Kind::ListenerSet,
+    // Listeners' certificate references are checked (the content is never sent anywhere).
+    Kind::Secret,
+    // Their labels select the namespaces of routes and ListenerSets.
+    Kind::Namespace,
+    // Upstream TLS of the Services they target, with their CA ConfigMaps.
+    Kind::BackendTlsPolicy,
+    Kind::ConfigMap,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,7 @@ pub fn run(plan: &Plan, report: &mut Report) -> Result<()> {
         access_log_addresses: vec!["127.0.0.1:8083".into()],
         wasm: WasmModules::default(),
         proxy_tls: None,
+        secrets: Default::default(),
     };
     for n in plan.sizes {
         let built = Instant::now();

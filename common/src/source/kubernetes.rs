@@ -113,6 +113,9 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::Upstream => custom(kind.group(), "v1", "Upstream", "upstreams"),
         Kind::Secret => ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
         Kind::Namespace => ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&()),
+        Kind::ListenerSet => custom(kind.group(), "v1", "ListenerSet", "listenersets"),
+        Kind::ConfigMap => ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
+        Kind::BackendTlsPolicy => custom(kind.group(), "v1", "BackendTLSPolicy", "backendtlspolicies"),
     }
 }
 

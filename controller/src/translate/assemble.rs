@@ -4,14 +4,22 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use envoy_types::pb::{
-    envoy::config::{cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, route::v3::RouteConfiguration},
+    envoy::{
+        config::{
+            cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::FilterChain,
+            route::v3::RouteConfiguration,
+        },
+        extensions::transport_sockets::tls::v3::Secret,
+    },
     google::protobuf::Any,
 };
 use kgw_proto::v1 as pb;
 
 use super::{
     EnvoyResources, Problem, Settings, Severity, VirtualHostInputs, VirtualHostTranslation, access_log_cluster_name,
-    clusters, listeners, proxy_tls, routes, wasm,
+    clusters, listeners, proxy_tls, routes,
+    upstream_tls::{self, ClusterTls},
+    wasm,
 };
 
 /// Where [`assemble`] gets the translation of a virtual host and the cluster of an
@@ -20,7 +28,14 @@ pub(crate) trait Parts {
     /// The translation of `vhost` ([`routes::virtual_host`], or an equal one).
     fn virtual_host(&mut self, vhost: &pb::VirtualHost, inputs: VirtualHostInputs<'_>) -> Arc<VirtualHostTranslation>;
     /// The cluster (and endpoints) named `name` of the Upstream under KV key `key`.
-    fn cluster(&mut self, name: &str, key: &str, upstream: &pb::Upstream) -> Arc<UpstreamCluster>;
+    /// `tls`: the cluster is the Upstream's TLS variant.
+    fn cluster(
+        &mut self,
+        name: &str,
+        key: &str,
+        upstream: &pb::Upstream,
+        tls: Option<&ClusterTls>,
+    ) -> Arc<UpstreamCluster>;
 }
 
 /// An Upstream's Envoy cluster, and its endpoints when they are served over EDS.
@@ -33,8 +48,11 @@ pub(crate) struct UpstreamCluster {
 }
 
 impl UpstreamCluster {
-    pub(crate) fn new(name: &str, upstream: &pb::Upstream) -> Self {
-        let (cluster, endpoints) = clusters::cluster(name, upstream);
+    pub(crate) fn new(name: &str, upstream: &pb::Upstream, tls: Option<&ClusterTls>) -> Self {
+        let (mut cluster, endpoints) = clusters::cluster(name, upstream);
+        if let Some(tls) = tls {
+            cluster.transport_socket = Some(upstream_tls::transport_socket(tls));
+        }
         Self {
             cluster,
             endpoints,
@@ -61,8 +79,14 @@ impl Parts for FreshParts {
         Arc::new(routes::virtual_host(vhost, inputs))
     }
 
-    fn cluster(&mut self, name: &str, _key: &str, upstream: &pb::Upstream) -> Arc<UpstreamCluster> {
-        Arc::new(UpstreamCluster::new(name, upstream))
+    fn cluster(
+        &mut self,
+        name: &str,
+        _key: &str,
+        upstream: &pb::Upstream,
+        tls: Option<&ClusterTls>,
+    ) -> Arc<UpstreamCluster> {
+        Arc::new(UpstreamCluster::new(name, upstream, tls))
     }
 }
 
@@ -142,9 +166,14 @@ pub(crate) fn assemble(
     let mut out = EnvoyResources::default();
     // Cluster name → KV key of the Upstream (the last route naming a cluster decides).
     let mut referenced = BTreeMap::new();
+    // Cluster name → the TLS of the Upstream's TLS variants among `referenced`.
+    let mut tls_of: BTreeMap<String, pb::UpstreamTls> = BTreeMap::new();
     let mut uses_wasm = false;
     let mut route_tables = Vec::new();
     let mut upstream_clusters = Vec::new();
+    // (bind address, port) → the filter chains of the Proxy listeners there, by name.
+    let mut envoy_listeners: BTreeMap<(String, u32), Vec<(String, FilterChain)>> = BTreeMap::new();
+    let mut secrets = BTreeMap::new();
     for listener in &proxy.listeners {
         let Some(pb::listener::ListenerType::HttpListener(http)) = &listener.listener_type else {
             problems.push(Problem {
@@ -155,6 +184,20 @@ pub(crate) fn assemble(
             });
             continue;
         };
+        let chain_secrets = match listener_secrets(listener, settings) {
+            Ok(found) => found,
+            Err(message) => {
+                problems.push(Problem {
+                    severity: Severity::Error,
+                    path: format!("listener/{}", listener.name),
+                    source: listener.sources.first().cloned(),
+                    message,
+                });
+                continue;
+            }
+        };
+        let secret_names: Vec<String> = chain_secrets.iter().map(|s| s.name.clone()).collect();
+        secrets.extend(chain_secrets.into_iter().map(|s| (s.name.clone(), s)));
         let mut wasm_used = BTreeMap::new();
         let mut virtual_hosts = Vec::with_capacity(http.virtual_hosts.len());
         for vhost in &http.virtual_hosts {
@@ -172,6 +215,12 @@ pub(crate) fn assemble(
                     .iter()
                     .map(|(cluster, key)| (cluster.clone(), key.clone())),
             );
+            tls_of.extend(
+                translated
+                    .upstream_tls
+                    .iter()
+                    .map(|(cluster, tls)| (cluster.clone(), tls.clone())),
+            );
             wasm_used.extend(
                 translated
                     .wasm_added
@@ -185,14 +234,27 @@ pub(crate) fn assemble(
             .map(|f| wasm::http_filter(f, &settings.wasm))
             .collect();
         uses_wasm |= !wasm_filters.is_empty();
-        out.listeners
-            .push(listeners::http_listener(listener, settings, wasm_filters));
+        let chain = listeners::http_filter_chain(listener, settings, wasm_filters, &secret_names);
+        envoy_listeners
+            .entry((listener.bind_address.clone(), listener.bind_port))
+            .or_default()
+            .push((listener.name.clone(), chain));
         route_tables.push(RouteTable {
             name: listener.name.clone(),
             virtual_hosts,
             wasm_used,
         });
     }
+    for ((address, port), chains) in envoy_listeners {
+        out.listeners
+            .push(merge_chains(&address, port, chains, proxy, &mut problems));
+    }
+    let client_certificate = if tls_of.is_empty() {
+        None
+    } else {
+        backend_client_certificate(proxy, settings, &mut secrets, &mut problems)
+    };
+    out.secrets = secrets.into_values().collect();
     for (name, key) in referenced {
         // Found when its virtual host was translated; a cache that missed its removal
         // would leave it here, so it is looked up again.
@@ -202,7 +264,11 @@ pub(crate) fn assemble(
         let meta = upstream.metadata.clone().unwrap_or_default();
         out.upstream_keys
             .insert(kgw_proto::nats::key(&meta.namespace, &meta.name));
-        upstream_clusters.push(parts.cluster(&name, &key, upstream));
+        let tls = tls_of.remove(&name).map(|tls| ClusterTls {
+            tls,
+            client_certificate: client_certificate.clone(),
+        });
+        upstream_clusters.push(parts.cluster(&name, &key, upstream, tls.as_ref()));
     }
     let meta = proxy.metadata.clone().unwrap_or_default();
     let role = kgw_proto::nats::role(&meta.namespace, &meta.name);
@@ -232,4 +298,91 @@ pub(crate) fn assemble(
         route_tables,
         problems,
     }
+}
+
+/// The SDS name of the Proxy's client certificate for TLS backends, its Secret added to
+/// `secrets`; `None` when the Proxy names none or the Secret cannot be used (the backends
+/// then see no client certificate: one that requires it refuses the connection).
+fn backend_client_certificate(
+    proxy: &pb::Proxy,
+    settings: &Settings,
+    secrets: &mut BTreeMap<String, Secret>,
+    problems: &mut Vec<Problem>,
+) -> Option<String> {
+    let secret_ref = proxy.backend_client_certificate.as_ref()?;
+    let name = crate::secrets::sds_name(&secret_ref.namespace, &secret_ref.name);
+    match settings.secrets.get(&name) {
+        Ok(secret) => {
+            secrets.insert(name.clone(), secret.to_envoy(&name));
+            Some(name)
+        }
+        Err(why) => {
+            problems.push(Problem {
+                severity: Severity::Warning,
+                path: "backend_client_certificate".into(),
+                source: Some(secret_ref.clone()),
+                message: format!("client certificate for TLS backends not presented: {why}"),
+            });
+            None
+        }
+    }
+}
+
+/// The SDS resources of an HTTPS Proxy listener's certificates (none for plain HTTP), or
+/// why the listener is not served: without its certificates it is left out, never served
+/// in plain text.
+fn listener_secrets(listener: &pb::Listener, settings: &Settings) -> Result<Vec<Secret>, String> {
+    listener
+        .ssl_configurations
+        .iter()
+        .map(|ssl| {
+            let secret_ref = ssl
+                .secret_ref
+                .as_ref()
+                .ok_or("HTTPS listener not served: an ssl configuration names no Secret")?;
+            let name = crate::secrets::sds_name(&secret_ref.namespace, &secret_ref.name);
+            match settings.secrets.get(&name) {
+                Ok(secret) => Ok(secret.to_envoy(&name)),
+                Err(why) => Err(format!("HTTPS listener not served: {why}")),
+            }
+        })
+        .collect()
+}
+
+/// One Envoy listener of the chains of the Proxy listeners on `address:port`: named
+/// `listener~<port>` when it terminates TLS (whichever HTTPS listeners are served: a new
+/// name would make Envoy drain the listener and bind the port again), else after its
+/// (plain HTTP) Proxy listener. Chains that match the same connections as an earlier one
+/// (two listeners without hostname, or of one hostname) are left out: Envoy would refuse
+/// the whole listener.
+fn merge_chains(
+    address: &str,
+    port: u32,
+    chains: Vec<(String, FilterChain)>,
+    proxy: &pb::Proxy,
+    problems: &mut Vec<Problem>,
+) -> envoy_types::pb::envoy::config::listener::v3::Listener {
+    let name = if chains.iter().any(|(_, chain)| chain.transport_socket.is_some()) {
+        format!("listener~{port}")
+    } else {
+        chains.iter().map(|(name, _)| name.clone()).min().unwrap_or_default()
+    };
+    let mut kept: Vec<FilterChain> = Vec::with_capacity(chains.len());
+    for (listener_name, chain) in chains {
+        if kept.iter().any(|k| k.filter_chain_match == chain.filter_chain_match) {
+            problems.push(Problem {
+                severity: Severity::Error,
+                path: format!("listener/{listener_name}"),
+                source: proxy
+                    .listeners
+                    .iter()
+                    .find(|l| l.name == listener_name)
+                    .and_then(|l| l.sources.first().cloned()),
+                message: format!("not served: another listener on {address}:{port} takes the same connections"),
+            });
+            continue;
+        }
+        kept.push(chain);
+    }
+    listeners::envoy_listener(&name, address, port, kept)
 }

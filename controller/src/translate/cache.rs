@@ -22,6 +22,7 @@ use std::{
 use envoy_types::{pb::google::protobuf::Any, util::pack_any};
 use kgw_proto::v1 as pb;
 
+use super::upstream_tls::ClusterTls;
 use super::{
     EnvoyResources, Problem, Settings, VirtualHostInputs, VirtualHostTranslation,
     assemble::{Assembled, Parts, RouteTable, UpstreamCluster, assemble},
@@ -95,6 +96,8 @@ impl CachedVirtualHost {
 struct CachedCluster {
     /// KV key of the Upstream it was made from.
     upstream_key: String,
+    /// The TLS it was made with (a TLS variant of the Upstream's cluster).
+    tls: Option<ClusterTls>,
     cluster: Arc<UpstreamCluster>,
 }
 
@@ -132,6 +135,12 @@ impl IncrementalTranslator {
                 .listeners
                 .iter()
                 .map(|listener| (listener.name.clone(), pack_any(listener.clone())))
+                .collect(),
+            secrets: assembled
+                .resources
+                .secrets
+                .iter()
+                .map(|secret| (secret.name.clone(), pack_any(secret.clone())))
                 .collect(),
             ..Default::default()
         };
@@ -275,9 +284,16 @@ impl Parts for CachingParts {
         translation
     }
 
-    fn cluster(&mut self, name: &str, key: &str, upstream: &pb::Upstream) -> Arc<UpstreamCluster> {
+    fn cluster(
+        &mut self,
+        name: &str,
+        key: &str,
+        upstream: &pb::Upstream,
+        tls: Option<&ClusterTls>,
+    ) -> Arc<UpstreamCluster> {
         let cached = match self.previous.clusters.remove(name) {
-            Some(cached) if cached.upstream_key == key => {
+            // The name covers the TLS setting, not the Proxy's client certificate.
+            Some(cached) if cached.upstream_key == key && cached.tls.as_ref() == tls => {
                 self.reuse.clusters_reused += 1;
                 cached
             }
@@ -285,7 +301,8 @@ impl Parts for CachingParts {
                 self.reuse.clusters_made += 1;
                 CachedCluster {
                     upstream_key: key.to_string(),
-                    cluster: Arc::new(UpstreamCluster::new(name, upstream)),
+                    tls: tls.cloned(),
+                    cluster: Arc::new(UpstreamCluster::new(name, upstream, tls)),
                 }
             }
         };

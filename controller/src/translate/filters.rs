@@ -19,10 +19,21 @@ pub struct FilterEffects {
     pub redirect: Option<RedirectAction>,
     /// For a forwarding route: the last prefix rewrite ("" none).
     pub prefix_rewrite: String,
+    /// For a forwarding route: the last full path rewrite ("" none); it and the prefix
+    /// rewrite replace each other.
+    pub full_path_rewrite: String,
     /// For a forwarding route: the last host rewrite ("" none).
     pub host_rewrite: String,
-    /// For a forwarding route: the last timeout (none: Envoy's default).
+    /// For a forwarding route: the last timeout (none: Envoy's default; zero: none at all).
     pub timeout: Option<Duration>,
+    /// For a forwarding route: the last per-try (backend request) timeout (none: none).
+    pub per_try_timeout: Option<Duration>,
+    /// For a forwarding route: the last retry policy.
+    pub retry: Option<pb::Retry>,
+    /// For a forwarding route: every mirror, in filter order.
+    pub mirrors: Vec<pb::RequestMirror>,
+    /// The last CORS policy.
+    pub cors: Option<pb::Cors>,
     /// Every header change, in filter order.
     pub headers: EnvoyHeaderChanges,
     /// The last list of WASM filters.
@@ -59,6 +70,11 @@ pub fn merge(filters: &[pb::RouteFilter]) -> FilterEffects {
                 let (prefix, host) = url_rewrite(rewrite);
                 if let Some(prefix) = prefix {
                     effects.prefix_rewrite = prefix;
+                    effects.full_path_rewrite.clear();
+                }
+                if let Some(path) = &rewrite.full_path_rewrite {
+                    effects.full_path_rewrite = path.clone();
+                    effects.prefix_rewrite.clear();
                 }
                 if let Some(host) = host {
                     effects.host_rewrite = host;
@@ -66,6 +82,19 @@ pub fn merge(filters: &[pb::RouteFilter]) -> FilterEffects {
             }
             Some(Kind::RequestRedirect(redirect)) => effects.redirect = Some(request_redirect(redirect)),
             Some(Kind::Timeout(t)) => effects.timeout = timeout(t),
+            Some(Kind::Timeouts(t)) => {
+                // Zero disables: a zero route timeout turns Envoy's 15 s default off, and no
+                // per-try timeout is none.
+                if let Some(ms) = t.request_ms {
+                    effects.timeout = Some(duration_ms(ms));
+                }
+                if let Some(ms) = t.backend_request_ms {
+                    effects.per_try_timeout = (ms > 0).then(|| duration_ms(ms));
+                }
+            }
+            Some(Kind::Retry(retry)) => effects.retry = Some(retry.clone()),
+            Some(Kind::RequestMirror(mirror)) => effects.mirrors.push(mirror.clone()),
+            Some(Kind::Cors(cors)) => effects.cors = Some(cors.clone()),
             Some(Kind::Wasm(wasm)) => effects.wasm_filters = wasm.filters.clone(),
             Some(Kind::Error(_)) => effects.fails = true,
             None => {}
@@ -135,10 +164,15 @@ pub fn host_rewrite_specifier(host: &str) -> Option<route_action::HostRewriteSpe
 /// A timeout → Envoy's route timeout; 0 is Envoy's default (none set).
 pub fn timeout(t: &pb::Timeout) -> Option<Duration> {
     let ms = t.request_timeout_ms;
-    (ms > 0).then(|| Duration {
+    (ms > 0).then(|| duration_ms(ms))
+}
+
+/// Milliseconds as a protobuf Duration.
+pub fn duration_ms(ms: u32) -> Duration {
+    Duration {
         seconds: i64::from(ms / 1000),
         nanos: ((ms % 1000) * 1_000_000) as i32,
-    })
+    }
 }
 
 /// A redirect → Envoy's; a response code other than 302, 303, 307 or 308 is 301.

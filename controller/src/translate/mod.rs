@@ -14,13 +14,15 @@ mod grpc_json;
 mod listeners;
 pub mod proxy_tls;
 pub mod re2;
+mod route_features;
 mod routes;
+mod upstream_tls;
 pub mod wasm;
 
 use std::collections::BTreeMap;
 
 use kgw_proto::v1 as pb;
-pub use routes::{VirtualHostInputs, VirtualHostTranslation};
+pub use routes::{VirtualHostInputs, VirtualHostTranslation, route_table_head};
 
 /// Cluster Envoy sends access logs to (gRPC ALS of the access-log process): the first
 /// replica's; the others' are `kgw-access-log-<i>` ([`access_log_cluster_name`]).
@@ -40,6 +42,8 @@ pub struct Settings {
     pub wasm: wasm::WasmModules,
     /// With mTLS: Envoy reaches the sink and the WASM cache with its client certificate.
     pub proxy_tls: Option<proxy_tls::ProxyTls>,
+    /// The TLS Secrets read from the config source (changes at run time), for HTTPS listeners.
+    pub secrets: crate::secrets::TlsSecrets,
 }
 
 pub use crate::resources::EnvoyResources;

@@ -20,7 +20,7 @@ use envoy_types::pb::{
 };
 use kgw_proto::v1 as pb;
 
-use super::{Problem, Severity, cluster_name, filters, grpc_json, wasm};
+use super::{Problem, Severity, cluster_name, filters, grpc_json, route_features, upstream_tls, wasm};
 
 /// What translating one virtual host produced, and what it depended on besides the
 /// virtual host itself: equal inputs give an equal translation.
@@ -34,6 +34,8 @@ pub struct VirtualHostTranslation {
     compacted: bool,
     /// Upstreams the routes name and that exist: cluster name → KV key (`<ns>.<name>`).
     pub found_upstreams: BTreeMap<String, String>,
+    /// The TLS of the clusters in `found_upstreams` that are an Upstream's TLS variant.
+    pub upstream_tls: BTreeMap<String, pb::UpstreamTls>,
     /// KV keys of the Upstreams the routes name that do not exist (yet).
     pub missing_upstreams: BTreeSet<String>,
     /// WASM filters this virtual host is the first of its listener to run (Envoy name →
@@ -184,8 +186,19 @@ pub(super) fn route_configuration(
         }
     }
     RouteConfiguration {
-        name: name.to_string(),
         virtual_hosts,
+        ..route_table_head(name)
+    }
+}
+
+/// Route table `name`'s fields other than its virtual hosts (the incremental translation
+/// packs them before the hosts' bytes: `xds::canonical::pack_route_table`).
+pub fn route_table_head(name: &str) -> RouteConfiguration {
+    RouteConfiguration {
+        name: name.to_string(),
+        // Host "a.example:8080" matches domain "a.example", and reaches the backend as sent
+        // (the HCM's strip_any_host_port would rewrite it).
+        ignore_port_in_host_matching: true,
         ..Default::default()
     }
 }
@@ -235,12 +248,19 @@ fn route(r: &pb::Route, path: &str, inputs: VirtualHostInputs<'_>, out: &mut Vir
             message: "only the first matcher of a route is used".into(),
         });
     }
-    let mut resolve = |upstream: &Option<pb::ResourceRef>| -> String {
+    // A destination with TLS has a cluster of its own (see `upstream_tls`).
+    let mut resolve = |upstream: &Option<pb::ResourceRef>, tls: Option<&pb::UpstreamTls>| -> String {
         let upstream = upstream.clone().unwrap_or_default();
-        let name = cluster_name(&upstream);
+        let mut name = cluster_name(&upstream);
         if upstream.kind == "Upstream" {
             let key = kgw_proto::nats::key(&upstream.namespace, &upstream.name);
+            if let Some(tls) = tls {
+                name = upstream_tls::cluster_name(&name, tls);
+            }
             if inputs.upstreams.contains_key(&key) {
+                if let Some(tls) = tls {
+                    out.upstream_tls.insert(name.clone(), tls.clone());
+                }
                 out.found_upstreams.insert(name.clone(), key);
             } else {
                 out.missing_upstreams.insert(key);
@@ -257,7 +277,19 @@ fn route(r: &pb::Route, path: &str, inputs: VirtualHostInputs<'_>, out: &mut Vir
         }
         name
     };
-    let effects = filters::merge(&r.filters);
+    // The filters of a lone destination (the gateway moves them to the route, but a Proxy
+    // may carry them there) apply to all of the route's requests.
+    let single_filters = match &r.action {
+        Some(pb::route::Action::RouteAction(pb::RouteAction {
+            destination: Some(pb::route_action::Destination::Single(d)),
+        })) => d.filters.as_slice(),
+        _ => &[],
+    };
+    let effects = if single_filters.is_empty() {
+        filters::merge(&r.filters)
+    } else {
+        filters::merge(&[r.filters.as_slice(), single_filters].concat())
+    };
     // JSON to gRPC for a route to one Upstream whose gRPC methods discovery found.
     let mut transcoder = None;
     let action = match filters::answer(&effects, r.action.as_ref()) {
@@ -266,7 +298,7 @@ fn route(r: &pb::Route, path: &str, inputs: VirtualHostInputs<'_>, out: &mut Vir
         filters::Answer::Own(pb::route::Action::RouteAction(action)) => {
             let cluster_specifier = match &action.destination {
                 Some(pb::route_action::Destination::Single(d)) => {
-                    let cluster = resolve(&d.upstream);
+                    let cluster = resolve(&d.upstream, d.tls.as_ref());
                     transcoder = d
                         .upstream
                         .as_ref()
@@ -280,10 +312,19 @@ fn route(r: &pb::Route, path: &str, inputs: VirtualHostInputs<'_>, out: &mut Vir
                         clusters: multi
                             .destinations
                             .iter()
-                            .map(|w| weighted_cluster::ClusterWeight {
-                                name: resolve(&w.destination.as_ref().and_then(|d| d.upstream.clone())),
-                                weight: Some(UInt32Value { value: w.weight }),
-                                ..Default::default()
+                            .map(|w| {
+                                let destination = w.destination.clone().unwrap_or_default();
+                                // A backendRef's own header changes, only when it is picked.
+                                let headers = filters::merge(&destination.filters).headers;
+                                weighted_cluster::ClusterWeight {
+                                    name: resolve(&destination.upstream, destination.tls.as_ref()),
+                                    weight: Some(UInt32Value { value: w.weight }),
+                                    request_headers_to_add: headers.request_headers_to_add,
+                                    request_headers_to_remove: headers.request_headers_to_remove,
+                                    response_headers_to_add: headers.response_headers_to_add,
+                                    response_headers_to_remove: headers.response_headers_to_remove,
+                                    ..Default::default()
+                                }
                             })
                             .collect(),
                         ..Default::default()
@@ -291,12 +332,25 @@ fn route(r: &pb::Route, path: &str, inputs: VirtualHostInputs<'_>, out: &mut Vir
                 }
                 None => route_action::ClusterSpecifier::Cluster(super::INVALID_BACKEND_CLUSTER.into()),
             };
+            let request_mirror_policies = effects
+                .mirrors
+                .iter()
+                .map(|m| {
+                    let upstream = m.destination.as_ref().and_then(|d| d.upstream.clone());
+                    let tls = m.destination.as_ref().and_then(|d| d.tls.as_ref());
+                    route_features::mirror_policy(m, resolve(&upstream, tls))
+                })
+                .collect();
+            let (prefix_rewrite, regex_rewrite) = path_rewrite(&effects, &matcher);
             route::Action::Route(RouteAction {
                 cluster_specifier: Some(cluster_specifier),
                 cluster_not_found_response_code: route_action::ClusterNotFoundResponseCode::InternalServerError as i32,
-                prefix_rewrite: effects.prefix_rewrite.clone(),
+                prefix_rewrite,
+                regex_rewrite,
                 host_rewrite_specifier: filters::host_rewrite_specifier(&effects.host_rewrite),
                 timeout: effects.timeout,
+                retry_policy: route_features::retry_policy(effects.retry.as_ref(), effects.per_try_timeout),
+                request_mirror_policies,
                 ..Default::default()
             })
         }
@@ -326,6 +380,12 @@ fn route(r: &pb::Route, path: &str, inputs: VirtualHostInputs<'_>, out: &mut Vir
     let mut typed_per_filter_config = std::collections::HashMap::new();
     if let Some(config) = transcoder {
         typed_per_filter_config.insert(grpc_json::FILTER_NAME.to_string(), config);
+    }
+    if let Some(cors) = &effects.cors {
+        typed_per_filter_config.insert(
+            route_features::CORS_FILTER.to_string(),
+            route_features::cors_policy(cors),
+        );
     }
     for filter in wasm_filters.run {
         let envoy_name = wasm::filter_name(&filter);
@@ -392,6 +452,29 @@ fn route(r: &pb::Route, path: &str, inputs: VirtualHostInputs<'_>, out: &mut Vir
         response_headers_to_add: effects.headers.response_headers_to_add,
         response_headers_to_remove: effects.headers.response_headers_to_remove,
         ..Default::default()
+    }
+}
+
+/// The route's path rewrite: a full path one, or the prefix one (a regex one when the
+/// prefix becomes `/`, which `prefix_rewrite` would turn into `//rest`).
+fn path_rewrite(
+    effects: &filters::FilterEffects,
+    matcher: &pb::Matcher,
+) -> (
+    String,
+    Option<envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute>,
+) {
+    if !effects.full_path_rewrite.is_empty() {
+        return (
+            String::new(),
+            Some(route_features::full_path_rewrite(&effects.full_path_rewrite)),
+        );
+    }
+    match &matcher.path_specifier {
+        Some(pb::matcher::PathSpecifier::Prefix(prefix)) if effects.prefix_rewrite == "/" && prefix != "/" => {
+            (String::new(), Some(route_features::prefix_to_root(prefix)))
+        }
+        _ => (effects.prefix_rewrite.clone(), None),
     }
 }
 

@@ -19,7 +19,7 @@ use super::{
     SnapshotSource,
     delta::DeltaStream,
     session::{Answer, Session, answer_span},
-    snapshot::{ENDPOINT, PUSH_ORDER, ROUTE, Snapshot},
+    snapshot::{ENDPOINT, PUSH_ORDER, ROUTE, SECRET, Snapshot},
 };
 
 /// The ADS gRPC service: state of the world and delta, over the same snapshots.
@@ -256,8 +256,9 @@ fn build_response(snapshot: &Snapshot, type_url: &str, state: &TypeState) -> Opt
     if state.rejected.as_deref() == Some(version.as_str()) {
         return None;
     }
-    // Listeners and clusters are wildcard subscriptions; endpoints and routes by name.
-    let by_name = matches!(type_url, ENDPOINT | ROUTE) && !state.names.is_empty();
+    // Listeners and clusters are wildcard subscriptions; endpoints, routes and secrets by
+    // name (a secret only to the Envoy whose listener names it).
+    let by_name = matches!(type_url, ENDPOINT | ROUTE | SECRET) && !state.names.is_empty();
     // Looked up by name, not scanned: thousands of clusters ask for thousands of names.
     let items = if by_name {
         let names: std::collections::BTreeSet<&String> = state.names.iter().collect();

@@ -94,14 +94,12 @@ pub(crate) fn virtual_host(host: &VirtualHost) -> Vec<u8> {
     buf
 }
 
-/// A RouteConfiguration of only a name and virtual hosts, packed from the virtual hosts'
-/// bytes ([`virtual_host`]): the same bytes as [`pack_route_configuration`] gives for it,
-/// without the table in memory.
+/// A RouteConfiguration of the translation's own fields (`route_table_head`) and virtual
+/// hosts, packed from the virtual hosts' bytes ([`virtual_host`]): the same bytes as
+/// [`pack_route_configuration`] gives for it, without the table in memory.
 pub(crate) fn pack_route_table(name: &str, virtual_hosts: &[&[u8]]) -> Any {
-    let head = RouteConfiguration {
-        name: name.to_string(),
-        ..Default::default()
-    };
+    // The table's own fields, as the translation sets them, before its virtual hosts.
+    let head = crate::translate::route_table_head(name);
     // Each host: its bytes, a one-byte key and a length of at most 10 bytes.
     let size = head.encoded_len() + virtual_hosts.iter().map(|host| host.len() + 11).sum::<usize>();
     let mut value = Vec::with_capacity(size);
@@ -117,7 +115,14 @@ pub(crate) fn pack_route_table(name: &str, virtual_hosts: &[&[u8]]) -> Any {
 
 /// A RouteConfiguration packed as `Any`, its bytes the same for the same table.
 pub(crate) fn pack_route_configuration(table: &RouteConfiguration) -> Any {
-    let value = if table.virtual_hosts.iter().all(stable_host) {
+    // The table's other fields always come first, then its virtual hosts, as
+    // `pack_route_table` lays them out (protobuf accepts fields in any order).
+    let only_hosts = RouteConfiguration {
+        name: table.name.clone(),
+        virtual_hosts: table.virtual_hosts.clone(),
+        ..Default::default()
+    };
+    let value = if *table == only_hosts && table.virtual_hosts.iter().all(stable_host) {
         table.encode_to_vec()
     } else {
         let rest = RouteConfiguration {

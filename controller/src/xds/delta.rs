@@ -51,13 +51,14 @@ use self::subscription::{Change, InFlight, Served, Subscription, SubscriptionReq
 use super::{
     Snapshot, SnapshotSource,
     session::{Answer, Session, answer_span},
-    snapshot::{CLUSTER, ENDPOINT, LISTENER, ROUTE, TypeResources, VIRTUAL_HOST},
+    snapshot::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, TypeResources, VIRTUAL_HOST},
     stats::XdsStats,
 };
 
 /// The order types are pushed in: clusters before the endpoints and routes that name them,
-/// route tables before the virtual hosts they load.
-pub const DELTA_PUSH_ORDER: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, VIRTUAL_HOST];
+/// certificates before the listeners that name them, route tables before the virtual hosts
+/// they load.
+pub const DELTA_PUSH_ORDER: [&str; 6] = [CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE, VIRTUAL_HOST];
 
 /// One delta ADS stream: its Envoy's session and, per type, its [`Subscription`].
 pub struct DeltaStream<S> {

@@ -18,8 +18,9 @@ pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets
 /// VHDS (delta only): one virtual host of a route table (see `vhds`).
 pub const VIRTUAL_HOST: &str = "type.googleapis.com/envoy.config.route.v3.VirtualHost";
 
-/// The order types are pushed in: clusters before the endpoints and routes that name them.
-pub const PUSH_ORDER: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
+/// The order types are pushed in: clusters before the endpoints and routes that name them,
+/// certificates before the listeners that name them.
+pub const PUSH_ORDER: [&str; 5] = [CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE];
 
 /// Resources of one type.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -91,6 +92,8 @@ pub struct PackedResources {
     pub listeners: BTreeMap<String, Any>,
     /// Route tables in their deterministic bytes (`canonical`).
     pub routes: BTreeMap<String, Any>,
+    /// Certificates of HTTPS listeners (SDS).
+    pub secrets: BTreeMap<String, Any>,
 }
 
 impl Snapshot {
@@ -113,18 +116,23 @@ impl Snapshot {
                 .iter()
                 .map(|r| (r.name.clone(), super::canonical::pack_route_configuration(r)))
                 .collect(),
+            secrets: by_name(&resources.secrets, |s| &s.name),
         })
     }
 
     /// The snapshot of resources packed already: for a translation that keeps its
     /// resources packed (`translate::cache`).
     pub fn from_packed(packed: PackedResources) -> Self {
-        let types = BTreeMap::from([
+        let mut types = BTreeMap::from([
             (CLUSTER, TypeResources::new(packed.clusters)),
             (ENDPOINT, TypeResources::new(packed.endpoints)),
             (LISTENER, TypeResources::new(packed.listeners)),
             (ROUTE, TypeResources::new(packed.routes)),
         ]);
+        // Only with HTTPS listeners: without, the type is served empty as before ("empty").
+        if !packed.secrets.is_empty() {
+            types.insert(SECRET, TypeResources::new(packed.secrets));
+        }
         Self {
             types,
             trace: None,

@@ -126,8 +126,30 @@ impl StatusValues {
             let api = desired::gateway(gateway, object, previous.as_ref(), now);
             others.insert(kv, StatusDocument::new("Gateway", &object.metadata, api).encode());
         }
+        for (key, set) in &status.listener_sets {
+            let kv = kv_key("listenerset", key);
+            let Some(object) = split(key).and_then(|nn| index.listener_sets.get(&nn)) else {
+                continue;
+            };
+            let previous = StatusDocument::previous(previous_others.get(&kv));
+            let api = desired::listener_set(set, object, previous.as_ref(), now);
+            others.insert(kv, StatusDocument::new("ListenerSet", &object.metadata, api).encode());
+        }
         for (key, ancestors) in &status.route_options {
             others.insert(kv_key("routeoption", key), yaml(ancestors));
+        }
+        for (key, ancestors) in &status.backend_tls_policies {
+            let kv = kv_key("backendtlspolicy", key);
+            let Some(object) = split(key).and_then(|nn| index.backend_tls_policies.get(&nn)) else {
+                continue;
+            };
+            let previous = StatusDocument::previous(previous_others.get(&kv));
+            let api =
+                desired::backend_tls_policy(Some(ancestors), object, &self.controller_name, previous.as_ref(), now);
+            others.insert(
+                kv,
+                StatusDocument::new("BackendTLSPolicy", &object.metadata, api).encode(),
+            );
         }
         if !problems.is_empty() {
             others.insert("problems.config".into(), yaml(&problems.to_vec()));

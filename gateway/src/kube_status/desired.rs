@@ -9,6 +9,9 @@ use gateway_api::apis::experimental::{
         Gateway, GatewayStatus, GatewayStatusAddresses, GatewayStatusListeners, GatewayStatusListenersSupportedKinds,
     },
     httproutes::{HttpRoute, HttpRouteStatus, HttpRouteStatusParents, HttpRouteStatusParentsParentRef},
+    listenersets::{
+        ListenerSet, ListenerSetStatus, ListenerSetStatusListeners, ListenerSetStatusListenersSupportedKinds,
+    },
 };
 use std::collections::BTreeMap;
 
@@ -99,7 +102,16 @@ pub(crate) fn gateway(
                 name: listener.name.clone(),
                 attached_routes: i32::try_from(status.attached_routes).unwrap_or(i32::MAX),
                 conditions: conditions(&status.conditions, generation, previous_listener(&listener.name), now),
-                supported_kinds: Some(supported_kinds(&listener.protocol)),
+                supported_kinds: Some(match &status.supported_kinds {
+                    Some(kinds) => kinds
+                        .iter()
+                        .map(|kind| GatewayStatusListenersSupportedKinds {
+                            group: Some(GROUP.into()),
+                            kind: kind.clone(),
+                        })
+                        .collect(),
+                    None => supported_kinds(&listener.protocol),
+                }),
             })
         })
         .collect();
@@ -115,7 +127,60 @@ pub(crate) fn gateway(
     });
     GatewayStatus {
         addresses,
-        attached_listener_sets: None,
+        attached_listener_sets: ours
+            .attached_listener_sets
+            .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+        conditions: Some(conditions(&ours.conditions, generation, previous_conditions, now)),
+        listeners: Some(listeners),
+    }
+}
+
+/// A ListenerSet's status: its conditions, then one entry per listener of the report, in
+/// the set's order.
+pub(crate) fn listener_set(
+    ours: &status::ListenerSetStatus,
+    set: &ListenerSet,
+    previous: Option<&ListenerSetStatus>,
+    now: &Time,
+) -> ListenerSetStatus {
+    let generation = set.metadata.generation;
+    let previous_conditions = previous.and_then(|p| p.conditions.as_deref()).unwrap_or_default();
+    let previous_listener = |name: &str| {
+        previous
+            .and_then(|p| p.listeners.as_deref())
+            .and_then(|listeners| listeners.iter().find(|l| l.name == name))
+            .map(|l| l.conditions.as_slice())
+            .unwrap_or_default()
+    };
+    let listeners = set
+        .spec
+        .listeners
+        .iter()
+        .filter_map(|listener| {
+            let status = ours.listeners.get(&listener.name)?;
+            let kinds = status.supported_kinds.clone().unwrap_or_else(|| {
+                supported_kinds(&listener.protocol)
+                    .into_iter()
+                    .map(|k| k.kind)
+                    .collect()
+            });
+            Some(ListenerSetStatusListeners {
+                name: listener.name.clone(),
+                attached_routes: i32::try_from(status.attached_routes).unwrap_or(i32::MAX),
+                conditions: conditions(&status.conditions, generation, previous_listener(&listener.name), now),
+                supported_kinds: Some(
+                    kinds
+                        .into_iter()
+                        .map(|kind| ListenerSetStatusListenersSupportedKinds {
+                            group: Some(GROUP.into()),
+                            kind,
+                        })
+                        .collect(),
+                ),
+            })
+        })
+        .collect();
+    ListenerSetStatus {
         conditions: Some(conditions(&ours.conditions, generation, previous_conditions, now)),
         listeners: Some(listeners),
     }
@@ -146,7 +211,12 @@ pub(crate) fn http_route(
     let mut unused: Vec<&RouteParentStatus> = ours.iter().collect();
     let mut parents = Vec::new();
     for parent in route.spec.parent_refs.iter().flatten() {
-        let gateway = format!("{}/{}", parent.namespace.as_deref().unwrap_or(namespace), parent.name);
+        let parent_ns = parent.namespace.as_deref().unwrap_or(namespace);
+        let gateway = if parent.kind.as_deref() == Some("ListenerSet") {
+            format!("{parent_ns}/ls:{}", parent.name)
+        } else {
+            format!("{parent_ns}/{}", parent.name)
+        };
         let key = match &parent.section_name {
             Some(section) => format!("{gateway}/{section}"),
             None => gateway,
@@ -197,6 +267,29 @@ pub(crate) fn route_option(
     previous: Option<&PolicyStatus>,
     now: &Time,
 ) -> PolicyStatus {
+    policy(ours, option.metadata.generation, controller_name, previous, now)
+}
+
+/// A BackendTLSPolicy's status: as a RouteOption's, one ancestor entry of ours per Gateway.
+pub(crate) fn backend_tls_policy(
+    ours: Option<&BTreeMap<String, Vec<status::Condition>>>,
+    object: &gateway_api::apis::standard::backendtlspolicies::BackendTlsPolicy,
+    controller_name: &str,
+    previous: Option<&PolicyStatus>,
+    now: &Time,
+) -> PolicyStatus {
+    policy(ours, object.metadata.generation, controller_name, previous, now)
+}
+
+/// A GEP-713 policy's status at `generation`: our ancestor entries, then the other
+/// controllers' unchanged.
+fn policy(
+    ours: Option<&BTreeMap<String, Vec<status::Condition>>>,
+    generation: Option<i64>,
+    controller_name: &str,
+    previous: Option<&PolicyStatus>,
+    now: &Time,
+) -> PolicyStatus {
     let mut ancestors = Vec::new();
     for (gateway, ours) in ours.into_iter().flatten() {
         let (namespace, name) = gateway.split_once('/').unwrap_or(("default", gateway.as_str()));
@@ -214,7 +307,7 @@ pub(crate) fn route_option(
             .map(|a| a.conditions.as_slice())
             .unwrap_or_default();
         ancestors.push(PolicyAncestorStatus {
-            conditions: conditions(ours, option.metadata.generation, previous_conditions, now),
+            conditions: conditions(ours, generation, previous_conditions, now),
             controller_name: controller_name.into(),
             ancestor_ref,
         });

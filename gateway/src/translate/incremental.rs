@@ -15,7 +15,8 @@ use kgw_common::resources::{Index, Kind, ResourceKey};
 use kgw_proto::v1 as pb;
 
 use super::{
-    GatewayRef, Options, Output, is_http, is_ours, report_gateway, report_gateway_classes, route_name, route_option,
+    GatewayRef, Options, Output, is_http, is_ours, listener_sets, proxy_listener_name, report_gateway,
+    report_gateway_classes, route_name, route_option,
     routes::{self, SortKey},
 };
 
@@ -48,7 +49,8 @@ pub struct Changed {
 struct Attachment {
     gateway: Nn,
     listener: usize,
-    port: u32,
+    /// The Proxy listener its virtual hosts sit in.
+    proxy_listener: String,
     hosts: Vec<String>,
     keys: Vec<SortKey>,
 }
@@ -70,14 +72,20 @@ pub struct Incremental {
     options: Options,
     output: Output,
     started: bool,
-    /// Gateways of ours, as last translated.
+    /// Gateways of ours, as last translated (with their ListenerSets' listeners).
     gateways: BTreeMap<Nn, Arc<Gateway>>,
+    /// The ListenerSets naming each Gateway of ours, and their verdicts.
+    set_verdicts: BTreeMap<Nn, Vec<listener_sets::SetVerdict>>,
+    /// ListenerSet → the Gateway it named when last seen.
+    set_parents: BTreeMap<Nn, Nn>,
     routes: BTreeMap<Nn, RouteState>,
-    /// Gateway → (Envoy port, hostname) → routes.
-    vhosts: BTreeMap<Nn, BTreeMap<(u32, String), VhostRoutes>>,
+    /// Gateway → (Proxy listener name, hostname) → routes.
+    vhosts: BTreeMap<Nn, BTreeMap<(String, String), VhostRoutes>>,
     /// (Gateway, listener index) → routes attached.
     counts: BTreeMap<(Nn, usize), usize>,
     deps: deps::Deps,
+    /// BackendTLSPolicy → the Services it targeted when last seen.
+    tls_policy_targets: BTreeMap<Nn, BTreeSet<Nn>>,
     changed: Changed,
 }
 
@@ -91,7 +99,8 @@ struct Dirty {
     options: BTreeSet<Nn>,
     /// Gateways whose routes' attachments changed (their listener counts).
     touched: BTreeSet<Nn>,
-    vhosts: BTreeSet<(Nn, u32, String)>,
+    /// (Gateway, Proxy listener name, hostname).
+    vhosts: BTreeSet<(Nn, String, String)>,
 }
 
 fn gateway_ref((namespace, name): &Nn) -> GatewayRef {
@@ -112,10 +121,13 @@ impl Incremental {
             output: Output::default(),
             started: false,
             gateways: BTreeMap::new(),
+            set_verdicts: BTreeMap::new(),
+            set_parents: BTreeMap::new(),
             routes: BTreeMap::new(),
             vhosts: BTreeMap::new(),
             counts: BTreeMap::new(),
             deps: deps::Deps::default(),
+            tls_policy_targets: BTreeMap::new(),
             changed: Changed::default(),
         }
     }
@@ -142,7 +154,19 @@ impl Incremental {
             dirty.classes = true;
             dirty.gateways.extend(index.gateways.keys().cloned());
             dirty.routes.extend(index.http_routes.keys().cloned());
+            for (set, object) in &index.listener_sets {
+                let parent = &object.spec.parent_ref;
+                let gateway = (
+                    parent.namespace.clone().unwrap_or_else(|| set.0.clone()),
+                    parent.name.clone(),
+                );
+                self.set_parents.insert(set.clone(), gateway);
+            }
             changed_options.extend(index.route_options.keys().cloned());
+            for (policy, object) in &index.backend_tls_policies {
+                let targets = super::backend_tls::targets(&policy.0, object);
+                self.tls_policy_targets.insert(policy.clone(), targets);
+            }
         }
         for key in changed {
             let nn = (key.namespace.clone(), key.name.clone());
@@ -170,20 +194,78 @@ impl Incremental {
                 // Grants decide cross-namespace backendRefs and certificateRefs.
                 Kind::ReferenceGrant => {
                     dirty.routes.extend(self.deps.cross_namespace_routes().cloned());
-                    let crossing = index
-                        .gateways
-                        .iter()
-                        .filter(|(gw, g)| super::tls::refers_across_namespaces(&gw.0, g));
+                    let crossing = index.gateways.iter().filter(|(gw, g)| {
+                        super::tls::refers_across_namespaces(&gw.0, g)
+                            || super::frontend::refers_across_namespaces(&gw.0, g)
+                            || super::backend_tls::client_cert::refers_across_namespaces(&gw.0, g)
+                    });
                     dirty.gateways.extend(crossing.map(|(k, _)| k.clone()));
                 }
+                // Not read by the translation yet.
                 Kind::EndpointSlice => {}
-                // Gateways are few: scanning them costs less than indexing their references.
-                Kind::Secret => {
+                // A policy decides the TLS of the routes to the Services it targets, before
+                // and after the change.
+                Kind::BackendTlsPolicy => {
+                    let now = index
+                        .backend_tls_policies
+                        .get(&nn)
+                        .map(|p| super::backend_tls::targets(&nn.0, p))
+                        .unwrap_or_default();
+                    let before = self.tls_policy_targets.remove(&nn).unwrap_or_default();
+                    for service in before.union(&now) {
+                        dirty.routes.extend(self.deps.routes_of_backend(service).cloned());
+                    }
+                    if !now.is_empty() {
+                        self.tls_policy_targets.insert(nn, now);
+                    }
+                }
+                // A ConfigMap holds the CA of a Gateway's client validation.
+                Kind::ConfigMap => {
                     let referring = index
                         .gateways
                         .iter()
-                        .filter(|(gw, g)| super::tls::references_secret(&gw.0, g, &nn));
+                        .filter(|(gw, g)| super::frontend::references(&gw.0, g, &nn));
                     dirty.gateways.extend(referring.map(|(k, _)| k.clone()));
+                    // It may hold the CA of BackendTLSPolicies: their Services' routes.
+                    let policies = index
+                        .backend_tls_policies
+                        .iter()
+                        .filter(|(p, policy)| p.0 == nn.0 && super::backend_tls::names_config_map(policy, &nn.1));
+                    for (p, policy) in policies {
+                        for service in super::backend_tls::targets(&p.0, policy) {
+                            dirty.routes.extend(self.deps.routes_of_backend(&service).cloned());
+                        }
+                    }
+                }
+                // Gateways are few: scanning them costs less than indexing their references.
+                Kind::Secret => {
+                    let referring = index.gateways.iter().filter(|(gw, g)| {
+                        super::tls::references_secret(&gw.0, g, &nn)
+                            || super::frontend::references(&gw.0, g, &nn)
+                            || super::backend_tls::client_cert::references_secret(&gw.0, g, &nn)
+                    });
+                    dirty.gateways.extend(referring.map(|(k, _)| k.clone()));
+                }
+                // A set's listeners are its Gateway's: that Gateway (before and after the
+                // change) is translated again, with the routes naming the set.
+                Kind::ListenerSet => {
+                    let now = index.listener_sets.get(&nn).map(|set| {
+                        let parent = &set.spec.parent_ref;
+                        (
+                            parent.namespace.clone().unwrap_or_else(|| nn.0.clone()),
+                            parent.name.clone(),
+                        )
+                    });
+                    let before = match &now {
+                        Some(parent) => self.set_parents.insert(nn.clone(), parent.clone()),
+                        None => self.set_parents.remove(&nn),
+                    };
+                    dirty.gateways.extend(now.into_iter().chain(before));
+                    let naming = index
+                        .http_routes
+                        .iter()
+                        .filter(|(_, r)| deps::names_listener_set(r, &nn));
+                    dirty.routes.extend(naming.map(|(k, _)| k.clone()));
                 }
                 Kind::Namespace => {
                     let selecting = index.gateways.iter().filter(|(_, g)| super::selects_namespaces(g));
@@ -228,7 +310,8 @@ impl Incremental {
             self.changed.status |= old.as_ref() != self.output.status.http_routes.get(&slash(route));
         }
         self.report_route_options(index, &dirty.options);
-        self.update_proxies(&dirty);
+        self.report_backend_tls_policies(index);
+        self.update_proxies(index, &dirty);
         &self.output
     }
 
@@ -246,13 +329,18 @@ impl Incremental {
             .insert(kgw_proto::nats::key(&gateway.0, &gateway.1));
         match index.gateways.get(gateway) {
             Some(g) if is_ours(g, index, &self.options) => {
-                self.gateways.insert(gateway.clone(), g.clone());
+                let (effective, verdicts) = listener_sets::effective(&gateway.0, &gateway.1, g, index);
+                self.gateways.insert(gateway.clone(), effective);
+                self.set_verdicts.insert(gateway.clone(), verdicts);
                 // Known as ours before its routes' status is finished.
                 self.output.status.gateways.entry(slash(gateway)).or_default();
             }
             _ => {
                 let old = self.output.status.gateways.remove(&slash(gateway));
                 self.changed.status |= old.is_some();
+                self.set_verdicts.remove(gateway);
+                let key = slash(gateway);
+                self.output.status.listener_sets.retain(|_, set| set.parent != key);
             }
         }
     }
@@ -266,7 +354,7 @@ impl Incremental {
             for a in old.attachments {
                 let vhosts = self.vhosts.entry(a.gateway.clone()).or_default();
                 for (copy, host) in a.hosts.into_iter().enumerate() {
-                    let vhost_key = (a.port, host);
+                    let vhost_key = (a.proxy_listener.clone(), host);
                     if let Some(routes) = vhosts.get_mut(&vhost_key) {
                         for sort_key in &a.keys {
                             routes.remove(&(sort_key.clone(), a.listener, copy));
@@ -292,7 +380,7 @@ impl Incremental {
         let Some(route) = index.http_routes.get(key) else {
             return;
         };
-        let route_deps = deps::route_deps(route);
+        let route_deps = deps::route_deps(route, index);
         self.deps.add_route(key, &route_deps);
         dirty.options.extend(route_deps.route_options.iter().cloned());
         let (route_ns, route_name) = route_name(route);
@@ -301,33 +389,48 @@ impl Incremental {
             let Some(gateway) = self.gateways.get(parent) else {
                 continue;
             };
-            let parent_ref = gateway_ref(parent);
             for (i, listener) in gateway.spec.listeners.iter().enumerate() {
                 if !is_http(listener) || !routes::attaches(route, &parent.0, &parent.1, listener, index) {
                     continue;
                 }
-                let piece = routes::translate_route(route, listener.hostname.as_deref(), index);
+                let (owner_ns, owner_name) = routes::listener_parent(listener, &parent.0, &parent.1);
+                let parent_ref = GatewayRef {
+                    namespace: owner_ns,
+                    name: owner_name,
+                };
+                let mut piece = routes::translate_route(route, listener.hostname.as_deref(), listener.port, index);
+                super::hostnames::isolate(&mut piece.hosts, listener, &gateway.spec.listeners);
                 self.output
                     .status
                     .route_translated(&route_ns, &route_name, &parent_ref, &piece.unresolved);
-                let port = self.options.envoy_port(listener.port);
+                let proxy_listener = proxy_listener_name(listener, &self.options);
                 let vhosts = self.vhosts.entry(parent.clone()).or_default();
                 for (copy, host) in piece.hosts.iter().enumerate() {
-                    let routes = vhosts.entry((port, host.clone())).or_default();
+                    let routes = vhosts.entry((proxy_listener.clone(), host.clone())).or_default();
                     for (sort_key, proxy_route) in &piece.routes {
                         routes.insert((sort_key.clone(), i, copy), proxy_route.clone());
                     }
-                    dirty.vhosts.insert((parent.clone(), port, host.clone()));
+                    dirty
+                        .vhosts
+                        .insert((parent.clone(), proxy_listener.clone(), host.clone()));
                 }
                 *self.counts.entry((parent.clone(), i)).or_default() += 1;
                 dirty.touched.insert(parent.clone());
                 attachments.push(Attachment {
                     gateway: parent.clone(),
                     listener: i,
-                    port,
+                    proxy_listener,
                     hosts: piece.hosts,
                     keys: piece.routes.into_iter().map(|(k, _)| k).collect(),
                 });
+            }
+            for named in routes::named_parents(route, &parent.0, &parent.1, gateway) {
+                if let Some(why) = routes::rejection(route, &parent.0, &parent.1, &named, gateway, index) {
+                    let parent_ref = gateway_ref(&named);
+                    self.output
+                        .status
+                        .route_rejected(&route_ns, &route_name, &parent_ref, why);
+                }
             }
         }
         self.routes.insert(
@@ -348,17 +451,40 @@ impl Incremental {
             let status_key = slash(key);
             let old = self.output.status.gateways.remove(&status_key);
             let counts = &self.counts;
-            let address = self.options.bind_address(gateway);
             report_gateway(
                 &mut self.output.status,
                 index,
                 &gateway_ref(key),
                 gateway,
-                &address,
+                &self.options,
                 |i| counts.get(&(key.clone(), i)).copied().unwrap_or(0),
             );
-            self.changed.status |= old.as_ref() != self.output.status.gateways.get(&status_key);
+            let sets_before = self.output.status.listener_sets.clone();
+            let verdicts = self.set_verdicts.get(key).map(Vec::as_slice).unwrap_or_default();
+            listener_sets::report(&mut self.output.status, &status_key, verdicts);
+            self.changed.status |= old.as_ref() != self.output.status.gateways.get(&status_key)
+                || sets_before != self.output.status.listener_sets;
         }
+    }
+
+    /// Every BackendTLSPolicy's status, afresh: they are few, and their ancestors depend on
+    /// the attachments of every route naming a targeted Service.
+    fn report_backend_tls_policies(&mut self, index: &Index) {
+        let old = std::mem::take(&mut self.output.status.backend_tls_policies);
+        let deps = &self.deps;
+        let users = |service: &Nn| -> BTreeSet<String> {
+            deps.routes_of_backend(service)
+                .filter(|route| {
+                    index
+                        .http_routes
+                        .get(*route)
+                        .is_some_and(|r| super::backend_tls::report::services_of(r).contains(service))
+                })
+                .map(slash)
+                .collect()
+        };
+        super::backend_tls::report::report(index, users, &mut self.output.status);
+        self.changed.status |= old != self.output.status.backend_tls_policies;
     }
 
     fn report_route_options(&mut self, index: &Index, options: &BTreeSet<Nn>) {

@@ -95,6 +95,7 @@ pub(super) fn prefix_rewrite(prefix: &str) -> pb::UrlRewrite {
     pb::UrlRewrite {
         host_rewrite: None,
         prefix_rewrite: Some(prefix.to_string()),
+        full_path_rewrite: None,
     }
 }
 
@@ -103,6 +104,7 @@ pub(super) fn host_rewrite(host: &str) -> pb::UrlRewrite {
     pb::UrlRewrite {
         host_rewrite: Some(host.to_string()),
         prefix_rewrite: None,
+        full_path_rewrite: None,
     }
 }
 

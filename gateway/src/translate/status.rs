@@ -22,7 +22,7 @@ pub struct Condition {
 }
 
 impl Condition {
-    fn new(type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Self {
         Self {
             type_: type_.into(),
             status: if ok { "True" } else { "False" }.into(),
@@ -37,6 +37,10 @@ pub struct ListenerStatus {
     #[serde(rename = "attachedRoutes")]
     pub attached_routes: usize,
     pub conditions: Vec<Condition>,
+    /// Route kinds the listener carries (those its allowedRoutes name that it can);
+    /// `None`: its protocol's.
+    #[serde(rename = "supportedKinds", skip_serializing_if = "Option::is_none")]
+    pub supported_kinds: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -45,6 +49,21 @@ pub struct GatewayStatus {
     /// address, 0.0.0.0 or ::, whose reachable address only the platform knows).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
+    pub conditions: Vec<Condition>,
+    pub listeners: BTreeMap<String, ListenerStatus>,
+    /// ListenerSets attached (allowed), when any names the Gateway.
+    #[serde(rename = "attachedListenerSets", skip_serializing_if = "Option::is_none")]
+    pub attached_listener_sets: Option<usize>,
+}
+
+/// A ListenerSet's status: its conditions and its listeners'.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ListenerSetStatus {
+    #[serde(skip)]
+    pub generation: Option<i64>,
+    /// The Gateway (`namespace/name`) the set names.
+    #[serde(skip)]
+    pub parent: String,
     pub conditions: Vec<Condition>,
     pub listeners: BTreeMap<String, ListenerStatus>,
 }
@@ -63,15 +82,25 @@ pub struct StatusReport {
     pub gateway_classes: BTreeMap<String, Vec<Condition>>,
     pub gateways: BTreeMap<String, GatewayStatus>,
     pub http_routes: BTreeMap<String, Vec<RouteParentStatus>>,
+    /// ListenerSets naming a Gateway of ours, `namespace/name`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub listener_sets: BTreeMap<String, ListenerSetStatus>,
     /// RouteOption `namespace/name` → Gateway `namespace/name` (an ancestor: a Gateway of
     /// ours that a route the option affects is attached to) → conditions.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub route_options: BTreeMap<String, BTreeMap<String, Vec<Condition>>>,
+    /// BackendTLSPolicy `namespace/name` → Gateway `namespace/name` (an ancestor: a Gateway
+    /// of ours that a route naming a targeted Service is attached to) → conditions.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub backend_tls_policies: BTreeMap<String, BTreeMap<String, Vec<Condition>>>,
     /// (route key, gateway key) → unresolved-ref reasons.
     #[serde(skip)]
     unresolved: BTreeMap<(String, String), Vec<(String, String)>>,
     #[serde(skip)]
     attached: BTreeMap<(String, String), ()>,
+    /// (route key, gateway key) → why the route attaches to no listener of that Gateway.
+    #[serde(skip)]
+    rejected: BTreeMap<(String, String), (&'static str, String)>,
 }
 
 fn gw_key(g: &GatewayRef) -> String {
@@ -105,6 +134,7 @@ impl StatusReport {
             listener.into(),
             ListenerStatus {
                 attached_routes: attached,
+                supported_kinds: None,
                 conditions: vec![
                     Condition::new("Accepted", true, "Accepted", ""),
                     Condition::new("ResolvedRefs", true, "ResolvedRefs", ""),
@@ -123,20 +153,29 @@ impl StatusReport {
         attached: usize,
         problem: Option<(&'static str, String)>,
     ) {
-        let resolved = match problem {
-            None => Condition::new("ResolvedRefs", true, "ResolvedRefs", ""),
-            Some((reason, message)) => Condition::new("ResolvedRefs", false, reason, message),
+        // Served only with certificates that resolve (never without TLS).
+        let (resolved, programmed) = match problem {
+            None => (
+                Condition::new("ResolvedRefs", true, "ResolvedRefs", ""),
+                Condition::new("Programmed", true, "Programmed", ""),
+            ),
+            Some((reason, message)) => (
+                Condition::new("ResolvedRefs", false, reason, message),
+                Condition::new(
+                    "Programmed",
+                    false,
+                    "Invalid",
+                    "the listener's certificates do not resolve",
+                ),
+            ),
         };
         let status = self.gateways.entry(gw_key(gateway)).or_default();
         status.listeners.insert(
             listener.into(),
             ListenerStatus {
                 attached_routes: attached,
-                conditions: vec![
-                    Condition::new("Accepted", true, "Accepted", ""),
-                    resolved,
-                    Condition::new("Programmed", false, "Pending", "HTTPS listeners are not served yet"),
-                ],
+                supported_kinds: None,
+                conditions: vec![Condition::new("Accepted", true, "Accepted", ""), resolved, programmed],
             },
         );
     }
@@ -147,6 +186,7 @@ impl StatusReport {
             listener.into(),
             ListenerStatus {
                 attached_routes: 0,
+                supported_kinds: None,
                 conditions: vec![
                     Condition::new(
                         "Accepted",
@@ -182,6 +222,18 @@ impl StatusReport {
             .entry(option_key.to_string())
             .or_default()
             .insert(gateway.to_string(), vec![accepted]);
+    }
+
+    /// Route `namespace/name` names `gateway` but attaches to none of its listeners.
+    pub(crate) fn route_rejected(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        gateway: &GatewayRef,
+        why: (&'static str, String),
+    ) {
+        self.rejected
+            .insert((format!("{namespace}/{name}"), gw_key(gateway)), why);
     }
 
     pub fn route_attached(&mut self, namespace: &str, name: &str, gateway: &GatewayRef) {
@@ -237,6 +289,16 @@ impl StatusReport {
         for key in unresolved {
             self.unresolved.remove(&key);
         }
+        let start = (route_key.to_string(), String::new());
+        let rejected: Vec<_> = self
+            .rejected
+            .range(start..)
+            .take_while(|((route, _), _)| route == route_key)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in rejected {
+            self.rejected.remove(&key);
+        }
         self.http_routes.remove(route_key);
     }
 
@@ -255,20 +317,32 @@ impl StatusReport {
         let route_key = format!("{namespace}/{name}");
         let mut parents = Vec::new();
         for parent in route.spec.parent_refs.iter().flatten() {
-            let gateway = format!("{}/{}", parent.namespace.as_deref().unwrap_or(&namespace), parent.name);
-            if !self.gateways.contains_key(&gateway) {
+            let parent_ns = parent.namespace.as_deref().unwrap_or(&namespace);
+            let set = parent.kind.as_deref() == Some("ListenerSet");
+            let ours = if set {
+                self.listener_sets.contains_key(&format!("{parent_ns}/{}", parent.name))
+            } else {
+                self.gateways.contains_key(&format!("{parent_ns}/{}", parent.name))
+            };
+            if !ours {
                 continue; // not ours: another controller reports on it
             }
+            let gateway = if set {
+                let (ns, name) = super::listener_sets::parent_key(parent_ns, &parent.name);
+                format!("{ns}/{name}")
+            } else {
+                format!("{parent_ns}/{}", parent.name)
+            };
             let key = (route_key.clone(), gateway.clone());
             let accepted = if self.attached.contains_key(&key) {
                 Condition::new("Accepted", true, "Accepted", "")
             } else {
-                Condition::new(
-                    "Accepted",
-                    false,
+                let (reason, message) = self.rejected.get(&key).cloned().unwrap_or((
                     "NoMatchingParent",
-                    "no listener of the Gateway accepts this route (sectionName, port, hostnames or allowedRoutes)",
-                )
+                    "no listener of the Gateway accepts this route (sectionName, port, hostnames or allowedRoutes)"
+                        .into(),
+                ));
+                Condition::new("Accepted", false, reason, message)
             };
             let resolved = match self.unresolved.get(&key) {
                 Some(reasons) if !reasons.is_empty() => Condition::new(

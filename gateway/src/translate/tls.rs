@@ -2,6 +2,7 @@
 //! holds (the gateway reads them only for that; their content is never sent anywhere).
 use gateway_api::apis::experimental::gateways::{Gateway, GatewayListeners};
 use kgw_common::resources::Index;
+use kgw_proto::v1 as pb;
 
 use super::grants;
 
@@ -21,6 +22,11 @@ pub(crate) fn check_certificates(index: &Index, gw_ns: &str, listener: &GatewayL
             format!("listener {} has no tls.certificateRefs", listener.name),
         ));
     }
+    // A ListenerSet's listener refers from the set (its namespace, its kind).
+    let (from_kind, gw_ns) = match super::listener_sets::parse(&listener.name) {
+        Some((set_ns, _, _)) => ("ListenerSet", set_ns),
+        None => ("Gateway", gw_ns),
+    };
     for cert in refs {
         let group = cert.group.as_deref().unwrap_or("");
         let kind = cert.kind.as_deref().unwrap_or("Secret");
@@ -34,7 +40,7 @@ pub(crate) fn check_certificates(index: &Index, gw_ns: &str, listener: &GatewayL
         }
         let from = grants::From {
             group: "gateway.networking.k8s.io",
-            kind: "Gateway",
+            kind: from_kind,
             namespace: gw_ns,
         };
         let to = grants::To {
@@ -57,6 +63,28 @@ pub(crate) fn check_certificates(index: &Index, gw_ns: &str, listener: &GatewayL
         }
     }
     None
+}
+
+/// The TLS termination of an HTTPS `listener` of a Gateway in `gw_ns` (its certificates
+/// resolve): one per certificateRef, in order, served for the listener's hostname (any SNI
+/// without one). The controller reads the Secrets themselves.
+pub(crate) fn ssl_configurations(gw_ns: &str, listener: &GatewayListeners) -> Vec<pb::SslConfig> {
+    let sni_domains: Vec<String> = listener.hostname.iter().cloned().collect();
+    listener
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.certificate_refs.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .map(|cert| pb::SslConfig {
+            secret_ref: Some(pb::ResourceRef {
+                kind: "Secret".into(),
+                namespace: cert.namespace.clone().unwrap_or_else(|| gw_ns.to_string()),
+                name: cert.name.clone(),
+            }),
+            sni_domains: sni_domains.clone(),
+        })
+        .collect()
 }
 
 /// A Secret with a PEM certificate in `tls.crt` and a PEM private key in `tls.key`.
@@ -93,7 +121,7 @@ fn valid_tls_secret(secret: &k8s_openapi::api::core::v1::Secret) -> Result<(), S
 }
 
 /// Whether the first PEM block's body is valid base64 of some length.
-fn pem_has_body(bytes: &[u8]) -> bool {
+pub(crate) fn pem_has_body(bytes: &[u8]) -> bool {
     let text = String::from_utf8_lossy(bytes);
     let body: String = text
         .lines()

@@ -58,7 +58,13 @@ async fn main() -> anyhow::Result<()> {
     if let Some(dir) = cli.conformance_dir {
         opts.conformance_dir = dir;
     }
-    let report = conformance::run(&opts).await?;
+    // On Ctrl-C or SIGTERM the run is dropped, which stops every process it started.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let report = tokio::select! {
+        report = conformance::run(&opts) => report?,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        _ = term.recv() => anyhow::bail!("terminated"),
+    };
     if let Some(parent) = cli.report.parent() {
         std::fs::create_dir_all(parent)?;
     }

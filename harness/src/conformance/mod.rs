@@ -6,6 +6,7 @@ pub mod certs;
 pub mod client;
 pub mod compare;
 pub mod echo;
+pub mod mutations;
 pub mod report;
 pub mod run;
 pub mod status;

@@ -25,8 +25,27 @@ impl StatusView {
         Self { docs }
     }
 
+    /// The document of `kind` `nn`. cases.json abbreviates a 253-character name as
+    /// `<prefix>…(253 chars)`: that matches the one name with the prefix and length.
     fn get(&self, kind: &str, nn: &str) -> Option<&Value> {
+        if let Some((prefix, rest)) = nn.split_once('…') {
+            let length: usize = rest.trim_start_matches('(').split(' ').next()?.parse().ok()?;
+            let key_prefix = format!("{kind}.{}", prefix.replacen('/', ".", 1));
+            let name_start = key_prefix.len() - prefix.rsplit('/').next()?.len();
+            return self
+                .docs
+                .range(key_prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&key_prefix))
+                .find(|(k, _)| k.len() - name_start == length)
+                .map(|(_, v)| v);
+        }
         self.docs.get(&format!("{kind}.{}", nn.replacen('/', ".", 1)))
+    }
+
+    /// `metadata.generation` in the status document of `kind` (`gateway`, `httproute`,
+    /// `gatewayclass`) `nn`.
+    pub fn generation(&self, kind: &str, nn: &str) -> Option<i64> {
+        self.get(kind, nn).and_then(|d| d["metadata"]["generation"].as_i64())
     }
 
     /// Whether the view holds a status for route `nn`.
@@ -114,61 +133,7 @@ pub fn check(view: &StatusView, check: &Value) -> Result<(), String> {
             let gw = view
                 .get("gateway", gateway)
                 .ok_or(format!("Gateway {gateway} has no status"))?;
-            let actual = gw["status"]["listeners"].as_array().cloned().unwrap_or_default();
-            let expected = check["listeners"].as_array().cloned().unwrap_or_default();
-            if actual.len() != expected.len() {
-                return Err(format!(
-                    "Gateway {gateway}: {} listeners in status, expected {}",
-                    actual.len(),
-                    expected.len()
-                ));
-            }
-            for want in &expected {
-                let name = want["name"].as_str().unwrap_or("");
-                let got = actual
-                    .iter()
-                    .find(|l| l["name"] == want["name"])
-                    .ok_or(format!("Gateway {gateway}: no listener {name} in status"))?;
-                if got["attachedRoutes"] != want["attachedRoutes"] {
-                    return Err(format!(
-                        "Gateway {gateway} listener {name}: attachedRoutes {}, expected {}",
-                        got["attachedRoutes"], want["attachedRoutes"]
-                    ));
-                }
-                let kinds: Vec<&str> = got["supportedKinds"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|k| k["kind"].as_str())
-                    .collect();
-                let want_kinds: Vec<&str> = want["supportedKinds"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
-                let kinds_ok = if want_kinds.is_empty() {
-                    kinds.is_empty()
-                } else {
-                    want_kinds.iter().all(|k| kinds.contains(k))
-                };
-                if !kinds_ok {
-                    return Err(format!(
-                        "Gateway {gateway} listener {name}: supportedKinds {kinds:?}, expected {want_kinds:?}"
-                    ));
-                }
-                for c in want["conditions"].as_array().into_iter().flatten() {
-                    condition_in(
-                        &got["conditions"],
-                        c["type"].as_str().unwrap_or(""),
-                        c["status"].as_str().unwrap_or(""),
-                        c["reason"].as_str(),
-                        gw["metadata"]["generation"].as_i64(),
-                    )
-                    .map_err(|e| format!("Gateway {gateway} listener {name}: {e}"))?;
-                }
-            }
-            Ok(())
+            listeners_exact(&format!("Gateway {gateway}"), gw, check)
         }
         "gateway_listener_conditions" => {
             let (gateway, name) = (text("gateway"), text("listener"));
@@ -291,8 +256,171 @@ pub fn check(view: &StatusView, check: &Value) -> Result<(), String> {
                 .then_some(())
                 .ok_or(format!("GatewayClass {class}: no Accepted condition"))
         }
+        "gateway_attached_listener_sets" => {
+            let gateway = text("gateway");
+            let gw = view
+                .get("gateway", gateway)
+                .ok_or(format!("Gateway {gateway} has no status"))?;
+            let got = gw["status"]["attachedListenerSets"].as_i64().unwrap_or(0);
+            let want = check["count"].as_i64().unwrap_or(0);
+            (got == want).then_some(()).ok_or(format!(
+                "Gateway {gateway}: attachedListenerSets {got}, expected {want}"
+            ))
+        }
+        "listenerset_condition" => {
+            let set = text("listenerset");
+            let doc = view
+                .get("listenerset", set)
+                .ok_or(format!("ListenerSet {set} has no status"))?;
+            let c = &check["condition"];
+            condition_in(
+                &doc["status"]["conditions"],
+                c["type"].as_str().unwrap_or(""),
+                c["status"].as_str().unwrap_or(""),
+                c["reason"].as_str(),
+                doc["metadata"]["generation"].as_i64(),
+            )
+            .map_err(|e| format!("ListenerSet {set}: {e}"))
+        }
+        "listenerset_listener_conditions" => {
+            let (set, name) = (text("listenerset"), text("listener"));
+            let doc = view
+                .get("listenerset", set)
+                .ok_or(format!("ListenerSet {set} has no status"))?;
+            let got = doc["status"]["listeners"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|l| l["name"] == name)
+                .ok_or(format!("ListenerSet {set}: no listener {name} in status"))?;
+            for c in check["conditions"].as_array().into_iter().flatten() {
+                condition_in(
+                    &got["conditions"],
+                    c["type"].as_str().unwrap_or(""),
+                    c["status"].as_str().unwrap_or(""),
+                    c["reason"].as_str(),
+                    doc["metadata"]["generation"].as_i64(),
+                )
+                .map_err(|e| format!("ListenerSet {set} listener {name}: {e}"))?;
+            }
+            Ok(())
+        }
+        "listenerset_listeners_exact" => {
+            let set = text("listenerset");
+            let doc = view
+                .get("listenerset", set)
+                .ok_or(format!("ListenerSet {set} has no status"))?;
+            listeners_exact(&format!("ListenerSet {set}"), doc, check)
+        }
+        "routes_and_parent_accepted" => {
+            let parent = text("parent");
+            let kind = check["parent_kind"].as_str().unwrap_or("Gateway");
+            for route in check["routes"].as_array().into_iter().flatten() {
+                let route = route.as_str().unwrap_or("");
+                let entry = route_parent(view, route, parent, kind)?;
+                condition_in(
+                    &entry["conditions"],
+                    "Accepted",
+                    "True",
+                    Some("Accepted"),
+                    generation_of(view, "httproute", route),
+                )
+                .map_err(|e| format!("HTTPRoute {route} parent {kind} {parent}: {e}"))?;
+            }
+            Ok(())
+        }
+        "backendtlspolicy_ancestor_condition" => {
+            let (policy, gateway) = (text("policy"), text("ancestor_gateway"));
+            let doc = view
+                .get("backendtlspolicy", policy)
+                .ok_or(format!("BackendTLSPolicy {policy} has no status"))?;
+            let (gw_ns, gw_name) = gateway.split_once('/').unwrap_or(("", gateway));
+            let policy_ns = policy.split_once('/').map(|(ns, _)| ns).unwrap_or("");
+            // Our entry whose ancestorRef names the Gateway (namespace omitted: the policy's).
+            let entry = doc["status"]["ancestors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| a["controllerName"] == CONTROLLER_NAME)
+                .find(|a| {
+                    let r = &a["ancestorRef"];
+                    r["name"] == gw_name && r["namespace"].as_str().unwrap_or(policy_ns) == gw_ns
+                })
+                .ok_or(format!(
+                    "BackendTLSPolicy {policy}: no status.ancestors entry of ours for Gateway {gateway}"
+                ))?;
+            let c = &check["condition"];
+            condition_in(
+                &entry["conditions"],
+                c["type"].as_str().unwrap_or(""),
+                c["status"].as_str().unwrap_or(""),
+                c["reason"].as_str(),
+                doc["metadata"]["generation"].as_i64(),
+            )
+            .map_err(|e| format!("BackendTLSPolicy {policy} ancestor {gateway}: {e}"))
+        }
         other => Err(format!("status check `{other}` is not evaluated by this runner")),
     }
+}
+
+/// `status.listeners` of `doc` is exactly the check's `listeners`: count, names,
+/// attachedRoutes, supportedKinds and the listed conditions.
+fn listeners_exact(what: &str, doc: &Value, check: &Value) -> Result<(), String> {
+    let actual = doc["status"]["listeners"].as_array().cloned().unwrap_or_default();
+    let expected = check["listeners"].as_array().cloned().unwrap_or_default();
+    if actual.len() != expected.len() {
+        return Err(format!(
+            "{what}: {} listeners in status, expected {}",
+            actual.len(),
+            expected.len()
+        ));
+    }
+    for want in &expected {
+        let name = want["name"].as_str().unwrap_or("");
+        let got = actual
+            .iter()
+            .find(|l| l["name"] == want["name"])
+            .ok_or(format!("{what}: no listener {name} in status"))?;
+        if got["attachedRoutes"] != want["attachedRoutes"] {
+            return Err(format!(
+                "{what} listener {name}: attachedRoutes {}, expected {}",
+                got["attachedRoutes"], want["attachedRoutes"]
+            ));
+        }
+        let kinds: Vec<&str> = got["supportedKinds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k["kind"].as_str())
+            .collect();
+        let want_kinds: Vec<&str> = want["supportedKinds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let kinds_ok = if want_kinds.is_empty() {
+            kinds.is_empty()
+        } else {
+            want_kinds.iter().all(|k| kinds.contains(k))
+        };
+        if !kinds_ok {
+            return Err(format!(
+                "{what} listener {name}: supportedKinds {kinds:?}, expected {want_kinds:?}"
+            ));
+        }
+        for c in want["conditions"].as_array().into_iter().flatten() {
+            condition_in(
+                &got["conditions"],
+                c["type"].as_str().unwrap_or(""),
+                c["status"].as_str().unwrap_or(""),
+                c["reason"].as_str(),
+                doc["metadata"]["generation"].as_i64(),
+            )
+            .map_err(|e| format!("{what} listener {name}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn collect_conditions<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {

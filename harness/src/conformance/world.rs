@@ -12,6 +12,9 @@ use serde_yaml::{Mapping, Value};
 pub const GATEWAY_CLASS: &str = "gateway-conformance";
 pub const CONTROLLER_NAME: &str = "kgateway.dev/kgateway";
 
+/// The address GatewayStaticAddresses declares as unusable (TEST-NET-3: never local).
+pub const UNUSABLE_ADDRESS: &str = "203.0.113.1";
+
 /// (namespace, name).
 pub type Nn = (String, String);
 
@@ -92,7 +95,19 @@ pub fn assign_addresses(docs: &mut [Value], plan: &AddressPlan) {
         let Some(spec) = doc.get_mut("spec").and_then(Value::as_mapping_mut) else {
             continue;
         };
-        if spec.get("addresses").is_some() {
+        if let Some(Value::Sequence(addresses)) = spec.get_mut("addresses") {
+            // GatewayStaticAddresses' placeholders: the suite's flags name a usable and an
+            // unusable address; ours are the Gateway's planned one and TEST-NET-3.
+            for address in addresses.iter_mut() {
+                let Some(map) = address.as_mapping_mut() else { continue };
+                let value = match map.get("value").and_then(Value::as_str) {
+                    Some("PLACEHOLDER_USABLE_ADDRS") => ip.to_string(),
+                    Some("PLACEHOLDER_UNUSABLE_ADDRS") => UNUSABLE_ADDRESS.to_string(),
+                    _ => continue,
+                };
+                map.insert("type".into(), "IPAddress".into());
+                map.insert("value".into(), value.into());
+            }
             continue;
         }
         let mut address = Mapping::new();

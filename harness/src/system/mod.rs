@@ -198,28 +198,35 @@ impl System {
                 };
                 Process::new(c.name(), tools::ensure_nats_server()?, args, &log)
             }
-            Component::Controller => ours(s(&[
-                "--nats-url",
-                &nats,
-                "--xds-addr",
-                &l.xds_addr().to_string(),
-                "--access-log-addr",
-                &self.access_log_addrs().join(","),
-                "--validation-addr",
-                &l.validation_addr().to_string(),
-                "--rest-xds-addr",
-                &l.rest_xds_addr().to_string(),
-                "--debug-addr",
-                &l.debug_addr().to_string(),
-                "--wasm-cache-addr",
-                &l.wasm_cache_addr().to_string(),
-                "--wasm-cache-dir",
-                &self.run_dir.join("wasm-cache").display().to_string(),
-                "--wasm-file-root",
-                &self.wasm_modules_dir().display().to_string(),
-                "--monitoring-addr",
-                &l.controller_monitoring_addr().to_string(),
-            ]))?,
+            // The controller reads TLS Secrets from the same source (never over NATS).
+            Component::Controller => ours(
+                [
+                    source.clone(),
+                    s(&[
+                        "--nats-url",
+                        &nats,
+                        "--xds-addr",
+                        &l.xds_addr().to_string(),
+                        "--access-log-addr",
+                        &self.access_log_addrs().join(","),
+                        "--validation-addr",
+                        &l.validation_addr().to_string(),
+                        "--rest-xds-addr",
+                        &l.rest_xds_addr().to_string(),
+                        "--debug-addr",
+                        &l.debug_addr().to_string(),
+                        "--wasm-cache-addr",
+                        &l.wasm_cache_addr().to_string(),
+                        "--wasm-cache-dir",
+                        &self.run_dir.join("wasm-cache").display().to_string(),
+                        "--wasm-file-root",
+                        &self.wasm_modules_dir().display().to_string(),
+                        "--monitoring-addr",
+                        &l.controller_monitoring_addr().to_string(),
+                    ]),
+                ]
+                .concat(),
+            )?,
             Component::Gateway => ours(
                 [
                     source.clone(),

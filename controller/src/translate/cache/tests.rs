@@ -130,8 +130,15 @@ fn route(rng: &mut Rng) -> pb::Route {
             ..Default::default()
         })
         .collect();
+    // Some over TLS: a cluster of their own, which the cache must keep apart.
     let destination = |rng: &mut Rng| pb::Destination {
         upstream: Some(upstream_ref(rng)),
+        filters: Vec::new(),
+        tls: rng.chance(20).then(|| pb::UpstreamTls {
+            sni: format!("h{}.example.com", rng.below(2)),
+            ca_certificates: vec!["-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".into()],
+            ..Default::default()
+        }),
     };
     let action = match rng.below(6) {
         0 => Some(pb::route::Action::DirectResponseAction(pb::DirectResponseAction {
@@ -226,6 +233,7 @@ impl World {
                     ..Default::default()
                 },
                 proxy_tls: None,
+                secrets: Default::default(),
             },
         }
     }
@@ -434,6 +442,8 @@ fn large(n: usize) -> (pb::Proxy, BTreeMap<String, pb::Upstream>) {
                     namespace: "default".into(),
                     name: format!("svc-{}", (vhost + i) % 100),
                 }),
+                filters: Vec::new(),
+                tls: None,
             })),
         })),
         filters: vec![pb::RouteFilter {

@@ -30,6 +30,7 @@ fn mk_rewrite(prefix: Option<&str>, host: Option<&str>) -> Kind {
     Kind::UrlRewrite(pb::UrlRewrite {
         host_rewrite: host.map(String::from),
         prefix_rewrite: prefix.map(String::from),
+        full_path_rewrite: None,
     })
 }
 
@@ -56,6 +57,7 @@ fn url_rewrite_sets_only_what_it_names() {
     let rewrite = pb::UrlRewrite {
         host_rewrite: Some("h.example".into()),
         prefix_rewrite: None,
+        full_path_rewrite: None,
     };
     assert_eq!(url_rewrite(&rewrite), (None, Some("h.example".into())));
     assert_eq!(

@@ -100,7 +100,8 @@ Usage: include "kgw.commonArgs" $
 {{- end -}}
 
 {{/*
-The config source, for the processes that read resources (gateway, discovery).
+The config source, for the processes that read resources (gateway, discovery; gloo for
+the TLS Secrets of HTTPS listeners).
 Usage: include "kgw.sourceArgs" $
 */}}
 {{- define "kgw.sourceArgs" -}}

@@ -83,17 +83,126 @@ fn url_rewrite_of_prefix_and_hostname() {
         Kind::UrlRewrite(pb::UrlRewrite {
             host_rewrite: Some("internal.example".into()),
             prefix_rewrite: Some("/v2".into()),
+            full_path_rewrite: None,
         })
     );
 }
 
 #[test]
-fn url_rewrite_of_full_path_is_an_error() {
+fn url_rewrite_of_full_path() {
     let filter = mk_filter("{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /x}}}");
-    let Kind::Error(error) = url_rewrite(filter.url_rewrite.as_ref().expect("rewrite")) else {
+    assert_eq!(
+        url_rewrite(filter.url_rewrite.as_ref().expect("rewrite")),
+        Kind::UrlRewrite(pb::UrlRewrite {
+            host_rewrite: None,
+            prefix_rewrite: None,
+            full_path_rewrite: Some("/x".into()),
+        })
+    );
+}
+
+#[test]
+fn cors_filter_keeps_the_lists_as_written() {
+    let filter = mk_filter(
+        "{type: CORS, cors: {allowOrigins: ['https://*.bar.com'], allowMethods: [GET], allowCredentials: true, maxAge: 60}}",
+    );
+    let cors = cors(filter.cors.as_ref().expect("cors"));
+    assert_eq!(cors.allow_origins, vec!["https://*.bar.com".to_string()]);
+    assert_eq!(cors.allow_methods, vec!["GET".to_string()]);
+    assert!(cors.allow_credentials);
+    assert_eq!(cors.max_age_seconds, Some(60));
+}
+
+#[test]
+fn request_mirror_to_a_missing_service_is_an_error_and_percentages_are_fractions() {
+    let filter =
+        mk_filter("{type: RequestMirror, requestMirror: {backendRef: {name: other, port: 8080}, percent: 20}}");
+    let mirror = filter.request_mirror.as_ref().expect("mirror");
+    let Kind::Error(error) = request_mirror(mirror, "default", &Index::default()) else {
         panic!("not an error");
     };
-    assert_eq!(error.reason, "UnsupportedValue");
+    assert_eq!(error.reason, "BackendNotFound");
+    let mut index = Index::default();
+    let service: k8s_openapi::api::core::v1::Service =
+        serde_yaml::from_str("metadata: {name: other, namespace: default}").expect("service");
+    index
+        .services
+        .insert(("default".into(), "other".into()), service.into());
+    let Kind::RequestMirror(mirror) = request_mirror(mirror, "default", &index) else {
+        panic!("not a mirror");
+    };
+    assert_eq!((mirror.numerator, mirror.denominator), (20, 100));
+    let upstream = mirror.destination.and_then(|d| d.upstream).expect("upstream");
+    assert_eq!(upstream.name, "default-other-8080");
+}
+
+#[test]
+fn retry_timeouts_and_a_lone_backend_refs_filters_follow_the_rule_filters() {
+    let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web, namespace: default}\n\
+                spec:\n  rules:\n  - retry: {attempts: 2, codes: [500], backoff: 100ms}\n    timeouts: {request: 0s, backendRequest: 500ms}\n    \
+                backendRefs: [{name: svc, port: 80, filters: [{type: RequestRedirect, requestRedirect: {hostname: x.example}}]}]\n";
+    let route: HttpRoute = serde_yaml::from_str(yaml).expect("route yaml");
+    let rule = route.spec.rules.as_ref().and_then(|r| r.first()).expect("rule");
+    let mut filters = rule_filters(&route, 0, rule, &Index::default());
+    settle_redirect_ports(&mut filters, 8080);
+    let fields: Vec<&str> = filters.iter().map(|f| f.origin_field.as_str()).collect();
+    assert_eq!(
+        fields,
+        vec![
+            "spec.rules[0].retry",
+            "spec.rules[0].timeouts",
+            "spec.rules[0].backendRefs[0].filters[0]"
+        ]
+    );
+    let kinds = kinds(&filters);
+    assert_eq!(
+        kinds[0],
+        Kind::Retry(pb::Retry {
+            num_retries: Some(2),
+            status_codes: vec![500],
+            backoff_base_ms: 100,
+        })
+    );
+    assert_eq!(
+        kinds[1],
+        Kind::Timeouts(pb::Timeouts {
+            request_ms: Some(0),
+            backend_request_ms: Some(500),
+        })
+    );
+    let Kind::RequestRedirect(redirect) = &kinds[2] else {
+        panic!("not a redirect");
+    };
+    // No scheme, no port: the listener's declared port.
+    assert_eq!(redirect.port_redirect, 8080);
+}
+
+#[test]
+fn redirect_ports_follow_the_scheme_else_the_listener() {
+    let redirect = |yaml: &str| {
+        let filter = mk_filter(yaml);
+        let mut filters = vec![pb::RouteFilter {
+            kind: Some(Kind::RequestRedirect(request_redirect(
+                filter.request_redirect.as_ref().expect("redirect"),
+            ))),
+            ..Default::default()
+        }];
+        settle_redirect_ports(&mut filters, 80);
+        match &filters[0].kind {
+            Some(Kind::RequestRedirect(r)) => r.port_redirect,
+            _ => 0,
+        }
+    };
+    assert_eq!(
+        redirect("{type: RequestRedirect, requestRedirect: {scheme: https}}"),
+        443
+    );
+    assert_eq!(redirect("{type: RequestRedirect, requestRedirect: {scheme: http}}"), 80);
+    assert_eq!(redirect("{type: RequestRedirect, requestRedirect: {port: 8443}}"), 8443);
+    assert_eq!(
+        redirect("{type: RequestRedirect, requestRedirect: {hostname: a.example}}"),
+        80
+    );
 }
 
 #[test]
@@ -175,7 +284,7 @@ fn unsupported_filters_are_errors() {
 #[test]
 fn rule_filters_list_policies_first_then_the_rules_filters_with_their_origins() {
     let route = mk_route(
-        "[{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-rule, value: r}]}}, {type: CORS, cors: {}}]",
+        "[{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-rule, value: r}]}}, {type: ExternalAuth, externalAuth: {protocol: HTTP, backendRef: {name: auth}}}]",
     );
     let index = mk_index(vec![mk_route_option(
         "policy",

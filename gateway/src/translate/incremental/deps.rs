@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use gateway_api::apis::experimental::httproutes::HttpRoute;
-use kgw_common::policy::RouteOption;
+use kgw_common::{policy::RouteOption, resources::Index};
 
 /// (namespace, name) of a resource.
 pub(super) type Nn = (String, String);
@@ -24,7 +24,18 @@ pub(super) struct RouteDeps {
     pub(super) cross_namespace: bool,
 }
 
-pub(super) fn route_deps(route: &HttpRoute) -> RouteDeps {
+/// Whether a parentRef of `route` names ListenerSet `set`.
+pub(super) fn names_listener_set(route: &HttpRoute, set: &Nn) -> bool {
+    let namespace = route.metadata.namespace.as_deref().unwrap_or("default");
+    route.spec.parent_refs.iter().flatten().any(|p| {
+        p.kind.as_deref() == Some("ListenerSet")
+            && p.name == set.1
+            && p.namespace.as_deref().unwrap_or(namespace) == set.0
+    })
+}
+
+/// What `route` depends on. A parentRef naming a ListenerSet depends on the set's Gateway.
+pub(super) fn route_deps(route: &HttpRoute, index: &Index) -> RouteDeps {
     let namespace = route.metadata.namespace.as_deref().unwrap_or("default");
     let mut deps = RouteDeps {
         parents: route
@@ -32,7 +43,15 @@ pub(super) fn route_deps(route: &HttpRoute) -> RouteDeps {
             .parent_refs
             .iter()
             .flatten()
-            .map(|p| (p.namespace.as_deref().unwrap_or(namespace).to_string(), p.name.clone()))
+            .filter_map(|p| {
+                let nn = (p.namespace.as_deref().unwrap_or(namespace).to_string(), p.name.clone());
+                if p.kind.as_deref() != Some("ListenerSet") {
+                    return Some(nn);
+                }
+                let set = index.listener_sets.get(&nn)?;
+                let parent = &set.spec.parent_ref;
+                Some((parent.namespace.clone().unwrap_or(nn.0), parent.name.clone()))
+            })
             .collect(),
         ..RouteDeps::default()
     };

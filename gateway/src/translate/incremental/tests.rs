@@ -1,6 +1,6 @@
 //! The incremental translation against the full one: random sequences of changes (a seeded
 //! generator, so a failure replays) to Gateways, GatewayClasses, HTTPRoutes, Services,
-//! RouteOptions and ReferenceGrants; after every step the incremental output (Proxies,
+//! RouteOptions, ReferenceGrants, BackendTLSPolicies and their CA ConfigMaps; after every step the incremental output (Proxies,
 //! status, encoded values) must equal the full translation of the same index.
 use kgw_common::resources::{Change, Index, ResourceKey, decode};
 use serde_json::{Value, json};
@@ -179,9 +179,38 @@ fn mk_service(namespace: &str, name: &str) -> Change {
     mk(json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"ports": [{"port": 80}]},
+        "spec": {"ports": [{"name": "http", "port": 80}]},
     }))
 }
+
+/// A BackendTLSPolicy on a Service (or its port `http`) with a CA from ConfigMap `ca0`/`ca1`.
+fn mk_backend_tls_policy(rng: &mut Rng, namespace: &str, name: &str) -> Change {
+    let mut target = json!({"group": "", "kind": "Service", "name": format!("s{}", rng.below(SERVICES))});
+    if rng.chance(40) {
+        target["sectionName"] = json!("http");
+    }
+    mk(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "BackendTLSPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"targetRefs": [target], "validation": {
+            "hostname": rng.pick(&["a.example", "b.example"]),
+            "caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": format!("ca{}", rng.below(2))}],
+        }},
+    }))
+}
+
+/// A CA ConfigMap: a certificate, or (sometimes) none.
+fn mk_config_map(rng: &mut Rng, namespace: &str, name: &str) -> Change {
+    let ca = if rng.chance(70) { TEST_CA } else { "" };
+    mk(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"ca.crt": ca},
+    }))
+}
+
+/// Any well-formed PEM certificate block will do: the gateway checks the PEM framing.
+const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ2VydGlmaWNhdGVGb3JUZXN0czAKBggqhkjOPQQDAjAP\n-----END CERTIFICATE-----\n";
 
 fn mk_route_option(rng: &mut Rng, namespace: &str, name: &str) -> Change {
     let targets: Vec<Value> = (0..rng.below(3))
@@ -233,9 +262,17 @@ fn random_change(rng: &mut Rng) -> Change {
             mk_class(rng, name)
         }
         65..=79 => mk_service(namespace, &format!("s{}", rng.below(SERVICES))),
-        80..=94 => {
+        80..=89 => {
             let name = format!("ro{}", rng.below(OPTIONS));
             mk_route_option(rng, namespace, &name)
+        }
+        90..=92 => {
+            let name = format!("btp{}", rng.below(3));
+            mk_backend_tls_policy(rng, namespace, &name)
+        }
+        93..=94 => {
+            let name = format!("ca{}", rng.below(2));
+            mk_config_map(rng, namespace, &name)
         }
         _ => mk_reference_grant(namespace),
     };
@@ -260,6 +297,8 @@ fn initial(rng: &mut Rng) -> Vec<Change> {
         changes.push(mk_service("default", &format!("s{i}")));
     }
     changes.push(mk_route_option(rng, "default", "ro0"));
+    changes.push(mk_config_map(rng, "default", "ca0"));
+    changes.push(mk_backend_tls_policy(rng, "default", "btp0"));
     changes
 }
 
@@ -315,7 +354,8 @@ fn incremental_equals_full_after_every_step() {
             let public_changed = status.gateway_classes != status_before.gateway_classes
                 || status.gateways != status_before.gateways
                 || status.http_routes != status_before.http_routes
-                || status.route_options != status_before.route_options;
+                || status.route_options != status_before.route_options
+                || status.backend_tls_policies != status_before.backend_tls_policies;
             assert_eq!(incremental.changed().status, public_changed, "{what}");
             let routes_changed = status
                 .http_routes
