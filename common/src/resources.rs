@@ -482,6 +482,9 @@ pub struct Index {
     pub namespaces: BTreeMap<String, Arc<Namespace>>,
     pub listener_sets: BTreeMap<(String, String), Arc<ListenerSet>>,
     pub config_maps: BTreeMap<(String, String), Arc<ConfigMap>>,
+    /// Set when the source gives this process no Secrets by design (the gateway on
+    /// Kubernetes may not read them): a missing Secret then says nothing.
+    pub secrets_withheld: bool,
     pub backend_tls_policies: BTreeMap<(String, String), Arc<BackendTlsPolicy>>,
 }
 
@@ -642,7 +645,7 @@ mod tests {
     #[test]
     fn skips_unknown_kinds_and_requires_names() {
         assert!(
-            decode(doc("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"))
+            decode(doc("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: c}\n"))
                 .expect("ok")
                 .is_none()
         );

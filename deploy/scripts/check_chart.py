@@ -98,15 +98,16 @@ READ = ["get", "list", "watch"]
 LEAST_PRIVILEGE = {
     "gateway": {
         *(("gateway.networking.k8s.io", r, tuple(READ))
-          for r in ("gatewayclasses", "gateways", "httproutes", "referencegrants", "listenersets")),
+          for r in ("gatewayclasses", "gateways", "httproutes", "referencegrants", "listenersets",
+                    "backendtlspolicies")),
         *(("gateway.networking.k8s.io", f"{r}/status", ("patch",))
           for r in ("gatewayclasses", "gateways", "httproutes")),
         ("gateway.solo.io", "routeoptions", tuple(READ)),
         ("gateway.solo.io", "routeoptions/status", ("patch",)),
         ("gloo.solo.io", "upstreams", tuple(READ)),
         ("", "services", tuple(READ)),
-        ("", "secrets", tuple(READ)),
         ("", "namespaces", tuple(READ)),
+        ("", "configmaps", tuple(READ)),
     },
     "gloo": {("", "secrets", tuple(READ))},
     "discovery": {("", "services", tuple(READ)), ("discovery.k8s.io", "endpointslices", tuple(READ)),

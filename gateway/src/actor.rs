@@ -61,6 +61,12 @@ pub(crate) struct GatewayActor {
 }
 
 impl GatewayActor {
+    /// The source gives this gateway no Secrets (see `Index::secrets_withheld`).
+    pub(crate) fn with_secrets_withheld(mut self, withheld: bool) -> Self {
+        self.index.secrets_withheld = withheld;
+        self
+    }
+
     pub(crate) fn new(options: Options, outputs: Outputs) -> Self {
         Self {
             status_values: StatusValues::new(&options.controller_name),

@@ -30,8 +30,6 @@ pub const KINDS: &[Kind] = &[
     Kind::RouteOption,
     Kind::Upstream,
     Kind::ListenerSet,
-    // Listeners' certificate references are checked (the content is never sent anywhere).
-    Kind::Secret,
     // Their labels select the namespaces of routes and ListenerSets.
     Kind::Namespace,
     // Upstream TLS of the Services they target, with their CA ConfigMaps.
@@ -103,7 +101,11 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Gat
     let metrics = Arc::new(GatewayMetrics::default());
     let (batches_tx, batches) = mpsc::channel(16);
     // The actor reads the source's batches itself; no task forwards them.
+    // On Kubernetes the gateway may not read Secrets (least privilege; only the controller
+    // does), so certificate references are checked without them.
+    let secrets_withheld = matches!(config.source, SourceSpec::Kubernetes(_));
     let actor = GatewayActor::new(config.options.clone(), outputs)
+        .with_secrets_withheld(secrets_withheld)
         .with_metrics(metrics.clone())
         .start_on(batches);
 

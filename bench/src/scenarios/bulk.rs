@@ -157,22 +157,28 @@ struct Accepted {
     all_at: Option<Instant>,
 }
 
-/// A route's status YAML (a list of parent statuses) has a parent whose Accepted is True.
+/// A route's status document (the HTTPRoute as the API server would show it) has a parent
+/// whose Accepted is True.
 fn is_accepted(yaml: &[u8]) -> bool {
-    let Ok(parents) = serde_yaml::from_slice::<serde_yaml::Value>(yaml) else {
+    let Ok(doc) = serde_yaml::from_slice::<serde_yaml::Value>(yaml) else {
         return false;
     };
-    parents.as_sequence().into_iter().flatten().any(|parent| {
-        parent
-            .get("conditions")
-            .and_then(|c| c.as_sequence())
-            .into_iter()
-            .flatten()
-            .any(|c| {
-                c.get("type").and_then(|t| t.as_str()) == Some("Accepted")
-                    && c.get("status").and_then(|s| s.as_str()) == Some("True")
-            })
-    })
+    let parents = doc.get("status").and_then(|s| s.get("parents"));
+    parents
+        .and_then(|p| p.as_sequence())
+        .into_iter()
+        .flatten()
+        .any(|parent| {
+            parent
+                .get("conditions")
+                .and_then(|c| c.as_sequence())
+                .into_iter()
+                .flatten()
+                .any(|c| {
+                    c.get("type").and_then(|t| t.as_str()) == Some("Accepted")
+                        && c.get("status").and_then(|s| s.as_str()) == Some("True")
+                })
+        })
 }
 
 /// Waits until every wanted route is Accepted; the time from `since` when they all were.

@@ -228,7 +228,7 @@ impl IncrementalTranslator {
 fn pack_route_table(table: &RouteTable) -> (String, Any) {
     let packed = if table.wasm_used.is_empty() {
         let hosts: Vec<&[u8]> = table.virtual_hosts.iter().map(|host| host.canonical_bytes()).collect();
-        canonical::pack_route_table(&table.name, &hosts)
+        canonical::pack_route_table(&super::route_table_head(&table.name), &hosts)
     } else {
         // The listener's WASM filters change its virtual hosts (a switch per route, a
         // catch-all route each): packed from the table.

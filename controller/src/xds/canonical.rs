@@ -94,12 +94,11 @@ pub(crate) fn virtual_host(host: &VirtualHost) -> Vec<u8> {
     buf
 }
 
-/// A RouteConfiguration of the translation's own fields (`route_table_head`) and virtual
-/// hosts, packed from the virtual hosts' bytes ([`virtual_host`]): the same bytes as
-/// [`pack_route_configuration`] gives for it, without the table in memory.
-pub(crate) fn pack_route_table(name: &str, virtual_hosts: &[&[u8]]) -> Any {
-    // The table's own fields, as the translation sets them, before its virtual hosts.
-    let head = crate::translate::route_table_head(name);
+/// A RouteConfiguration of `head` (the table's fields other than its virtual hosts, as the
+/// translation sets them) and virtual hosts, packed from the virtual hosts' bytes
+/// ([`virtual_host`]): the same bytes as [`pack_route_configuration`] gives for it,
+/// without the table in memory.
+pub(crate) fn pack_route_table(head: &RouteConfiguration, virtual_hosts: &[&[u8]]) -> Any {
     // Each host: its bytes, a one-byte key and a length of at most 10 bytes.
     let size = head.encoded_len() + virtual_hosts.iter().map(|host| host.len() + 11).sum::<usize>();
     let mut value = Vec::with_capacity(size);

@@ -73,6 +73,22 @@ pub(super) struct SetVerdict {
     pub(super) name: String,
     pub(super) allowed: bool,
     pub(super) generation: Option<i64>,
+    /// Listeners of the set left out for conflicting with an earlier one: (name, protocol,
+    /// Conflicted reason).
+    pub(super) conflicts: Vec<(String, String, &'static str)>,
+}
+
+/// Why `listener` cannot join `taken` (the listeners of higher precedence): another on its
+/// port speaks another protocol, or has the same hostname.
+fn conflict(listener: &GatewayListeners, taken: &[GatewayListeners]) -> Option<&'static str> {
+    let hostname = |l: &GatewayListeners| l.hostname.clone().filter(|h| !h.is_empty());
+    let same_port = || taken.iter().filter(|t| t.port == listener.port);
+    if same_port().any(|t| t.protocol != listener.protocol) {
+        return Some("ProtocolConflict");
+    }
+    same_port()
+        .any(|t| hostname(t) == hostname(listener))
+        .then_some("HostnameConflict")
 }
 
 /// The Gateway with the listeners of the sets it allows appended, and every set naming it.
@@ -84,30 +100,42 @@ pub(super) fn effective(
 ) -> (Arc<Gateway>, Vec<SetVerdict>) {
     let mut verdicts = Vec::new();
     let mut extra: Vec<GatewayListeners> = Vec::new();
-    for ((set_ns, set_name), set) in &index.listener_sets {
-        if !names_gateway(set_ns, set, gw_ns, gw_name) {
-            continue;
-        }
+    // Precedence (GEP-1713): the Gateway's own listeners, then the sets oldest first, then
+    // by namespace/name.
+    let mut sets: Vec<(&(String, String), &Arc<ListenerSet>)> = index
+        .listener_sets
+        .iter()
+        .filter(|((set_ns, _), set)| names_gateway(set_ns, set, gw_ns, gw_name))
+        .collect();
+    sets.sort_by_key(|(key, set)| (set.metadata.creation_timestamp.as_ref().map(|t| t.0), *key));
+    for ((set_ns, set_name), set) in sets {
         let ok = allowed(gw_ns, gateway, set_ns, index);
-        verdicts.push(SetVerdict {
+        let mut verdict = SetVerdict {
             namespace: set_ns.clone(),
             name: set_name.clone(),
             allowed: ok,
             generation: set.metadata.generation,
-        });
-        if !ok {
-            continue;
-        }
-        for listener in &set.spec.listeners {
-            // The two listener types have the same fields; JSON carries one into the other.
-            let converted = serde_json::to_value(listener)
-                .ok()
-                .and_then(|v| serde_json::from_value::<GatewayListeners>(v).ok());
-            if let Some(mut converted) = converted {
+            conflicts: Vec::new(),
+        };
+        if ok {
+            for listener in &set.spec.listeners {
+                // The two listener types have the same fields; JSON carries one into the other.
+                let converted = serde_json::to_value(listener)
+                    .ok()
+                    .and_then(|v| serde_json::from_value::<GatewayListeners>(v).ok());
+                let Some(mut converted) = converted else { continue };
+                let taken: Vec<GatewayListeners> = gateway.spec.listeners.iter().chain(&extra).cloned().collect();
+                if let Some(reason) = conflict(&converted, &taken) {
+                    verdict
+                        .conflicts
+                        .push((listener.name.clone(), listener.protocol.clone(), reason));
+                    continue;
+                }
                 converted.name = listener_name(set_ns, set_name, &listener.name);
                 extra.push(converted);
             }
         }
+        verdicts.push(verdict);
     }
     if extra.is_empty() {
         return (gateway.clone(), verdicts);
@@ -170,6 +198,37 @@ pub(super) fn report(status: &mut StatusReport, gw_key: &str, verdicts: &[SetVer
             entry.listeners.insert(own.to_string(), listener);
         }
     }
+    for verdict in verdicts {
+        let Some(entry) = status
+            .listener_sets
+            .get_mut(&format!("{}/{}", verdict.namespace, verdict.name))
+        else {
+            continue;
+        };
+        for (name, protocol, reason) in &verdict.conflicts {
+            let accepted_reason = if *reason == "HostnameConflict" {
+                reason
+            } else {
+                "Conflicted"
+            };
+            let message = "a listener of higher precedence on the same port conflicts with it";
+            entry.listeners.insert(
+                name.clone(),
+                super::status::ListenerStatus {
+                    attached_routes: 0,
+                    conditions: vec![
+                        Condition::new("Accepted", false, accepted_reason, message),
+                        Condition::new("Programmed", false, reason, message),
+                        Condition::new("Conflicted", true, reason, message),
+                    ],
+                    supported_kinds: Some(match protocol.as_str() {
+                        "HTTP" | "HTTPS" => vec!["HTTPRoute".to_string()],
+                        _ => Vec::new(),
+                    }),
+                },
+            );
+        }
+    }
     // A set none of whose listeners is valid (refused, or with refs that do not resolve)
     // is not accepted, as a Gateway would not be.
     for verdict in verdicts.iter().filter(|v| v.allowed) {
@@ -200,5 +259,18 @@ pub(super) fn report(status: &mut StatusReport, gw_key: &str, verdicts: &[SetVer
                 ),
             ];
         }
+    }
+    // The Gateway counts the sets it accepted (allowed, with a valid listener).
+    let accepted = verdicts
+        .iter()
+        .filter(|v| {
+            status
+                .listener_sets
+                .get(&format!("{}/{}", v.namespace, v.name))
+                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Accepted" && c.status == "True"))
+        })
+        .count();
+    if let Some(gateway) = status.gateways.get_mut(gw_key) {
+        gateway.attached_listener_sets = Some(accepted);
     }
 }

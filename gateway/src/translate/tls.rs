@@ -10,6 +10,8 @@ use super::grants;
 pub(crate) type Problem = (&'static str, String);
 
 /// Checks every certificateRef of an HTTPS `listener` of a Gateway in `gw_ns`.
+/// Without the Secrets in the index (`Index::secrets_withheld`), a reference that passes
+/// the other checks counts as resolved.
 pub(crate) fn check_certificates(index: &Index, gw_ns: &str, listener: &GatewayListeners) -> Option<Problem> {
     let refs = listener
         .tls
@@ -54,6 +56,9 @@ pub(crate) fn check_certificates(index: &Index, gw_ns: &str, listener: &GatewayL
                 "RefNotPermitted",
                 format!("certificateRef to Secret {namespace}/{name} is not allowed by any ReferenceGrant"),
             ));
+        }
+        if index.secrets_withheld {
+            continue;
         }
         let Some(secret) = index.secrets.get(&(namespace.to_string(), name.clone())) else {
             return Some(("InvalidCertificateRef", format!("Secret {namespace}/{name} not found")));

@@ -6,6 +6,7 @@ pub mod certs;
 pub mod client;
 pub mod compare;
 pub mod echo;
+pub mod go_checks;
 pub mod mutations;
 pub mod report;
 pub mod run;

@@ -47,9 +47,27 @@ pub struct TestResult {
     pub checks: Vec<CheckResult>,
     pub cases: Vec<CaseResult>,
     pub seconds: f64,
+    /// Why the test did not run (a feature it needs is not one we declare), as the suite
+    /// skips it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 impl TestResult {
+    /// A test not run, and why.
+    pub fn skipped(name: &str, features: &[String], why: &str) -> Self {
+        Self {
+            name: name.into(),
+            feature: features.last().cloned().unwrap_or_default(),
+            level: "-".into(),
+            status_only: true,
+            checks: Vec::new(),
+            cases: Vec::new(),
+            seconds: 0.0,
+            skipped: Some(why.into()),
+        }
+    }
+
     pub fn checks_passed(&self) -> bool {
         self.checks.iter().all(|c| c.error.is_none())
     }
@@ -83,6 +101,9 @@ impl TestResult {
 
     /// One line of progress.
     pub fn line(&self) -> String {
+        if let Some(why) = &self.skipped {
+            return format!("SKIP {} ({why})", self.name);
+        }
         format!(
             "{} {} ({:.1} s){}",
             if self.passed() { "PASS" } else { "FAIL" },
@@ -131,7 +152,10 @@ impl Report {
                 t.checks.iter().filter(|c| c.error.is_none()).count(),
                 t.checks.len()
             );
-            let mut difference = t.first_difference().unwrap_or_default();
+            let mut difference = match &t.skipped {
+                Some(why) => format!("skipped: {why}"),
+                None => t.first_difference().unwrap_or_default(),
+            };
             if difference.len() > 160 {
                 let cut = (0..=160).rev().find(|i| difference.is_char_boundary(*i)).unwrap_or(0);
                 difference.truncate(cut);
@@ -148,13 +172,19 @@ impl Report {
             if tests.is_empty() {
                 continue;
             }
-            let passed = tests.iter().filter(|t| t.passed()).count();
+            let passed = tests.iter().filter(|t| t.passed() && t.skipped.is_none()).count();
+            let skipped = tests.iter().filter(|t| t.skipped.is_some()).count();
             let cases: usize = tests.iter().map(|t| t.cases_passed()).sum();
             let total: usize = tests.iter().map(|t| t.cases.len()).sum();
             let _ = writeln!(
                 out,
-                "{level}: {passed}/{} tests passed, {cases}/{total} cases",
-                tests.len()
+                "{level}: {passed}/{} tests passed, {cases}/{total} cases{}",
+                tests.len() - skipped,
+                if skipped > 0 {
+                    format!(", {skipped} skipped")
+                } else {
+                    String::new()
+                }
             );
         }
         let _ = writeln!(out, "wall time: {:.0} s", self.wall_seconds);

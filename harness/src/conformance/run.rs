@@ -65,6 +65,10 @@ pub fn default_conformance_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("../shared/conformance"))
 }
 
+/// Features the suite would skip here, as an implementation that does not declare them:
+/// route kinds other than HTTPRoute.
+const UNSUPPORTED_FEATURES: &[&str] = &["TLSRoute", "TCPRoute", "UDPRoute", "GRPCRoute"];
+
 /// First host of the Gateways' addresses and of the pods' in the runner's own block.
 const FIRST_GATEWAY_HOST: u8 = 10;
 const FIRST_POD_HOST: u8 = 160;
@@ -85,6 +89,16 @@ pub async fn run(opts: &RunOptions) -> Result<Report> {
     let mut runner = Runner::start(opts, &all, &selected).await?;
     let mut report = Report::default();
     for item in &selected {
+        if let Some(feature) = item
+            .features()
+            .iter()
+            .find(|f| UNSUPPORTED_FEATURES.contains(&f.as_str()))
+        {
+            let result = TestResult::skipped(item.name(), item.features(), &format!("needs {feature}"));
+            eprintln!("{}", result.line());
+            report.tests.push(result);
+            continue;
+        }
         let result = match item {
             Selected::Traffic(test) => runner.traffic_test(test).await,
             Selected::StatusOnly(test) => {
@@ -118,6 +132,13 @@ impl Selected<'_> {
         match self {
             Selected::Traffic(t) => &t.name,
             Selected::StatusOnly(t) => &t.name,
+        }
+    }
+
+    fn features(&self) -> &[String] {
+        match self {
+            Selected::Traffic(t) => &t.features,
+            Selected::StatusOnly(t) => &t.features,
         }
     }
 
@@ -379,6 +400,8 @@ impl Runner {
     /// a `mutation` edits the test's documents and waits for the edited object's status
     /// to show its new generation before the checks after it.
     async fn status_checks(&self, test: &str, checks: &[serde_json::Value]) -> Vec<CheckResult> {
+        let transcribed = super::go_checks::replacement(test);
+        let checks = transcribed.as_deref().unwrap_or(checks);
         let mut results = Vec::new();
         let mut segment = Vec::new();
         let mut mutations = 0;
@@ -472,6 +495,7 @@ impl Runner {
             checks,
             cases: Vec::new(),
             seconds: started.elapsed().as_secs_f64(),
+            skipped: None,
         })
     }
 
@@ -529,6 +553,7 @@ impl Runner {
             checks,
             cases,
             seconds: started.elapsed().as_secs_f64(),
+            skipped: None,
         })
     }
 

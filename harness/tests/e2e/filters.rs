@@ -1,6 +1,6 @@
 //! HTTPRoute filters and a RouteOption policy through the whole system and a real Envoy:
 //! the rule's filters override the policy on the same route (header set, prefix rewrite),
-//! a RequestRedirect answers instead of the backends, and an unsupported filter (CORS)
+//! a RequestRedirect answers instead of the backends, and an unsupported filter (ExternalAuth)
 //! answers 500 while the route's other rules keep serving.
 use kgw_harness::{get, wait_status, write_manifest_atomically};
 
@@ -29,8 +29,8 @@ spec:
       requestRedirect: {hostname: new.example}
   - matches: [{path: {type: PathPrefix, value: /cors}}]
     filters:
-    - type: CORS
-      cors: {allowOrigins: [\"https://a.example\"]}
+    - type: ExternalAuth
+      externalAuth: {protocol: HTTP, backendRef: {name: authz, port: 9000}}
     backendRefs: [{name: echo, port: 80}]
 ---
 apiVersion: gateway.solo.io/v1

@@ -56,11 +56,15 @@ pub(in crate::translate) fn check(
             format!("clientCertificateRef to Secret {namespace}/{name} is not allowed by any ReferenceGrant"),
         )));
     }
-    let Some(secret) = index.secrets.get(&(namespace.to_string(), name.clone())) else {
-        return invalid(format!("Secret {namespace}/{name} not found"));
-    };
-    if let Err(why) = usable(secret) {
-        return invalid(format!("Secret {namespace}/{name}: {why}"));
+    // Without the Secrets (Kubernetes: the gateway may not read them) the controller,
+    // which reads it, is the one to refuse a bad one.
+    if !index.secrets_withheld {
+        let Some(secret) = index.secrets.get(&(namespace.to_string(), name.clone())) else {
+            return invalid(format!("Secret {namespace}/{name} not found"));
+        };
+        if let Err(why) = usable(secret) {
+            return invalid(format!("Secret {namespace}/{name}: {why}"));
+        }
     }
     Some(Ok(pb::ResourceRef {
         kind: "Secret".into(),
