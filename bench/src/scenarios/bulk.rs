@@ -203,9 +203,16 @@ mod tests {
 
     #[test]
     fn reads_accepted_from_route_status() {
-        let yes =
-            b"- parentRef: default/gw\n  conditions:\n  - type: Accepted\n    status: 'True'\n    reason: Accepted\n";
-        let no = b"- parentRef: default/gw\n  conditions:\n  - type: Accepted\n    status: 'False'\n    reason: NotAllowed\n";
+        let doc = |status: &str| {
+            format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: default, generation: 1}}\n\
+                 status:\n  parents:\n  - parentRef: {{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}\n    \
+                 controllerName: kgateway.dev/kgateway\n    conditions:\n    - type: Accepted\n      status: '{status}'\n      \
+                 reason: Accepted\n"
+            )
+        };
+        let (yes, no) = (doc("True"), doc("False"));
+        let (yes, no) = (yes.as_bytes(), no.as_bytes());
         assert!(is_accepted(yes));
         assert!(!is_accepted(no));
         assert!(!is_accepted(b"not: [yaml"));

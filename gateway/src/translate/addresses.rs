@@ -2,6 +2,7 @@
 //! bind it here.
 use gateway_api::apis::experimental::gateways::Gateway;
 
+use super::gateway_status::set;
 use super::status::{Condition, StatusReport};
 
 /// Accepted=False/UnsupportedAddress for an address of a type other than IPAddress;
@@ -47,12 +48,5 @@ pub(super) fn report(status: &mut StatusReport, gw_key: &str, gateway: &Gateway,
                 format!("Envoy cannot bind {}", unusable.join(", ")),
             ),
         );
-    }
-}
-
-fn set(conditions: &mut Vec<Condition>, condition: Condition) {
-    match conditions.iter_mut().find(|c| c.type_ == condition.type_) {
-        Some(existing) => *existing = condition,
-        None => conditions.push(condition),
     }
 }

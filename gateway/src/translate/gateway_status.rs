@@ -152,7 +152,7 @@ fn report_frontend(ls: &mut ListenerStatus, frontend: Frontend) {
 }
 
 /// Replaces the condition of the same type (or adds it).
-fn set(conditions: &mut Vec<Condition>, condition: Condition) {
+pub(super) fn set(conditions: &mut Vec<Condition>, condition: Condition) {
     match conditions.iter_mut().find(|c| c.type_ == condition.type_) {
         Some(existing) => *existing = condition,
         None => conditions.push(condition),

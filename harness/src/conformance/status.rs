@@ -136,27 +136,16 @@ pub fn check(view: &StatusView, check: &Value) -> Result<(), String> {
             listeners_exact(&format!("Gateway {gateway}"), gw, check)
         }
         "gateway_listener_conditions" => {
-            let (gateway, name) = (text("gateway"), text("listener"));
+            let gateway = text("gateway");
             let gw = view
                 .get("gateway", gateway)
                 .ok_or(format!("Gateway {gateway} has no status"))?;
-            let got = gw["status"]["listeners"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|l| l["name"] == name)
-                .ok_or(format!("Gateway {gateway}: no listener {name} in status"))?;
-            for c in check["conditions"].as_array().into_iter().flatten() {
-                condition_in(
-                    &got["conditions"],
-                    c["type"].as_str().unwrap_or(""),
-                    c["status"].as_str().unwrap_or(""),
-                    c["reason"].as_str(),
-                    gw["metadata"]["generation"].as_i64(),
-                )
-                .map_err(|e| format!("Gateway {gateway} listener {name}: {e}"))?;
-            }
-            Ok(())
+            listener_conditions(
+                &format!("Gateway {gateway}"),
+                gw,
+                text("listener"),
+                &check["conditions"],
+            )
         }
         "gateway_condition" => {
             let gateway = text("gateway");
@@ -283,27 +272,16 @@ pub fn check(view: &StatusView, check: &Value) -> Result<(), String> {
             .map_err(|e| format!("ListenerSet {set}: {e}"))
         }
         "listenerset_listener_conditions" => {
-            let (set, name) = (text("listenerset"), text("listener"));
+            let set = text("listenerset");
             let doc = view
                 .get("listenerset", set)
                 .ok_or(format!("ListenerSet {set} has no status"))?;
-            let got = doc["status"]["listeners"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|l| l["name"] == name)
-                .ok_or(format!("ListenerSet {set}: no listener {name} in status"))?;
-            for c in check["conditions"].as_array().into_iter().flatten() {
-                condition_in(
-                    &got["conditions"],
-                    c["type"].as_str().unwrap_or(""),
-                    c["status"].as_str().unwrap_or(""),
-                    c["reason"].as_str(),
-                    doc["metadata"]["generation"].as_i64(),
-                )
-                .map_err(|e| format!("ListenerSet {set} listener {name}: {e}"))?;
-            }
-            Ok(())
+            listener_conditions(
+                &format!("ListenerSet {set}"),
+                doc,
+                text("listener"),
+                &check["conditions"],
+            )
         }
         "listenerset_listeners_exact" => {
             let set = text("listenerset");
@@ -361,6 +339,28 @@ pub fn check(view: &StatusView, check: &Value) -> Result<(), String> {
         }
         other => Err(format!("status check `{other}` is not evaluated by this runner")),
     }
+}
+
+/// Listener `name` in `status.listeners` of `doc` (a Gateway's or a ListenerSet's, `what`)
+/// has each of the `wanted` conditions, at the document's generation.
+fn listener_conditions(what: &str, doc: &Value, name: &str, wanted: &Value) -> Result<(), String> {
+    let got = doc["status"]["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["name"] == name)
+        .ok_or(format!("{what}: no listener {name} in status"))?;
+    for c in wanted.as_array().into_iter().flatten() {
+        condition_in(
+            &got["conditions"],
+            c["type"].as_str().unwrap_or(""),
+            c["status"].as_str().unwrap_or(""),
+            c["reason"].as_str(),
+            doc["metadata"]["generation"].as_i64(),
+        )
+        .map_err(|e| format!("{what} listener {name}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// `status.listeners` of `doc` is exactly the check's `listeners`: count, names,
