@@ -13,7 +13,8 @@ use kgw_harness::envoy::XdsProtocol;
 #[derive(Parser)]
 #[command(about = "Runs the Gateway API conformance cases (../shared/conformance) through our stack")]
 struct Cli {
-    /// The folder with cases.json and manifests/ (default: ../shared/conformance beside the repo).
+    /// The folder with cases.json and manifests/ (default: ../shared/conformance beside the
+    /// repo, else its copy in harness/conformance-data).
     #[arg(long)]
     conformance_dir: Option<PathBuf>,
     /// Run only these tests (by name; repeat or separate with commas).

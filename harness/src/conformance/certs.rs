@@ -373,7 +373,7 @@ mod tests {
     fn https_listener_certificate_verifies_for_every_case_sni() {
         let pki = ConformancePki::generate().unwrap();
         let pair = pki.secret(INFRA, "tls-validity-checks-certificate").unwrap();
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/conformance/cases.json");
+        let path = super::super::cases::default_path();
         let cases: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let mut names = BTreeSet::new();
         for test in cases["tests"].as_array().unwrap() {

@@ -57,7 +57,7 @@ impl Default for RunOptions {
     }
 }
 
-/// `../shared/conformance` beside the workspace.
+/// `../shared/conformance` beside the workspace, else the copy in `harness/conformance-data`.
 pub fn default_conformance_dir() -> PathBuf {
     cases::default_path()
         .parent()
