@@ -111,6 +111,7 @@ LEAST_PRIVILEGE = {
     },
     "gloo": {("", "secrets", tuple(READ))},
     "discovery": {("", "services", tuple(READ)), ("discovery.k8s.io", "endpointslices", tuple(READ)),
+                  ("", "namespaces", tuple(READ)),
                   ("gloo.solo.io", "upstreams", tuple(READ))},
 }
 LEASE_RULES = {("coordination.k8s.io", "leases", ("create", "get", "list", "patch", "update", "watch"))}

@@ -135,7 +135,11 @@ impl Handler<ApplyBatch> for Discovery {
             let kind = match change {
                 Change::Upsert(key, _) | Change::Delete(key) => key.kind,
             };
-            if matches!(kind, Kind::Service | Kind::EndpointSlice | Kind::Upstream) {
+            // Namespaces: their labels turn function discovery on or off (fdsMode).
+            if matches!(
+                kind,
+                Kind::Service | Kind::EndpointSlice | Kind::Upstream | Kind::Namespace
+            ) {
                 self.index.apply(change);
                 relevant += 1;
             }

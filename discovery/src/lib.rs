@@ -47,7 +47,7 @@ pub enum DiscoveryError {
 }
 
 /// The kinds discovery reads from the Kubernetes source.
-pub const KINDS: &[Kind] = &[Kind::Service, Kind::EndpointSlice, Kind::Upstream];
+pub const KINDS: &[Kind] = &[Kind::Service, Kind::EndpointSlice, Kind::Upstream, Kind::Namespace];
 
 pub struct Config {
     /// Where Services and EndpointSlices come from (`--source`).

@@ -57,9 +57,15 @@ pub(crate) fn probe_inputs(
                     .get(&(kube.service_namespace.clone(), kube.service_name.clone()));
                 let Some(service) = service else { continue };
                 let labels = service.metadata.labels.as_ref().unwrap_or(&no_labels);
+                // The namespace's label applies to its Services that carry none.
+                let namespace_labels = index
+                    .namespaces
+                    .get(&kube.service_namespace)
+                    .and_then(|n| n.metadata.labels.as_ref())
+                    .unwrap_or(&no_labels);
                 ProbeInput {
                     hints: Hints::from_service(service, &kube.app_protocol),
-                    enabled: schedule::should_probe(mode, &no_labels, labels),
+                    enabled: schedule::should_probe(mode, namespace_labels, labels),
                 }
             }
             Some(UpstreamType::Static(hosts)) => {
@@ -428,5 +434,48 @@ impl Probing {
             trace: None,
             scope: current.scope.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kgw_common::resources::{Change, decode};
+
+    fn index(yaml: &str) -> Index {
+        let mut index = Index::default();
+        for doc in serde_yaml::Deserializer::from_str(yaml) {
+            let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).expect("yaml");
+            if let Some((key, resource)) = decode(value).expect("valid") {
+                index.apply(&Change::Upsert(key, resource));
+            }
+        }
+        index
+    }
+
+    /// A namespace's label decides for its Services without one; a Service's own wins.
+    #[test]
+    fn a_namespace_label_turns_discovery_off_for_its_services_without_one() {
+        let service = |name: &str, label: &str| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: quiet{label}}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\n"
+            )
+        };
+        let yaml = format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: quiet, labels: {{discovery.solo.io/function_discovery: disabled}}}}\n---\n{}{}",
+            service("plain", ""),
+            service("opted-in", ", labels: {discovery.solo.io/function_discovery: enabled}"),
+        );
+        let index = index(&yaml);
+        let upstreams = kgw_common::upstreams::upstreams(&index);
+        let inputs = probe_inputs(&index, &upstreams, FdsMode::Blacklist);
+        let enabled = |service: &str| {
+            inputs
+                .iter()
+                .find(|(key, _)| key.contains(service))
+                .map(|(_, input)| input.enabled)
+        };
+        assert_eq!(enabled("plain"), Some(false), "{inputs:?}");
+        assert_eq!(enabled("opted-in"), Some(true), "{inputs:?}");
     }
 }
