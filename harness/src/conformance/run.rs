@@ -86,7 +86,7 @@ pub async fn run(opts: &RunOptions) -> Result<Report> {
     let started = Instant::now();
     let all = cases::load(&opts.conformance_dir.join("cases.json"))?;
     let selected = select(&all, &opts.tests)?;
-    let mut runner = Runner::start(opts, &all, &selected).await?;
+    let mut runner = Runner::start(opts, &selected).await?;
     let mut report = Report::default();
     for item in &selected {
         if let Some(feature) = item
@@ -191,7 +191,7 @@ struct Runner {
 }
 
 impl Runner {
-    async fn start(opts: &RunOptions, all: &Cases, selected: &[Selected<'_>]) -> Result<Self> {
+    async fn start(opts: &RunOptions, selected: &[Selected<'_>]) -> Result<Self> {
         let manifests_dir = opts.conformance_dir.join("manifests");
         let mut gateways = BTreeSet::new();
         let files: BTreeSet<&String> = selected.iter().flat_map(|s| s.manifests()).collect();
@@ -227,7 +227,6 @@ impl Runner {
             .secret_names()
             .filter_map(|(ns, name)| Some((format!("{ns}/{name}"), pki.secret(ns, name)?.cert_pem.clone())))
             .collect();
-        let _ = all;
         Ok(Self {
             retry: RetryOptions {
                 timeout: opts.case_timeout,

@@ -96,14 +96,8 @@ pub fn check(view: &StatusView, check: &Value) -> Result<(), String> {
             let kind = check["parent_kind"].as_str().unwrap_or("Gateway");
             let entry = route_parent(view, route, parent, kind)?;
             let c = &check["condition"];
-            condition_in(
-                &entry["conditions"],
-                c["type"].as_str().unwrap_or(""),
-                c["status"].as_str().unwrap_or(""),
-                c["reason"].as_str(),
-                generation_of(view, "httproute", route),
-            )
-            .map_err(|e| format!("HTTPRoute {route} parent {parent}: {e}"))
+            expect_condition(&entry["conditions"], c, generation_of(view, "httproute", route))
+                .map_err(|e| format!("HTTPRoute {route} parent {parent}: {e}"))
         }
         "route_parents" => {
             let route = text("route");
@@ -116,14 +110,8 @@ pub fn check(view: &StatusView, check: &Value) -> Result<(), String> {
                 );
                 let entry = route_parent(view, route, &parent, parent_ref["kind"].as_str().unwrap_or("Gateway"))?;
                 for c in expected["conditions"].as_array().into_iter().flatten() {
-                    condition_in(
-                        &entry["conditions"],
-                        c["type"].as_str().unwrap_or(""),
-                        c["status"].as_str().unwrap_or(""),
-                        c["reason"].as_str(),
-                        generation_of(view, "httproute", route),
-                    )
-                    .map_err(|e| format!("HTTPRoute {route} parent {parent}: {e}"))?;
+                    expect_condition(&entry["conditions"], c, generation_of(view, "httproute", route))
+                        .map_err(|e| format!("HTTPRoute {route} parent {parent}: {e}"))?;
                 }
             }
             Ok(())
@@ -153,14 +141,8 @@ pub fn check(view: &StatusView, check: &Value) -> Result<(), String> {
                 .get("gateway", gateway)
                 .ok_or(format!("Gateway {gateway} has no status"))?;
             let c = &check["condition"];
-            condition_in(
-                &gw["status"]["conditions"],
-                c["type"].as_str().unwrap_or(""),
-                c["status"].as_str().unwrap_or(""),
-                c["reason"].as_str(),
-                gw["metadata"]["generation"].as_i64(),
-            )
-            .map_err(|e| format!("Gateway {gateway}: {e}"))
+            expect_condition(&gw["status"]["conditions"], c, gw["metadata"]["generation"].as_i64())
+                .map_err(|e| format!("Gateway {gateway}: {e}"))
         }
         "gateway_address" => {
             let gateway = text("gateway");
@@ -262,14 +244,8 @@ pub fn check(view: &StatusView, check: &Value) -> Result<(), String> {
                 .get("listenerset", set)
                 .ok_or(format!("ListenerSet {set} has no status"))?;
             let c = &check["condition"];
-            condition_in(
-                &doc["status"]["conditions"],
-                c["type"].as_str().unwrap_or(""),
-                c["status"].as_str().unwrap_or(""),
-                c["reason"].as_str(),
-                doc["metadata"]["generation"].as_i64(),
-            )
-            .map_err(|e| format!("ListenerSet {set}: {e}"))
+            expect_condition(&doc["status"]["conditions"], c, doc["metadata"]["generation"].as_i64())
+                .map_err(|e| format!("ListenerSet {set}: {e}"))
         }
         "listenerset_listener_conditions" => {
             let set = text("listenerset");
@@ -328,14 +304,8 @@ pub fn check(view: &StatusView, check: &Value) -> Result<(), String> {
                     "BackendTLSPolicy {policy}: no status.ancestors entry of ours for Gateway {gateway}"
                 ))?;
             let c = &check["condition"];
-            condition_in(
-                &entry["conditions"],
-                c["type"].as_str().unwrap_or(""),
-                c["status"].as_str().unwrap_or(""),
-                c["reason"].as_str(),
-                doc["metadata"]["generation"].as_i64(),
-            )
-            .map_err(|e| format!("BackendTLSPolicy {policy} ancestor {gateway}: {e}"))
+            expect_condition(&entry["conditions"], c, doc["metadata"]["generation"].as_i64())
+                .map_err(|e| format!("BackendTLSPolicy {policy} ancestor {gateway}: {e}"))
         }
         other => Err(format!("status check `{other}` is not evaluated by this runner")),
     }
@@ -351,14 +321,8 @@ fn listener_conditions(what: &str, doc: &Value, name: &str, wanted: &Value) -> R
         .find(|l| l["name"] == name)
         .ok_or(format!("{what}: no listener {name} in status"))?;
     for c in wanted.as_array().into_iter().flatten() {
-        condition_in(
-            &got["conditions"],
-            c["type"].as_str().unwrap_or(""),
-            c["status"].as_str().unwrap_or(""),
-            c["reason"].as_str(),
-            doc["metadata"]["generation"].as_i64(),
-        )
-        .map_err(|e| format!("{what} listener {name}: {e}"))?;
+        expect_condition(&got["conditions"], c, doc["metadata"]["generation"].as_i64())
+            .map_err(|e| format!("{what} listener {name}: {e}"))?;
     }
     Ok(())
 }
@@ -410,14 +374,8 @@ fn listeners_exact(what: &str, doc: &Value, check: &Value) -> Result<(), String>
             ));
         }
         for c in want["conditions"].as_array().into_iter().flatten() {
-            condition_in(
-                &got["conditions"],
-                c["type"].as_str().unwrap_or(""),
-                c["status"].as_str().unwrap_or(""),
-                c["reason"].as_str(),
-                doc["metadata"]["generation"].as_i64(),
-            )
-            .map_err(|e| format!("{what} listener {name}: {e}"))?;
+            expect_condition(&got["conditions"], c, doc["metadata"]["generation"].as_i64())
+                .map_err(|e| format!("{what} listener {name}: {e}"))?;
         }
     }
     Ok(())
@@ -491,6 +449,18 @@ fn route_parent<'a>(view: &'a StatusView, route: &str, parent: &str, kind: &str)
         ));
     }
     Ok(entry)
+}
+
+/// `conditions` hold the condition a check describes as `{type, status, reason}` (reason
+/// null: any), at `generation` when known.
+fn expect_condition(conditions: &Value, wanted: &Value, generation: Option<i64>) -> Result<(), String> {
+    condition_in(
+        conditions,
+        wanted["type"].as_str().unwrap_or(""),
+        wanted["status"].as_str().unwrap_or(""),
+        wanted["reason"].as_str(),
+        generation,
+    )
 }
 
 /// The condition `ty` in `conditions` has `status` (and `reason` when given) at

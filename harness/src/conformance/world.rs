@@ -266,7 +266,7 @@ pub fn endpoint_slices(docs: &[Value], pods: &[PodPlan], fill_manual: Option<&st
             if !empty || !ipv4 {
                 continue;
             }
-            let (namespace, name) = nn(doc);
+            let (namespace, _) = nn(doc);
             let selected: Vec<&PodPlan> = pods
                 .iter()
                 .filter(|p| p.namespace == namespace && p.labels.get("app").map(String::as_str) == Some(source_app))
@@ -275,7 +275,6 @@ pub fn endpoint_slices(docs: &[Value], pods: &[PodPlan], fill_manual: Option<&st
             if let Some(map) = filled.as_mapping_mut() {
                 map.insert("endpoints".into(), endpoints(&selected));
             }
-            let _ = name;
             out.push(filled);
         }
     }
