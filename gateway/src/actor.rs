@@ -186,7 +186,9 @@ impl Handler<SourceBatch> for GatewayActor {
         self.status_published.record(self.status_values.updates());
         self.status_published
             .send(&self.outputs.status, self.status_values.values());
-        if changed.status || first {
+        // A whole copy of the report, for the Kubernetes status writer alone: none when
+        // nobody reads it (directory mode).
+        if (changed.status || first) && self.outputs.report.receiver_count() > 0 {
             self.outputs.report.send_replace(Arc::new(output.status.clone()));
         }
         self.publish_index(&batch.changes, first);
@@ -210,9 +212,10 @@ impl GatewayActor {
             _ => self.index.clone(),
         };
         let previous = self.outputs.index.send_replace(Arc::new(copy));
-        // Before the first batch the channel held no state of ours: nothing to catch up.
+        // Before the first batch the channel held no state of ours: nothing to catch up
+        // (and no copy of the first batch's changes, the whole index, to keep for it).
         self.spare_index = (!first).then_some(previous);
-        self.spare_lag = changes.to_vec();
+        self.spare_lag = if first { Vec::new() } else { changes.to_vec() };
     }
 }
 

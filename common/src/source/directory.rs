@@ -20,12 +20,16 @@ use crate::{
     shutdown::Shutdown,
 };
 
+/// The resources one file declares, ordered by key. Kept for every file: a vector, as most
+/// files declare one or two resources (a map would allocate a whole B-tree node each).
+type FileResources = Vec<(ResourceKey, Resource)>;
+
 /// The pure part of the source: files → resources, with fallbacks and duplicate handling.
 #[derive(Default)]
 pub struct DirState {
-    files: BTreeMap<String, BTreeMap<ResourceKey, Resource>>,
-    /// Files declaring each key; the first (by path) wins.
-    owners: BTreeMap<ResourceKey, BTreeSet<String>>,
+    files: BTreeMap<String, FileResources>,
+    /// Files declaring each key, in path order (no duplicates); the first wins.
+    owners: BTreeMap<ResourceKey, Vec<String>>,
     problems: BTreeMap<String, Vec<Problem>>,
     /// `metadata.generation` as the API server would keep it, for documents that do not set
     /// it: 1 when a resource appears, one more each time its spec changes (status reports
@@ -37,7 +41,7 @@ impl DirState {
     /// Applies new contents of `file` (None: the file is gone) and returns the changes to
     /// the effective set of resources.
     pub fn update_file(&mut self, file: &str, contents: Option<&str>) -> Vec<Change> {
-        let old = self.files.get(file).cloned().unwrap_or_default();
+        let old: BTreeMap<ResourceKey, Resource> = self.files.get(file).into_iter().flatten().cloned().collect();
         let (new, mut problems) = match contents {
             Some(text) => parse_file(file, text, &old),
             None => (BTreeMap::new(), Vec::new()),
@@ -47,7 +51,9 @@ impl DirState {
         self.files.remove(file);
         for key in old.keys() {
             if let Some(set) = self.owners.get_mut(key) {
-                set.remove(file);
+                if let Ok(at) = set.binary_search_by(|f| f.as_str().cmp(file)) {
+                    set.remove(at);
+                }
                 if set.is_empty() {
                     self.owners.remove(key);
                 }
@@ -55,8 +61,10 @@ impl DirState {
         }
         for key in new.keys() {
             let set = self.owners.entry(key.clone()).or_default();
-            set.insert(file.to_string());
-            if let Some(first) = set.iter().next().filter(|first| *first != file) {
+            if let Err(at) = set.binary_search_by(|f| f.as_str().cmp(file)) {
+                set.insert(at, file.to_string());
+            }
+            if let Some(first) = set.first().filter(|first| *first != file) {
                 problems.push(Problem {
                     file: file.to_string(),
                     document: 0,
@@ -66,7 +74,7 @@ impl DirState {
             }
         }
         if contents.is_some() {
-            self.files.insert(file.to_string(), new);
+            self.files.insert(file.to_string(), new.into_iter().collect());
         }
         if problems.is_empty() {
             self.problems.remove(file);
@@ -76,18 +84,20 @@ impl DirState {
             }
             self.problems.insert(file.to_string(), problems);
         }
-        let changes: Vec<Change> = affected
-            .into_iter()
-            .zip(before)
-            .filter_map(|(key, before)| {
-                let after = self.effective(&key);
-                match (before, after) {
-                    (Some(_), None) => Some(Change::Delete(key)),
-                    (before, Some(after)) if before.as_ref() != Some(&after) => Some(Change::Upsert(key, after)),
-                    _ => None,
+        let mut changes = Vec::new();
+        for (key, before) in affected.into_iter().zip(before) {
+            match (before, self.effective(&key)) {
+                (Some(_), None) => changes.push(Change::Delete(key)),
+                (Some(before), Some(after)) if self.same(&key, &before, &after) => {
+                    // Unchanged: the copy read again gives way to the one the index has.
+                    if let Some(slot) = self.effective_mut(&key) {
+                        *slot = before;
+                    }
                 }
-            })
-            .collect();
+                (_, Some(after)) => changes.push(Change::Upsert(key, after)),
+                (None, None) => {}
+            }
+        }
         changes.into_iter().map(|change| self.generation(change)).collect()
     }
 
@@ -103,6 +113,10 @@ impl DirState {
                 };
                 self.generations.insert(key.clone(), (generation, digest));
                 let resource = resource.with_generation(generation);
+                // Kept stamped: the index and this state share one copy of the object.
+                if let Some(slot) = self.effective_mut(&key) {
+                    *slot = resource.clone();
+                }
                 Change::Upsert(key, resource)
             }
             Change::Delete(key) => {
@@ -113,15 +127,36 @@ impl DirState {
         }
     }
 
+    /// Whether `after`, as a file now declares it, is `before`, as it was effective: the
+    /// same object, or `before` with the generation this state stamped it with (the
+    /// effective copies are kept stamped, the declared ones are not).
+    fn same(&self, key: &ResourceKey, before: &Resource, after: &Resource) -> bool {
+        let stamped = self.generations.get(key).map(|(generation, _)| *generation);
+        match (before.generation(), after.generation()) {
+            (Some(generation), None) if stamped == Some(generation) => *before == after.with_generation(generation),
+            _ => before == after,
+        }
+    }
+
+    fn effective_mut(&mut self, key: &ResourceKey) -> Option<&mut Resource> {
+        let file = self.owners.get(key)?.first()?;
+        let resources = self.files.get_mut(file)?;
+        let at = resources.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+        Some(&mut resources[at].1)
+    }
+
     fn effective(&self, key: &ResourceKey) -> Option<Resource> {
-        let file = self.owners.get(key)?.iter().next()?;
-        self.files.get(file)?.get(key).cloned()
+        let file = self.owners.get(key)?.first()?;
+        let resources = self.files.get(file)?;
+        let at = resources.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+        Some(resources[at].1.clone())
     }
 
     /// Whether `text` as the new content of `file` would drop a resource the file holds.
     pub fn would_remove(&self, file: &str, text: &str) -> bool {
         let Some(old) = self.files.get(file) else { return false };
-        let (new, _) = parse_file(file, text, old);
+        let old: BTreeMap<ResourceKey, Resource> = old.iter().cloned().collect();
+        let (new, _) = parse_file(file, text, &old);
         old.keys().any(|key| !new.contains_key(key))
     }
 
@@ -487,6 +522,12 @@ mod tests {
         let labelled = edited.replace("metadata: {", "metadata: {labels: {x: y}, ");
         assert_ne!(labelled, edited, "the fixture has a flow-style metadata");
         assert_eq!(generation(state.update_file("r.yaml", Some(&labelled))), Some(2));
+        // The same content read again is no change (the state keeps its copy stamped, and
+        // that copy is the one the index got).
+        assert!(state.update_file("r.yaml", Some(&labelled)).is_empty());
+        let key = state.owners.keys().next().expect("a key").clone();
+        let kept = state.effective(&key).expect("effective");
+        assert_eq!(kept.generation(), Some(2));
         state.update_file("r.yaml", None);
         assert_eq!(generation(state.update_file("r.yaml", Some(ROUTE_A))), Some(1));
     }

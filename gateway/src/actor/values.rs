@@ -75,7 +75,10 @@ impl<S: Serialize + DeserializeOwned> StatusDocument<S> {
     }
 
     fn encode(&self) -> Bytes {
-        Bytes::from(serde_yaml::to_string(self).unwrap_or_else(|e| format!("error: {e}\n")))
+        let mut text = serde_yaml::to_string(self).unwrap_or_else(|e| format!("error: {e}\n"));
+        // Kept for every route: without the room the emitter's buffer grew into.
+        text.shrink_to_fit();
+        Bytes::from(text)
     }
 }
 

@@ -2,11 +2,11 @@
 //! key, stamped with the hash of its own content, and each of its virtual hosts under a
 //! key of its own, so that a change to one host changes one value. [`EncodedProxies`]
 //! keeps the bytes and encodes again only the parts a translation changed.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use kgw_proto::{
-    nats::vhost_part_key,
+    nats::{vhost_part_head, vhost_part_key},
     v1::{self as pb, listener::ListenerType},
 };
 use prost::Message as _;
@@ -14,18 +14,62 @@ use sha2::{Digest, Sha256};
 
 use super::{Changed, Output};
 
-/// One Proxy's values: its head, then its virtual host parts.
+/// One Proxy's values: its head, then its virtual host parts (as
+/// `kgw_common::proxy_parts::split` cuts them), encoded from the Proxy as it is: neither
+/// it nor a virtual host is copied for this.
 fn encode_proxy(key: &str, proxy: &pb::Proxy) -> Vec<(String, Bytes)> {
-    let (mut head, parts) = kgw_common::proxy_parts::split(key, proxy);
-    head.source_hash.clear();
+    let mut head = pb::Proxy {
+        metadata: proxy.metadata.clone(),
+        listeners: proxy.listeners.iter().map(listener_head).collect(),
+        source_hash: String::new(),
+        backend_client_certificate: proxy.backend_client_certificate.clone(),
+    };
     head.source_hash = hex::encode(&Sha256::digest(head.encode_to_vec())[..8]);
     let mut values = vec![(key.to_string(), Bytes::from(head.encode_to_vec()))];
-    values.extend(
-        parts
-            .into_iter()
-            .map(|(part_key, part)| (part_key, Bytes::from(part.encode_to_vec()))),
-    );
+    for listener in &proxy.listeners {
+        let Some(ListenerType::HttpListener(http)) = &listener.listener_type else {
+            continue;
+        };
+        for vhost in &http.virtual_hosts {
+            let part_key = vhost_part_key(key, &listener.name, &vhost.name);
+            values.push((part_key, encode_part(&listener.name, vhost)));
+        }
+    }
     values
+}
+
+/// A listener of a Proxy's head: without its virtual hosts.
+fn listener_head(listener: &pb::Listener) -> pb::Listener {
+    pb::Listener {
+        name: listener.name.clone(),
+        bind_address: listener.bind_address.clone(),
+        bind_port: listener.bind_port,
+        listener_type: listener.listener_type.as_ref().map(|t| match t {
+            ListenerType::HttpListener(_) => ListenerType::HttpListener(pb::HttpListener {
+                virtual_hosts: Vec::new(),
+            }),
+        }),
+        ssl_configurations: listener.ssl_configurations.clone(),
+        sources: listener.sources.clone(),
+        client_validation: listener.client_validation.clone(),
+    }
+}
+
+/// `VirtualHostPart { listener, virtual_host: Some(vhost) }` encoded, without copying the
+/// virtual host into one (the same bytes: fields in order, an empty string left out).
+fn encode_part(listener: &str, vhost: &pb::VirtualHost) -> Bytes {
+    use prost::encoding::{message, string};
+    let listener = listener.to_string();
+    let mut len = message::encoded_len(2, vhost);
+    if !listener.is_empty() {
+        len += string::encoded_len(1, &listener);
+    }
+    let mut buf = Vec::with_capacity(len);
+    if !listener.is_empty() {
+        string::encode(1, &listener, &mut buf);
+    }
+    message::encode(2, vhost, &mut buf);
+    Bytes::from(buf)
 }
 
 /// Every Proxy of `output` encoded from scratch (the reference for [`EncodedProxies`]).
@@ -37,12 +81,12 @@ pub fn encode_proxies(output: &Output) -> BTreeMap<String, Bytes> {
         .collect()
 }
 
-/// The encoded Proxies, kept up to date part by part.
+/// The encoded Proxies, kept up to date part by part. A Proxy's values are its head's key
+/// and the keys after it that [`vhost_part_head`] gives it (Gateway names have no `_`, so
+/// no other Proxy's key falls among them).
 #[derive(Debug, Default)]
 pub struct EncodedProxies {
     values: BTreeMap<String, Bytes>,
-    /// Proxy key → the keys of its values.
-    keys_of: BTreeMap<String, BTreeSet<String>>,
     /// What the last `update` put (`Some`) or removed (`None`), in order.
     updates: Vec<(String, Option<Bytes>)>,
 }
@@ -64,9 +108,7 @@ impl EncodedProxies {
         self.updates.clear();
         for key in &changed.proxies {
             let old: BTreeMap<String, Bytes> = self
-                .keys_of
-                .remove(key)
-                .unwrap_or_default()
+                .keys_of(key)
                 .into_iter()
                 .filter_map(|k| self.values.remove(&k).map(|v| (k, v)))
                 .collect();
@@ -80,9 +122,6 @@ impl EncodedProxies {
             self.updates.extend(removed.map(|k| (k, None)));
             self.updates
                 .extend(fresh.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
-            if !fresh.is_empty() {
-                self.keys_of.insert(key.clone(), fresh.keys().cloned().collect());
-            }
             self.values.extend(fresh);
         }
         for (proxy_key, listener, vhost) in &changed.virtual_hosts {
@@ -94,30 +133,35 @@ impl EncodedProxies {
                 .proxies
                 .get(proxy_key)
                 .and_then(|proxy| find_vhost(proxy, listener, vhost))
-                .map(|vhost| {
-                    let part = pb::VirtualHostPart {
-                        listener: listener.clone(),
-                        virtual_host: Some(vhost.clone()),
-                    };
-                    Bytes::from(part.encode_to_vec())
-                });
+                .map(|vhost| encode_part(listener, vhost));
             self.updates.push((part_key.clone(), fresh.clone()));
-            let keys = self.keys_of.entry(proxy_key.clone()).or_default();
             let unchanged = match fresh {
-                Some(bytes) => {
-                    keys.insert(part_key.clone());
-                    self.values
-                        .insert(part_key, bytes.clone())
-                        .is_some_and(|old| old == bytes)
-                }
-                None => {
-                    keys.remove(&part_key);
-                    self.values.remove(&part_key).is_none()
-                }
+                Some(bytes) => self
+                    .values
+                    .insert(part_key, bytes.clone())
+                    .is_some_and(|old| old == bytes),
+                None => self.values.remove(&part_key).is_none(),
             };
             any |= !unchanged;
         }
         any
+    }
+}
+
+impl EncodedProxies {
+    /// The keys of Proxy `key`'s values: its head and its virtual host parts.
+    fn keys_of(&self, key: &str) -> Vec<String> {
+        let head = self.values.get_key_value(key).map(|(k, _)| k.clone());
+        // A part's key is its head's, a mark, and one token (see `vhost_part_key`).
+        let prefix = vhost_part_key(key, "", "");
+        let prefix = prefix.trim_end_matches(|c| c != '.');
+        let parts = self
+            .values
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(prefix) && vhost_part_head(k) == Some(key))
+            .cloned();
+        head.into_iter().chain(parts).collect()
     }
 }
 
@@ -132,4 +176,63 @@ fn find_vhost<'a>(proxy: &'a pb::Proxy, listener: &str, name: &str) -> Option<&'
         .binary_search_by(|v| v.name.as_str().cmp(name))
         .ok()?;
     http.virtual_hosts.get(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vhost(name: &str, routes: usize) -> pb::VirtualHost {
+        pb::VirtualHost {
+            name: name.into(),
+            domains: vec![name.into()],
+            routes: (0..routes)
+                .map(|i| pb::Route {
+                    name: format!("r{i}"),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    /// The parts and the head are what `proxy_parts::split` gives, encoded.
+    #[test]
+    fn values_are_the_split_proxy_encoded() {
+        let listener = |name: &str, vhosts: Vec<pb::VirtualHost>| pb::Listener {
+            name: name.into(),
+            bind_port: 8080,
+            listener_type: Some(ListenerType::HttpListener(pb::HttpListener { virtual_hosts: vhosts })),
+            sources: vec![pb::ResourceRef {
+                kind: "Gateway".into(),
+                namespace: "default".into(),
+                name: "gw/http".into(),
+            }],
+            ..Default::default()
+        };
+        let proxy = pb::Proxy {
+            metadata: Some(pb::Metadata {
+                namespace: "default".into(),
+                name: "gw".into(),
+                labels: BTreeMap::from([("created_by".into(), "kgw-gateway".into())]),
+            }),
+            listeners: vec![
+                listener("listener~8080", vec![vhost("a", 2), vhost("b", 0)]),
+                listener("", vec![vhost("c", 1)]),
+                pb::Listener {
+                    name: "other".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let (mut head, parts) = kgw_common::proxy_parts::split("default.gw", &proxy);
+        head.source_hash = hex::encode(&Sha256::digest(head.encode_to_vec())[..8]);
+        let mut expected: BTreeMap<String, Bytes> = parts
+            .into_iter()
+            .map(|(key, part)| (key, Bytes::from(part.encode_to_vec())))
+            .collect();
+        expected.insert("default.gw".into(), Bytes::from(head.encode_to_vec()));
+        let values: BTreeMap<String, Bytes> = encode_proxy("default.gw", &proxy).into_iter().collect();
+        assert_eq!(values, expected);
+    }
 }

@@ -1,9 +1,11 @@
 //! The translation kept up to date per resource: each HTTPRoute is translated per parent
 //! listener on its own ([`routes::translate_route`], as the full [`translate`] does) and
-//! the pieces are kept; a batch of changes translates again only the routes it touches
-//! (the route itself, or what it reads: its Gateways and their class, its Services or
-//! Upstreams, its RouteOptions), then patches the virtual hosts those pieces sit in and the status
-//! entries they decide. [`translate`] stays the reference: the tests check both agree
+//! its Proxy routes are put in their virtual hosts of the output Proxy, where they are kept
+//! (once: the cache holds only where each sits); a batch of changes translates again only
+//! the routes it touches (the route itself, or what it reads: its Gateways and their class,
+//! its Services or Upstreams, its RouteOptions), taking their routes out of the virtual
+//! hosts they sat in and putting the new ones in, and patches the status entries they
+//! decide. [`translate`] stays the reference: the tests check both agree
 //! after every step of random change sequences.
 //!
 //! [`translate`]: super::translate
@@ -61,10 +63,14 @@ struct RouteState {
     attachments: Vec<Attachment>,
 }
 
-/// A virtual host's routes in precedence order. The listener index and the host's position
-/// among the piece's hosts keep every copy the full translation makes of one route (attached
-/// through two listeners of one port, or naming a hostname twice).
-type VhostRoutes = BTreeMap<(SortKey, usize, usize), pb::Route>;
+/// Where one Proxy route of a route's piece sits in its virtual host: its precedence, then
+/// the listener index and the host's position among the piece's hosts, which keep every copy
+/// the full translation makes of one route (attached through two listeners of one port, or
+/// naming a hostname twice).
+type Slot = (SortKey, usize, usize);
+
+/// (Proxy listener name, hostname) of a virtual host.
+type VhostKey = (String, String);
 
 /// The incremental translator: [`apply`](Self::apply) after every batch of changes.
 #[derive(Debug)]
@@ -79,8 +85,15 @@ pub struct Incremental {
     /// ListenerSet → the Gateway it named when last seen.
     set_parents: BTreeMap<Nn, Nn>,
     routes: BTreeMap<Nn, RouteState>,
-    /// Gateway → (Proxy listener name, hostname) → routes.
-    vhosts: BTreeMap<Nn, BTreeMap<(String, String), VhostRoutes>>,
+    /// Gateway → virtual host → the slots of its routes, in precedence order. The routes
+    /// themselves are kept once, in the output Proxy's virtual host of that name (in the
+    /// same order), when the Proxy serves it (not when its listener is left out, or when
+    /// it answers 421 for that hostname: then only the slots are kept).
+    vhosts: BTreeMap<Nn, BTreeMap<VhostKey, Vec<Slot>>>,
+    /// The routes translated for the Gateways whose Proxy this batch builds anew (all of
+    /// their routes are translated again), until [`update_proxies`](Self::update_proxies)
+    /// takes them.
+    staged: BTreeMap<Nn, BTreeMap<VhostKey, Vec<(Slot, pb::Route)>>>,
     /// (Gateway, listener index) → routes attached.
     counts: BTreeMap<(Nn, usize), usize>,
     deps: deps::Deps,
@@ -99,8 +112,6 @@ struct Dirty {
     options: BTreeSet<Nn>,
     /// Gateways whose routes' attachments changed (their listener counts).
     touched: BTreeSet<Nn>,
-    /// (Gateway, Proxy listener name, hostname).
-    vhosts: BTreeSet<(Nn, String, String)>,
 }
 
 fn gateway_ref((namespace, name): &Nn) -> GatewayRef {
@@ -125,6 +136,7 @@ impl Incremental {
             set_parents: BTreeMap::new(),
             routes: BTreeMap::new(),
             vhosts: BTreeMap::new(),
+            staged: BTreeMap::new(),
             counts: BTreeMap::new(),
             deps: deps::Deps::default(),
             tls_policy_targets: BTreeMap::new(),
@@ -327,6 +339,8 @@ impl Incremental {
         self.changed
             .proxies
             .insert(kgw_proto::nats::key(&gateway.0, &gateway.1));
+        // Its Proxy is built anew from its routes, every one of which is translated again.
+        self.vhosts.remove(gateway);
         match index.gateways.get(gateway) {
             Some(g) if is_ours(g, index, &self.options) => {
                 let (effective, verdicts) = listener_sets::effective(&gateway.0, &gateway.1, g, index);
@@ -352,18 +366,9 @@ impl Incremental {
             self.deps.remove_route(key, &old.deps);
             dirty.options.extend(old.deps.route_options.iter().cloned());
             for a in old.attachments {
-                let vhosts = self.vhosts.entry(a.gateway.clone()).or_default();
-                for (copy, host) in a.hosts.into_iter().enumerate() {
-                    let vhost_key = (a.proxy_listener.clone(), host);
-                    if let Some(routes) = vhosts.get_mut(&vhost_key) {
-                        for sort_key in &a.keys {
-                            routes.remove(&(sort_key.clone(), a.listener, copy));
-                        }
-                        if routes.is_empty() {
-                            vhosts.remove(&vhost_key);
-                        }
-                    }
-                    dirty.vhosts.insert((a.gateway.clone(), vhost_key.0, vhost_key.1));
+                // A Gateway built anew lost its slots already (`update_gateway`).
+                if !dirty.gateways.contains(&a.gateway) {
+                    self.take_out(&a);
                 }
                 let count_key = (a.gateway.clone(), a.listener);
                 if let Some(count) = self.counts.get_mut(&count_key) {
@@ -404,15 +409,39 @@ impl Incremental {
                     .status
                     .route_translated(&route_ns, &route_name, &parent_ref, &piece.unresolved);
                 let proxy_listener = proxy_listener_name(listener, &self.options);
-                let vhosts = self.vhosts.entry(parent.clone()).or_default();
+                let rebuilt = dirty.gateways.contains(parent);
                 for (copy, host) in piece.hosts.iter().enumerate() {
-                    let routes = vhosts.entry((proxy_listener.clone(), host.clone())).or_default();
-                    for (sort_key, proxy_route) in &piece.routes {
-                        routes.insert((sort_key.clone(), i, copy), proxy_route.clone());
+                    let vhost_key = (proxy_listener.clone(), host.clone());
+                    let entries = piece.routes.iter().map(|(k, r)| ((k.clone(), i, copy), r.clone()));
+                    if rebuilt {
+                        let slots = self.vhosts.entry(parent.clone()).or_default();
+                        let staged = self.staged.entry(parent.clone()).or_default();
+                        let staged = staged.entry(vhost_key.clone()).or_default();
+                        let slots = slots.entry(vhost_key).or_default();
+                        // Put in order once all are in (`update_proxies`).
+                        // Most hosts have one route: no room for four (the others grow
+                        // as usual).
+                        if slots.is_empty() {
+                            slots.reserve_exact(piece.routes.len());
+                            staged.reserve_exact(piece.routes.len());
+                        }
+                        for (slot, route) in entries {
+                            slots.push(slot.clone());
+                            staged.push((slot, route));
+                        }
+                    } else {
+                        let slots = self.vhosts.entry(parent.clone()).or_default();
+                        let slots = slots.entry(vhost_key).or_default();
+                        let proxy_key = kgw_proto::nats::key(&parent.0, &parent.1);
+                        let name = routes::vhost_name(&proxy_listener, host);
+                        let served =
+                            proxies::served_hosts(&mut self.output.proxies, &proxy_key, &proxy_listener, &name);
+                        if proxies::put(slots, served, &proxy_listener, host, entries) {
+                            self.changed
+                                .virtual_hosts
+                                .insert((proxy_key, proxy_listener.clone(), name));
+                        }
                     }
-                    dirty
-                        .vhosts
-                        .insert((parent.clone(), proxy_listener.clone(), host.clone()));
                 }
                 *self.counts.entry((parent.clone(), i)).or_default() += 1;
                 dirty.touched.insert(parent.clone());
@@ -421,7 +450,8 @@ impl Incremental {
                     listener: i,
                     proxy_listener,
                     hosts: piece.hosts,
-                    keys: piece.routes.into_iter().map(|(k, _)| k).collect(),
+                    // Not collected in place: that would keep the piece's (key, route) room.
+                    keys: piece.routes.iter().map(|(k, _)| k.clone()).collect(),
                 });
             }
             for named in routes::named_parents(route, &parent.0, &parent.1, gateway) {
@@ -437,7 +467,10 @@ impl Incremental {
             key.clone(),
             RouteState {
                 deps: route_deps,
-                attachments,
+                attachments: {
+                    attachments.shrink_to_fit();
+                    attachments
+                },
             },
         );
     }

@@ -287,6 +287,10 @@ impl VirtualHosts {
     pub(super) fn add(&mut self, piece: &RoutePiece) {
         for host in &piece.hosts {
             let routes = self.hosts.entry(host.clone()).or_default();
+            // Most hosts have one route: no room for four (the others grow as usual).
+            if routes.is_empty() {
+                routes.reserve_exact(piece.routes.len());
+            }
             routes.extend(piece.routes.iter().cloned());
         }
     }
@@ -298,7 +302,10 @@ impl VirtualHosts {
             .map(|(host, mut routes)| {
                 // Stable: one route attached through two listeners keeps both copies.
                 routes.sort_by(|a, b| a.0.cmp(&b.0));
-                virtual_host(listener, host, routes.into_iter().map(|(_, r)| r).collect())
+                // Collected in place, into room for (key, route) pairs: shrunk to the routes.
+                let mut routes: Vec<pb::Route> = routes.into_iter().map(|(_, r)| r).collect();
+                routes.shrink_to_fit();
+                virtual_host(listener, host, routes)
             })
             .collect()
     }

@@ -363,6 +363,8 @@ impl StatusReport {
             });
         }
         if !parents.is_empty() {
+            // Kept for every route: no room beyond its parents.
+            parents.shrink_to_fit();
             self.http_routes.insert(route_key, parents);
         }
     }

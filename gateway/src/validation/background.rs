@@ -7,7 +7,7 @@ use kgw_common::{resources::Index, shutdown::Shutdown};
 use serde::Serialize;
 use tokio::{sync::watch, task::JoinHandle};
 
-use super::{Finding, Policy, Validator, check_all};
+use super::{Finding, Policy, Validator, check_all_findings};
 use crate::translate::Options;
 
 /// One finding of the background validation, as reported in the status bucket.
@@ -42,8 +42,8 @@ pub fn spawn<V: Validator>(
         let mut backoff = Duration::from_millis(500);
         loop {
             let current = index.borrow_and_update().clone();
-            match check_all(&validator, &options, &current).await {
-                Ok((_, findings)) => {
+            match check_all_findings(&validator, &options, &current).await {
+                Ok(findings) => {
                     if failing.take().is_some() {
                         tracing::info!("background validation works again");
                     }

@@ -228,19 +228,46 @@ pub async fn check_all<V: Validator>(
     index: &Index,
 ) -> Result<(Output, Vec<Finding>), ValidatorError> {
     let output = translate::translate(index, options);
-    let mut findings = status_findings(&output.status);
+    let own = status_findings(&output.status);
+    let findings = findings_of(validator, index, own, output.proxies.values().cloned()).await?;
+    Ok((output, findings))
+}
+
+/// [`check_all`]'s findings alone, for the background validation (beside the actor's
+/// state, so it holds as little as it can while it waits for the controller): the status
+/// is let go once its findings are taken, and the Proxies are sent as they are, not copied.
+pub async fn check_all_findings<V: Validator>(
+    validator: &V,
+    options: &Options,
+    index: &Index,
+) -> Result<Vec<Finding>, ValidatorError> {
+    let Output { proxies, status } = translate::translate(index, options);
+    let own = status_findings(&status);
+    drop(status);
+    findings_of(validator, index, own, proxies.into_values()).await
+}
+
+/// `own` findings and the controller's on each of `proxies`.
+async fn findings_of<V: Validator>(
+    validator: &V,
+    index: &Index,
+    mut own: BTreeSet<Finding>,
+    proxies: impl Iterator<Item = pb::Proxy>,
+) -> Result<Vec<Finding>, ValidatorError> {
     let upstreams = kgw_common::upstreams::upstreams(index);
-    let runs = output.proxies.values().map(|proxy| {
-        validator.validate(DryRun {
-            proxy: proxy.clone(),
-            upstreams: referenced_upstreams(proxy, &upstreams),
+    let dry_runs: Vec<DryRun> = proxies
+        .map(|proxy| DryRun {
+            upstreams: referenced_upstreams(&proxy, &upstreams),
+            proxy,
             deleted_upstreams: Vec::new(),
         })
-    });
+        .collect();
+    drop(upstreams);
+    let runs = dry_runs.into_iter().map(|dry_run| validator.validate(dry_run));
     for result in futures::future::join_all(runs).await {
-        findings.extend(result?);
+        own.extend(result?);
     }
-    Ok((output, findings.into_iter().collect()))
+    Ok(own.into_iter().collect())
 }
 
 /// The controller's findings on `after` that `before` (the Proxy as it is) does not have.

@@ -10,16 +10,18 @@ use kgw_common::{policy::RouteOption, resources::Index};
 /// (namespace, name) of a resource.
 pub(super) type Nn = (String, String);
 
-/// The resources one route's translation and status depend on.
+/// The resources one route's translation and status depend on. One per route, kept: each
+/// set is a sorted vector without duplicates (a one-element `BTreeSet` allocates a whole
+/// B-tree node).
 #[derive(Clone, Debug, Default)]
 pub(super) struct RouteDeps {
     /// Gateways its parentRefs name (attachment, listener hostnames).
-    pub(super) parents: BTreeSet<Nn>,
+    pub(super) parents: Vec<Nn>,
     /// Backends (Services, Upstreams) its backendRefs name, whatever their kind (existence
     /// decides between a cluster and a 500).
-    pub(super) backends: BTreeSet<Nn>,
+    pub(super) backends: Vec<Nn>,
     /// RouteOptions its filters name by ExtensionRef (their options, or BackendNotFound).
-    pub(super) route_options: BTreeSet<Nn>,
+    pub(super) route_options: Vec<Nn>,
     /// Whether a backendRef leaves the route's namespace (a ReferenceGrant may decide it).
     pub(super) cross_namespace: bool,
 }
@@ -37,40 +39,44 @@ pub(super) fn names_listener_set(route: &HttpRoute, set: &Nn) -> bool {
 /// What `route` depends on. A parentRef naming a ListenerSet depends on the set's Gateway.
 pub(super) fn route_deps(route: &HttpRoute, index: &Index) -> RouteDeps {
     let namespace = route.metadata.namespace.as_deref().unwrap_or("default");
-    let mut deps = RouteDeps {
-        parents: route
-            .spec
-            .parent_refs
-            .iter()
-            .flatten()
-            .filter_map(|p| {
-                let nn = (p.namespace.as_deref().unwrap_or(namespace).to_string(), p.name.clone());
-                if p.kind.as_deref() != Some("ListenerSet") {
-                    return Some(nn);
-                }
-                let set = index.listener_sets.get(&nn)?;
-                let parent = &set.spec.parent_ref;
-                Some((parent.namespace.clone().unwrap_or(nn.0), parent.name.clone()))
-            })
-            .collect(),
-        ..RouteDeps::default()
-    };
+    let parents: BTreeSet<Nn> = route
+        .spec
+        .parent_refs
+        .iter()
+        .flatten()
+        .filter_map(|p| {
+            let nn = (p.namespace.as_deref().unwrap_or(namespace).to_string(), p.name.clone());
+            if p.kind.as_deref() != Some("ListenerSet") {
+                return Some(nn);
+            }
+            let set = index.listener_sets.get(&nn)?;
+            let parent = &set.spec.parent_ref;
+            Some((parent.namespace.clone().unwrap_or(nn.0), parent.name.clone()))
+        })
+        .collect();
+    let (mut backends, mut route_options) = (BTreeSet::new(), BTreeSet::new());
+    let mut cross_namespace = false;
     for rule in route.spec.rules.iter().flatten() {
         for backend in rule.backend_refs.iter().flatten() {
             let backend_ns = backend.namespace.as_deref().unwrap_or(namespace);
-            deps.cross_namespace |= backend_ns != namespace;
-            deps.backends.insert((backend_ns.to_string(), backend.name.clone()));
+            cross_namespace |= backend_ns != namespace;
+            backends.insert((backend_ns.to_string(), backend.name.clone()));
         }
         for filter in rule.filters.iter().flatten() {
             if let Some(ext) = &filter.extension_ref
                 && ext.group == "gateway.solo.io"
                 && ext.kind == "RouteOption"
             {
-                deps.route_options.insert((namespace.to_string(), ext.name.clone()));
+                route_options.insert((namespace.to_string(), ext.name.clone()));
             }
         }
     }
-    deps
+    RouteDeps {
+        parents: parents.into_iter().collect(),
+        backends: backends.into_iter().collect(),
+        route_options: route_options.into_iter().collect(),
+        cross_namespace,
+    }
 }
 
 /// The routes a RouteOption's targetRefs name (any sectionName), in its namespace.

@@ -383,3 +383,75 @@ fn an_empty_batch_changes_nothing() {
     assert_eq!(changed.retranslated_routes, 0);
     assert!(changed.proxies.is_empty() && changed.virtual_hosts.is_empty() && !changed.status);
 }
+
+/// Many routes on one hostname and many with one of their own, then edits, additions and
+/// removals: the patched Proxy equals the full translation, a changed route re-translates
+/// only itself, and every virtual host holds room for its routes alone (the translator
+/// keeps one copy of each route, in the Proxy, for as long as the route lives).
+#[test]
+fn large_and_spread_hosts_patch_in_place_without_spare_room() {
+    let gateway = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "gw", "namespace": "default"},
+        "spec": {"gatewayClassName": "kgw", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]},
+    });
+    let class = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+        "metadata": {"name": "kgw"}, "spec": {"controllerName": "kgateway.dev/kgateway"},
+    });
+    let route = |i: usize, host: &str, rules: usize| {
+        let rules: Vec<Value> = (0..rules)
+            .map(|r| {
+                json!({"matches": [{"path": {"type": "PathPrefix", "value": format!("/r{i}/{r}")}}],
+                "backendRefs": [{"name": "s0", "port": 80}]})
+            })
+            .collect();
+        mk(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": format!("r{i}"), "namespace": "default"},
+            "spec": {"parentRefs": [{"name": "gw"}], "hostnames": [host], "rules": rules},
+        }))
+    };
+    let host = |i: usize| {
+        if i.is_multiple_of(2) {
+            "one.example".to_string()
+        } else {
+            format!("r{i}.example")
+        }
+    };
+    let mut changes = vec![mk(class), mk(gateway), mk_service("default", "s0")];
+    changes.extend((0..60).map(|i| route(i, &host(i), 1)));
+    let mut index = Index::default();
+    changes.iter().for_each(|c| index.apply(c));
+    let mut incremental = Incremental::new(Options::default());
+    let mut encoded = EncodedProxies::default();
+    incremental.apply(&index, changes.iter().map(Change::key));
+    encoded.update(incremental.output(), incremental.changed());
+    check("initial", &index, &incremental, &encoded);
+    let edits: Vec<Vec<Change>> = vec![
+        vec![route(4, "one.example", 2), route(7, "r7.example", 3)],
+        vec![route(60, "one.example", 1), route(61, "r61.example", 1)],
+        vec![route(3, "one.example", 1)],
+        vec![Change::Delete(route(10, "", 0).key().clone())],
+    ];
+    for (step, batch) in edits.iter().enumerate() {
+        batch.iter().for_each(|c| index.apply(c));
+        incremental.apply(&index, batch.iter().map(Change::key));
+        encoded.update(incremental.output(), incremental.changed());
+        assert_eq!(incremental.changed().retranslated_routes, batch.len(), "step {step}");
+        assert!(
+            incremental.changed().proxies.is_empty(),
+            "step {step}: patched, not rebuilt"
+        );
+        check(&format!("edit {step}"), &index, &incremental, &encoded);
+    }
+    let proxy = incremental.output().proxies.values().next().expect("a proxy");
+    for listener in &proxy.listeners {
+        let Some(kgw_proto::v1::listener::ListenerType::HttpListener(http)) = &listener.listener_type else {
+            continue;
+        };
+        for vhost in http.virtual_hosts.iter().filter(|v| v.routes.len() == 1) {
+            assert_eq!(vhost.routes.capacity(), 1, "{}", vhost.name);
+        }
+    }
+}
