@@ -93,60 +93,64 @@ async fn run(args: Args) -> Result<(PathBuf, bool)> {
     let started = Instant::now();
     let mut report = Report::default();
     report.set("machine", scenarios::machine::describe(plan.quick));
-    if wanted("translate") {
-        eprintln!("kgw-bench: translation, in process");
-        if let Err(e) = scenarios::translate::run(&plan, &mut report) {
-            report.error("translate", &e);
-        }
+    // Each scenario's wall time goes to `details.scenario_seconds` (the full run's budget is
+    // 25 minutes; this says where it goes).
+    let mut scenario_seconds = serde_json::Map::new();
+    macro_rules! scenario {
+        ($name:literal, $what:literal, $run:expr) => {
+            if wanted($name) {
+                eprintln!(concat!("kgw-bench: ", $what));
+                let began = Instant::now();
+                if let Err(e) = $run {
+                    report.error($name, &e);
+                }
+                let secs = scenarios::round3(began.elapsed().as_secs_f64());
+                scenario_seconds.insert($name.into(), json!(secs));
+            }
+        };
     }
-    if wanted("growth") {
-        eprintln!("kgw-bench: propagation, churn, edits under load, memory");
-        if let Err(e) = scenarios::growth::run(&plan, &mut report).await {
-            report.error("growth", &e);
-        }
-    }
-    if wanted("propagation") {
-        eprintln!("kgw-bench: propagation in two shapes, Envoy's floor over ADS, memory per route");
-        if let Err(e) = scenarios::shapes::run(&plan, &mut report).await {
-            report.error("propagation", &e);
-        }
-    }
-    if wanted("bulk") {
-        eprintln!("kgw-bench: bulk load");
-        if let Err(e) = scenarios::bulk::run(&plan, &mut report).await {
-            report.error("bulk", &e);
-        }
-    }
-    if wanted("throughput") {
-        eprintln!("kgw-bench: Envoy throughput, access log, Envoy floor");
-        if let Err(e) = scenarios::throughput::run(&plan, &mut report).await {
-            report.error("throughput", &e);
-        }
-    }
-    if wanted("kill_matrix") {
-        eprintln!("kgw-bench: kill -9 of each process and nats-server under load");
-        if let Err(e) = scenarios::kill_matrix::run(&plan, &mut report).await {
-            report.error("kill_matrix", &e);
-        }
-    }
-    if wanted("kube") {
-        eprintln!("kgw-bench: the Kubernetes source against a real API server");
-        if let Err(e) = scenarios::kube::run(&plan, &mut report).await {
-            report.error("kube", &e);
-        }
-    }
-    if wanted("discovery") {
-        eprintln!("kgw-bench: discovery alone: cold start, restart, idle probes, memory, failover");
-        if let Err(e) = scenarios::discovery::run(&plan, &mut report).await {
-            report.error("discovery", &e);
-        }
-    }
-    if wanted("delta") {
-        eprintln!("kgw-bench: xDS bytes per route change with Envoy on delta ADS (VHDS)");
-        if let Err(e) = scenarios::delta::run(&plan, &mut report).await {
-            report.error("delta", &e);
-        }
-    }
+    scenario!(
+        "translate",
+        "translation, in process",
+        scenarios::translate::run(&plan, &mut report)
+    );
+    scenario!(
+        "growth",
+        "propagation, churn, edits under load, memory",
+        scenarios::growth::run(&plan, &mut report).await
+    );
+    scenario!(
+        "propagation",
+        "propagation in two shapes, Envoy's floor over ADS, memory per route",
+        scenarios::shapes::run(&plan, &mut report).await
+    );
+    scenario!("bulk", "bulk load", scenarios::bulk::run(&plan, &mut report).await);
+    scenario!(
+        "throughput",
+        "Envoy throughput, access log, Envoy floor",
+        scenarios::throughput::run(&plan, &mut report).await
+    );
+    scenario!(
+        "kill_matrix",
+        "kill -9 of each process and nats-server under load",
+        scenarios::kill_matrix::run(&plan, &mut report).await
+    );
+    scenario!(
+        "kube",
+        "the Kubernetes source against a real API server",
+        scenarios::kube::run(&plan, &mut report).await
+    );
+    scenario!(
+        "discovery",
+        "discovery alone: cold start, restart, idle probes, memory, failover",
+        scenarios::discovery::run(&plan, &mut report).await
+    );
+    scenario!(
+        "delta",
+        "xDS bytes per route change with Envoy on delta ADS (VHDS)",
+        scenarios::delta::run(&plan, &mut report).await
+    );
+    report.detail("scenario_seconds", Value::Object(scenario_seconds));
     let elapsed = started.elapsed().as_secs_f64();
     print!("{}", table(&plan, &report.values, &report.details));
     let mut doc = report.values.clone();
@@ -202,6 +206,13 @@ fn table(plan: &Plan, v: &serde_json::Map<String, Value>, details: &serde_json::
             format!("controller_translate_one_vhost_ms {size}"),
             show(num("controller_translate_one_vhost_ms", &[size])),
             "flat",
+        );
+    }
+    for size in plan.shape_sizes.iter().map(|n| Plan::key(*n)) {
+        row(
+            format!("controller_apply_one_route_ms {size}"),
+            show(num("controller_apply_one_route_ms", &[&size])),
+            "≤ 1 ms, flat",
         );
     }
     for size in [&small, &mid, &large] {

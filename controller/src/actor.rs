@@ -1,7 +1,9 @@
 //! The controller's state owner: an actix actor holding every Proxy and Upstream read from
 //! NATS. A change re-translates only the Proxies it touches, and in them only the virtual
 //! hosts and clusters it touches (`translate::cache`), and publishes their snapshots into
-//! the cache (which ADS streams watch).
+//! the cache (which ADS streams watch). A changed virtual-host value of KV costs that
+//! virtual host's translation and a snapshot made from the previous one; the whole Proxy
+//! is assembled only when its head changes (or an Upstream, a Secret, a WASM module).
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
@@ -14,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     metrics::ControllerMetrics,
-    proxies::ProxyStore,
+    proxies::{ProxiesView, ProxyChange, ProxyStore},
     translate::{Settings, cache::IncrementalTranslator},
     wasm::{Fetched, WasmFetcher},
     xds::{
@@ -26,13 +28,13 @@ use crate::{
 pub struct ControllerActor {
     settings: Settings,
     cache: SnapshotCache,
-    /// Proxies as read from `kgw_proxies` (heads and virtual hosts), assembled.
+    /// Proxies as read from `kgw_proxies` (heads and virtual hosts): a changed virtual host
+    /// is translated by itself (`IncrementalTranslator::translate_changed`), a changed head
+    /// with its whole Proxy, assembled then.
     proxies: ProxyStore,
     upstreams: BTreeMap<String, pb::Upstream>,
     /// Translates each Proxy again from its last translation: only what changed.
     translator: IncrementalTranslator,
-    /// Upstream key → Proxies whose routes name it (from their last translation).
-    users: BTreeMap<String, BTreeSet<String>>,
     /// Which buckets have delivered their first full read (readiness).
     synced: watch::Sender<(bool, bool)>,
     /// Fetches the WASM modules routes name; results arrive as [`WasmFetched`].
@@ -54,7 +56,8 @@ pub struct ControllerActor {
 /// a change copies only the part that changed.
 #[derive(Clone, Debug)]
 pub struct Published {
-    pub proxies: Arc<BTreeMap<String, pb::Proxy>>,
+    /// The Proxies as the actor holds them (in parts), assembled when read.
+    pub proxies: ProxiesView,
     pub upstreams: Arc<BTreeMap<String, pb::Upstream>>,
     pub settings: Arc<Settings>,
 }
@@ -79,25 +82,28 @@ const PUBLISH_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 impl ControllerActor {
     pub fn new(settings: Settings, cache: SnapshotCache, synced: watch::Sender<(bool, bool)>) -> Self {
         let initial_settings = settings.clone();
-        Self {
+        let proxies = ProxyStore::default();
+        let view = proxies.view();
+        let actor = Self {
             settings,
             cache,
-            proxies: ProxyStore::default(),
+            proxies,
             upstreams: BTreeMap::new(),
             translator: IncrementalTranslator::default(),
-            users: BTreeMap::new(),
             synced,
             wasm: None,
             metrics: Arc::default(),
             published: watch::channel(Published {
-                proxies: Arc::default(),
+                proxies: ProxiesView::default(),
                 upstreams: Arc::default(),
                 settings: Arc::new(initial_settings),
             })
             .0,
             unpublished: Unpublished::default(),
             secrets_ready: true,
-        }
+        };
+        actor.published.send_modify(|p| p.proxies = view);
+        actor
     }
 
     /// Follows the actor's Proxies, Upstreams and settings (call before `start`).
@@ -122,7 +128,8 @@ impl ControllerActor {
         let changed = std::mem::take(&mut self.unpublished);
         self.published.send_modify(|p| {
             if changed.proxies {
-                p.proxies = Arc::new(self.proxies.proxies().clone());
+                // A view of the store, not a copy: it wakes the readers.
+                p.proxies = self.proxies.view();
             }
             if changed.upstreams {
                 p.upstreams = Arc::new(self.upstreams.clone());
@@ -149,13 +156,19 @@ impl ControllerActor {
         kgw_proto::nats::key_to_role(key)
     }
 
-    fn retranslate(&mut self, keys: BTreeSet<String>) {
+    /// Translates the Proxies under `keys` again, whole.
+    fn retranslate_whole(&mut self, keys: impl IntoIterator<Item = String>) {
+        let changes = keys.into_iter().map(|key| (key, ProxyChange::Whole)).collect();
+        self.retranslate(changes);
+    }
+
+    fn retranslate(&mut self, changes: BTreeMap<String, ProxyChange>) {
         if !self.secrets_ready {
             // Every Proxy is translated once they are (`on_secrets`).
             return;
         }
-        for key in keys {
-            let Some(proxy) = self.proxies.proxies().get(&key) else {
+        for (key, change) in changes {
+            let Some(head) = self.proxies.head(&key).filter(|_| change != ProxyChange::Removed) else {
                 self.translator.forget(&key);
                 self.cache.set(&Self::role(&key), None);
                 self.metrics.removed(&Self::role(&key));
@@ -164,26 +177,36 @@ impl ControllerActor {
             let span = tracing::info_span!("controller.translate", proxy = %key, role = %Self::role(&key));
             let _in_span = span.enter();
             let started = std::time::Instant::now();
-            if let Some(fetcher) = &self.wasm {
-                wasm_filters(proxy).for_each(|filter| fetcher.want(&filter));
-            }
-            let translated = self
-                .translator
-                .translate_to_snapshot(&key, proxy, &self.upstreams, &self.settings);
+            let by_parts = match &change {
+                ProxyChange::VirtualHosts(hosts) => {
+                    let store = &self.proxies;
+                    let lookup = |listener: &str, name: &str| store.virtual_host(&key, listener, name);
+                    self.translator
+                        .translate_changed(&key, &head, hosts, &lookup, &self.upstreams, &self.settings)
+                }
+                ProxyChange::Whole | ProxyChange::Removed => None,
+            };
+            let translated = match by_parts {
+                Some(translated) => translated,
+                None => {
+                    let Some(proxy) = self.proxies.assemble(&key) else {
+                        continue;
+                    };
+                    if let Some(fetcher) = &self.wasm {
+                        wasm_filters(&proxy).for_each(|filter| fetcher.want(&filter));
+                    }
+                    self.translator
+                        .translate_whole(&key, Some(&head), &proxy, &self.upstreams, &self.settings)
+                }
+            };
             let (snapshot, problems) = (translated.snapshot, translated.problems);
             let took = started.elapsed();
-            for users in self.users.values_mut() {
-                users.remove(&key);
-            }
-            for upstream in &translated.upstream_keys {
-                self.users.entry(upstream.clone()).or_default().insert(key.clone());
-            }
             self.metrics
                 .translated(&Self::role(&key), took, snapshot.bytes(), &problems);
             let reuse = self.translator.last_reuse();
             tracing::debug!(
-                proxy = %key, listeners = snapshot.types.get(LISTENER).map_or(0, |t| t.items.len()),
-                clusters = snapshot.types.get(CLUSTER).map_or(0, |t| t.items.len()),
+                proxy = %key, listeners = snapshot.resources(LISTENER).map_or(0, |t| t.items.len()),
+                clusters = snapshot.resources(CLUSTER).map_or(0, |t| t.items.len()),
                 bytes = snapshot.bytes(), micros = started.elapsed().as_micros() as u64,
                 virtual_hosts_translated = reuse.virtual_hosts_translated,
                 virtual_hosts_reused = reuse.virtual_hosts_reused, "translated proxy"
@@ -404,21 +427,21 @@ impl ControllerActor {
         }
         let first = !self.secrets_ready && batch.initial;
         self.secrets_ready |= batch.initial;
-        let proxies = self.proxies.proxies();
-        let affected: BTreeSet<String> = if first {
+        let affected: Vec<String> = if first {
             // Before Upstreams are read, their first full read translates every Proxy.
             if !self.synced.borrow().1 {
                 return;
             }
-            proxies.keys().cloned().collect()
+            self.proxies.keys()
         } else {
-            proxies
-                .iter()
-                .filter(|(_, proxy)| names_secret(proxy, &changed))
-                .map(|(key, _)| key.clone())
+            self.proxies
+                .heads()
+                .into_iter()
+                .filter(|(_, head)| names_secret(head, &changed))
+                .map(|(key, _)| key)
                 .collect()
         };
-        self.retranslate(affected);
+        self.retranslate_whole(affected);
     }
 
     fn on_proxies(&mut self, events: Vec<KvEvent>, ctx: &mut Context<Self>) {
@@ -460,23 +483,20 @@ impl ControllerActor {
         );
         // Proxies that route to a changed upstream; a new upstream may be one a route was
         // waiting for, so proxies with unresolved routes are retried too.
-        let mut affected: BTreeSet<String> = changed
-            .iter()
-            .filter_map(|k| self.users.get(k))
-            .flatten()
-            .cloned()
-            .collect();
+        let mut affected = BTreeSet::new();
         if !changed.is_empty() {
+            affected.extend(self.translator.proxies_naming(&changed));
+            // Not translated yet (the first full read of Upstreams).
+            let translator = &self.translator;
             affected.extend(
                 self.proxies
-                    .proxies()
                     .keys()
-                    .filter(|k| !self.users.values().any(|u| u.contains(*k)))
-                    .cloned(),
+                    .into_iter()
+                    .filter(|key| !translator.translated(key)),
             );
-            affected.extend(waiting(self.proxies.proxies(), &changed));
+            affected.extend(waiting(&self.proxies, &changed));
         }
-        self.retranslate(affected);
+        self.retranslate_whole(affected);
         if full {
             self.synced.send_modify(|s| s.1 = true);
         }
@@ -510,14 +530,18 @@ impl Handler<WasmFetched> for ControllerActor {
                 modules.refused.insert(filter.sha256.clone(), reason);
             }
         }
-        let users = self
-            .proxies
-            .proxies()
-            .iter()
-            .filter(|(_, proxy)| wasm_filters(proxy).any(|f| f.name == filter.name))
-            .map(|(key, _)| key.clone())
-            .collect();
-        self.retranslate(users);
+        let mut users = BTreeSet::new();
+        self.proxies.for_each_virtual_host(|key, vhost| {
+            let runs = vhost
+                .routes
+                .iter()
+                .flat_map(|route| crate::translate::filters::merge(&route.filters).wasm_filters)
+                .any(|f| f.name == filter.name);
+            if runs {
+                users.insert(key.to_string());
+            }
+        });
+        self.retranslate_whole(users);
     }
 }
 
@@ -545,20 +569,18 @@ fn names_secret(proxy: &pb::Proxy, changed: &BTreeSet<String>) -> bool {
 }
 
 /// Proxies with a route naming one of `changed` (an upstream that appeared or went away).
-fn waiting(proxies: &BTreeMap<String, pb::Proxy>, changed: &BTreeSet<String>) -> BTreeSet<String> {
-    proxies
-        .iter()
-        .filter(|(_, proxy)| {
-            proxy.listeners.iter().any(|l| match &l.listener_type {
-                Some(pb::listener::ListenerType::HttpListener(http)) => http
-                    .virtual_hosts
-                    .iter()
-                    .any(|v| v.routes.iter().any(|r| upstream_keys(r).any(|k| changed.contains(&k)))),
-                None => false,
-            })
-        })
-        .map(|(k, _)| k.clone())
-        .collect()
+fn waiting(proxies: &ProxyStore, changed: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    proxies.for_each_virtual_host(|key, vhost| {
+        if vhost
+            .routes
+            .iter()
+            .any(|r| upstream_keys(r).any(|k| changed.contains(&k)))
+        {
+            found.insert(key.to_string());
+        }
+    });
+    found
 }
 
 fn upstream_keys(route: &pb::Route) -> impl Iterator<Item = String> + '_ {

@@ -20,8 +20,10 @@ pub trait ProxySource: Send + Sync + 'static {
 }
 
 impl ProxySource for watch::Receiver<Published> {
+    /// Assembled from the actor's parts on each call (the debug service is seldom asked).
     fn proxies(&self) -> Arc<BTreeMap<String, pb::Proxy>> {
-        self.borrow().proxies.clone()
+        let view = self.borrow().proxies.clone();
+        Arc::new(view.all())
     }
 }
 

@@ -9,7 +9,7 @@ pub mod debug;
 pub mod json;
 mod metrics;
 pub mod monitoring;
-mod proxies;
+pub mod proxies;
 pub mod resources;
 pub mod rest_xds;
 pub mod run;

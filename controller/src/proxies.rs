@@ -1,104 +1,287 @@
 //! The Proxies as bucket `kgw_proxies` holds them: a head per Proxy and a value per virtual
-//! host (the layout in `kgw_proto::nats`), assembled into whole Proxies. A change to one
-//! virtual host is one small event; the Proxy it belongs to is assembled again.
-use std::collections::{BTreeMap, BTreeSet};
+//! host (the layout in `kgw_proto::nats`). A change to one virtual host is one small event,
+//! reported as that virtual host's change ([`ProxyChange::VirtualHosts`]): the translation
+//! takes it from there without the whole Proxy. Whole Proxies are assembled only when asked
+//! (a head changed, the debug service).
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, RwLock},
+};
 
 use bytes::Bytes;
 use kgw_common::{bus::KvEvent, proxy_parts};
 use kgw_proto::{
-    nats::vhost_part_head,
-    v1::{Proxy, VirtualHostPart},
+    nats::{vhost_part_head, vhost_part_key},
+    v1::{Proxy, VirtualHost, VirtualHostPart},
 };
 
-/// Heads and parts as read, and the Proxies they make.
+/// A virtual host of a Proxy: its listener's name and its own.
+pub type VirtualHostId = (String, String);
+
+/// What changed of one Proxy in a batch of events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProxyChange {
+    /// Its head is gone: the Proxy is not served.
+    Removed,
+    /// Its head is new or changed (or the bucket was read again): all of it.
+    Whole,
+    /// Only these virtual hosts were added, edited or removed.
+    VirtualHosts(BTreeSet<VirtualHostId>),
+}
+
+/// Heads and parts as read.
 #[derive(Default)]
-pub(crate) struct ProxyStore {
-    heads: BTreeMap<String, Proxy>,
+struct Stored {
+    heads: BTreeMap<String, Arc<Proxy>>,
     /// Head key → part key → part.
-    parts: BTreeMap<String, BTreeMap<String, VirtualHostPart>>,
-    assembled: BTreeMap<String, Proxy>,
+    parts: BTreeMap<String, BTreeMap<String, Arc<VirtualHostPart>>>,
+}
+
+impl Stored {
+    fn assemble(&self, head: &str) -> Option<Proxy> {
+        let proxy = self.heads.get(head)?;
+        let parts = self.parts.get(head).into_iter().flat_map(|parts| parts.values());
+        Some(proxy_parts::assemble(proxy, parts.map(Arc::as_ref)))
+    }
+}
+
+/// Heads and parts as read (see the module doc). Readers outside the actor see them
+/// through a [`ProxiesView`].
+#[derive(Default)]
+pub struct ProxyStore {
+    stored: Arc<RwLock<Stored>>,
+}
+
+/// A reader's view of a [`ProxyStore`]: the whole Proxies, assembled when asked.
+#[derive(Clone, Default)]
+pub struct ProxiesView {
+    stored: Arc<RwLock<Stored>>,
+}
+
+impl std::fmt::Debug for ProxiesView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.keys()).finish()
+    }
+}
+
+fn read(stored: &RwLock<Stored>) -> std::sync::RwLockReadGuard<'_, Stored> {
+    stored.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ProxiesView {
+    /// The keys of the Proxies (those with a head).
+    pub fn keys(&self) -> Vec<String> {
+        read(&self.stored).heads.keys().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        read(&self.stored).heads.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole Proxy under `key`.
+    pub fn get(&self, key: &str) -> Option<Proxy> {
+        // The parts are shared: copied out under the lock, assembled after.
+        let (head, parts) = {
+            let stored = read(&self.stored);
+            let head = Arc::clone(stored.heads.get(key)?);
+            let parts: Vec<Arc<VirtualHostPart>> = stored
+                .parts
+                .get(key)
+                .into_iter()
+                .flat_map(|parts| parts.values().cloned())
+                .collect();
+            (head, parts)
+        };
+        Some(proxy_parts::assemble(&head, parts.iter().map(Arc::as_ref)))
+    }
+
+    /// Every whole Proxy, by key.
+    pub fn all(&self) -> BTreeMap<String, Proxy> {
+        self.keys()
+            .into_iter()
+            .filter_map(|key| Some((key.clone(), self.get(&key)?)))
+            .collect()
+    }
 }
 
 impl ProxyStore {
-    /// The whole Proxies, by head key.
-    pub(crate) fn proxies(&self) -> &BTreeMap<String, Proxy> {
-        &self.assembled
+    /// What readers outside the actor see.
+    pub fn view(&self) -> ProxiesView {
+        ProxiesView {
+            stored: Arc::clone(&self.stored),
+        }
     }
 
-    /// Applies `events` (in order) and returns the keys of the Proxies that changed
-    /// (added, edited or removed).
-    pub(crate) fn apply(&mut self, events: Vec<KvEvent>) -> BTreeSet<String> {
-        let mut touched = BTreeSet::new();
+    /// The keys of the Proxies (those with a head).
+    pub fn keys(&self) -> Vec<String> {
+        read(&self.stored).heads.keys().cloned().collect()
+    }
+
+    /// The head of the Proxy under `key` (the Proxy without its virtual hosts).
+    pub fn head(&self, key: &str) -> Option<Arc<Proxy>> {
+        read(&self.stored).heads.get(key).cloned()
+    }
+
+    /// The whole Proxy under `key`, assembled.
+    pub fn assemble(&self, key: &str) -> Option<Proxy> {
+        read(&self.stored).assemble(key)
+    }
+
+    /// The virtual host `name` of listener `listener` of the Proxy under `key`.
+    pub fn virtual_host(&self, key: &str, listener: &str, name: &str) -> Option<Arc<VirtualHostPart>> {
+        let stored = read(&self.stored);
+        stored
+            .parts
+            .get(key)?
+            .get(&vhost_part_key(key, listener, name))
+            .cloned()
+    }
+
+    /// Calls `f` with each virtual host of each Proxy (a scan of everything: for rare
+    /// events, such as an Upstream or a WASM module that changed).
+    pub fn for_each_virtual_host(&self, mut f: impl FnMut(&str, &VirtualHost)) {
+        let stored = read(&self.stored);
+        for (head, parts) in &stored.parts {
+            if !stored.heads.contains_key(head) {
+                continue;
+            }
+            for part in parts.values() {
+                if let Some(vhost) = &part.virtual_host {
+                    f(head, vhost);
+                }
+            }
+        }
+    }
+
+    /// The heads, by key.
+    pub fn heads(&self) -> BTreeMap<String, Arc<Proxy>> {
+        read(&self.stored).heads.clone()
+    }
+
+    /// Applies `events` (in order) and returns what changed, by Proxy key.
+    pub fn apply(&mut self, events: Vec<KvEvent>) -> BTreeMap<String, ProxyChange> {
+        let mut stored = self.stored.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before: BTreeSet<String> = stored.heads.keys().cloned().collect();
+        let mut changes: BTreeMap<String, ProxyChange> = BTreeMap::new();
+        let whole = |changes: &mut BTreeMap<String, ProxyChange>, head: String| {
+            changes.insert(head, ProxyChange::Whole);
+        };
         for event in events {
             match event {
                 KvEvent::Full(all) => {
-                    touched.extend(self.heads.keys().cloned());
-                    self.heads.clear();
-                    self.parts.clear();
+                    for head in stored.heads.keys() {
+                        whole(&mut changes, head.clone());
+                    }
+                    stored.heads.clear();
+                    stored.parts.clear();
                     for (key, value) in all {
-                        touched.insert(self.put(key, &value));
+                        if let Some(head) = put(&mut stored, key, &value) {
+                            whole(&mut changes, head.0);
+                        }
                     }
                 }
-                KvEvent::Put(key, value, _) => {
-                    touched.insert(self.put(key, &value));
-                }
-                KvEvent::Delete(key, _) => {
-                    touched.insert(self.delete(key));
-                }
+                KvEvent::Put(key, value, _) => match put(&mut stored, key, &value) {
+                    Some((head, None)) => whole(&mut changes, head),
+                    Some((head, Some(hosts))) => add_hosts(&mut changes, head, hosts),
+                    None => {}
+                },
+                KvEvent::Delete(key, _) => match delete(&mut stored, key) {
+                    Some((head, None)) => whole(&mut changes, head),
+                    Some((head, Some(hosts))) => add_hosts(&mut changes, head, hosts),
+                    None => {}
+                },
             }
         }
-        touched.into_iter().filter(|head| self.reassemble(head)).collect()
+        changes
+            .into_iter()
+            .filter_map(|(head, change)| {
+                if !stored.heads.contains_key(&head) {
+                    // Gone, or parts waiting for their head.
+                    return before.contains(&head).then_some((head, ProxyChange::Removed));
+                }
+                if !before.contains(&head) {
+                    return Some((head, ProxyChange::Whole));
+                }
+                Some((head, change))
+            })
+            .collect()
     }
+}
 
-    /// Stores one value; returns the head it belongs to.
-    fn put(&mut self, key: String, value: &Bytes) -> String {
-        match vhost_part_head(&key).map(str::to_string) {
-            Some(head) => {
-                if let Some(part) = decode::<VirtualHostPart>(&key, value) {
-                    self.parts.entry(head.clone()).or_default().insert(key, part);
-                }
-                head
+/// Adds virtual hosts to the change of `head` (a whole change covers them).
+fn add_hosts(changes: &mut BTreeMap<String, ProxyChange>, head: String, hosts: Vec<VirtualHostId>) {
+    match changes
+        .entry(head)
+        .or_insert_with(|| ProxyChange::VirtualHosts(BTreeSet::new()))
+    {
+        ProxyChange::VirtualHosts(set) => set.extend(hosts),
+        ProxyChange::Whole | ProxyChange::Removed => {}
+    }
+}
+
+/// The virtual host a part is.
+fn id_of(part: &VirtualHostPart) -> Option<VirtualHostId> {
+    let vhost = part.virtual_host.as_ref()?;
+    Some((part.listener.clone(), vhost.name.clone()))
+}
+
+/// Stores one value. `None`: nothing changed; else the head it belongs to and, for a part,
+/// the virtual hosts it changed (`None`: the head changed).
+fn put(stored: &mut Stored, key: String, value: &Bytes) -> Option<(String, Option<Vec<VirtualHostId>>)> {
+    match vhost_part_head(&key).map(str::to_string) {
+        Some(head) => {
+            let part = decode::<VirtualHostPart>(&key, value)?;
+            // A part is found by its listener and name: one stored under another key would
+            // be a writer's bug, and is left out (assembled or not, the same Proxy).
+            let expected = part
+                .virtual_host
+                .as_ref()
+                .map(|vhost| vhost_part_key(&head, &part.listener, &vhost.name));
+            if expected.as_deref() != Some(key.as_str()) {
+                tracing::error!(
+                    key,
+                    "a virtual host of kgw_proxies under another key than its own; ignored"
+                );
+                return None;
             }
-            None => {
-                if let Some(proxy) = decode::<Proxy>(&key, value) {
-                    self.heads.insert(key.clone(), proxy);
-                }
-                key
+            let parts = stored.parts.entry(head.clone()).or_default();
+            if parts.get(&key).is_some_and(|old| **old == part) {
+                return None;
             }
+            let mut ids: Vec<VirtualHostId> = id_of(&part).into_iter().collect();
+            if let Some(old) = parts.insert(key, Arc::new(part)) {
+                ids.extend(id_of(&old));
+            }
+            Some((head, Some(ids)))
+        }
+        None => {
+            let proxy = decode::<Proxy>(&key, value)?;
+            if stored.heads.get(&key).is_some_and(|old| **old == proxy) {
+                return None;
+            }
+            stored.heads.insert(key.clone(), Arc::new(proxy));
+            Some((key, None))
         }
     }
+}
 
-    fn delete(&mut self, key: String) -> String {
-        match vhost_part_head(&key).map(str::to_string) {
-            Some(head) => {
-                if let Some(parts) = self.parts.get_mut(&head) {
-                    parts.remove(&key);
-                    if parts.is_empty() {
-                        self.parts.remove(&head);
-                    }
-                }
-                head
+fn delete(stored: &mut Stored, key: String) -> Option<(String, Option<Vec<VirtualHostId>>)> {
+    match vhost_part_head(&key).map(str::to_string) {
+        Some(head) => {
+            let parts = stored.parts.get_mut(&head)?;
+            let old = parts.remove(&key)?;
+            if parts.is_empty() {
+                stored.parts.remove(&head);
             }
-            None => {
-                self.heads.remove(&key);
-                key
-            }
+            Some((head, Some(id_of(&old).into_iter().collect())))
         }
-    }
-
-    /// Assembles `head` again; true when the Proxy changed.
-    fn reassemble(&mut self, head: &str) -> bool {
-        let fresh = self.heads.get(head).map(|proxy| {
-            let parts = self.parts.get(head).into_iter().flat_map(|parts| parts.values());
-            proxy_parts::assemble(proxy, parts)
-        });
-        match fresh {
-            Some(proxy) if self.assembled.get(head) == Some(&proxy) => false,
-            Some(proxy) => {
-                self.assembled.insert(head.to_string(), proxy);
-                true
-            }
-            None => self.assembled.remove(head).is_some(),
+        None => {
+            stored.heads.remove(&key)?;
+            Some((key, None))
         }
     }
 }
@@ -153,15 +336,22 @@ mod tests {
         KvEvent::Put(key.to_string(), value.clone(), None)
     }
 
+    fn hosts(ids: &[(&str, &str)]) -> ProxyChange {
+        ProxyChange::VirtualHosts(ids.iter().map(|(l, n)| (l.to_string(), n.to_string())).collect())
+    }
+
     #[test]
     fn a_full_read_then_one_host_at_a_time() {
         let mut store = ProxyStore::default();
         let first = proxy(&[("a", "r1"), ("b", "r2")]);
         let changed = store.apply(vec![KvEvent::Full(values("default.gw", &first))]);
-        assert_eq!(changed, BTreeSet::from(["default.gw".to_string()]));
-        assert_eq!(store.proxies()["default.gw"], first);
+        assert_eq!(
+            changed,
+            BTreeMap::from([("default.gw".to_string(), ProxyChange::Whole)])
+        );
+        assert_eq!(store.assemble("default.gw"), Some(first.clone()));
 
-        // One host edited: one part written, the Proxy changes.
+        // One host edited: one part written, that host changes.
         let edited = proxy(&[("a", "r1"), ("b", "r2-edited")]);
         let new_values = values("default.gw", &edited);
         let (key, value) = new_values
@@ -170,9 +360,9 @@ mod tests {
             .expect("one value differs");
         assert_eq!(
             store.apply(vec![put(key, value)]),
-            BTreeSet::from(["default.gw".to_string()])
+            BTreeMap::from([("default.gw".to_string(), hosts(&[("listener~8080", "b")]))])
         );
-        assert_eq!(store.proxies()["default.gw"], edited);
+        assert_eq!(store.view().get("default.gw"), Some(edited));
 
         // The same value again changes nothing.
         assert!(store.apply(vec![put(key, value)]).is_empty());
@@ -182,8 +372,17 @@ mod tests {
             .into_iter()
             .find(|(k, _)| k.contains("._vh.") && k.ends_with("/a"))
             .expect("host a's key");
-        store.apply(vec![KvEvent::Delete(gone, None)]);
-        assert_eq!(store.proxies()["default.gw"], proxy(&[("b", "r2-edited")]));
+        assert_eq!(
+            store.apply(vec![KvEvent::Delete(gone, None)]),
+            BTreeMap::from([("default.gw".to_string(), hosts(&[("listener~8080", "a")]))])
+        );
+        assert_eq!(store.assemble("default.gw"), Some(proxy(&[("b", "r2-edited")])));
+        assert_eq!(
+            store
+                .virtual_host("default.gw", "listener~8080", "b")
+                .map(|p| p.listener.clone()),
+            Some("listener~8080".to_string())
+        );
     }
 
     #[test]
@@ -192,14 +391,21 @@ mod tests {
         let first = proxy(&[("a", "r1")]);
         store.apply(vec![KvEvent::Full(values("default.gw", &first))]);
         let changed = store.apply(vec![KvEvent::Delete("default.gw".into(), None)]);
-        assert_eq!(changed, BTreeSet::from(["default.gw".to_string()]));
-        assert!(store.proxies().is_empty());
+        assert_eq!(
+            changed,
+            BTreeMap::from([("default.gw".to_string(), ProxyChange::Removed)])
+        );
+        assert!(store.view().is_empty());
 
         // Parts before their head: nothing until the head arrives.
         let other = values("default.other", &proxy(&[("x", "r9")]));
         let (parts, head): (Vec<_>, Vec<_>) = other.iter().partition(|(k, _)| k.contains("._vh."));
         assert!(store.apply(parts.iter().map(|(k, v)| put(k, v)).collect()).is_empty());
-        store.apply(head.iter().map(|(k, v)| put(k, v)).collect());
-        assert_eq!(store.proxies()["default.other"], proxy(&[("x", "r9")]));
+        let changed = store.apply(head.iter().map(|(k, v)| put(k, v)).collect());
+        assert_eq!(
+            changed,
+            BTreeMap::from([("default.other".to_string(), ProxyChange::Whole)])
+        );
+        assert_eq!(store.view().all()["default.other"], proxy(&[("x", "r9")]));
     }
 }

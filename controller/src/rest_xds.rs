@@ -155,7 +155,7 @@ pub fn discover<S: SnapshotSource>(peer: &Peer, source: &S, path: &str, body: &[
         .snapshot(&role)
         .ok_or_else(|| RestXdsError::UnknownRole(role.clone()))?;
     let empty = Default::default();
-    let resources = snapshot.types.get(type_url).unwrap_or(&empty);
+    let resources = snapshot.resources(type_url).unwrap_or(&empty);
     // As ADS: a type without resources has version "empty".
     let version = if resources.version.is_empty() {
         "empty"

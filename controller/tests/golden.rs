@@ -116,10 +116,12 @@ fn render(input: &Path) -> String {
         let mut doc = serde_json::Map::new();
         for type_url in PUSH_ORDER {
             // Only cases with HTTPS listeners have any (the others' outputs stay as they were).
-            if type_url == SECRET && !snapshot.types.contains_key(SECRET) {
+            if type_url == SECRET && !snapshot.has(SECRET) {
                 continue;
             }
-            let items: Vec<serde_json::Value> = snapshot.types[type_url]
+            let items: Vec<serde_json::Value> = snapshot
+                .resources(type_url)
+                .expect("a served type")
                 .items
                 .values()
                 .map(|any| any_to_json(any).expect("known Envoy type"))

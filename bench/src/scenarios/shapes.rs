@@ -1,6 +1,6 @@
 //! Propagation at 1k–20k routes in two shapes (issue 9): routes spread over hostnames (one
 //! each), and every route under one hostname (one virtual host of N routes). Per shape one
-//! system is grown through the sizes; at each size:
+//! system (Envoy on delta ADS, the chart's default) is grown through the sizes; at each size:
 //! - `propagation_ms.<shape>.<n>`: new route file → first 200 ([`propagation::sample_in`]);
 //! - `envoy_floor_ads_ms.<shape>.<n>`: the same change pushed over ADS to a fresh Envoy
 //!   ([`ads_floor`]), and `ratio_to_floor.<shape>.<n>` = ours / floor (p50 and p99);
@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Result, anyhow};
+use kgw_harness::envoy::XdsProtocol;
 use kgw_harness::{Component, write_manifest_atomically};
 use serde_json::{Map, Value, json};
 
@@ -36,10 +37,14 @@ pub async fn run(plan: &Plan, report: &mut Report) -> Result<()> {
 }
 
 async fn run_shape(plan: &Plan, shape: Shape, report: &mut Report) -> Result<()> {
-    let fleet = Fleet::start(|dir, _| {
-        write_manifest_atomically(dir, "gateway.yaml", &routeset::gateway_yaml())?;
-        Ok(())
-    })
+    // Envoy on delta ADS, as the chart runs it: a new route sends its one virtual host (VHDS).
+    let fleet = Fleet::start_with(
+        |dir, _| {
+            write_manifest_atomically(dir, "gateway.yaml", &routeset::gateway_yaml())?;
+            Ok(())
+        },
+        |config| config.xds_protocol = XdsProtocol::Delta,
+    )
     .await?;
     let key = shape.key();
     let mut loaded = 0;

@@ -6,6 +6,9 @@
 //! `gateway_translate_one_route_ms`: the gateway's part alone of one route change, Gateway
 //! API → Proxy KV values, through its incremental translator (the route translated again,
 //! its virtual host patched, the changed values encoded).
+//! `controller_apply_one_route_ms` (at the shape sizes, 1k–20k): the controller's whole
+//! path for one changed virtual-host value of KV, in process: Proxy store → the changed
+//! virtual host translated → snapshot (with its VHDS index) published.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -107,7 +110,110 @@ pub fn run(plan: &Plan, report: &mut Report) -> Result<()> {
                    "envoy_routes": routes, "clusters": clusters, "proxy_bytes": proxy_bytes}),
         );
     }
+    for &n in &plan.shape_sizes {
+        let runs = controller_apply_one_route(plan, n, &backends, &gateway_options, &settings)?;
+        let m = median(&runs);
+        eprintln!("kgw-bench: controller apply one route at {n} virtual hosts: {m:.3} ms (runs {runs:?})");
+        report.set_in("controller_apply_one_route_ms", &Plan::key(n), json!(m));
+        report.detail(&format!("controller_apply_one_route_{n}"), json!({"runs_ms": runs}));
+    }
     Ok(())
+}
+
+/// `controller_apply_one_route_ms`: the controller's whole path for one changed virtual
+/// host part of `kgw_proxies`, in process: the KV event applied to its Proxy store, the
+/// changed virtual host translated again, the snapshot made (its VHDS index with it) and
+/// published. `n` routes, one hostname (one virtual host) each.
+fn controller_apply_one_route(
+    plan: &Plan,
+    n: usize,
+    backends: &Backends,
+    options: &gateway::translate::Options,
+    settings: &Settings,
+) -> Result<Vec<f64>> {
+    use bytes::Bytes;
+    use kgw_common::bus::KvEvent;
+    use prost::Message as _;
+    let mut index = routeset::index(n, backends)?;
+    let upstreams = kgw_common::upstreams::upstreams(&index);
+    // The KV values of each version of route 0 (every Proxy split as the gateway writes it).
+    let values = |index: &Index| -> BTreeMap<String, Bytes> {
+        let mut out = BTreeMap::new();
+        for (key, proxy) in &gateway::translate::translate(index, options).proxies {
+            let (head, parts) = kgw_common::proxy_parts::split(key, proxy);
+            out.insert(key.clone(), Bytes::from(head.encode_to_vec()));
+            out.extend(parts.into_iter().map(|(k, p)| (k, Bytes::from(p.encode_to_vec()))));
+        }
+        out
+    };
+    let first = values(&index);
+    let mut changes: Vec<Vec<KvEvent>> = Vec::new();
+    for variant in [1, 0] {
+        let yaml = route_zero(n, variant);
+        routeset::apply_yaml(&mut index, &yaml)?;
+        let now = values(&index);
+        let events: Vec<KvEvent> = now
+            .iter()
+            .filter(|(k, v)| first.get(*k) != Some(*v) || variant == 0)
+            .filter(|(k, _)| k.contains("._vh.") && k.contains("r0"))
+            .map(|(k, v)| KvEvent::Put(k.clone(), v.clone(), None))
+            .collect();
+        ensure!(
+            events.len() == 1,
+            "one changed part per route change, not {}",
+            events.len()
+        );
+        changes.push(events);
+    }
+    use controller::proxies::{ProxyChange, ProxyStore};
+    let mut store = ProxyStore::default();
+    let mut translator = IncrementalTranslator::default();
+    let cache = controller::xds::SnapshotCache::default();
+    // As the actor does (`controller::actor`): the changed virtual hosts translated, the
+    // whole Proxy when the translator declines.
+    let mut step = |events: Vec<KvEvent>| {
+        for (key, change) in store.apply(events) {
+            let role = kgw_proto::nats::key_to_role(&key);
+            let Some(head) = store.head(&key).filter(|_| change != ProxyChange::Removed) else {
+                translator.forget(&key);
+                cache.set(&role, None);
+                continue;
+            };
+            let by_parts = match &change {
+                ProxyChange::VirtualHosts(hosts) => {
+                    let lookup = |listener: &str, name: &str| store.virtual_host(&key, listener, name);
+                    translator.translate_changed(&key, &head, hosts, &lookup, &upstreams, settings)
+                }
+                _ => None,
+            };
+            let translated = by_parts.unwrap_or_else(|| {
+                let proxy = store.assemble(&key).unwrap_or_default();
+                translator.translate_whole(&key, Some(&head), &proxy, &upstreams, settings)
+            });
+            let snapshot = std::sync::Arc::new(translated.snapshot);
+            black_box(snapshot.vhds());
+            cache.set(&role, Some(snapshot));
+        }
+    };
+    step(vec![KvEvent::Full(first)]);
+    let _subscriber = controller::xds::SnapshotSource::subscribe(&cache, &kgw_proto::nats::key_to_role("default.gw"));
+    let mut runs = Vec::new();
+    for run in 0..plan.one_route_runs.max(5) {
+        let events = changes[run % 2].clone();
+        let started = Instant::now();
+        step(events);
+        runs.push(ms(started.elapsed()));
+    }
+    Ok(runs)
+}
+
+/// Route 0 of a set of `n` in `variant`.
+fn route_zero(n: usize, variant: usize) -> String {
+    routeset::route_yaml(
+        &routeset::route_name(0),
+        &routeset::service_of(0, routeset::services_for(n)),
+        variant,
+    )
 }
 
 /// The controller's time for one changed route (its own virtual host), Proxy → served

@@ -100,6 +100,24 @@ pub(crate) struct Assembled {
     /// One per HTTP listener, in listener order.
     pub(crate) route_tables: Vec<RouteTable>,
     pub(crate) problems: Vec<Problem>,
+    /// Of `problems`, those of listeners left out (by listener index), and those after the
+    /// listeners' (of the Envoy listeners and the client certificate), for a translation
+    /// that puts them together again (`cache`).
+    pub(crate) listener_problems: Vec<(usize, Problem)>,
+    pub(crate) tail_problems: Vec<Problem>,
+    /// The client certificate of TLS clusters, as found.
+    pub(crate) client_certificate: Option<String>,
+    /// Every cluster the routes name, by name: the Upstream's key, its TLS, and its cluster
+    /// (`None`: no such Upstream).
+    pub(crate) referenced: Vec<Referenced>,
+}
+
+/// A cluster the routes name.
+pub(crate) struct Referenced {
+    pub(crate) name: String,
+    pub(crate) key: String,
+    pub(crate) tls: Option<ClusterTls>,
+    pub(crate) cluster: Option<Arc<UpstreamCluster>>,
 }
 
 impl Assembled {
@@ -133,6 +151,8 @@ impl Assembled {
 pub(crate) struct RouteTable {
     /// The listener's name, which its RouteConfiguration has too.
     pub(crate) name: String,
+    /// The listener's index in the Proxy.
+    pub(crate) listener: usize,
     /// In the Proxy's order.
     pub(crate) virtual_hosts: Vec<Arc<VirtualHostTranslation>>,
     /// Every WASM filter the routes run (Envoy name → filter); the listener runs them.
@@ -174,25 +194,30 @@ pub(crate) fn assemble(
     // (bind address, port) → the filter chains of the Proxy listeners there, by name.
     let mut envoy_listeners: BTreeMap<(String, u32), Vec<(String, FilterChain)>> = BTreeMap::new();
     let mut secrets = BTreeMap::new();
-    for listener in &proxy.listeners {
+    let mut listener_problems = Vec::new();
+    for (index, listener) in proxy.listeners.iter().enumerate() {
         let Some(pb::listener::ListenerType::HttpListener(http)) = &listener.listener_type else {
-            problems.push(Problem {
+            let problem = Problem {
                 severity: Severity::Error,
                 path: format!("listener/{}", listener.name),
                 source: listener.sources.first().cloned(),
                 message: "listener has no type".into(),
-            });
+            };
+            listener_problems.push((index, problem.clone()));
+            problems.push(problem);
             continue;
         };
         let chain_secrets = match listener_secrets(listener, settings) {
             Ok(found) => found,
             Err(message) => {
-                problems.push(Problem {
+                let problem = Problem {
                     severity: Severity::Error,
                     path: format!("listener/{}", listener.name),
                     source: listener.sources.first().cloned(),
                     message,
-                });
+                };
+                listener_problems.push((index, problem.clone()));
+                problems.push(problem);
                 continue;
             }
         };
@@ -241,10 +266,12 @@ pub(crate) fn assemble(
             .push((listener.name.clone(), chain));
         route_tables.push(RouteTable {
             name: listener.name.clone(),
+            listener: index,
             virtual_hosts,
             wasm_used,
         });
     }
+    let tail_from = problems.len();
     for ((address, port), chains) in envoy_listeners {
         out.listeners
             .push(merge_chains(&address, port, chains, proxy, &mut problems));
@@ -255,20 +282,28 @@ pub(crate) fn assemble(
         backend_client_certificate(proxy, settings, &mut secrets, &mut problems)
     };
     out.secrets = secrets.into_values().collect();
+    let mut served_clusters = Vec::with_capacity(referenced.len());
     for (name, key) in referenced {
-        // Found when its virtual host was translated; a cache that missed its removal
-        // would leave it here, so it is looked up again.
-        let Some(upstream) = upstreams.get(&key) else {
-            continue;
-        };
-        let meta = upstream.metadata.clone().unwrap_or_default();
-        out.upstream_keys
-            .insert(kgw_proto::nats::key(&meta.namespace, &meta.name));
         let tls = tls_of.remove(&name).map(|tls| ClusterTls {
             tls,
             client_certificate: client_certificate.clone(),
         });
-        upstream_clusters.push(parts.cluster(&name, &key, upstream, tls.as_ref()));
+        // Found when its virtual host was translated; a cache that missed its removal
+        // would leave it here, so it is looked up again.
+        let cluster = upstreams.get(&key).map(|upstream| {
+            let meta = upstream.metadata.clone().unwrap_or_default();
+            out.upstream_keys
+                .insert(kgw_proto::nats::key(&meta.namespace, &meta.name));
+            let cluster = parts.cluster(&name, &key, upstream, tls.as_ref());
+            upstream_clusters.push(Arc::clone(&cluster));
+            cluster
+        });
+        served_clusters.push(Referenced {
+            name,
+            key,
+            tls,
+            cluster,
+        });
     }
     let meta = proxy.metadata.clone().unwrap_or_default();
     let role = kgw_proto::nats::role(&meta.namespace, &meta.name);
@@ -292,11 +327,16 @@ pub(crate) fn assemble(
         ));
     }
     out.listeners.sort_by(|a, b| a.name.cmp(&b.name));
+    let tail_problems = problems[tail_from..].to_vec();
     Assembled {
         resources: out,
         upstream_clusters,
         route_tables,
         problems,
+        listener_problems,
+        tail_problems,
+        client_certificate,
+        referenced: served_clusters,
     }
 }
 

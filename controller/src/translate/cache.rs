@@ -14,6 +14,20 @@
 //!   its routes run (the first virtual host to run a filter fixes its config).
 //!
 //! An Upstream's cluster is reused while that Upstream does not change.
+//!
+//! # Changed virtual hosts only
+//! [`IncrementalTranslator::translate_changed`] goes further when the Proxy store says which
+//! virtual hosts changed (and the head and settings did not): only those are translated,
+//! and the last snapshot is changed where they are (their route table entries and VHDS
+//! resources; the clusters they name). It keeps, from the last whole translation, what
+//! assembling needs besides the virtual hosts: the problems by place, which virtual host
+//! names which cluster (the last in Proxy order decides a cluster's Upstream and TLS), and
+//! the clusters served. It declines (the caller translates the whole Proxy) when a changed
+//! virtual host is on a listener whose virtual hosts depend on one another (WASM filters:
+//! the first to run one fixes its config, and the listener's filters and catch-alls follow
+//! from all of them), on a listener whose name is not unique, whose virtual hosts are not in
+//! name order, or left out; or when TLS clusters appear or all go (the client certificate
+//! is looked up then).
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
@@ -25,11 +39,15 @@ use kgw_proto::v1 as pb;
 use super::upstream_tls::ClusterTls;
 use super::{
     EnvoyResources, Problem, Settings, VirtualHostInputs, VirtualHostTranslation,
-    assemble::{Assembled, Parts, RouteTable, UpstreamCluster, assemble},
+    assemble::{Assembled, Parts, Referenced, RouteTable, UpstreamCluster, assemble},
     routes,
     wasm::WasmModules,
 };
-use crate::xds::{Snapshot, canonical, snapshot::PackedResources};
+use crate::xds::{
+    Snapshot, canonical,
+    snapshot::{CLUSTER, ENDPOINT, PackedResources, TypeResources},
+    tables::{HostEntry, ServedTable},
+};
 
 /// Translates Proxies, reusing what did not change since their last translation. Holds one
 /// cache per Proxy (by its KV key).
@@ -59,7 +77,7 @@ pub struct SnapshotTranslation {
     /// What Envoy is served.
     pub snapshot: Snapshot,
     /// As [`EnvoyResources::upstream_keys`].
-    pub upstream_keys: BTreeSet<String>,
+    pub upstream_keys: Arc<BTreeSet<String>>,
     /// As [`super::translate`] reports them.
     pub problems: Vec<Problem>,
 }
@@ -74,20 +92,71 @@ struct ProxyCache {
     virtual_hosts: BTreeMap<String, BTreeMap<String, CachedVirtualHost>>,
     /// Cluster name → the cluster last made for it.
     clusters: BTreeMap<String, CachedCluster>,
+    /// What [`IncrementalTranslator::translate_changed`] starts from, when it can.
+    served: Option<Served>,
+    /// As [`EnvoyResources::upstream_keys`], of the last translation served (`None`: none).
+    upstream_keys: Option<Arc<BTreeSet<String>>>,
+}
+
+/// The place of a virtual host in its Proxy: its listener's index, then its name (a
+/// listener whose virtual hosts change one by one) or its index, zero-padded.
+type Place = (usize, String);
+
+/// The last translation of a Proxy, as served, and what assembling it took besides its
+/// virtual hosts (see the module doc).
+struct Served {
+    settings: Settings,
+    /// The Proxy without its virtual hosts.
+    head: Arc<pb::Proxy>,
+    /// Listener name → index, of the listeners whose virtual hosts change one by one.
+    by_parts: BTreeMap<String, usize>,
+    listener_count: usize,
+    /// Problems of listeners left out, of virtual hosts by place, and after the listeners'.
+    listener_problems: BTreeMap<usize, Vec<Problem>>,
+    host_problems: BTreeMap<Place, Vec<Problem>>,
+    tail_problems: Vec<Problem>,
+    /// Cluster name → the virtual hosts naming it, by place → the Upstream's key (the last
+    /// decides); and those naming its TLS variant's TLS.
+    refs: BTreeMap<String, BTreeMap<Place, String>>,
+    tls_refs: BTreeMap<String, BTreeMap<Place, pb::UpstreamTls>>,
+    client_certificate: Option<String>,
+    /// The clusters the routes name, by name.
+    clusters: BTreeMap<String, ServedCluster>,
+    /// The controller's own clusters, packed.
+    own_clusters: BTreeMap<String, Any>,
+    upstream_keys: Arc<BTreeSet<String>>,
+    snapshot: Snapshot,
+}
+
+#[derive(PartialEq)]
+struct ServedCluster {
+    key: String,
+    tls: Option<ClusterTls>,
+    /// `None`: no such Upstream.
+    cluster: Option<Arc<UpstreamCluster>>,
+}
+
+impl PartialEq for UpstreamCluster {
+    /// The same cluster when it is the same one: clusters are shared, never compared.
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
 }
 
 struct CachedVirtualHost {
     /// The virtual host it was translated from.
     input: pb::VirtualHost,
     translation: Arc<VirtualHostTranslation>,
+    /// Its route table entry (its listener's table), made once.
+    entry: std::sync::OnceLock<Arc<HostEntry>>,
 }
 
 impl CachedVirtualHost {
     fn names_any_of(&self, upstream_keys: &BTreeSet<String>) -> bool {
         let translation = &self.translation;
         translation
-            .found_upstreams
-            .values()
+            .found_keys
+            .iter()
             .chain(&translation.missing_upstreams)
             .any(|key| upstream_keys.contains(key))
     }
@@ -115,8 +184,8 @@ impl IncrementalTranslator {
     }
 
     /// Translates the Proxy under KV key `key` into the snapshot Envoy is served: what
-    /// [`Snapshot::new`] gives for [`Self::translate`]'s resources, without making the route
-    /// tables (a route table costs the bytes of its virtual hosts, copied).
+    /// [`Snapshot::new`] gives for [`Self::translate`]'s resources, its route tables made of
+    /// the cached virtual hosts' bytes.
     pub fn translate_to_snapshot(
         &mut self,
         key: &str,
@@ -124,12 +193,51 @@ impl IncrementalTranslator {
         upstreams: &BTreeMap<String, pb::Upstream>,
         settings: &Settings,
     ) -> SnapshotTranslation {
+        self.translate_whole(key, None, proxy, upstreams, settings)
+    }
+
+    /// [`Self::translate_to_snapshot`] of the Proxy `proxy` whose head (the Proxy without
+    /// its virtual hosts) is `head`, as the Proxy store holds it (else made from `proxy`).
+    pub fn translate_whole(
+        &mut self,
+        key: &str,
+        head: Option<&Arc<pb::Proxy>>,
+        proxy: &pb::Proxy,
+        upstreams: &BTreeMap<String, pb::Upstream>,
+        settings: &Settings,
+    ) -> SnapshotTranslation {
         let assembled = self.assemble(key, proxy, upstreams, settings);
-        // Each type as `Snapshot::new` takes it: sorted by name, the last of a name kept.
-        let mut route_tables: Vec<(String, Any)> = assembled.route_tables.iter().map(pack_route_table).collect();
-        route_tables.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        for listener in &proxy.listeners {
+            *names.entry(listener.name.as_str()).or_default() += 1;
+        }
+        let mut tables = Vec::with_capacity(assembled.route_tables.len());
+        let mut by_parts = BTreeMap::new();
+        let cached = self.proxies.get(key);
+        for table in &assembled.route_tables {
+            let vhosts = virtual_hosts(proxy, table.listener);
+            let in_order = vhosts.windows(2).all(|w| w[0].name < w[1].name);
+            let cached_hosts = cached.and_then(|cache| cache.virtual_hosts.get(&table.name));
+            let by_name = (table.wasm_used.is_empty() && in_order)
+                .then(|| by_name_table(table, vhosts, cached_hosts))
+                .flatten();
+            match by_name {
+                Some(served) => {
+                    if names.get(table.name.as_str()) == Some(&1) {
+                        by_parts.insert(table.name.clone(), table.listener);
+                    }
+                    tables.push(served);
+                }
+                None => {
+                    let (name, any) = pack_route_table(table);
+                    match ServedTable::from_packed(&name, &any) {
+                        Ok(served) => tables.push(served),
+                        Err(error) => tracing::error!(table = %name, %error, "route table not read; left out"),
+                    }
+                }
+            }
+        }
         let mut packed = PackedResources {
-            routes: route_tables.into_iter().collect(),
             listeners: assembled
                 .resources
                 .listeners
@@ -154,14 +262,234 @@ impl IncrementalTranslator {
             }
         }
         // The controller's own clusters come after the Upstreams' (as in the resources).
-        for cluster in &assembled.resources.clusters {
-            packed.clusters.insert(cluster.name.clone(), pack_any(cluster.clone()));
+        let own_clusters: BTreeMap<String, Any> = assembled
+            .resources
+            .clusters
+            .iter()
+            .map(|cluster| (cluster.name.clone(), pack_any(cluster.clone())))
+            .collect();
+        packed.clusters.extend(own_clusters.clone());
+        let snapshot = Snapshot::from_parts(packed, tables);
+        let upstream_keys = Arc::new(assembled.resources.upstream_keys.clone());
+        let head = head.cloned().unwrap_or_else(|| Arc::new(head_of(proxy)));
+        let mut served = served_state(proxy, head, settings, &assembled, by_parts, own_clusters);
+        served.upstream_keys = Arc::clone(&upstream_keys);
+        served.snapshot = snapshot.clone();
+        if let Some(cache) = self.proxies.get_mut(key) {
+            cache.served = Some(served);
+            cache.upstream_keys = Some(Arc::clone(&upstream_keys));
         }
         SnapshotTranslation {
-            snapshot: Snapshot::from_packed(packed),
-            upstream_keys: assembled.resources.upstream_keys,
+            snapshot,
+            upstream_keys,
             problems: assembled.problems,
         }
+    }
+
+    /// Translates again only the virtual hosts `changed` (listener name, virtual host name)
+    /// of the Proxy under KV key `key`, whose head is `head` and whose virtual hosts
+    /// `virtual_host` gives (`None`: gone): what [`Self::translate_to_snapshot`] gives for the
+    /// whole Proxy. `None` when it cannot (see the module doc): translate the whole Proxy.
+    pub fn translate_changed(
+        &mut self,
+        key: &str,
+        head: &Arc<pb::Proxy>,
+        changed: &BTreeSet<(String, String)>,
+        virtual_host: &dyn Fn(&str, &str) -> Option<Arc<pb::VirtualHostPart>>,
+        upstreams: &BTreeMap<String, pb::Upstream>,
+        settings: &Settings,
+    ) -> Option<SnapshotTranslation> {
+        let cache = self.proxies.get_mut(key)?;
+        let ProxyCache {
+            virtual_hosts: cached_hosts,
+            clusters: cached_clusters,
+            served: served_slot,
+            upstream_keys: served_keys,
+            ..
+        } = cache;
+        let served = served_slot.as_mut()?;
+        let same_head = Arc::ptr_eq(&served.head, head) || served.head == *head;
+        if !same_head || served.settings != *settings {
+            return None;
+        }
+        let on_head = |listener: &str| head.listeners.iter().any(|l| l.name == listener);
+        if changed
+            .iter()
+            .any(|(listener, _)| !served.by_parts.contains_key(listener) && on_head(listener))
+        {
+            return None;
+        }
+        let had_tls = !served.tls_refs.is_empty();
+        let mut snapshot = served.snapshot.clone();
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        let mut reuse = Reuse::default();
+        let mut decline = false;
+        let no_wasm = BTreeMap::new();
+        for (listener, name) in changed {
+            // A listener the head does not have: its parts wait.
+            let Some(&index) = served.by_parts.get(listener) else {
+                continue;
+            };
+            let place = (index, name.clone());
+            let hosts = cached_hosts.entry(listener.clone()).or_default();
+            if let Some(old) = hosts.remove(name) {
+                forget_refs(served, &place, &old.translation, &mut touched);
+            }
+            served.host_problems.remove(&place);
+            let part = virtual_host(listener, name);
+            let Some(vhost) = part.as_ref().and_then(|p| p.virtual_host.as_ref()) else {
+                snapshot.set_host(listener, name.clone(), None);
+                continue;
+            };
+            let inputs = VirtualHostInputs {
+                listener,
+                upstreams,
+                wasm_modules: &settings.wasm,
+                earlier_wasm: &no_wasm,
+            };
+            let mut translation = routes::virtual_host(vhost, inputs);
+            translation.compact();
+            reuse.virtual_hosts_translated += 1;
+            let translation = Arc::new(translation);
+            // WASM filters tie the listener's virtual hosts together: the whole Proxy.
+            decline |= translation.uses_wasm_modules || !translation.wasm_added.is_empty();
+            add_refs(served, &place, &translation, &mut touched);
+            let entry = std::sync::OnceLock::new();
+            match HostEntry::translated(listener, Arc::clone(&translation)) {
+                Ok(made) => {
+                    let made = Arc::new(made);
+                    let _ = entry.set(Arc::clone(&made));
+                    snapshot.set_host(listener, name.clone(), Some(made));
+                }
+                Err(_) => decline = true,
+            }
+            hosts.insert(
+                name.clone(),
+                CachedVirtualHost {
+                    input: vhost.clone(),
+                    translation,
+                    entry,
+                },
+            );
+        }
+        // The client certificate is looked up only when TLS clusters appear.
+        if decline || had_tls == served.tls_refs.is_empty() {
+            *served_slot = None;
+            return None;
+        }
+        let mut clusters_changed = false;
+        for name in touched {
+            let winner = served.refs.get(&name).and_then(|r| r.values().next_back()).cloned();
+            let Some(upstream_key) = winner else {
+                clusters_changed |= served.clusters.remove(&name).is_some();
+                continue;
+            };
+            let tls = served
+                .tls_refs
+                .get(&name)
+                .and_then(|r| r.values().next_back())
+                .map(|tls| ClusterTls {
+                    tls: tls.clone(),
+                    client_certificate: served.client_certificate.clone(),
+                });
+            let upstream = upstreams.get(&upstream_key);
+            let same = served
+                .clusters
+                .get(&name)
+                .is_some_and(|c| c.key == upstream_key && c.tls == tls && c.cluster.is_some() == upstream.is_some());
+            if same {
+                continue;
+            }
+            clusters_changed = true;
+            let cluster = upstream.map(|upstream| match cached_clusters.get(&name) {
+                Some(cached) if cached.upstream_key == upstream_key && cached.tls == tls => {
+                    reuse.clusters_reused += 1;
+                    Arc::clone(&cached.cluster)
+                }
+                _ => {
+                    reuse.clusters_made += 1;
+                    let cluster = Arc::new(UpstreamCluster::new(&name, upstream, tls.as_ref()));
+                    cached_clusters.insert(
+                        name.clone(),
+                        CachedCluster {
+                            upstream_key: upstream_key.clone(),
+                            tls: tls.clone(),
+                            cluster: Arc::clone(&cluster),
+                        },
+                    );
+                    cluster
+                }
+            });
+            served.clusters.insert(
+                name,
+                ServedCluster {
+                    key: upstream_key,
+                    tls,
+                    cluster,
+                },
+            );
+        }
+        if clusters_changed {
+            let mut clusters = BTreeMap::new();
+            let mut endpoints = BTreeMap::new();
+            let mut upstream_keys = BTreeSet::new();
+            for served_cluster in served.clusters.values() {
+                let Some(cluster) = &served_cluster.cluster else {
+                    continue;
+                };
+                if let Some(upstream) = upstreams.get(&served_cluster.key) {
+                    let meta = upstream.metadata.clone().unwrap_or_default();
+                    upstream_keys.insert(kgw_proto::nats::key(&meta.namespace, &meta.name));
+                }
+                let (packed, packed_endpoints) = cluster.packed();
+                clusters.insert(cluster.cluster.name.clone(), packed.clone());
+                if let (Some(assignment), Some(packed_endpoints)) = (&cluster.endpoints, packed_endpoints) {
+                    endpoints.insert(assignment.cluster_name.clone(), packed_endpoints.clone());
+                }
+            }
+            clusters.extend(served.own_clusters.clone());
+            snapshot.set_type(CLUSTER, Some(Arc::new(TypeResources::new(clusters))));
+            snapshot.set_type(ENDPOINT, Some(Arc::new(TypeResources::new(endpoints))));
+            served.upstream_keys = Arc::new(upstream_keys);
+            *served_keys = Some(Arc::clone(&served.upstream_keys));
+        }
+        snapshot.finish();
+        let mut problems = Vec::new();
+        for index in 0..served.listener_count {
+            problems.extend(served.listener_problems.get(&index).into_iter().flatten().cloned());
+            let next = (index + 1, String::new());
+            for (_, found) in served.host_problems.range((index, String::new())..next) {
+                problems.extend(found.iter().cloned());
+            }
+        }
+        problems.extend(served.tail_problems.iter().cloned());
+        served.snapshot = snapshot.clone();
+        self.last = reuse;
+        Some(SnapshotTranslation {
+            snapshot,
+            upstream_keys: Arc::clone(&served.upstream_keys),
+            problems,
+        })
+    }
+
+    /// The Proxies whose last translation served named one of the Upstreams `keys` (by
+    /// [`EnvoyResources::upstream_keys`]), or none at all.
+    pub fn proxies_naming(&self, keys: &BTreeSet<String>) -> BTreeSet<String> {
+        self.proxies
+            .iter()
+            .filter(|(_, cache)| {
+                cache
+                    .upstream_keys
+                    .as_ref()
+                    .is_some_and(|named| named.is_empty() || named.iter().any(|k| keys.contains(k)))
+            })
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    /// Whether the Proxy under `key` was translated into a snapshot.
+    pub fn translated(&self, key: &str) -> bool {
+        self.proxies.get(key).is_some_and(|cache| cache.upstream_keys.is_some())
     }
 
     /// The Proxy's parts, from its cache where they hold; the cache then holds these.
@@ -199,10 +527,20 @@ impl IncrementalTranslator {
             return;
         }
         for cache in self.proxies.values_mut() {
+            let before: usize = cache.virtual_hosts.values().map(BTreeMap::len).sum::<usize>() + cache.clusters.len();
             for hosts in cache.virtual_hosts.values_mut() {
                 hosts.retain(|_, cached| !cached.names_any_of(keys));
             }
             cache.clusters.retain(|_, cached| !keys.contains(&cached.upstream_key));
+            let after: usize = cache.virtual_hosts.values().map(BTreeMap::len).sum::<usize>() + cache.clusters.len();
+            let served_names_one = cache
+                .served
+                .as_ref()
+                .is_some_and(|served| served.clusters.values().any(|c| keys.contains(&c.key)));
+            if before != after || served_names_one {
+                // What was served named them, or waited for them: assembled whole next time.
+                cache.served = None;
+            }
         }
     }
 
@@ -222,6 +560,179 @@ impl IncrementalTranslator {
             .get(key)
             .map_or(0, |cache| cache.virtual_hosts.values().map(BTreeMap::len).sum())
     }
+}
+
+/// The virtual hosts of HTTP listener `index` of `proxy`.
+fn virtual_hosts(proxy: &pb::Proxy, index: usize) -> &[pb::VirtualHost] {
+    match proxy.listeners.get(index).and_then(|l| l.listener_type.as_ref()) {
+        Some(pb::listener::ListenerType::HttpListener(http)) => &http.virtual_hosts,
+        None => &[],
+    }
+}
+
+/// A listener's route table, its virtual hosts by name (`vhosts`, the Proxy's, in name
+/// order), their entries taken from the cache (`cached`, the listener's) where it made
+/// them; `None` if a virtual host's bytes cannot be read (never: they are ours).
+fn by_name_table(
+    table: &RouteTable,
+    vhosts: &[pb::VirtualHost],
+    cached: Option<&BTreeMap<String, CachedVirtualHost>>,
+) -> Option<ServedTable> {
+    let mut entries = Vec::with_capacity(vhosts.len());
+    for (translation, vhost) in table.virtual_hosts.iter().zip(vhosts) {
+        let make = || HostEntry::translated(&table.name, Arc::clone(translation)).map(Arc::new);
+        let entry = match cached
+            .and_then(|hosts| hosts.get(&vhost.name))
+            .filter(|c| Arc::ptr_eq(&c.translation, translation))
+        {
+            Some(hit) => match hit.entry.get() {
+                Some(entry) => Arc::clone(entry),
+                None => {
+                    let entry = make().ok()?;
+                    Arc::clone(hit.entry.get_or_init(|| entry))
+                }
+            },
+            None => make().ok()?,
+        };
+        entries.push((vhost.name.clone(), entry));
+    }
+    Some(ServedTable::by_name(&super::route_table_head(&table.name), entries))
+}
+
+/// The place of virtual host `j` (named `name`) of listener `index`.
+fn place(by_parts: &BTreeMap<String, usize>, listener: &str, index: usize, j: usize, name: &str) -> Place {
+    if by_parts.get(listener) == Some(&index) {
+        (index, name.to_string())
+    } else {
+        (index, format!("{j:010}"))
+    }
+}
+
+/// `proxy` without its virtual hosts (a copy of all of it first: for callers without the
+/// Proxy store's head).
+fn head_of(proxy: &pb::Proxy) -> pb::Proxy {
+    let mut head = proxy.clone();
+    for listener in &mut head.listeners {
+        if let Some(pb::listener::ListenerType::HttpListener(http)) = listener.listener_type.as_mut() {
+            http.virtual_hosts.clear();
+        }
+    }
+    head
+}
+
+/// What [`IncrementalTranslator::translate_changed`] needs of a whole translation (its
+/// snapshot and Upstream keys set by the caller).
+fn served_state(
+    proxy: &pb::Proxy,
+    head: Arc<pb::Proxy>,
+    settings: &Settings,
+    assembled: &Assembled,
+    by_parts: BTreeMap<String, usize>,
+    own_clusters: BTreeMap<String, Any>,
+) -> Served {
+    let mut served = Served {
+        settings: settings.clone(),
+        head,
+        by_parts,
+        listener_count: proxy.listeners.len(),
+        listener_problems: BTreeMap::new(),
+        host_problems: BTreeMap::new(),
+        tail_problems: assembled.tail_problems.clone(),
+        refs: BTreeMap::new(),
+        tls_refs: BTreeMap::new(),
+        client_certificate: assembled.client_certificate.clone(),
+        clusters: assembled
+            .referenced
+            .iter()
+            .map(
+                |Referenced {
+                     name,
+                     key,
+                     tls,
+                     cluster,
+                 }| {
+                    let served = ServedCluster {
+                        key: key.clone(),
+                        tls: tls.clone(),
+                        cluster: cluster.clone(),
+                    };
+                    (name.clone(), served)
+                },
+            )
+            .collect(),
+        own_clusters,
+        upstream_keys: Arc::default(),
+        snapshot: Snapshot::default(),
+    };
+    for (index, problem) in &assembled.listener_problems {
+        served
+            .listener_problems
+            .entry(*index)
+            .or_default()
+            .push(problem.clone());
+    }
+    let mut untouched = BTreeSet::new();
+    for table in &assembled.route_tables {
+        let vhosts = virtual_hosts(proxy, table.listener);
+        for (j, (translation, vhost)) in table.virtual_hosts.iter().zip(vhosts).enumerate() {
+            let place = place(&served.by_parts, &table.name, table.listener, j, &vhost.name);
+            add_refs(&mut served, &place, translation, &mut untouched);
+        }
+    }
+    served
+}
+
+/// Records what the virtual host at `place` names (clusters, TLS, problems); the clusters
+/// go into `touched`.
+fn add_refs(served: &mut Served, place: &Place, translation: &VirtualHostTranslation, touched: &mut BTreeSet<String>) {
+    for (cluster, key) in &translation.found_upstreams {
+        served
+            .refs
+            .entry(cluster.clone())
+            .or_default()
+            .insert(place.clone(), key.clone());
+        touched.insert(cluster.clone());
+    }
+    for (cluster, tls) in &translation.upstream_tls {
+        served
+            .tls_refs
+            .entry(cluster.clone())
+            .or_default()
+            .insert(place.clone(), tls.clone());
+        touched.insert(cluster.clone());
+    }
+    if !translation.problems.is_empty() {
+        served.host_problems.insert(place.clone(), translation.problems.clone());
+    }
+}
+
+/// Forgets what the virtual host at `place` named; the clusters go into `touched`.
+fn forget_refs(
+    served: &mut Served,
+    place: &Place,
+    translation: &VirtualHostTranslation,
+    touched: &mut BTreeSet<String>,
+) {
+    for cluster in translation
+        .found_upstreams
+        .keys()
+        .chain(translation.upstream_tls.keys())
+    {
+        if let Some(places) = served.refs.get_mut(cluster) {
+            places.remove(place);
+            if places.is_empty() {
+                served.refs.remove(cluster);
+            }
+        }
+        if let Some(places) = served.tls_refs.get_mut(cluster) {
+            places.remove(place);
+            if places.is_empty() {
+                served.tls_refs.remove(cluster);
+            }
+        }
+        touched.insert(cluster.clone());
+    }
+    served.host_problems.remove(place);
 }
 
 /// A listener's route table packed for the snapshot, by name.
@@ -267,6 +778,7 @@ impl Parts for CachingParts {
                 let cached = CachedVirtualHost {
                     input: vhost.clone(),
                     translation,
+                    entry: std::sync::OnceLock::new(),
                 };
                 (vhost.name.clone(), cached)
             }

@@ -38,6 +38,9 @@ pub struct VirtualHostTranslation {
     pub upstream_tls: BTreeMap<String, pb::UpstreamTls>,
     /// KV keys of the Upstreams the routes name that do not exist (yet).
     pub missing_upstreams: BTreeSet<String>,
+    /// KV keys of every Upstream the routes name that exists (`found_upstreams` keeps one
+    /// per cluster name, and two Upstreams may share one: `a_b`/`c` and `a`/`b_c`).
+    pub found_keys: BTreeSet<String>,
     /// WASM filters this virtual host is the first of its listener to run (Envoy name →
     /// filter).
     pub wasm_added: BTreeMap<String, pb::WasmFilter>,
@@ -99,7 +102,7 @@ impl VirtualHostTranslation {
         upstreams: &BTreeMap<String, pb::Upstream>,
         earlier_wasm: &BTreeMap<String, pb::WasmFilter>,
     ) -> bool {
-        self.found_upstreams.values().all(|key| upstreams.contains_key(key))
+        self.found_keys.iter().all(|key| upstreams.contains_key(key))
             && self.missing_upstreams.iter().all(|key| !upstreams.contains_key(key))
             && self
                 .wasm_earlier_seen
@@ -261,6 +264,7 @@ fn route(r: &pb::Route, path: &str, inputs: VirtualHostInputs<'_>, out: &mut Vir
                 if let Some(tls) = tls {
                     out.upstream_tls.insert(name.clone(), tls.clone());
                 }
+                out.found_keys.insert(key.clone());
                 out.found_upstreams.insert(name.clone(), key);
             } else {
                 out.missing_upstreams.insert(key);

@@ -239,12 +239,10 @@ impl<S: SnapshotSource> StreamState<S> {
 }
 
 fn build_response(snapshot: &Snapshot, type_url: &str, state: &TypeState) -> Option<DiscoveryResponse> {
-    let empty = Default::default();
-    let resources = snapshot.types.get(type_url).unwrap_or(&empty);
-    let version = if resources.version.is_empty() {
-        "empty".to_string()
-    } else {
-        resources.version.clone()
+    // The version first: route tables are packed for this protocol only when sent.
+    let version = match snapshot.version(type_url).unwrap_or_default() {
+        "" => "empty".to_string(),
+        version => version.to_string(),
     };
     if state
         .sent
@@ -256,6 +254,8 @@ fn build_response(snapshot: &Snapshot, type_url: &str, state: &TypeState) -> Opt
     if state.rejected.as_deref() == Some(version.as_str()) {
         return None;
     }
+    let empty = Default::default();
+    let resources = snapshot.resources(type_url).unwrap_or(&empty);
     // Listeners and clusters are wildcard subscriptions; endpoints, routes and secrets by
     // name (a secret only to the Envoy whose listener names it).
     let by_name = matches!(type_url, ENDPOINT | ROUTE | SECRET) && !state.names.is_empty();

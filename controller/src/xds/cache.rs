@@ -34,7 +34,13 @@ impl SnapshotCache {
         let mut roles = self.roles.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let sender = roles.entry(role.to_string()).or_insert_with(|| watch::channel(None).0);
         sender.send_if_modified(|current| {
-            if current.as_deref() == snapshot.as_deref() {
+            // By version (hashes of the bytes): not a comparison of every resource.
+            let same = match (current.as_deref(), snapshot.as_deref()) {
+                (Some(a), Some(b)) => a.same_versions(b),
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
                 return false;
             }
             *current = snapshot;

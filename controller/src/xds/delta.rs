@@ -232,7 +232,7 @@ impl<S: SnapshotSource> DeltaStream<S> {
         self.nonce += 1;
         let response = DeltaDiscoveryResponse {
             system_version_info: version.clone(),
-            resources: served.encode(&change, &snapshot),
+            resources: served.encode(&change),
             type_url: type_url.to_string(),
             removed_resources: change.removed.iter().cloned().collect(),
             nonce: self.nonce.to_string(),
@@ -274,7 +274,7 @@ impl<'a> Types<'a> {
         match type_url {
             ROUTE => Types::Plain(&snapshot.vhds().route_tables),
             VIRTUAL_HOST => Types::VirtualHosts(&snapshot.vhds().virtual_hosts),
-            _ => Types::Plain(snapshot.types.get(type_url).unwrap_or(&EMPTY)),
+            _ => Types::Plain(snapshot.resources(type_url).unwrap_or(&EMPTY)),
         }
     }
 
@@ -294,12 +294,11 @@ impl<'a> Types<'a> {
 
     /// The resources of `change`: each updated one with its version (and the on-demand
     /// names it answers), then each on-demand name answered without a body.
-    fn encode(&self, change: &Change, snapshot: &Snapshot) -> Vec<Resource> {
-        let routes = snapshot.types.get(ROUTE);
+    fn encode(&self, change: &Change) -> Vec<Resource> {
         let updated = change.updated.iter().filter_map(|(name, version)| {
             let any = match self {
                 Types::Plain(resources) => resources.items.get(name).cloned(),
-                Types::VirtualHosts(hosts) => routes.and_then(|routes| hosts.resource(name, routes)),
+                Types::VirtualHosts(hosts) => hosts.resource(name),
             }?;
             Some(Resource {
                 name: name.clone(),

@@ -5,10 +5,12 @@
 pub mod ads;
 pub mod cache;
 pub(crate) mod canonical;
+pub mod chunked;
 pub mod delta;
 mod session;
 pub mod snapshot;
 pub mod stats;
+pub mod tables;
 pub mod vhds;
 
 pub use cache::{SnapshotCache, SnapshotSource};

@@ -1,13 +1,23 @@
 //! A versioned set of Envoy resources for one role. Each type has its own version, a hash
-//! of its content, so a change to endpoints only changes the EDS version.
-use std::collections::BTreeMap;
+//! of its content, so a change to endpoints only changes the EDS version. Route tables are
+//! held per virtual host (`tables`), their versions summed from their hosts' (see there),
+//! so that a snapshot made from the previous one with one virtual host changed costs that
+//! virtual host, not the role's route tables.
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, OnceLock},
+};
 
 use envoy_types::{pb::google::protobuf::Any, util::pack_any};
 use kgw_common::trace::TraceHeaders;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 
-use super::vhds::VhdsResources;
+use super::{
+    chunked::ChunkMap,
+    tables::{HostEntry, ServedTable},
+    vhds::{VhdsResources, VirtualHosts},
+};
 use crate::resources::EnvoyResources;
 
 pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
@@ -30,7 +40,9 @@ pub struct TypeResources {
     pub items: BTreeMap<String, Any>,
     /// Per item, a hash of its encoded bytes: the version of that one resource (delta xDS
     /// sends only the resources whose version changed).
-    pub item_versions: BTreeMap<String, String>,
+    pub item_versions: ChunkMap<String>,
+    /// The items' encoded size.
+    pub bytes: usize,
 }
 
 impl TypeResources {
@@ -48,10 +60,12 @@ impl TypeResources {
             .iter()
             .map(|(name, any)| (name.clone(), item_version(any)))
             .collect();
+        let bytes = items.values().map(|any| any.encoded_len()).sum();
         Self {
             version,
             items,
             item_versions,
+            bytes,
         }
     }
 }
@@ -69,18 +83,47 @@ fn item_version(any: &Any) -> String {
 /// A role's resources, and the trace of the change that made them (which the pushes to
 /// Envoy continue; it takes no part in comparisons: the same resources are the same
 /// snapshot whatever change made them).
-#[derive(Clone, Debug, Default)]
+///
+/// Route tables are held per virtual host ([`ServedTable`]): a snapshot made from the
+/// previous one with one virtual host changed ([`Snapshot::set_host`]) shares everything
+/// else with it, its VHDS index included; the state-of-the-world tables are packed when a
+/// state-of-the-world (or REST) reader first asks ([`Snapshot::resources`]).
+#[derive(Debug, Default)]
 pub struct Snapshot {
-    pub types: BTreeMap<&'static str, TypeResources>,
+    /// Every type but the route tables.
+    types: BTreeMap<&'static str, Arc<TypeResources>>,
+    /// Route tables by name.
+    tables: BTreeMap<String, Arc<ServedTable>>,
+    /// The route tables' version (state of the world): a hash of each table's version.
+    routes_version: String,
+    /// The state-of-the-world route tables, packed when first read.
+    routes: OnceLock<TypeResources>,
+    /// The route tables as delta Envoys get them (VHDS).
+    vhds: VhdsResources,
     pub trace: Option<TraceHeaders>,
-    /// The route tables split for VHDS, made when a delta stream first asks (an index into
-    /// the route tables' bytes, not a copy of them).
-    vhds: std::sync::OnceLock<VhdsResources>,
+}
+
+impl Clone for Snapshot {
+    fn clone(&self) -> Self {
+        Self {
+            types: self.types.clone(),
+            tables: self.tables.clone(),
+            routes_version: self.routes_version.clone(),
+            routes: self.routes.clone(),
+            vhds: self.vhds.clone(),
+            trace: self.trace.clone(),
+        }
+    }
 }
 
 impl PartialEq for Snapshot {
+    /// Every resource the same (the route tables packed to compare them): for tests; the
+    /// cache compares versions ([`Snapshot::same_versions`]).
     fn eq(&self, other: &Self) -> bool {
         self.types == other.types
+            && self.resources(ROUTE) == other.resources(ROUTE)
+            && self.vhds.route_tables == other.vhds.route_tables
+            && self.vhds.virtual_hosts.versions == other.vhds.virtual_hosts.versions
     }
 }
 
@@ -120,32 +163,131 @@ impl Snapshot {
         })
     }
 
-    /// The snapshot of resources packed already: for a translation that keeps its
-    /// resources packed (`translate::cache`).
+    /// The snapshot of resources packed already. A route table whose bytes cannot be read
+    /// (never ours) is left out, with an error logged.
     pub fn from_packed(packed: PackedResources) -> Self {
+        let tables = packed
+            .routes
+            .iter()
+            .filter_map(|(name, any)| match ServedTable::from_packed(name, any) {
+                Ok(table) => Some(table),
+                Err(error) => {
+                    tracing::error!(table = %name, %error, "route table not read; left out");
+                    None
+                }
+            })
+            .collect();
+        Self::from_parts(
+            PackedResources {
+                routes: BTreeMap::new(),
+                ..packed
+            },
+            tables,
+        )
+    }
+
+    /// The snapshot of resources packed already but the route tables, given as tables.
+    pub(crate) fn from_parts(packed: PackedResources, tables: Vec<ServedTable>) -> Self {
         let mut types = BTreeMap::from([
-            (CLUSTER, TypeResources::new(packed.clusters)),
-            (ENDPOINT, TypeResources::new(packed.endpoints)),
-            (LISTENER, TypeResources::new(packed.listeners)),
-            (ROUTE, TypeResources::new(packed.routes)),
+            (CLUSTER, Arc::new(TypeResources::new(packed.clusters))),
+            (ENDPOINT, Arc::new(TypeResources::new(packed.endpoints))),
+            (LISTENER, Arc::new(TypeResources::new(packed.listeners))),
         ]);
         // Only with HTTPS listeners: without, the type is served empty as before ("empty").
         if !packed.secrets.is_empty() {
-            types.insert(SECRET, TypeResources::new(packed.secrets));
+            types.insert(SECRET, Arc::new(TypeResources::new(packed.secrets)));
         }
-        Self {
+        let mut snapshot = Self {
             types,
-            trace: None,
-            vhds: std::sync::OnceLock::new(),
+            ..Default::default()
+        };
+        snapshot.set_tables(tables);
+        snapshot
+    }
+
+    /// Replaces every route table (and the VHDS index, made again).
+    pub(crate) fn set_tables(&mut self, tables: Vec<ServedTable>) {
+        self.tables = tables
+            .into_iter()
+            .map(|table| (table.name.clone(), Arc::new(table)))
+            .collect();
+        self.vhds.virtual_hosts = VirtualHosts::default();
+        for table in self.tables.values() {
+            self.vhds.virtual_hosts.add_table(&table.name);
+            for host in table.hosts() {
+                self.vhds.virtual_hosts.insert(Arc::clone(host));
+            }
         }
+        self.finish();
+    }
+
+    /// Sets (or with `None` removes) a type but the route tables.
+    pub(crate) fn set_type(&mut self, type_url: &'static str, resources: Option<Arc<TypeResources>>) {
+        match resources {
+            Some(resources) => self.types.insert(type_url, resources),
+            None => self.types.remove(type_url),
+        };
+    }
+
+    /// Sets (or with `None` removes) the virtual host under order key `key` of route table
+    /// `table` (which must exist); call [`Self::finish`] after the last change.
+    pub(crate) fn set_host(&mut self, table: &str, key: String, entry: Option<Arc<HostEntry>>) {
+        let Some(served) = self.tables.get_mut(table) else {
+            return;
+        };
+        if let Some(entry) = &entry {
+            self.vhds.virtual_hosts.insert(Arc::clone(entry));
+        }
+        let old = Arc::make_mut(served).set(key, entry.clone());
+        if let Some(old) = old
+            && entry.as_ref().is_none_or(|new| new.resource != old.resource)
+        {
+            self.vhds.virtual_hosts.remove(&old.resource);
+        }
+    }
+
+    /// Settles the versions after changes ([`Self::set_host`], [`Self::set_type`]).
+    pub(crate) fn finish(&mut self) {
+        let mut hash = Sha256::new();
+        let mut heads = BTreeMap::new();
+        for (name, table) in &self.tables {
+            hash.update((name.len() as u64).to_le_bytes());
+            hash.update(name.as_bytes());
+            hash.update(table.version().as_bytes());
+            heads.insert(name.clone(), table.vhds_head());
+        }
+        self.routes_version = hex::encode(&hash.finalize()[..8]);
+        self.routes = OnceLock::new();
+        self.vhds.route_tables = TypeResources::new(heads);
+        self.vhds.virtual_hosts.finish();
+    }
+
+    /// The resources of `type_url` (route tables in their state-of-the-world form: packed on
+    /// the first call).
+    pub fn resources(&self, type_url: &str) -> Option<&TypeResources> {
+        if type_url == ROUTE {
+            return Some(self.routes.get_or_init(|| {
+                let items: BTreeMap<String, Any> = self
+                    .tables
+                    .iter()
+                    .map(|(name, table)| (name.clone(), table.packed()))
+                    .collect();
+                let mut routes = TypeResources::new(items);
+                routes.version = self.routes_version.clone();
+                routes
+            }));
+        }
+        self.types.get(type_url).map(Arc::as_ref)
+    }
+
+    /// Whether the type is served at all.
+    pub fn has(&self, type_url: &str) -> bool {
+        type_url == ROUTE || self.types.contains_key(type_url)
     }
 
     /// The route tables as delta Envoys get them: through VHDS.
     pub fn vhds(&self) -> &VhdsResources {
-        self.vhds.get_or_init(|| match self.types.get(ROUTE) {
-            Some(routes) => VhdsResources::new(routes),
-            None => VhdsResources::default(),
-        })
+        &self.vhds
     }
 
     /// The same snapshot, made by the change whose trace is `trace`.
@@ -154,15 +296,27 @@ impl Snapshot {
     }
 
     pub fn version(&self, type_url: &str) -> Option<&str> {
+        if type_url == ROUTE {
+            return Some(&self.routes_version);
+        }
         self.types.get(type_url).map(|t| t.version.as_str())
+    }
+
+    /// Whether `other` serves the same resources: the same versions (hashes of the bytes).
+    pub fn same_versions(&self, other: &Self) -> bool {
+        self.routes_version == other.routes_version
+            && self.vhds.route_tables.version == other.vhds.route_tables.version
+            && self.vhds.virtual_hosts.version == other.vhds.virtual_hosts.version
+            && self.types.len() == other.types.len()
+            && self
+                .types
+                .iter()
+                .zip(&other.types)
+                .all(|((a, x), (b, y))| a == b && (Arc::ptr_eq(x, y) || x.version == y.version))
     }
 
     /// Total encoded size, for logs and metrics.
     pub fn bytes(&self) -> usize {
-        self.types
-            .values()
-            .flat_map(|t| t.items.values())
-            .map(|a| a.encoded_len())
-            .sum()
+        self.types.values().map(|t| t.bytes).sum::<usize>() + self.tables.values().map(|t| t.bytes).sum::<usize>()
     }
 }

@@ -31,37 +31,24 @@
 //!   hosts: a path no route of a known host takes asks too. The answer carries no copy of a
 //!   virtual host Envoy has at its version (a resource without a body, ~130 bytes), but a
 //!   flood of 404s is a flood of on-demand requests; they are not rate limited (yet).
-//! - The index below is made once per snapshot (not per stream) when a delta stream first
-//!   reads it: it hashes every virtual host of the role, work that grows with the routes.
+//! - The index below is kept with the snapshot and changed with it: a snapshot made from the
+//!   previous one with one virtual host changed replaces that host's entry (its version was
+//!   computed once, when it was translated), sharing the rest ([`super::chunked`]).
 //!
 //! # Memory
-//! Nothing is stored twice: the virtual hosts' bytes are those of the state-of-the-world
-//! route tables of the same snapshot; this index holds where each one lies in them, its
-//! domains and version, and builds a resource's bytes when a response carries it.
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    ops::Range,
-};
+//! Nothing is stored twice: the virtual hosts' bytes are those of their translations (the
+//! route tables' entries, [`super::tables`]); this index holds those entries by resource
+//! name, and builds a resource's bytes when a response carries it.
+use std::{collections::BTreeMap, sync::Arc};
 
-use envoy_types::pb::{
-    envoy::config::{
-        core::v3::{AggregatedConfigSource, ApiVersion, ConfigSource, config_source},
-        route::v3::{RouteConfiguration, Vhds},
-    },
-    google::protobuf::Any,
-};
-use prost::Message as _;
-use sha2::{Digest, Sha256};
+use envoy_types::pb::google::protobuf::Any;
 
 use super::{
+    chunked::ChunkMap,
     delta::subscription::{Lookup, Served},
-    snapshot::{ROUTE, TypeResources, VIRTUAL_HOST},
+    snapshot::{PackedResources, Snapshot, TypeResources},
+    tables::{HostEntry, digest64},
 };
-
-/// Field numbers, from envoy/config/route/v3.
-const ROUTE_CONFIGURATION_VIRTUAL_HOSTS: u32 = 2;
-const VIRTUAL_HOST_NAME: u32 = 1;
-const VIRTUAL_HOST_DOMAINS: u32 = 2;
 
 /// A snapshot's route tables as delta Envoys get them.
 #[derive(Clone, Debug, Default)]
@@ -72,77 +59,73 @@ pub struct VhdsResources {
     pub virtual_hosts: VirtualHosts,
 }
 
-/// The `VirtualHost` resources of a snapshot: where each lies in its route table's bytes.
+/// The `VirtualHost` resources of a snapshot.
 #[derive(Clone, Debug, Default)]
 pub struct VirtualHosts {
-    /// A hash of every resource's version: `system_version_info`.
+    /// `system_version_info`: a hash of every resource's name and version (their sum, so
+    /// that a change updates it without reading the others).
     pub version: String,
+    sum: u64,
     /// Resource name → a hash of its bytes.
-    pub versions: BTreeMap<String, String>,
-    hosts: BTreeMap<String, Host>,
-    tables: BTreeSet<String>,
-}
-
-#[derive(Clone, Debug)]
-struct Host {
-    table: String,
-    /// The virtual host's bytes within its table's, and its `name` field within those.
-    bytes: Range<usize>,
-    name_field: Option<Range<usize>>,
-    /// Lowercase, as Envoy matches them.
-    domains: Vec<String>,
+    pub versions: ChunkMap<String>,
+    hosts: ChunkMap<Arc<HostEntry>>,
+    /// Every route table, and how many virtual hosts each has here.
+    tables: BTreeMap<String, usize>,
 }
 
 impl VhdsResources {
-    /// Splits the state-of-the-world route tables `routes`. A table whose bytes cannot be
-    /// read (never ours) is served whole.
+    /// The VHDS form of the state-of-the-world route tables `routes` (tables packed by
+    /// this process).
     pub fn new(routes: &TypeResources) -> Self {
-        let mut tables = BTreeMap::new();
-        let mut hosts = BTreeMap::new();
-        for (table, any) in &routes.items {
-            match split(table, &any.value) {
-                Ok((head, found)) => {
-                    tables.insert(table.clone(), head);
-                    hosts.extend(found);
-                }
-                Err(error) => {
-                    tracing::warn!(%table, %error, "route table not split for VHDS; served whole");
-                    tables.insert(table.clone(), any.clone());
-                }
-            }
-        }
-        let versions: BTreeMap<String, String> = hosts
-            .iter()
-            .map(|(name, host)| (name.clone(), host_version(name, host, &routes.items)))
-            .collect();
-        let mut hash = Sha256::new();
-        for (name, version) in &versions {
-            hash.update((name.len() as u64).to_le_bytes());
-            hash.update(name.as_bytes());
-            hash.update(version.as_bytes());
-        }
-        let virtual_hosts = VirtualHosts {
-            version: hex::encode(&hash.finalize()[..8]),
-            versions,
-            tables: tables.keys().cloned().collect(),
-            hosts,
-        };
-        Self {
-            route_tables: TypeResources::new(tables),
-            virtual_hosts,
-        }
+        Snapshot::from_packed(PackedResources {
+            routes: routes.items.clone(),
+            ..Default::default()
+        })
+        .vhds()
+        .clone()
     }
 }
 
+/// The share of resource `name` at `version` in the index's version.
+fn share(name: &str, version: &str) -> u64 {
+    digest64(&[name.as_bytes(), version.as_bytes()])
+}
+
 impl VirtualHosts {
-    /// The resource `name`, its bytes taken from the route tables `routes` it was indexed from.
-    pub fn resource(&self, name: &str, routes: &TypeResources) -> Option<Any> {
-        let host = self.hosts.get(name)?;
-        let table = &routes.items.get(&host.table)?.value;
-        Some(Any {
-            type_url: VIRTUAL_HOST.into(),
-            value: host_parts(name, host, table).concat(),
-        })
+    /// A route table, empty until its hosts come.
+    pub(crate) fn add_table(&mut self, table: &str) {
+        self.tables.entry(table.to_string()).or_default();
+    }
+
+    /// Adds (or replaces) the resource of `entry`.
+    pub(crate) fn insert(&mut self, entry: Arc<HostEntry>) {
+        self.remove(&entry.resource);
+        self.sum = self.sum.wrapping_add(share(&entry.resource, &entry.version));
+        *self.tables.entry(entry.table.clone()).or_default() += 1;
+        self.versions.insert(entry.resource.clone(), entry.version.clone());
+        self.hosts.insert(entry.resource.clone(), entry);
+    }
+
+    /// Removes resource `name`.
+    pub(crate) fn remove(&mut self, name: &str) {
+        let Some(old) = self.hosts.remove(name) else {
+            return;
+        };
+        self.versions.remove(name);
+        self.sum = self.sum.wrapping_sub(share(&old.resource, &old.version));
+        if let Some(count) = self.tables.get_mut(&old.table) {
+            *count = count.saturating_sub(1);
+        }
+    }
+
+    /// Settles the version after changes.
+    pub(crate) fn finish(&mut self) {
+        self.version = hex::encode(self.sum.to_be_bytes());
+    }
+
+    /// The resource `name`.
+    pub fn resource(&self, name: &str) -> Option<Any> {
+        Some(self.hosts.get(name)?.resource())
     }
 
     /// The virtual host of `table` whose domains match `host` as Envoy matches them: an
@@ -153,7 +136,7 @@ impl VirtualHosts {
         let mut best: Option<((u8, usize), &str)> = None;
         let in_table = self
             .hosts
-            .range(prefix.clone()..)
+            .range_from(&prefix)
             .take_while(|(name, _)| name.starts_with(&prefix))
             .filter(|(_, h)| h.table == table);
         for (name, candidate) in in_table {
@@ -171,24 +154,24 @@ impl VirtualHosts {
 }
 
 impl Served for VirtualHosts {
-    fn versions(&self) -> &BTreeMap<String, String> {
+    fn versions(&self) -> &ChunkMap<String> {
         &self.versions
     }
 
     fn lookup(&self, name: &str) -> Lookup<'_> {
         match name.rsplit_once('/') {
-            Some((table, host)) if self.tables.contains(table) => Lookup::Alias(self.matching(table, host)),
-            Some(_) if !self.tables.contains(name) => Lookup::Alias(None),
+            Some((table, host)) if self.tables.contains_key(table) => Lookup::Alias(self.matching(table, host)),
+            Some(_) if !self.tables.contains_key(name) => Lookup::Alias(None),
             _ => Lookup::Namespace,
         }
     }
 
     fn empty_namespaces(&self) -> Vec<&str> {
-        let mut empty: BTreeSet<&str> = self.tables.iter().map(String::as_str).collect();
-        for host in self.hosts.values() {
-            empty.remove(host.table.as_str());
-        }
-        empty.into_iter().collect()
+        self.tables
+            .iter()
+            .filter(|(_, count)| **count == 0)
+            .map(|(table, _)| table.as_str())
+            .collect()
     }
 }
 
@@ -214,135 +197,6 @@ fn strip_port(host: &str) -> &str {
         }
         _ => host,
     }
-}
-
-/// The bytes of resource `name`: its own `name`, then the virtual host's other fields.
-fn host_parts<'a>(name: &str, host: &Host, table: &'a [u8]) -> [std::borrow::Cow<'a, [u8]>; 3] {
-    let mut name_field = Vec::with_capacity(name.len() + 6);
-    prost::encoding::string::encode(VIRTUAL_HOST_NAME, &name.to_string(), &mut name_field);
-    let bytes = &table[host.bytes.clone()];
-    let (before, after) = match &host.name_field {
-        Some(field) => (&bytes[..field.start], &bytes[field.end..]),
-        None => (bytes, &[][..]),
-    };
-    [name_field.into(), before.into(), after.into()]
-}
-
-/// A hash of the type and bytes of resource `name` (as `snapshot`'s item versions).
-fn host_version(name: &str, host: &Host, routes: &BTreeMap<String, Any>) -> String {
-    let mut hash = Sha256::new();
-    hash.update((VIRTUAL_HOST.len() as u64).to_le_bytes());
-    hash.update(VIRTUAL_HOST.as_bytes());
-    if let Some(table) = routes.get(&host.table) {
-        for part in host_parts(name, host, &table.value) {
-            hash.update(&part);
-        }
-    }
-    hex::encode(&hash.finalize()[..8])
-}
-
-/// The VHDS form of route table `table` (its fields but the virtual hosts, and `vhds`),
-/// and its virtual hosts by resource name.
-fn split(table: &str, bytes: &[u8]) -> Result<(Any, Vec<(String, Host)>), SplitError> {
-    let mut head = Vec::new();
-    let mut hosts = Vec::new();
-    for field in fields(bytes)? {
-        if field.number != ROUTE_CONFIGURATION_VIRTUAL_HOSTS {
-            head.extend_from_slice(&bytes[field.whole.clone()]);
-            continue;
-        }
-        let host_bytes = &bytes[field.payload.clone()];
-        let mut host = Host {
-            table: table.to_string(),
-            bytes: field.payload.clone(),
-            name_field: None,
-            domains: Vec::new(),
-        };
-        let mut name = String::new();
-        for inner in fields(host_bytes)? {
-            let value = || String::from_utf8_lossy(&host_bytes[inner.payload.clone()]).into_owned();
-            match inner.number {
-                VIRTUAL_HOST_NAME => {
-                    name = value();
-                    host.name_field = Some(inner.whole.clone());
-                }
-                VIRTUAL_HOST_DOMAINS => host.domains.push(value().to_ascii_lowercase()),
-                _ => {}
-            }
-        }
-        // Envoy finds a resource's namespace before the last '/': none in the host's part.
-        hosts.push((format!("{table}/{}", name.replace('/', "%2F")), host));
-    }
-    let vhds = RouteConfiguration {
-        vhds: Some(Vhds {
-            config_source: Some(ConfigSource {
-                resource_api_version: ApiVersion::V3 as i32,
-                config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
-                ..Default::default()
-            }),
-        }),
-        ..Default::default()
-    };
-    // Protobuf merges concatenated messages: the table's fields, then `vhds`.
-    vhds.encode_raw(&mut head);
-    Ok((
-        Any {
-            type_url: ROUTE.into(),
-            value: head,
-        },
-        hosts,
-    ))
-}
-
-/// Why a route table's bytes could not be split.
-#[derive(Debug, thiserror::Error)]
-enum SplitError {
-    #[error(transparent)]
-    Decode(#[from] prost::DecodeError),
-    #[error("malformed protobuf: {0}")]
-    Malformed(&'static str),
-}
-
-/// One top-level field of an encoded message: its number, all its bytes, and (length-
-/// delimited fields) its payload.
-struct Field {
-    number: u32,
-    whole: Range<usize>,
-    payload: Range<usize>,
-}
-
-/// The top-level fields of `bytes`, in order.
-fn fields(bytes: &[u8]) -> Result<Vec<Field>, SplitError> {
-    use prost::encoding::{WireType, decode_key, decode_varint};
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let start = bytes.len() - rest.len();
-        let (number, wire_type) = decode_key(&mut rest)?;
-        let skip = match wire_type {
-            WireType::Varint => {
-                decode_varint(&mut rest)?;
-                0
-            }
-            WireType::SixtyFourBit => 8,
-            WireType::ThirtyTwoBit => 4,
-            WireType::LengthDelimited => {
-                usize::try_from(decode_varint(&mut rest)?).map_err(|_| SplitError::Malformed("length too large"))?
-            }
-            WireType::StartGroup | WireType::EndGroup => return Err(SplitError::Malformed("groups not supported")),
-        };
-        if skip > rest.len() {
-            return Err(SplitError::Malformed("field past the end"));
-        }
-        let payload_start = bytes.len() - rest.len();
-        rest = &rest[skip..];
-        out.push(Field {
-            number,
-            whole: start..payload_start + skip,
-            payload: payload_start..payload_start + skip,
-        });
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

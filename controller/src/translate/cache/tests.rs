@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use kgw_proto::v1 as pb;
 
 use super::{IncrementalTranslator, Reuse};
+use crate::proxies::{ProxyChange, ProxyStore};
 use crate::translate::{Settings, translate, wasm::WasmModules};
 use crate::xds::Snapshot;
 
@@ -345,7 +346,7 @@ fn check(translator: &mut IncrementalTranslator, world: &World, context: &str, s
     let serve = |translator: &mut IncrementalTranslator| {
         let served = translator.translate_to_snapshot(PROXY_KEY, &world.proxy, &world.upstreams, &world.settings);
         assert_eq!(served.snapshot, full_snapshot, "{context}");
-        assert_eq!(served.upstream_keys, full.upstream_keys, "{context}");
+        assert_eq!(*served.upstream_keys, full.upstream_keys, "{context}");
         assert_eq!(served.problems, full_problems, "{context}");
     };
     if served_first {
@@ -513,4 +514,163 @@ fn one_virtual_host_changed_among_5000() {
         median(&mut incremental_ms),
         median(&mut resources_ms)
     );
+}
+
+/// The Proxy as the gateway writes it (and the store assembles it): in each listener one
+/// virtual host per name (the last written), in name order.
+fn as_written(proxy: &pb::Proxy) -> pb::Proxy {
+    let mut proxy = proxy.clone();
+    for listener in &mut proxy.listeners {
+        if let Some(hosts) = http(listener) {
+            let by_name: BTreeMap<String, pb::VirtualHost> = hosts.drain(..).map(|v| (v.name.clone(), v)).collect();
+            *hosts = by_name.into_values().collect();
+        }
+    }
+    proxy
+}
+
+/// The KV values of `proxy` under `key`: its head and a part per virtual host.
+fn kv_values(key: &str, proxy: &pb::Proxy) -> BTreeMap<String, bytes::Bytes> {
+    use prost::Message as _;
+    let (head, parts) = kgw_common::proxy_parts::split(key, proxy);
+    let mut out = BTreeMap::from([(key.to_string(), bytes::Bytes::from(head.encode_to_vec()))]);
+    out.extend(
+        parts
+            .into_iter()
+            .map(|(k, p)| (k, bytes::Bytes::from(p.encode_to_vec()))),
+    );
+    out
+}
+
+/// The events that bring KV from `before` to `after`, as the gateway writes them: parts,
+/// then the head, then the parts gone.
+fn kv_events(
+    before: &BTreeMap<String, bytes::Bytes>,
+    after: &BTreeMap<String, bytes::Bytes>,
+) -> Vec<kgw_common::bus::KvEvent> {
+    use kgw_common::bus::KvEvent;
+    let put = |(k, v): (&String, &bytes::Bytes)| KvEvent::Put(k.clone(), v.clone(), None);
+    let changed = after.iter().filter(|(k, v)| before.get(*k) != Some(*v));
+    let (parts, heads): (Vec<_>, Vec<_>) = changed.partition(|(k, _)| k.contains("._vh."));
+    let gone = before
+        .keys()
+        .filter(|k| !after.contains_key(*k))
+        .map(|k| KvEvent::Delete(k.clone(), None));
+    parts
+        .into_iter()
+        .map(put)
+        .chain(heads.into_iter().map(put))
+        .chain(gone)
+        .collect()
+}
+
+/// Merges `next` into `pending` (changes not translated yet).
+fn merge_changes(pending: &mut BTreeMap<String, ProxyChange>, next: BTreeMap<String, ProxyChange>) {
+    for (key, change) in next {
+        let merged = match (pending.remove(&key), change) {
+            (Some(ProxyChange::VirtualHosts(mut a)), ProxyChange::VirtualHosts(b)) => {
+                a.extend(b);
+                ProxyChange::VirtualHosts(a)
+            }
+            (_, ProxyChange::Removed) => ProxyChange::Removed,
+            (None, change) => change,
+            (Some(_), _) => ProxyChange::Whole,
+        };
+        pending.insert(key, merged);
+    }
+}
+
+/// The path of the actor: Proxy store events → the changed virtual hosts translated
+/// (`translate_changed`, or the whole Proxy when it declines) equals the full translation
+/// of the store's Proxy, snapshot for snapshot.
+#[test]
+fn store_events_translate_by_changed_parts_as_the_full_translation_does() {
+    use kgw_common::bus::KvEvent;
+    let (mut by_parts, mut whole) = (0, 0);
+    for seed in 0..40 {
+        let mut rng = Rng(1000 + seed);
+        let mut world = World::new();
+        let mut store = ProxyStore::default();
+        let mut translator = IncrementalTranslator::default();
+        let mut written = BTreeMap::new();
+        let mut pending = BTreeMap::new();
+        for step in 0..150 {
+            let context = format!("seed {seed} step {step}");
+            let upstreams_changed = world.step(&mut rng);
+            // Now and then the Proxy is removed and written again.
+            let values = if rng.chance(2) {
+                BTreeMap::new()
+            } else {
+                kv_values(PROXY_KEY, &as_written(&world.proxy))
+            };
+            let mut events = kv_events(&written, &values);
+            if rng.chance(3) {
+                // A reconnect: the bucket read again.
+                events = vec![KvEvent::Full(values.clone())];
+            }
+            written = values;
+            // Sometimes in two batches (a burst split by the mirror).
+            let cut = rng.below(events.len() + 1);
+            let later = events.split_off(cut);
+            merge_changes(&mut pending, store.apply(events));
+            merge_changes(&mut pending, store.apply(later));
+            translator.upstreams_changed(&upstreams_changed);
+            if !upstreams_changed.is_empty() && store.head(PROXY_KEY).is_some() {
+                // The actor translates the Proxies naming them, whole.
+                merge_changes(
+                    &mut pending,
+                    BTreeMap::from([(PROXY_KEY.to_string(), ProxyChange::Whole)]),
+                );
+            }
+            if rng.chance(10) {
+                // Waits for the next batch (as the controller does before it is synced
+                // only with a whole translation after; here the changes add up).
+                continue;
+            }
+            for (key, change) in std::mem::take(&mut pending) {
+                let Some(head) = store.head(&key).filter(|_| change != ProxyChange::Removed) else {
+                    translator.forget(&key);
+                    continue;
+                };
+                let proxy = store.assemble(&key).expect("a head");
+                assert_eq!(proxy, as_written(&world.proxy), "{context}");
+                let lookup = |listener: &str, name: &str| store.virtual_host(&key, listener, name);
+                let fast = match &change {
+                    ProxyChange::VirtualHosts(hosts) => {
+                        translator.translate_changed(&key, &head, hosts, &lookup, &world.upstreams, &world.settings)
+                    }
+                    _ => None,
+                };
+                let fast_path = fast.is_some();
+                let served = match fast {
+                    Some(served) => {
+                        by_parts += 1;
+                        served
+                    }
+                    None => {
+                        whole += 1;
+                        // The store's head, or none (made from the Proxy): both ways.
+                        let head = rng.chance(50).then_some(&head);
+                        translator.translate_whole(&key, head, &proxy, &world.upstreams, &world.settings)
+                    }
+                };
+                let (full, full_problems) = translate(&proxy, &world.upstreams, &world.settings);
+                let full_snapshot = Snapshot::new(&full);
+                assert_eq!(served.snapshot, full_snapshot, "{context}: {change:?}");
+                assert!(served.snapshot.same_versions(&full_snapshot), "{context}");
+                assert_eq!(
+                    served.snapshot.vhds().virtual_hosts.version,
+                    full_snapshot.vhds().virtual_hosts.version,
+                    "{context}"
+                );
+                assert_eq!(*served.upstream_keys, full.upstream_keys, "{context}");
+                assert_eq!(
+                    served.problems, full_problems,
+                    "{context} (by parts: {fast_path}) {change:?}"
+                );
+            }
+        }
+    }
+    eprintln!("store events: {by_parts} translations by changed parts, {whole} whole");
+    assert!(by_parts > 100 && whole > 0, "{by_parts} by parts, {whole} whole");
 }

@@ -8,7 +8,7 @@
 //! the resource that answers it (sent with that name in `aliases`) or into nothing.
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::xds::snapshot::TypeResources;
+use crate::xds::{chunked::ChunkMap, snapshot::TypeResources};
 
 /// The explicit wildcard name: every resource of the type.
 pub(super) const WILDCARD: &str = "*";
@@ -17,7 +17,7 @@ pub(super) const WILDCARD: &str = "*";
 /// what a subscribed name stands for.
 pub(crate) trait Served {
     /// Resource name → version, of every resource of the type.
-    fn versions(&self) -> &BTreeMap<String, String>;
+    fn versions(&self) -> &ChunkMap<String>;
     /// What subscribed `name` asks for (namespaced types only).
     fn lookup(&self, _name: &str) -> Lookup<'_> {
         Lookup::Namespace
@@ -38,7 +38,7 @@ pub(crate) enum Lookup<'a> {
 }
 
 impl Served for TypeResources {
-    fn versions(&self) -> &BTreeMap<String, String> {
+    fn versions(&self) -> &ChunkMap<String> {
         &self.item_versions
     }
 }
@@ -227,11 +227,11 @@ impl Subscription {
                 .filter_map(|name| versions.get_key_value(name))
                 .for_each(|(name, version)| consider(name, version));
         }
-        let gone = self.envoy_has.keys().filter(|name| !versions.contains_key(*name));
+        let gone = self.envoy_has.keys().filter(|name| !versions.contains_key(name));
         let never_existed = self
             .names
             .iter()
-            .filter(|name| !self.namespaced && !versions.contains_key(*name) && !self.told_absent.contains(*name));
+            .filter(|name| !self.namespaced && !versions.contains_key(name) && !self.told_absent.contains(*name));
         change.removed = gone.chain(never_existed).cloned().collect();
         if self.namespaced {
             self.on_demand(served, &mut change);
@@ -278,7 +278,7 @@ impl Subscription {
                 Lookup::Namespace => {
                     let prefix = format!("{name}/");
                     let empty = versions
-                        .range(prefix.clone()..)
+                        .range_from(&prefix)
                         .next()
                         .is_none_or(|(first, _)| !first.starts_with(&prefix));
                     if empty {

@@ -3,6 +3,11 @@ use prost::Message as _;
 
 use super::*;
 use crate::xds::canonical::pack_route_configuration;
+use crate::xds::snapshot::VIRTUAL_HOST;
+use envoy_types::pb::envoy::config::{
+    core::v3::{ApiVersion, config_source},
+    route::v3::RouteConfiguration,
+};
 
 fn host(name: &str, domains: &[&str], prefix: &str) -> VirtualHost {
     VirtualHost {
@@ -82,7 +87,7 @@ fn each_host_is_a_resource_named_after_its_table() {
             "listener~8443/a"
         ]
     );
-    let any = hosts.resource("listener~8080/b", &routes).expect("b");
+    let any = hosts.resource("listener~8080/b").expect("b");
     assert_eq!(any.type_url, VIRTUAL_HOST);
     let decoded = VirtualHost::decode(any.value.as_slice()).expect("a virtual host");
     let expected = VirtualHost {
@@ -90,7 +95,7 @@ fn each_host_is_a_resource_named_after_its_table() {
         ..host("b", &["*.b.example", "B.Example"], "/")
     };
     assert_eq!(decoded, expected);
-    assert_eq!(hosts.resource("listener~8080/nope", &routes), None);
+    assert_eq!(hosts.resource("listener~8080/nope"), None);
 }
 
 #[test]
@@ -100,7 +105,7 @@ fn a_changed_host_changes_only_its_version() {
     let changed: Vec<&String> = before
         .versions
         .iter()
-        .filter(|(name, version)| after.versions.get(*name) != Some(*version))
+        .filter(|(name, version)| after.versions.get(name) != Some(*version))
         .map(|(name, _)| name)
         .collect();
     assert_eq!(changed, ["listener~8080/b"]);

@@ -111,7 +111,7 @@ fn a_rejected_change_waits_for_a_new_snapshot() {
 struct Hosts(TypeResources);
 
 impl Served for Hosts {
-    fn versions(&self) -> &BTreeMap<String, String> {
+    fn versions(&self) -> &crate::xds::chunked::ChunkMap<String> {
         &self.0.item_versions
     }
 
