@@ -25,7 +25,8 @@ Checks, for several sets of values:
     /validation, failurePolicy and namespaceSelector from values, and the CA
     of the certificate the gateway pods mount (generated or the user's);
   * ServiceAccounts and least-privilege RBAC: exactly the rules each component
-    needs (no Secrets but for gloo, nothing for access-log);
+    needs (Secrets read by gloo and, for Lambda credentials, discovery;
+    nothing for access-log);
   * mTLS (on by default): each pod of ours mounts the Secret of its own
     identity at /etc/kgw/tls and sets KGW_TLS_DIR; the generated certificates
     carry the common names of kgw_proto::identity and the DNS names clients
@@ -112,7 +113,9 @@ LEAST_PRIVILEGE = {
     "gloo": {("", "secrets", tuple(READ))},
     "discovery": {("", "services", tuple(READ)), ("discovery.k8s.io", "endpointslices", tuple(READ)),
                   ("", "namespaces", tuple(READ)),
-                  ("gloo.solo.io", "upstreams", tuple(READ))},
+                  ("gloo.solo.io", "upstreams", tuple(READ)),
+                  # The AWS credentials of Lambda Upstreams (function discovery).
+                  ("", "secrets", tuple(READ))},
 }
 LEASE_RULES = {("coordination.k8s.io", "leases", ("create", "get", "list", "patch", "update", "watch"))}
 WEBHOOK_KINDS = {("gateway.networking.k8s.io", "httproutes"), ("gateway.networking.k8s.io", "gateways"),

@@ -142,6 +142,12 @@ impl Handler<ApplyBatch> for Discovery {
             ) {
                 self.index.apply(change);
                 relevant += 1;
+            } else if kind == Kind::Secret
+                && let Some(change) = probing::secret_change(&self.index, change)
+            {
+                // The credentials of Lambda Upstreams: only Gloo's AWS keys are kept.
+                self.index.apply(&change);
+                relevant += 1;
             }
         }
         let first = !*self.initialized.borrow();

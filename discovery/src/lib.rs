@@ -46,8 +46,15 @@ pub enum DiscoveryError {
     Bus(#[source] BusError),
 }
 
-/// The kinds discovery reads from the Kubernetes source.
-pub const KINDS: &[Kind] = &[Kind::Service, Kind::EndpointSlice, Kind::Upstream, Kind::Namespace];
+/// The kinds discovery reads from the Kubernetes source. Secrets: the credentials of
+/// Lambda Upstreams (only their AWS keys are kept; see `probing::secret_change`).
+pub const KINDS: &[Kind] = &[
+    Kind::Service,
+    Kind::EndpointSlice,
+    Kind::Upstream,
+    Kind::Namespace,
+    Kind::Secret,
+];
 
 pub struct Config {
     /// Where Services and EndpointSlices come from (`--source`).
@@ -60,6 +67,11 @@ pub struct Config {
     pub heartbeat_every: Duration,
     /// Which Services function discovery probes (Gloo's `fdsMode`).
     pub fds_mode: fds::schedule::FdsMode,
+    /// The Lambda API for Lambda Upstreams (an emulator, a VPC endpoint); `None`: AWS's
+    /// regional endpoint.
+    pub aws_lambda_endpoint: Option<String>,
+    /// Accept any certificate when probing Services over TLS.
+    pub fds_tls_insecure_skip_verify: bool,
 }
 
 /// A running pipeline. Stop it by triggering the [`Shutdown`] given to [`start`], then
@@ -89,7 +101,18 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Discov
     // The actor reads the source's batches itself; no task forwards them.
     let addr = actor.start_on(batches);
     let replica = health::instance_name();
-    let (writer, ownership, mut tasks) = spawn_writer(bus.clone(), outputs.clone(), replica.clone(), shutdown.clone());
+    let probe_config = fds::ProbeConfig {
+        lambda_endpoint: config.aws_lambda_endpoint,
+        tls_insecure_skip_verify: config.fds_tls_insecure_skip_verify,
+        ..Default::default()
+    };
+    let (writer, ownership, mut tasks) = spawn_writer(
+        bus.clone(),
+        outputs.clone(),
+        probe_config,
+        replica.clone(),
+        shutdown.clone(),
+    );
     let health = tokio::spawn(health::run(
         bus.clone(),
         health::HealthConfig {
@@ -135,6 +158,7 @@ impl Running {
 fn spawn_writer(
     bus: Bus,
     outputs: actor::Outputs,
+    probe_config: fds::ProbeConfig,
     replica: String,
     shutdown: Shutdown,
 ) -> (
@@ -148,7 +172,7 @@ fn spawn_writer(
     let replica_name = replica.clone();
     let (ownership, leases) = shards::spawn_leases(bus.clone(), replica, stats.clone(), shutdown, writer_stop.clone());
     let scoped = shards::spawn_scoped(outputs.desired, ownership.clone(), writer_stop.clone());
-    let prober = fds::Prober::new(fds::ProbeConfig::default());
+    let prober = fds::Prober::new(probe_config);
     let probing = probing::spawn(
         bus.clone(),
         scoped,

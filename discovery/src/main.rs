@@ -31,6 +31,29 @@ struct Args {
     /// those labelled `enabled`) or DISABLED.
     #[arg(long, env = "KGW_FDS_MODE", default_value = "BLACKLIST")]
     fds_mode: discovery::fds::schedule::FdsMode,
+    /// The Lambda API that lists the functions of Lambda (`aws`) Upstreams, for an
+    /// emulator or a VPC endpoint: `http(s)://host[:port]`, no path. Unset: AWS's
+    /// `https://lambda.<region>.amazonaws.com`.
+    #[arg(long, env = "KGW_AWS_LAMBDA_ENDPOINT", value_parser = lambda_endpoint)]
+    aws_lambda_endpoint: Option<String>,
+    /// Accept any certificate from the Services and static Upstreams that function
+    /// discovery probes over TLS. By default their certificates are verified against the
+    /// system's roots (`SSL_CERT_FILE` adds a private CA), as Gloo's probes did.
+    #[arg(long, env = "KGW_FDS_TLS_INSECURE_SKIP_VERIFY")]
+    fds_tls_insecure_skip_verify: bool,
+}
+
+/// An `http://` or `https://` URL with a host and no path.
+fn lambda_endpoint(value: &str) -> Result<String, String> {
+    let uri: hyper::Uri = value.parse().map_err(|e| format!("{e}"))?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let path_ok = uri
+        .path_and_query()
+        .is_none_or(|p| p.as_str() == "/" || p.as_str().is_empty());
+    if !scheme_ok || uri.host().is_none() || !path_ok {
+        return Err("expected http(s)://host[:port] without a path".into());
+    }
+    Ok(value.trim_end_matches('/').to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +101,8 @@ async fn async_main(args: Args, Started { shutdown, tls }: Started) -> anyhow::R
         health_file: args.health_file,
         heartbeat_every: Duration::from_secs(5),
         fds_mode: args.fds_mode,
+        aws_lambda_endpoint: args.aws_lambda_endpoint,
+        fds_tls_insecure_skip_verify: args.fds_tls_insecure_skip_verify,
     };
     let running = discovery::start(config, shutdown.clone())
         .await

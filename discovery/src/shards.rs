@@ -40,14 +40,20 @@ impl Ownership {
     /// `state` cut down to the keys of these shards, scoped to them for the KV writer.
     pub fn scope(&self, state: &KvState) -> KvState {
         let shards = Arc::clone(&self.shards);
-        let values = state
-            .values
-            .iter()
-            .filter(|(key, _)| shards.contains(&discovery_shard(key)))
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect();
+        // Every shard (one replica): the same map, shared rather than copied.
+        let values = match shards.len() == usize::from(DISCOVERY_SHARDS) {
+            true => Arc::clone(&state.values),
+            false => Arc::new(
+                state
+                    .values
+                    .iter()
+                    .filter(|(key, _)| shards.contains(&discovery_shard(key)))
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect(),
+            ),
+        };
         KvState {
-            values: Arc::new(values),
+            values,
             trace: state.trace.clone(),
             scope: Some(Arc::new(Scope {
                 generation: self.generation,

@@ -23,6 +23,7 @@ fn target(addr: SocketAddr) -> Target {
     Target {
         upstream: "test-upstream".into(),
         addresses: vec![addr],
+        lambda: None,
     }
 }
 
@@ -97,6 +98,7 @@ async fn openapi3_yaml_at_the_annotated_path() {
     let hints = Hints {
         openapi_path: Some("/internal/spec.yaml".into()),
         http2: false,
+        tls: None,
     };
     let result = fds::probe(&target(server.addr), &hints, &config()).await;
     assert_eq!(result.detector, Some(Detector::OpenApi), "{:?}", result.error);
@@ -254,6 +256,7 @@ async fn check_reflection(v1: bool, http2: bool) {
     let hints = Hints {
         openapi_path: None,
         http2,
+        tls: None,
     };
     let result = fds::probe(&target(addr), &hints, &config()).await;
     assert_eq!(result.detector, Some(Detector::Grpc), "{:?}", result.error);
@@ -333,6 +336,7 @@ async fn grpc_first_when_the_port_says_http2_and_openapi_still_tried() {
     let hints = Hints {
         openapi_path: None,
         http2: true,
+        tls: None,
     };
     let result = fds::probe(&target(server.addr), &hints, &config()).await;
     assert_eq!(result.detector, Some(Detector::OpenApi), "{:?}", result.error);
@@ -347,6 +351,7 @@ async fn a_refusing_address_moves_on_to_the_next() {
     let target = Target {
         upstream: "two-pods".into(),
         addresses: vec![closed, server.addr],
+        lambda: None,
     };
     let result = fds::probe(&target, &Hints::default(), &config()).await;
     assert_eq!(result.detector, Some(Detector::OpenApi), "{:?}", result.error);

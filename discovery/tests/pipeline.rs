@@ -160,6 +160,8 @@ fn cfg(config: &Path, url: &str, health: &Path) -> discovery::Config {
         heartbeat_every: Duration::from_millis(200),
         // About UDS; function discovery has its own tests.
         fds_mode: discovery::fds::schedule::FdsMode::Disabled,
+        aws_lambda_endpoint: None,
+        fds_tls_insecure_skip_verify: false,
     }
 }
 

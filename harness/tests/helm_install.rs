@@ -500,7 +500,8 @@ async fn check_least_privilege(cluster: &KubeCluster) -> Result<()> {
     };
     let lp = ListParams::default().limit(1);
 
-    // discovery: Services and EndpointSlices, never Secrets.
+    // discovery: Services and EndpointSlices; Secrets read-only (the AWS credentials of
+    // Lambda Upstreams), never written.
     let discovery = client_of("discovery").await?;
     Api::<Service>::all(discovery.clone())
         .list(&lp)
@@ -510,11 +511,17 @@ async fn check_least_privilege(cluster: &KubeCluster) -> Result<()> {
         .list(&lp)
         .await
         .context("discovery lists EndpointSlices")?;
-    let secrets = Api::<Secret>::namespaced(discovery.clone(), NS).list(&lp).await;
+    Api::<Secret>::namespaced(discovery.clone(), NS)
+        .list(&lp)
+        .await
+        .context("discovery lists Secrets (Lambda credentials)")?;
+    let deleted = Api::<Secret>::namespaced(discovery.clone(), NS)
+        .delete("kgw-ca", &Default::default())
+        .await;
     ensure!(
-        forbidden(&secrets),
-        "discovery listing Secrets must be Forbidden: {:?}",
-        secrets.map(|_| ())
+        forbidden(&deleted),
+        "discovery deleting a Secret must be Forbidden: {:?}",
+        deleted.map(|_| ())
     );
 
     // gloo (the controller): the one that reads Secrets.
@@ -634,8 +641,10 @@ async fn check_uninstalled(client: &kube::Client) -> Result<()> {
 /// Our processes, run with the tokens of the ServiceAccounts the chart created (as they
 /// would run in its pods), do their work: least privilege is enough. The gateway reads
 /// the Gateway API kinds and Services and writes the route's status; discovery reads
-/// Services and EndpointSlices and publishes the Upstream. (The controller's token is
-/// not used by a process yet: it reads no Secrets until SDS exists.)
+/// Services and EndpointSlices and publishes the Upstream, and lists the functions of a
+/// Lambda Upstream with the credentials of its Secret (read through the API server).
+/// (The controller's token is not used by a process yet: it reads no Secrets until SDS
+/// exists.)
 async fn check_processes_work_with_chart_tokens(cluster: &KubeCluster) -> Result<()> {
     let in_apps = |yaml: String| yaml.replace("namespace: default", &format!("namespace: {APPS}"));
     let route = format!(
@@ -649,13 +658,29 @@ spec:
     backendRefs: [{{name: echo, port: 80}}]
 "
     );
+    // A Lambda Upstream and its Secret (stringData: the API server stores it in data).
+    let lambda = format!(
+        "apiVersion: gloo.solo.io/v1
+kind: Upstream
+metadata: {{name: lambda, namespace: {APPS}}}
+spec:
+  aws: {{region: us-east-1, secretRef: {{name: aws-creds}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: aws-creds, namespace: {APPS}}}
+stringData: {{aws_access_key_id: AKIDFROMCHART, aws_secret_access_key: chart-secret}}
+"
+    );
     let resources = [
         in_apps(gateway_yaml()),
         in_apps(service_yaml("echo", &["192.0.2.10".parse()?], 8080)),
         route,
+        lambda,
     ]
     .join("---\n");
     kubectl_create(cluster, &resources)?;
+    let lambda_api = LambdaApi::start().await?;
 
     let kubeconfig_of = |sa: &'static str| async move {
         let token = cluster.token_for_service_account(NS, sa).await?;
@@ -694,6 +719,8 @@ spec:
             system.nats_url(),
             "--health-file".into(),
             cluster.dir().join("discovery-healthy").display().to_string(),
+            "--aws-lambda-endpoint".into(),
+            format!("http://{}", lambda_api.addr),
         ]
         .into_iter()
         // The system's discovery certificate: NATS requires TLS.
@@ -739,8 +766,80 @@ spec:
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         )
     })?;
+    // discovery: the Lambda Upstream's functions, listed with the Secret's key.
+    wait_for(WAIT, || async {
+        let bucket = jetstream.get_key_value(kgw_proto::nats::UPSTREAMS_BUCKET).await?;
+        let key = kgw_proto::nats::key(APPS, "lambda");
+        let value = bucket
+            .get(&key)
+            .await?
+            .with_context(|| format!("no Upstream {key} yet"))?;
+        let upstream = <kgw_proto::v1::Upstream as prost::Message>::decode(value)?;
+        let names: Vec<String> = upstream.functions.into_iter().map(|f| f.name).collect();
+        ensure!(names == ["orders"], "functions on {key}: {names:?}");
+        Ok(())
+    })
+    .await
+    .with_context(|| format!("discovery log:\n{}", discovery.log_tail(30)))?;
+    let signed = lambda_api.authorizations.lock().expect("lock").clone();
+    ensure!(
+        !signed.is_empty() && signed.iter().all(|a| a.contains("Credential=AKIDFROMCHART/")),
+        "ListFunctions signed with {signed:?}"
+    );
     discovery.terminate();
     Ok(())
+}
+
+/// A stand-in for the Lambda API: answers every `ListFunctions` with one function and
+/// records the requests' `Authorization` headers.
+struct LambdaApi {
+    addr: std::net::SocketAddr,
+    authorizations: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LambdaApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl LambdaApi {
+    async fn start() -> Result<Self> {
+        use http_body_util::Full;
+        use hyper::body::Bytes;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let authorizations = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = authorizations.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let recorded = recorded.clone();
+                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let auth = request
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    recorded.lock().expect("lock").push(auth);
+                    let body = r#"{"Functions": [{"FunctionName": "orders", "Version": "$LATEST",
+                        "FunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:orders"}]}"#;
+                    async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(body)))) }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Self {
+            addr,
+            authorizations,
+            task,
+        })
+    }
 }
 
 const WAIT: std::time::Duration = std::time::Duration::from_secs(60);

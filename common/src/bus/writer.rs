@@ -122,9 +122,19 @@ pub fn spawn_kv_writer(
                 match read_all(&store).await {
                     Ok(all) => {
                         let want = desired.borrow().clone();
+                        // Values read are slices of the client's read buffers: each is
+                        // kept as the desired value when it is the same (shared), else
+                        // copied, so that no read buffer stays alive for a few bytes of it.
                         let have: BTreeMap<_, _> = all
                             .into_iter()
                             .filter(|(k, v)| want.in_scope(k) && owns(k, v))
+                            .map(|(k, v)| {
+                                let v = match want.get(&k) {
+                                    Some(same) if *same == v => same.clone(),
+                                    _ => Bytes::copy_from_slice(&v),
+                                };
+                                (k, v)
+                            })
                             .collect();
                         remove_stale_parts(&store, bucket, &want, &have, &owns, &stats_tx).await;
                         known = Some(have);
@@ -134,22 +144,58 @@ pub fn spawn_kv_writer(
                 }
             }
             if let Some(have) = known.as_mut() {
-                let want = desired.borrow_and_update().clone();
-                if want.scope_generation() != known_scope {
-                    // Another part of the bucket: read what it holds there first.
-                    known = None;
-                    continue;
-                }
-                match reconcile(&store, &bus.jetstream, bucket, &want, have, &mut ours, &stats_tx).await {
-                    Ok(()) => {
+                // What to write, decided at once: the desired state is not held while the
+                // writes wait (its owner may then update it in place).
+                let plan = {
+                    let want = desired.borrow_and_update();
+                    if want.scope_generation() != known_scope {
+                        // Another part of the bucket: read what it holds there first.
+                        known = None;
+                        continue;
+                    }
+                    Plan::new(&want, have)
+                };
+                let mut seen = Seen {
+                    changes: &mut changes,
+                    others: Vec::new(),
+                    broke: false,
+                };
+                let written = reconcile(
+                    &store,
+                    &bus.jetstream,
+                    bucket,
+                    plan,
+                    have,
+                    &mut ours,
+                    &mut seen,
+                    &stats_tx,
+                )
+                .await;
+                let (others, broke) = (seen.others, seen.broke);
+                match written {
+                    Ok(()) if !broke => {
                         delay = Duration::from_millis(50);
                         stats_tx.send_if_modified(|s| {
                             let changed = s.scope_generation != known_scope;
                             s.scope_generation = known_scope;
                             changed
                         });
+                        // Changes of other clients seen while writing: as from the watch.
+                        let mut repaired = false;
+                        for entry in others {
+                            let want = desired.borrow().clone();
+                            if let Some(repair) = foreign_change(&store, entry, &want, have, &mut ours, &owns).await {
+                                tracing::warn!(bucket, key = %repair.key, change = repair.what, "another client changed a key this writer owns; rewriting it");
+                                stats_tx.send_modify(|s| s.repairs += 1);
+                                repaired = true;
+                            }
+                        }
+                        if repaired {
+                            continue;
+                        }
                     }
-                    Err(()) => known = None,
+                    // A failed write, or the watch broke: read everything again.
+                    _ => known = None,
                 }
             }
             let retry = known.is_none() || changes.is_none();
@@ -160,7 +206,7 @@ pub fn spawn_kv_writer(
                 entry = next_change(&mut changes), if !retry => match (entry, known.as_mut()) {
                     (Some(entry), Some(have)) => {
                         let want = desired.borrow().clone();
-                        if let Some(repair) = foreign_change(&store, entry, &want, have, &ours, &owns).await {
+                        if let Some(repair) = foreign_change(&store, entry, &want, have, &mut ours, &owns).await {
                             tracing::warn!(bucket, key = %repair.key, change = repair.what, "another client changed a key this writer owns; rewriting it");
                             stats_tx.send_modify(|s| s.repairs += 1);
                         }
@@ -180,8 +226,20 @@ pub fn spawn_kv_writer(
     stats_rx
 }
 
-/// Revision of this writer's last put, per key.
+/// Revision of this writer's last put, per key, until the watch has shown it.
 type Revisions = BTreeMap<String, u64>;
+
+/// Whether `entry` is one of this writer's own puts coming back on the watch. The last one
+/// of its key is then forgotten when `forget` (nothing later of that key can be ours).
+fn own_write(ours: &mut Revisions, entry: &kv::Entry, forget: bool) -> bool {
+    let Some(last) = ours.get(&entry.key).copied() else {
+        return false;
+    };
+    if forget && entry.revision == last {
+        ours.remove(&entry.key);
+    }
+    entry.revision <= last
+}
 
 async fn next_change(changes: &mut Option<kv::Watch>) -> Option<kv::Entry> {
     match changes {
@@ -203,13 +261,10 @@ async fn foreign_change(
     entry: kv::Entry,
     want: &KvState,
     have: &mut BTreeMap<String, Bytes>,
-    ours: &Revisions,
+    ours: &mut Revisions,
     owns: &Owns,
 ) -> Option<Repair> {
-    if chunk::is_part_key(&entry.key)
-        || ours.get(&entry.key).is_some_and(|r| entry.revision <= *r)
-        || !want.in_scope(&entry.key)
-    {
+    if chunk::is_part_key(&entry.key) || own_write(ours, &entry, true) || !want.in_scope(&entry.key) {
         return None;
     }
     let key = entry.key.clone();
@@ -269,28 +324,89 @@ async fn remove_stale_parts(
     }
 }
 
-/// Writes what differs between `want` and `have`: one `kv.write` span (a child of the
-/// change that made `want`) whose context every put and delete carries.
+/// What differs between a desired state and what the bucket holds: the keys to put (with
+/// their values) and to delete, in the order to write them, and the trace of the change.
+struct Plan {
+    puts: Vec<(String, Bytes)>,
+    deletes: Vec<String>,
+    trace: Option<TraceHeaders>,
+}
+
+impl Plan {
+    fn new(want: &KvState, have: &BTreeMap<String, Bytes>) -> Self {
+        // Keys under another key (a Proxy's virtual hosts under its head) are put before it
+        // and deleted after it: a reader never sees a head whose parts are not there yet.
+        let depth = |key: &str| key.matches('.').count();
+        let mut puts: Vec<(String, Bytes)> = want
+            .iter()
+            .filter(|(k, v)| have.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        puts.sort_by_key(|(k, _)| std::cmp::Reverse(depth(k)));
+        let mut deletes: Vec<String> = have.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
+        deletes.sort_by_key(|k| depth(k));
+        Self {
+            puts,
+            deletes,
+            trace: want.trace.clone(),
+        }
+    }
+}
+
+/// The bucket's watch while a reconcile writes: what it delivered meanwhile is taken at
+/// once (the echoes of this writer's own writes, dropped; other clients' changes, kept for
+/// after), so that thousands of writes do not queue thousands of messages.
+struct Seen<'a> {
+    changes: &'a mut Option<kv::Watch>,
+    /// Changes that are not this writer's own.
+    others: Vec<kv::Entry>,
+    /// The watch ended or failed.
+    broke: bool,
+}
+
+impl Seen<'_> {
+    fn take_ready(&mut self, ours: &mut Revisions, have: &BTreeMap<String, Bytes>) {
+        use futures::FutureExt as _;
+        let Some(watch) = self.changes.as_mut() else { return };
+        while let Some(next) = watch.next().now_or_never() {
+            match next {
+                Some(Ok(entry)) => {
+                    // What `foreign_change` would ignore: parts, our own puts, deletes of
+                    // keys we do not hold (our own deletes among them).
+                    // A change of the same key kept for after is checked against our
+                    // revision then: it is not forgotten before.
+                    let forget = !self.others.iter().any(|other| other.key == entry.key);
+                    let ignored = chunk::is_part_key(&entry.key)
+                        || own_write(ours, &entry, forget)
+                        || (entry.operation != kv::Operation::Put && !have.contains_key(&entry.key));
+                    if !ignored {
+                        self.others.push(entry);
+                    }
+                }
+                _ => {
+                    self.broke = true;
+                    *self.changes = None;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes `plan`: one `kv.write` span (a child of the change that made it) whose context
+/// every put and delete carries.
+#[allow(clippy::too_many_arguments)]
 async fn reconcile(
     store: &kv::Store,
     js: &jetstream::Context,
     bucket: &str,
-    want: &KvState,
+    plan: Plan,
     have: &mut BTreeMap<String, Bytes>,
     ours: &mut Revisions,
+    seen: &mut Seen<'_>,
     stats: &watch::Sender<WriterStats>,
 ) -> Result<(), ()> {
-    // Keys under another key (a Proxy's virtual hosts under its head) are put before it
-    // and deleted after it: a reader never sees a head whose parts are not there yet.
-    let depth = |key: &str| key.matches('.').count();
-    let mut puts: Vec<&String> = want
-        .iter()
-        .filter(|(k, v)| have.get(*k) != Some(*v))
-        .map(|(k, _)| k)
-        .collect();
-    puts.sort_by_key(|k| std::cmp::Reverse(depth(k)));
-    let mut deletes: Vec<String> = have.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
-    deletes.sort_by_key(|k| depth(k));
+    let Plan { puts, deletes, trace } = plan;
     if puts.is_empty() && deletes.is_empty() {
         stats.send_modify(|s| s.unchanged += 1);
         return Ok(());
@@ -300,21 +416,21 @@ async fn reconcile(
         bucket,
         puts = puts.len(),
         deletes = deletes.len(),
-        keys = %key_list(puts.iter().copied().chain(&deletes)),
+        keys = %key_list(puts.iter().map(|(k, _)| k).chain(&deletes)),
     );
-    if let Some(trace) = &want.trace {
+    if let Some(trace) = &trace {
         trace.adopt(&span);
     }
     let trace = TraceHeaders::of(&span);
     async {
-        for key in puts {
-            let value = &want[key];
-            match put_value(store, js, key, value, have.get(key), trace.as_ref()).await {
+        for (key, value) in puts {
+            match put_value(store, js, &key, &value, have.get(&key), trace.as_ref()).await {
                 Ok(revision) => {
                     tracing::debug!(bucket, key, revision, bytes = value.len(), "kv put");
-                    have.insert(key.clone(), value.clone());
                     ours.insert(key.clone(), revision);
+                    have.insert(key, value);
                     stats.send_modify(|s| s.puts += 1);
+                    seen.take_ready(ours, have);
                 }
                 Err(error) => {
                     tracing::warn!(bucket, key, %error, "kv put failed; will retry");
@@ -333,6 +449,7 @@ async fn reconcile(
                     tracing::debug!(bucket, key, "kv delete");
                     have.remove(&key);
                     stats.send_modify(|s| s.deletes += 1);
+                    seen.take_ready(ours, have);
                 }
                 Err(error) => {
                     tracing::warn!(bucket, key, %error, "kv delete failed; will retry");

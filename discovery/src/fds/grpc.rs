@@ -6,7 +6,11 @@
 //! in one FileDescriptorSet, dependencies first, for Envoy's gRPC-JSON transcoder.
 use std::{
     collections::{BTreeMap, BTreeSet},
+    future::Future,
     net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -18,7 +22,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, transport::Channel};
 
-use super::{FdsError, ProbeConfig};
+use super::{
+    FdsError, ProbeConfig, http,
+    tls::{self, Alpn},
+};
 
 pub(crate) const KIND: &str = "grpc";
 /// At most this many files per upstream: a bound on the dependency walk.
@@ -52,14 +59,32 @@ pub(crate) struct Found {
     pub(crate) version: &'static str,
 }
 
-/// Reflection on `addr` (h2c). `Ok(None)`: a gRPC server, but without reflection.
-pub(crate) async fn detect(addr: SocketAddr, config: &ProbeConfig) -> Result<Option<Found>, FdsError> {
+/// Reflection on `addr` (h2c, or HTTP/2 over TLS when `tls` says). `Ok(None)`: a gRPC
+/// server, but without reflection.
+pub(crate) async fn detect(
+    addr: SocketAddr,
+    tls: Option<http::Tls<'_>>,
+    config: &ProbeConfig,
+) -> Result<Option<Found>, FdsError> {
     let error = |source| FdsError::Grpc { addr, source };
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| error(GrpcError::Endpoint(e)))?
         .connect_timeout(config.request_timeout);
+    let connect = async {
+        match tls {
+            None => endpoint.connect().await,
+            Some(tls) => {
+                let connector = TlsConnect {
+                    addr,
+                    server_name: Arc::from(tls.server_name),
+                    skip_verify: tls.skip_verify,
+                };
+                endpoint.connect_with_connector(connector).await
+            }
+        }
+    };
     // The TCP connect has its own timeout; this one also bounds the HTTP/2 handshake.
-    let channel = tokio::time::timeout(config.request_timeout, channel.connect())
+    let channel = tokio::time::timeout(config.request_timeout, connect)
         .await
         .map_err(|_| error(GrpcError::Timeout(config.request_timeout)))?
         .map_err(|e| error(GrpcError::Connect(e)))?;
@@ -73,6 +98,37 @@ pub(crate) async fn detect(addr: SocketAddr, config: &ProbeConfig) -> Result<Opt
         }
     }
     Ok(None)
+}
+
+/// Connects tonic's channel over TLS (ALPN h2) to one address, whatever the URI says.
+#[derive(Clone)]
+struct TlsConnect {
+    addr: SocketAddr,
+    server_name: Arc<str>,
+    skip_verify: bool,
+}
+
+type TlsIo = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tonic::codegen::Service<hyper::Uri> for TlsConnect {
+    type Response = TlsIo;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<TlsIo, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: hyper::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect(this.addr).await?;
+            let _ = stream.set_nodelay(true);
+            let stream = tls::connect(stream, this.addr, &this.server_name, this.skip_verify, Alpn::H2).await?;
+            Ok(hyper_util::rt::TokioIo::new(stream))
+        })
+    }
 }
 
 #[derive(Clone, Copy)]

@@ -10,7 +10,9 @@
 //!
 //! The actor's calls: [`Target::from_upstream`] + [`Hints::from_service`] →
 //! [`Prober::probe`] → [`ProbeResult`] (functions sorted by name, descriptors for the
-//! gRPC-JSON transcoder) and [`schedule::Schedule::finished`].
+//! gRPC-JSON transcoder) and [`schedule::Schedule::finished`]. Lambda Upstreams carry a
+//! [`LambdaInput`] (credentials from their Secret) in their [`Target`] instead of
+//! addresses. Ports that only speak TLS are probed over TLS ([`TlsHint`], see `tls.rs`).
 use std::{
     net::{IpAddr, SocketAddr},
     sync::Arc,
@@ -28,11 +30,13 @@ pub mod lambda;
 mod openapi;
 pub mod schedule;
 mod sigv4;
+mod tls;
 
 pub use grpc::GrpcError;
 pub use http::HttpError;
 pub use lambda::{Credentials, LambdaError, LambdaTarget};
 pub use openapi::{OPENAPI_PATH_ANNOTATION, OpenApiError, WELL_KNOWN_PATHS, parse as parse_openapi};
+pub use tls::TlsError;
 
 /// Which detector found the functions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -84,6 +88,9 @@ pub enum FdsError {
     },
     #[error("probe took longer than {0:?}")]
     Timeout(Duration),
+    /// A Lambda Upstream whose credentials cannot be read (it is not probed).
+    #[error("not probed: {0}")]
+    Credentials(String),
 }
 
 impl FdsError {
@@ -145,6 +152,13 @@ pub struct ProbeConfig {
     pub max_addresses: usize,
     /// Probes running at once, per [`Prober`].
     pub concurrency: usize,
+    /// The Lambda API to list functions at, for Lambda targets that name none: an
+    /// emulator or a VPC endpoint (`http://` or `https://`, no path). `None`: AWS's
+    /// `https://lambda.<region>.amazonaws.com`.
+    pub lambda_endpoint: Option<String>,
+    /// Accept any certificate from Services probed over TLS (see `tls.rs` for why the
+    /// default verifies).
+    pub tls_insecure_skip_verify: bool,
 }
 
 impl Default for ProbeConfig {
@@ -156,6 +170,8 @@ impl Default for ProbeConfig {
             max_descriptor_bytes: 768 << 10,
             max_addresses: 3,
             concurrency: 16,
+            lambda_endpoint: None,
+            tls_insecure_skip_verify: false,
         }
     }
 }
@@ -167,12 +183,72 @@ pub struct Hints {
     pub openapi_path: Option<String>,
     /// The port speaks HTTP/2 (appProtocol grpc / h2c): reflection is tried first.
     pub http2: bool,
+    /// The port only speaks TLS: probes connect with TLS. (Shared: rare, and cloned
+    /// into the schedule's fingerprint.)
+    pub tls: Option<Arc<TlsHint>>,
+}
+
+/// How to speak TLS to a target's addresses: the name to send as SNI (and to verify the
+/// certificate against) per address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsHint {
+    /// Per address (a static host's `sniAddr`); sorted by address.
+    pub server_names: Vec<(SocketAddr, String)>,
+    /// For the other addresses (a Service's DNS name); `None`: the address itself.
+    pub server_name: Option<String>,
+}
+
+impl TlsHint {
+    /// The name sent to `addr`.
+    pub fn server_name_for(&self, addr: SocketAddr) -> String {
+        self.server_names
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, name)| name.clone())
+            .or_else(|| self.server_name.clone())
+            .unwrap_or_else(|| addr.ip().to_string())
+    }
+
+    /// A static Upstream's hosts with `useTls`: each sends its `sniAddr`, else its address.
+    pub fn from_static(hosts: &kgw_proto::v1::StaticUpstream) -> Option<Arc<Self>> {
+        if !hosts.use_tls {
+            return None;
+        }
+        let mut server_names: Vec<(SocketAddr, String)> = hosts
+            .hosts
+            .iter()
+            .filter(|h| !h.sni.is_empty())
+            .filter_map(|h| {
+                let ip = h.address.parse::<IpAddr>().ok()?;
+                let port = u16::try_from(h.port).ok()?;
+                Some((SocketAddr::new(ip, port), h.sni.clone()))
+            })
+            .collect();
+        server_names.sort();
+        server_names.dedup_by(|a, b| a.0 == b.0);
+        Some(Arc::new(Self {
+            server_names,
+            server_name: None,
+        }))
+    }
+}
+
+/// Whether a Service port only speaks TLS: appProtocol `https` or `tls`, else (no
+/// appProtocol) named `https` or numbered 443.
+pub fn port_speaks_tls(port: &k8s_openapi::api::core::v1::ServicePort) -> bool {
+    match port.app_protocol.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        Some("https" | "tls") => true,
+        Some(_) => false,
+        None => port.name.as_deref() == Some("https") || port.port == 443,
+    }
 }
 
 impl Hints {
-    /// The hints a Service and its port's appProtocol (`Upstream.kube.app_protocol`:
-    /// "HTTP2" or "") give. An annotation that is not an absolute path is ignored.
-    pub fn from_service(service: &Service, app_protocol: &str) -> Self {
+    /// The hints a Service, its port `port` and that port's appProtocol
+    /// (`Upstream.kube.app_protocol`: "HTTP2" or "") give. An annotation that is not an
+    /// absolute path is ignored. A port that only speaks TLS is probed over TLS, with the
+    /// Service's cluster DNS name as SNI.
+    pub fn from_service(service: &Service, app_protocol: &str, port: u32) -> Self {
         let openapi_path = service
             .metadata
             .annotations
@@ -188,23 +264,46 @@ impl Hints {
                 ok
             })
             .map(str::to_string);
+        let tls_port = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .and_then(|ports| ports.iter().find(|p| u32::try_from(p.port).ok() == Some(port)))
+            .is_some_and(port_speaks_tls);
+        let tls = tls_port.then(|| {
+            Arc::new(TlsHint {
+                server_names: Vec::new(),
+                server_name: service.metadata.name.as_ref().map(|name| {
+                    let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
+                    format!("{name}.{namespace}.svc.cluster.local")
+                }),
+            })
+        });
         Self {
             openapi_path,
             http2: app_protocol == "HTTP2",
+            tls,
         }
     }
 }
 
-/// Where to probe: an upstream's name (for logs and spans) and its ready addresses.
+/// Where to probe: an upstream's name (for logs and spans) and its ready addresses; or,
+/// for a Lambda upstream, the account and region to list.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Target {
     pub upstream: String,
     pub addresses: Vec<SocketAddr>,
+    /// A Lambda upstream: listed with `ListFunctions` instead of probing addresses.
+    pub lambda: Option<Arc<LambdaInput>>,
 }
+
+/// A Lambda upstream's listing, or why it cannot be listed (its Secret or a key of it is
+/// missing: said in its probe status, and nothing is sent to AWS).
+pub type LambdaInput = Result<LambdaTarget, String>;
 
 impl Target {
     /// The ready endpoints of a kube upstream, or the hosts of a static one that are IP
-    /// addresses, sorted.
+    /// addresses, sorted. (A Lambda upstream's [`LambdaInput`] comes from its Secret.)
     pub fn from_upstream(upstream: &Upstream) -> Self {
         let name = upstream.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
         let pairs: Vec<(&str, u32)> = match &upstream.upstream_type {
@@ -214,9 +313,7 @@ impl Target {
                 .filter(|e| e.ready)
                 .map(|e| (e.address.as_str(), e.port))
                 .collect(),
-            Some(UpstreamType::Static(s)) if !s.use_tls => {
-                s.hosts.iter().map(|h| (h.address.as_str(), h.port)).collect()
-            }
+            Some(UpstreamType::Static(s)) => s.hosts.iter().map(|h| (h.address.as_str(), h.port)).collect(),
             _ => Vec::new(),
         };
         let mut addresses: Vec<SocketAddr> = pairs
@@ -232,15 +329,29 @@ impl Target {
         Self {
             upstream: name,
             addresses,
+            lambda: None,
         }
     }
 
-    /// The schedule's fingerprint of this target with these hints.
+    /// The schedule's fingerprint of this target with these hints. For Lambda: the
+    /// region, endpoint and key (hashed), or what is missing, so that a Secret that
+    /// appears or changes makes it due at once.
     pub fn fingerprint(&self, hints: &Hints) -> schedule::Fingerprint {
-        schedule::Fingerprint::new(
-            self.addresses.iter().map(|a| (a.ip().to_string(), u32::from(a.port()))),
-            hints.clone(),
-        )
+        match self.lambda.as_deref() {
+            Some(Ok(lambda)) => schedule::Fingerprint {
+                hints: hints.clone(),
+                ..lambda.fingerprint()
+            },
+            Some(Err(problem)) => schedule::Fingerprint {
+                hints: hints.clone(),
+                extra: vec![format!("unusable: {problem}")],
+                ..Default::default()
+            },
+            None => schedule::Fingerprint::new(
+                self.addresses.iter().map(|a| (a.ip().to_string(), u32::from(a.port()))),
+                hints.clone(),
+            ),
+        }
     }
 }
 
@@ -295,8 +406,27 @@ impl Prober {
 
 /// Probes `target` with every detector, within `config.probe_timeout`. Addresses are
 /// tried in order while they refuse or stay silent, at most `config.max_addresses`; the
-/// first that answers decides.
+/// first that answers decides. A Lambda target is listed instead (at
+/// `config.lambda_endpoint` unless it names its own).
 pub async fn probe(target: &Target, hints: &Hints, config: &ProbeConfig) -> ProbeResult {
+    match target.lambda.as_deref() {
+        Some(Ok(lambda)) if lambda.endpoint.is_none() && config.lambda_endpoint.is_some() => {
+            let lambda = LambdaTarget {
+                endpoint: config.lambda_endpoint.clone(),
+                ..lambda.clone()
+            };
+            return lambda::probe(&lambda, config).await;
+        }
+        Some(Ok(lambda)) => return lambda::probe(lambda, config).await,
+        Some(Err(problem)) => {
+            tracing::debug!(upstream = %target.upstream, problem, "not listing Lambda functions");
+            return ProbeResult {
+                error: Some(FdsError::Credentials(problem.clone())),
+                ..Default::default()
+            };
+        }
+        None => {}
+    }
     let span = tracing::info_span!("fds.probe", upstream = %target.upstream, detector = tracing::field::Empty);
     let probe = async {
         let started = std::time::Instant::now();
@@ -336,7 +466,12 @@ async fn probe_addresses(target: &Target, hints: &Hints, config: &ProbeConfig) -
         let mut answered = false;
         for detector in order {
             let span = tracing::debug_span!("fds.detect", detector = detector.kind(), %addr);
-            match detect(detector, addr, hints, config).instrument(span).await {
+            let server_name = hints.tls.as_ref().map(|tls| tls.server_name_for(addr));
+            let tls = server_name.as_deref().map(|server_name| http::Tls {
+                server_name,
+                skip_verify: config.tls_insecure_skip_verify,
+            });
+            match detect(detector, addr, tls, hints, config).instrument(span).await {
                 Ok(Some(found)) => return found,
                 Ok(None) => answered = true,
                 Err(error) => {
@@ -364,24 +499,32 @@ async fn probe_addresses(target: &Target, hints: &Hints, config: &ProbeConfig) -
 async fn detect(
     detector: Detector,
     addr: SocketAddr,
+    tls: Option<http::Tls<'_>>,
     hints: &Hints,
     config: &ProbeConfig,
 ) -> Result<Option<ProbeResult>, FdsError> {
+    let over_tls = tls
+        .map(|t| format!(" over TLS to {}", t.server_name))
+        .unwrap_or_default();
     Ok(match detector {
-        Detector::OpenApi => openapi::detect(addr, hints.openapi_path.as_deref(), config)
+        Detector::OpenApi => openapi::detect(addr, hints.openapi_path.as_deref(), tls, config)
             .await?
             .map(|found| ProbeResult {
                 functions: found.functions,
                 descriptors: Vec::new(),
                 detector: Some(Detector::OpenApi),
-                source: format!("http://{addr}{}", found.path),
+                source: format!(
+                    "{}://{addr}{}",
+                    if tls.is_some() { "https" } else { "http" },
+                    found.path
+                ),
                 error: None,
             }),
-        Detector::Grpc => grpc::detect(addr, config).await?.map(|found| ProbeResult {
+        Detector::Grpc => grpc::detect(addr, tls, config).await?.map(|found| ProbeResult {
             functions: found.functions,
             descriptors: found.descriptors,
             detector: Some(Detector::Grpc),
-            source: format!("grpc://{addr} ({})", found.version),
+            source: format!("grpc://{addr} ({}){over_tls}", found.version),
             error: None,
         }),
         // Lambda is listed per region, not per address: see `lambda::probe`.
@@ -436,11 +579,12 @@ mod tests {
             },
             ..Default::default()
         };
-        let hints = Hints::from_service(&service(" /api/openapi.yaml "), "HTTP2");
+        let hints = Hints::from_service(&service(" /api/openapi.yaml "), "HTTP2", 80);
         assert_eq!(hints.openapi_path.as_deref(), Some("/api/openapi.yaml"));
         assert!(hints.http2);
-        assert_eq!(Hints::from_service(&service("api docs"), "").openapi_path, None);
-        assert_eq!(Hints::from_service(&service("/a b"), "").openapi_path, None);
+        assert_eq!(hints.tls, None);
+        assert_eq!(Hints::from_service(&service("api docs"), "", 80).openapi_path, None);
+        assert_eq!(Hints::from_service(&service("/a b"), "", 80).openapi_path, None);
     }
 
     #[tokio::test]

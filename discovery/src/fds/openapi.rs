@@ -55,12 +55,13 @@ pub(crate) struct Found {
 pub(crate) async fn detect(
     addr: SocketAddr,
     annotated: Option<&str>,
+    tls: Option<http::Tls<'_>>,
     config: &ProbeConfig,
 ) -> Result<Option<Found>, FdsError> {
     let usual = WELL_KNOWN_PATHS.iter().copied().filter(|p| Some(*p) != annotated);
     let paths = annotated.into_iter().chain(usual);
     for path in paths {
-        let response = match http::get(addr, path, config.request_timeout, config.max_body_bytes).await {
+        let response = match http::get(addr, path, tls, config.request_timeout, config.max_body_bytes).await {
             Ok(response) => response,
             Err(source) if source.unreachable() => {
                 return Err(FdsError::Http {
