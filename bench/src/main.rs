@@ -215,6 +215,13 @@ fn table(plan: &Plan, v: &serde_json::Map<String, Value>, details: &serde_json::
             "≤ 1 ms, flat",
         );
     }
+    for size in plan.shape_sizes.iter().map(|n| Plan::key(*n)) {
+        row(
+            format!("controller_apply_one_upstream_ms {size}"),
+            show(num("controller_apply_one_upstream_ms", &[&size])),
+            "≤ 1 ms, flat",
+        );
+    }
     for size in [&small, &mid, &large] {
         let p = |q| num("propagation_ms", &[size, q]);
         let goal = if *size == mid {

@@ -165,10 +165,12 @@ fn quick_run_reports_every_key_with_numbers() {
         }
     }
     // At the shape sizes (two in --quick).
-    let s = sizes(&doc, "controller_apply_one_route_ms");
-    assert_eq!(s.len(), 2, "controller_apply_one_route_ms: two sizes");
-    for size in &s {
-        number(&doc, &["controller_apply_one_route_ms", size]);
+    for key in ["controller_apply_one_route_ms", "controller_apply_one_upstream_ms"] {
+        let s = sizes(&doc, key);
+        assert_eq!(s.len(), 2, "{key}: two sizes");
+        for size in &s {
+            number(&doc, &[key, size]);
+        }
     }
     let s = sizes(&doc, "propagation_ms");
     assert_eq!(s.len(), 3, "propagation_ms: three sizes");

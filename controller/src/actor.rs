@@ -17,7 +17,10 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     metrics::ControllerMetrics,
     proxies::{ProxiesView, ProxyChange, ProxyStore},
-    translate::{Settings, cache::IncrementalTranslator},
+    translate::{
+        Settings,
+        cache::{IncrementalTranslator, SnapshotTranslation},
+    },
     wasm::{Fetched, WasmFetcher},
     xds::{
         SnapshotCache,
@@ -199,10 +202,17 @@ impl ControllerActor {
                         .translate_whole(&key, Some(&head), &proxy, &self.upstreams, &self.settings)
                 }
             };
+            self.serve(&key, translated, started);
+        }
+    }
+
+    /// Serves the translation `translated` of the Proxy under `key` (begun at `started`).
+    fn serve(&mut self, key: &str, translated: SnapshotTranslation, started: std::time::Instant) {
+        {
             let (snapshot, problems) = (translated.snapshot, translated.problems);
             let took = started.elapsed();
             self.metrics
-                .translated(&Self::role(&key), took, snapshot.bytes(), &problems);
+                .translated(&Self::role(key), took, snapshot.bytes(), &problems);
             let reuse = self.translator.last_reuse();
             tracing::debug!(
                 proxy = %key, listeners = snapshot.resources(LISTENER).map_or(0, |t| t.items.len()),
@@ -218,9 +228,9 @@ impl ControllerActor {
             }
             // The pushes to Envoy continue this span's trace.
             let _in_snapshot =
-                tracing::info_span!("xds.snapshot", role = %Self::role(&key), bytes = snapshot.bytes()).entered();
+                tracing::info_span!("xds.snapshot", role = %Self::role(key), bytes = snapshot.bytes()).entered();
             let snapshot = snapshot.traced(kgw_common::trace::TraceHeaders::current());
-            self.cache.set(&Self::role(&key), Some(Arc::new(snapshot)));
+            self.cache.set(&Self::role(key), Some(Arc::new(snapshot)));
         }
     }
 
@@ -472,7 +482,6 @@ impl ControllerActor {
         for event in events {
             changed.extend(Self::apply(&mut self.upstreams, event, "Upstream"));
         }
-        self.translator.upstreams_changed(&changed);
         let upstreams = !changed.is_empty();
         self.publish_later(
             ctx,
@@ -484,8 +493,25 @@ impl ControllerActor {
         // Proxies that route to a changed upstream; a new upstream may be one a route was
         // waiting for, so proxies with unresolved routes are retried too.
         let mut affected = BTreeSet::new();
-        if !changed.is_empty() {
-            affected.extend(self.translator.proxies_naming(&changed));
+        if !changed.is_empty() && !self.secrets_ready {
+            // Nothing served yet: every Proxy is translated once the Secrets are read.
+            self.translator.upstreams_changed(&changed);
+        } else if !changed.is_empty() {
+            // The virtual hosts and clusters they concern, by parts where the translator
+            // can; the Proxies it cannot, whole.
+            let started = std::time::Instant::now();
+            let store = &self.proxies;
+            let head = |key: &str| store.head(key);
+            let lookup = |key: &str, listener: &str, name: &str| store.virtual_host(key, listener, name);
+            let changes =
+                self.translator
+                    .translate_upstream_changes(&changed, &head, &lookup, &self.upstreams, &self.settings);
+            for (key, translated) in changes.translated {
+                let _in_span =
+                    tracing::info_span!("controller.translate", proxy = %key, role = %Self::role(&key)).entered();
+                self.serve(&key, translated, started);
+            }
+            affected.extend(changes.whole);
             // Not translated yet (the first full read of Upstreams).
             let translator = &self.translator;
             affected.extend(
@@ -494,7 +520,16 @@ impl ControllerActor {
                     .into_iter()
                     .filter(|key| !translator.translated(key)),
             );
-            affected.extend(waiting(&self.proxies, &changed));
+            if changes.unserved {
+                // Proxies without the state to take changes by parts, with a route waiting
+                // for one of them.
+                let translator = &self.translator;
+                affected.extend(
+                    waiting(&self.proxies, &changed)
+                        .into_iter()
+                        .filter(|key| !translator.serves_by_parts(key)),
+                );
+            }
         }
         self.retranslate_whole(affected);
         if full {

@@ -9,6 +9,9 @@
 //! `controller_apply_one_route_ms` (at the shape sizes, 1k–20k): the controller's whole
 //! path for one changed virtual-host value of KV, in process: Proxy store → the changed
 //! virtual host translated → snapshot (with its VHDS index) published.
+//! `controller_apply_one_upstream_ms` (same sizes): the same for one changed Upstream value
+//! (its endpoints; the Upstream named by the routes of one Service, five virtual hosts):
+//! its cluster and endpoints made again, no virtual host translated.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -117,6 +120,19 @@ pub fn run(plan: &Plan, report: &mut Report) -> Result<()> {
         report.set_in("controller_apply_one_route_ms", &Plan::key(n), json!(m));
         report.detail(&format!("controller_apply_one_route_{n}"), json!({"runs_ms": runs}));
     }
+    for &n in &plan.shape_sizes {
+        let (runs, whole) = controller_apply_one_upstream(plan, n, &backends, &gateway_options, &settings)?;
+        let (m, w) = (median(&runs), median(&whole));
+        eprintln!(
+            "kgw-bench: controller apply one upstream at {n} virtual hosts: {m:.3} ms (runs {runs:?}); \
+             whole Proxy {w:.3} ms"
+        );
+        report.set_in("controller_apply_one_upstream_ms", &Plan::key(n), json!(m));
+        report.detail(
+            &format!("controller_apply_one_upstream_{n}"),
+            json!({"runs_ms": runs, "whole_proxy_runs_ms": whole}),
+        );
+    }
     Ok(())
 }
 
@@ -205,6 +221,117 @@ fn controller_apply_one_route(
         runs.push(ms(started.elapsed()));
     }
     Ok(runs)
+}
+
+/// `controller_apply_one_upstream_ms`: the controller's whole path for one changed value of
+/// `kgw_upstreams` (the Upstream of route 0's Service, its endpoints changed), in process:
+/// the value decoded into the Upstreams, the virtual hosts and clusters it concerns
+/// translated again by parts (as `controller::actor` does), the snapshot published. Beside
+/// it, the whole-Proxy path the controller took before (every part made from that Upstream
+/// dropped, the Proxy translated whole from its cache).
+fn controller_apply_one_upstream(
+    plan: &Plan,
+    n: usize,
+    backends: &Backends,
+    options: &gateway::translate::Options,
+    settings: &Settings,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    use bytes::Bytes;
+    use controller::proxies::ProxyStore;
+    use kgw_common::bus::KvEvent;
+    use prost::Message as _;
+    let index = routeset::index(n, backends)?;
+    let mut upstreams = kgw_common::upstreams::upstreams(&index);
+    let service = routeset::service_of(0, routeset::services_for(n));
+    let (key, upstream) = upstreams
+        .iter()
+        .find(
+            |(_, u)| matches!(&u.upstream_type, Some(pb::upstream::UpstreamType::Kube(k)) if k.service_name == service),
+        )
+        .map(|(k, u)| (k.clone(), u.clone()))
+        .ok_or_else(|| anyhow::anyhow!("no Upstream for {service}"))?;
+    // Two versions of its endpoints: one more (a pod started), as it was.
+    let mut grown = upstream.clone();
+    if let Some(pb::upstream::UpstreamType::Kube(kube)) = &mut grown.upstream_type {
+        kube.endpoints.push(pb::Endpoint {
+            address: "127.0.0.99".into(),
+            port: u32::from(backends.port),
+            ready: true,
+            ..Default::default()
+        });
+    }
+    let versions = [
+        Bytes::from(grown.encode_to_vec()),
+        Bytes::from(upstream.encode_to_vec()),
+    ];
+    let mut values = BTreeMap::new();
+    for (key, proxy) in &gateway::translate::translate(&index, options).proxies {
+        let (head, parts) = kgw_common::proxy_parts::split(key, proxy);
+        values.insert(key.clone(), Bytes::from(head.encode_to_vec()));
+        values.extend(parts.into_iter().map(|(k, p)| (k, Bytes::from(p.encode_to_vec()))));
+    }
+    let mut store = ProxyStore::default();
+    let mut translator = IncrementalTranslator::default();
+    let cache = controller::xds::SnapshotCache::default();
+    for key in store.apply(vec![KvEvent::Full(values)]).into_keys() {
+        let (Some(head), Some(proxy)) = (store.head(&key), store.assemble(&key)) else {
+            continue;
+        };
+        let translated = translator.translate_whole(&key, Some(&head), &proxy, &upstreams, settings);
+        cache.set(
+            &kgw_proto::nats::key_to_role(&key),
+            Some(std::sync::Arc::new(translated.snapshot)),
+        );
+    }
+    let _subscriber = controller::xds::SnapshotSource::subscribe(&cache, &kgw_proto::nats::key_to_role("default.gw"));
+    let apply = |upstreams: &mut BTreeMap<String, pb::Upstream>, bytes: &Bytes| -> Result<()> {
+        upstreams.insert(key.clone(), pb::Upstream::decode(bytes.as_ref())?);
+        Ok(())
+    };
+    let changed = std::collections::BTreeSet::from([key.clone()]);
+    let (mut runs, mut whole_runs) = (Vec::new(), Vec::new());
+    for run in 0..plan.one_route_runs.max(5) {
+        let started = Instant::now();
+        apply(&mut upstreams, &versions[run % 2])?;
+        // As the actor does (`controller::actor`, `on_upstreams`).
+        let head = |key: &str| store.head(key);
+        let lookup = |key: &str, listener: &str, name: &str| store.virtual_host(key, listener, name);
+        let changes = translator.translate_upstream_changes(&changed, &head, &lookup, &upstreams, settings);
+        for (key, translated) in changes.translated {
+            cache.set(
+                &kgw_proto::nats::key_to_role(&key),
+                Some(std::sync::Arc::new(translated.snapshot)),
+            );
+        }
+        for key in changes.whole {
+            let (Some(head), Some(proxy)) = (store.head(&key), store.assemble(&key)) else {
+                continue;
+            };
+            let translated = translator.translate_whole(&key, Some(&head), &proxy, &upstreams, settings);
+            cache.set(
+                &kgw_proto::nats::key_to_role(&key),
+                Some(std::sync::Arc::new(translated.snapshot)),
+            );
+        }
+        runs.push(ms(started.elapsed()));
+    }
+    // Before: the Proxies naming it translated whole.
+    for run in 0..plan.one_route_runs.max(5) {
+        let started = Instant::now();
+        apply(&mut upstreams, &versions[run % 2])?;
+        translator.upstreams_changed(&changed);
+        for key in translator.proxies_naming(&changed) {
+            let (Some(head), Some(proxy)) = (store.head(&key), store.assemble(&key)) else {
+                continue;
+            };
+            let translated = translator.translate_whole(&key, Some(&head), &proxy, &upstreams, settings);
+            let snapshot = std::sync::Arc::new(translated.snapshot);
+            black_box(snapshot.vhds());
+            cache.set(&kgw_proto::nats::key_to_role(&key), Some(snapshot));
+        }
+        whole_runs.push(ms(started.elapsed()));
+    }
+    Ok((runs, whole_runs))
 }
 
 /// Route 0 of a set of `n` in `variant`.

@@ -28,6 +28,14 @@
 //! from all of them), on a listener whose name is not unique, whose virtual hosts are not in
 //! name order, or left out; or when TLS clusters appear or all go (the client certificate
 //! is looked up then).
+//!
+//! # Changed Upstreams
+//! [`IncrementalTranslator::translate_upstream_changes`] takes the same path for changed
+//! Upstreams: the served state keeps which virtual hosts name each Upstream (found or
+//! missing) and what of it their translation read (whether it exists, its gRPC methods:
+//! `routing_digest`). Only the virtual hosts whose reading changed are translated again
+//! (none for an endpoints-only change); the Upstreams' clusters and endpoints are made
+//! again and patched into the last snapshot's CDS and EDS.
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
@@ -120,6 +128,14 @@ struct Served {
     refs: BTreeMap<String, BTreeMap<Place, String>>,
     tls_refs: BTreeMap<String, BTreeMap<Place, pb::UpstreamTls>>,
     client_certificate: Option<String>,
+    /// Upstream key → the virtual hosts (listener name, virtual host name) of the listeners
+    /// whose virtual hosts change one by one that name it (found or missing).
+    by_upstream: BTreeMap<String, BTreeSet<(String, String)>>,
+    /// Upstream keys named by virtual hosts of the other listeners.
+    unplaced_upstreams: BTreeSet<String>,
+    /// Upstream key → what of it the virtual hosts' translation reads ([`routing_digest`]),
+    /// for the Upstreams found that the virtual hosts name.
+    digests: BTreeMap<String, [u8; 32]>,
     /// The clusters the routes name, by name.
     clusters: BTreeMap<String, ServedCluster>,
     /// The controller's own clusters, packed.
@@ -272,7 +288,7 @@ impl IncrementalTranslator {
         let snapshot = Snapshot::from_parts(packed, tables);
         let upstream_keys = Arc::new(assembled.resources.upstream_keys.clone());
         let head = head.cloned().unwrap_or_else(|| Arc::new(head_of(proxy)));
-        let mut served = served_state(proxy, head, settings, &assembled, by_parts, own_clusters);
+        let mut served = served_state(proxy, upstreams, head, settings, &assembled, by_parts, own_clusters);
         served.upstream_keys = Arc::clone(&upstream_keys);
         served.snapshot = snapshot.clone();
         if let Some(cache) = self.proxies.get_mut(key) {
@@ -299,6 +315,21 @@ impl IncrementalTranslator {
         upstreams: &BTreeMap<String, pb::Upstream>,
         settings: &Settings,
     ) -> Option<SnapshotTranslation> {
+        self.changed_parts(key, head, changed, virtual_host, upstreams, settings, &BTreeSet::new())
+    }
+
+    /// [`Self::translate_changed`], the clusters of the Upstreams `forced` made again.
+    #[allow(clippy::too_many_arguments)]
+    fn changed_parts(
+        &mut self,
+        key: &str,
+        head: &Arc<pb::Proxy>,
+        changed: &BTreeSet<(String, String)>,
+        virtual_host: &dyn Fn(&str, &str) -> Option<Arc<pb::VirtualHostPart>>,
+        upstreams: &BTreeMap<String, pb::Upstream>,
+        settings: &Settings,
+        forced: &BTreeSet<String>,
+    ) -> Option<SnapshotTranslation> {
         let cache = self.proxies.get_mut(key)?;
         let ProxyCache {
             virtual_hosts: cached_hosts,
@@ -322,6 +353,16 @@ impl IncrementalTranslator {
         let had_tls = !served.tls_refs.is_empty();
         let mut snapshot = served.snapshot.clone();
         let mut touched: BTreeSet<String> = BTreeSet::new();
+        if !forced.is_empty() {
+            cached_clusters.retain(|_, cached| !forced.contains(&cached.upstream_key));
+            touched.extend(
+                served
+                    .clusters
+                    .iter()
+                    .filter(|(_, c)| forced.contains(&c.key))
+                    .map(|(name, _)| name.clone()),
+            );
+        }
         let mut reuse = Reuse::default();
         let mut decline = false;
         let no_wasm = BTreeMap::new();
@@ -333,7 +374,7 @@ impl IncrementalTranslator {
             let place = (index, name.clone());
             let hosts = cached_hosts.entry(listener.clone()).or_default();
             if let Some(old) = hosts.remove(name) {
-                forget_refs(served, &place, &old.translation, &mut touched);
+                forget_refs(served, &place, (listener, name), &old.translation, &mut touched);
             }
             served.host_problems.remove(&place);
             let part = virtual_host(listener, name);
@@ -353,9 +394,10 @@ impl IncrementalTranslator {
             let translation = Arc::new(translation);
             // WASM filters tie the listener's virtual hosts together: the whole Proxy.
             decline |= translation.uses_wasm_modules || !translation.wasm_added.is_empty();
-            add_refs(served, &place, &translation, &mut touched);
+            add_refs(served, &place, Some((listener, name)), &translation, &mut touched);
+            note_digests(served, &translation, upstreams, true);
             let entry = std::sync::OnceLock::new();
-            match HostEntry::translated(listener, Arc::clone(&translation)) {
+            match HostEntry::translated(listener, Arc::clone(&translation) as Arc<_>) {
                 Ok(made) => {
                     let made = Arc::new(made);
                     let _ = entry.set(Arc::clone(&made));
@@ -378,10 +420,15 @@ impl IncrementalTranslator {
             return None;
         }
         let mut clusters_changed = false;
+        // The clusters changed, by name (the name of their cluster and endpoints).
+        let mut patch: Vec<String> = Vec::new();
         for name in touched {
             let winner = served.refs.get(&name).and_then(|r| r.values().next_back()).cloned();
             let Some(upstream_key) = winner else {
-                clusters_changed |= served.clusters.remove(&name).is_some();
+                if served.clusters.remove(&name).is_some() {
+                    clusters_changed = true;
+                    patch.push(name);
+                }
                 continue;
             };
             let tls = served
@@ -393,10 +440,10 @@ impl IncrementalTranslator {
                     client_certificate: served.client_certificate.clone(),
                 });
             let upstream = upstreams.get(&upstream_key);
-            let same = served
-                .clusters
-                .get(&name)
-                .is_some_and(|c| c.key == upstream_key && c.tls == tls && c.cluster.is_some() == upstream.is_some());
+            let same =
+                served.clusters.get(&name).is_some_and(|c| {
+                    c.key == upstream_key && c.tls == tls && c.cluster.is_some() == upstream.is_some()
+                }) && !forced.contains(&upstream_key);
             if same {
                 continue;
             }
@@ -420,6 +467,7 @@ impl IncrementalTranslator {
                     cluster
                 }
             });
+            patch.push(name.clone());
             served.clusters.insert(
                 name,
                 ServedCluster {
@@ -429,7 +477,53 @@ impl IncrementalTranslator {
                 },
             );
         }
-        if clusters_changed {
+        // Patched where they changed, unless a name is one of the controller's own
+        // clusters' or not the name its resources are served under.
+        let patchable = clusters_changed
+            && patch.iter().all(|name| {
+                !served.own_clusters.contains_key(name)
+                    && served
+                        .clusters
+                        .get(name)
+                        .and_then(|c| c.cluster.as_ref())
+                        .is_none_or(|c| {
+                            c.cluster.name == *name && c.endpoints.as_ref().is_none_or(|e| e.cluster_name == *name)
+                        })
+            });
+        if patchable && snapshot.has(CLUSTER) && snapshot.has(ENDPOINT) {
+            let (mut cluster_changes, mut endpoint_changes) = (Vec::new(), Vec::new());
+            for name in &patch {
+                let cluster = served.clusters.get(name).and_then(|c| c.cluster.as_ref());
+                let (packed, packed_endpoints) = match cluster {
+                    Some(cluster) => {
+                        let (packed, packed_endpoints) = cluster.packed();
+                        (Some(packed.clone()), packed_endpoints.clone())
+                    }
+                    None => (None, None),
+                };
+                cluster_changes.push((name.clone(), packed));
+                endpoint_changes.push((name.clone(), packed_endpoints));
+            }
+            let patched = |snapshot: &Snapshot, type_url, changes| {
+                snapshot
+                    .resources(type_url)
+                    .map(|types| Arc::new(types.patched(changes)))
+            };
+            let clusters = patched(&snapshot, CLUSTER, cluster_changes);
+            let endpoints = patched(&snapshot, ENDPOINT, endpoint_changes);
+            snapshot.set_type(CLUSTER, clusters);
+            snapshot.set_type(ENDPOINT, endpoints);
+            let mut upstream_keys = BTreeSet::new();
+            for served_cluster in served.clusters.values().filter(|c| c.cluster.is_some()) {
+                if let Some(meta) = upstreams.get(&served_cluster.key).and_then(|u| u.metadata.as_ref()) {
+                    upstream_keys.insert(kgw_proto::nats::key(&meta.namespace, &meta.name));
+                } else if upstreams.contains_key(&served_cluster.key) {
+                    upstream_keys.insert(kgw_proto::nats::key("", ""));
+                }
+            }
+            served.upstream_keys = Arc::new(upstream_keys);
+            *served_keys = Some(Arc::clone(&served.upstream_keys));
+        } else if clusters_changed {
             let mut clusters = BTreeMap::new();
             let mut endpoints = BTreeMap::new();
             let mut upstream_keys = BTreeSet::new();
@@ -527,21 +621,100 @@ impl IncrementalTranslator {
             return;
         }
         for cache in self.proxies.values_mut() {
-            let before: usize = cache.virtual_hosts.values().map(BTreeMap::len).sum::<usize>() + cache.clusters.len();
-            for hosts in cache.virtual_hosts.values_mut() {
-                hosts.retain(|_, cached| !cached.names_any_of(keys));
+            cache.drop_naming(keys);
+        }
+    }
+
+    /// The Upstreams under `changed` changed (added, edited or removed; `upstreams` holds
+    /// them as they are now): each Proxy translated that they concern is translated again
+    /// where they matter: the virtual hosts whose translation reads them (whether each is
+    /// found, and its gRPC methods: [`routing_digest`]) and their clusters (and endpoints),
+    /// from its last snapshot. An endpoints-only change translates no virtual host.
+    /// `head` gives a Proxy's head as the Proxy store holds it, `virtual_host` its virtual
+    /// host parts (Proxy key, listener name, virtual host name). Proxies it cannot do so
+    /// (see [`Self::translate_changed`]) are in [`UpstreamChanges::whole`], their cached
+    /// parts made from the Upstreams dropped: translate them whole.
+    pub fn translate_upstream_changes(
+        &mut self,
+        changed: &BTreeSet<String>,
+        head: &dyn Fn(&str) -> Option<Arc<pb::Proxy>>,
+        virtual_host: &PartLookup<'_>,
+        upstreams: &BTreeMap<String, pb::Upstream>,
+        settings: &Settings,
+    ) -> UpstreamChanges {
+        let mut out = UpstreamChanges::default();
+        if changed.is_empty() {
+            return out;
+        }
+        let keys: Vec<String> = self.proxies.keys().cloned().collect();
+        for key in keys {
+            let Some(cache) = self.proxies.get_mut(&key) else {
+                continue;
+            };
+            if cache.served.is_some() {
+                // Made from them: made again when a virtual host names them next.
+                cache
+                    .clusters
+                    .retain(|_, cached| !changed.contains(&cached.upstream_key));
             }
-            cache.clusters.retain(|_, cached| !keys.contains(&cached.upstream_key));
-            let after: usize = cache.virtual_hosts.values().map(BTreeMap::len).sum::<usize>() + cache.clusters.len();
-            let served_names_one = cache
-                .served
-                .as_ref()
-                .is_some_and(|served| served.clusters.values().any(|c| keys.contains(&c.key)));
-            if before != after || served_names_one {
-                // What was served named them, or waited for them: assembled whole next time.
-                cache.served = None;
+            let Some(served) = cache.served.as_mut() else {
+                out.unserved = true;
+                if cache.drop_naming(changed) {
+                    out.whole.insert(key);
+                }
+                continue;
+            };
+            // The virtual hosts whose translation the change alters.
+            let mut hosts = BTreeSet::new();
+            let mut unplaced = false;
+            for upstream_key in changed {
+                let named = served.by_upstream.get(upstream_key);
+                let unplaced_one = served.unplaced_upstreams.contains(upstream_key);
+                let before = served.digests.get(upstream_key).copied();
+                if named.is_none() && !unplaced_one && before.is_none() {
+                    continue;
+                }
+                let now = upstreams.get(upstream_key).map(routing_digest);
+                match now {
+                    Some(digest) => served.digests.insert(upstream_key.clone(), digest),
+                    None => served.digests.remove(upstream_key),
+                };
+                if now != before && (named.is_some() || unplaced_one) {
+                    unplaced |= unplaced_one;
+                    hosts.extend(named.into_iter().flatten().cloned());
+                }
+            }
+            let names_cluster = served.clusters.values().any(|c| changed.contains(&c.key));
+            if !unplaced && hosts.is_empty() && !names_cluster {
+                continue;
+            }
+            let translated = match (unplaced, head(&key)) {
+                (false, Some(head)) => {
+                    let lookup = |listener: &str, name: &str| virtual_host(&key, listener, name);
+                    self.changed_parts(&key, &head, &hosts, &lookup, upstreams, settings, changed)
+                }
+                _ => None,
+            };
+            match translated {
+                Some(translated) => {
+                    out.translated.insert(key, translated);
+                }
+                None => {
+                    if let Some(cache) = self.proxies.get_mut(&key) {
+                        cache.drop_naming(changed);
+                        cache.served = None;
+                    }
+                    out.whole.insert(key);
+                }
             }
         }
+        out
+    }
+
+    /// Whether the Proxy under `key` can take changes by parts (its last translation was
+    /// served whole or by parts, and kept).
+    pub fn serves_by_parts(&self, key: &str) -> bool {
+        self.proxies.get(key).is_some_and(|cache| cache.served.is_some())
     }
 
     /// The Proxy under `key` is gone: its cache too.
@@ -559,6 +732,81 @@ impl IncrementalTranslator {
         self.proxies
             .get(key)
             .map_or(0, |cache| cache.virtual_hosts.values().map(BTreeMap::len).sum())
+    }
+}
+
+/// A Proxy's virtual host part by Proxy key, listener name and virtual host name.
+pub type PartLookup<'a> = dyn Fn(&str, &str, &str) -> Option<Arc<pb::VirtualHostPart>> + 'a;
+
+/// What [`IncrementalTranslator::translate_upstream_changes`] did.
+#[derive(Default)]
+pub struct UpstreamChanges {
+    /// Proxy key → its translation, made by parts.
+    pub translated: BTreeMap<String, SnapshotTranslation>,
+    /// Proxies to translate whole.
+    pub whole: BTreeSet<String>,
+    /// Whether some Proxy translated has no state to take changes by parts (then Proxies
+    /// waiting for an Upstream are found by their routes: the caller's part).
+    pub unserved: bool,
+}
+
+impl ProxyCache {
+    /// Drops every cached part made from or waiting for one of the Upstreams `keys`, and
+    /// the state to take changes by parts if what was served named them: whether the Proxy
+    /// is concerned (translate it whole).
+    fn drop_naming(&mut self, keys: &BTreeSet<String>) -> bool {
+        let before: usize = self.virtual_hosts.values().map(BTreeMap::len).sum::<usize>() + self.clusters.len();
+        for hosts in self.virtual_hosts.values_mut() {
+            hosts.retain(|_, cached| !cached.names_any_of(keys));
+        }
+        self.clusters.retain(|_, cached| !keys.contains(&cached.upstream_key));
+        let after: usize = self.virtual_hosts.values().map(BTreeMap::len).sum::<usize>() + self.clusters.len();
+        let served_names_one = self
+            .served
+            .as_ref()
+            .is_some_and(|served| served.clusters.values().any(|c| keys.contains(&c.key)));
+        if before != after || served_names_one {
+            // What was served named them, or waited for them: assembled whole next time.
+            self.served = None;
+        }
+        let named = self
+            .upstream_keys
+            .as_ref()
+            .is_some_and(|named| named.is_empty() || named.iter().any(|k| keys.contains(k)));
+        before != after || served_names_one || named
+    }
+}
+
+/// What of an Upstream a virtual host's translation reads: that it exists (`Some`), and the
+/// gRPC methods and descriptors of the JSON to gRPC transcoder ([`super::grpc_json`]).
+fn routing_digest(upstream: &pb::Upstream) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update((upstream.grpc_descriptors.len() as u64).to_le_bytes());
+    hash.update(&upstream.grpc_descriptors);
+    for function in &upstream.functions {
+        if let Some(pb::function::Spec::Grpc(grpc)) = &function.spec {
+            hash.update((grpc.service.len() as u64).to_le_bytes());
+            hash.update(grpc.service.as_bytes());
+        }
+    }
+    hash.finalize().into()
+}
+
+/// Records the digests of the Upstreams `translation` found (as `upstreams` has them now:
+/// all of them with `again`, else those `served` has none of).
+fn note_digests(
+    served: &mut Served,
+    translation: &VirtualHostTranslation,
+    upstreams: &BTreeMap<String, pb::Upstream>,
+    again: bool,
+) {
+    for key in &translation.found_keys {
+        if (again || !served.digests.contains_key(key))
+            && let Some(upstream) = upstreams.get(key)
+        {
+            served.digests.insert(key.clone(), routing_digest(upstream));
+        }
     }
 }
 
@@ -580,7 +828,7 @@ fn by_name_table(
 ) -> Option<ServedTable> {
     let mut entries = Vec::with_capacity(vhosts.len());
     for (translation, vhost) in table.virtual_hosts.iter().zip(vhosts) {
-        let make = || HostEntry::translated(&table.name, Arc::clone(translation)).map(Arc::new);
+        let make = || HostEntry::translated(&table.name, Arc::clone(translation) as Arc<_>).map(Arc::new);
         let entry = match cached
             .and_then(|hosts| hosts.get(&vhost.name))
             .filter(|c| Arc::ptr_eq(&c.translation, translation))
@@ -624,6 +872,7 @@ fn head_of(proxy: &pb::Proxy) -> pb::Proxy {
 /// snapshot and Upstream keys set by the caller).
 fn served_state(
     proxy: &pb::Proxy,
+    upstreams: &BTreeMap<String, pb::Upstream>,
     head: Arc<pb::Proxy>,
     settings: &Settings,
     assembled: &Assembled,
@@ -641,6 +890,9 @@ fn served_state(
         refs: BTreeMap::new(),
         tls_refs: BTreeMap::new(),
         client_certificate: assembled.client_certificate.clone(),
+        by_upstream: BTreeMap::new(),
+        unplaced_upstreams: BTreeSet::new(),
+        digests: BTreeMap::new(),
         clusters: assembled
             .referenced
             .iter()
@@ -676,7 +928,10 @@ fn served_state(
         let vhosts = virtual_hosts(proxy, table.listener);
         for (j, (translation, vhost)) in table.virtual_hosts.iter().zip(vhosts).enumerate() {
             let place = place(&served.by_parts, &table.name, table.listener, j, &vhost.name);
-            add_refs(&mut served, &place, translation, &mut untouched);
+            let at = (served.by_parts.get(&table.name) == Some(&table.listener))
+                .then_some((table.name.as_str(), vhost.name.as_str()));
+            add_refs(&mut served, &place, at, translation, &mut untouched);
+            note_digests(&mut served, translation, upstreams, false);
         }
     }
     served
@@ -684,7 +939,27 @@ fn served_state(
 
 /// Records what the virtual host at `place` names (clusters, TLS, problems); the clusters
 /// go into `touched`.
-fn add_refs(served: &mut Served, place: &Place, translation: &VirtualHostTranslation, touched: &mut BTreeSet<String>) {
+fn add_refs(
+    served: &mut Served,
+    place: &Place,
+    at: Option<(&str, &str)>,
+    translation: &VirtualHostTranslation,
+    touched: &mut BTreeSet<String>,
+) {
+    for key in translation.found_keys.iter().chain(&translation.missing_upstreams) {
+        match at {
+            Some((listener, name)) => {
+                served
+                    .by_upstream
+                    .entry(key.clone())
+                    .or_default()
+                    .insert((listener.to_string(), name.to_string()));
+            }
+            None => {
+                served.unplaced_upstreams.insert(key.clone());
+            }
+        }
+    }
     for (cluster, key) in &translation.found_upstreams {
         served
             .refs
@@ -710,9 +985,18 @@ fn add_refs(served: &mut Served, place: &Place, translation: &VirtualHostTransla
 fn forget_refs(
     served: &mut Served,
     place: &Place,
+    at: (&str, &str),
     translation: &VirtualHostTranslation,
     touched: &mut BTreeSet<String>,
 ) {
+    for key in translation.found_keys.iter().chain(&translation.missing_upstreams) {
+        if let Some(hosts) = served.by_upstream.get_mut(key) {
+            hosts.remove(&(at.0.to_string(), at.1.to_string()));
+            if hosts.is_empty() {
+                served.by_upstream.remove(key);
+            }
+        }
+    }
     for cluster in translation
         .found_upstreams
         .keys()

@@ -56,6 +56,12 @@ pub struct VirtualHostTranslation {
     canonical: std::sync::OnceLock<Vec<u8>>,
 }
 
+impl crate::xds::tables::CanonicalBytes for VirtualHostTranslation {
+    fn canonical_bytes(&self) -> &[u8] {
+        VirtualHostTranslation::canonical_bytes(self)
+    }
+}
+
 impl VirtualHostTranslation {
     /// The virtual host's deterministic encoding (made once): what its route table's
     /// bytes are made of when its listener runs no WASM filter.

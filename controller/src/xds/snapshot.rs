@@ -70,6 +70,45 @@ impl TypeResources {
     }
 }
 
+impl TypeResources {
+    /// These resources with `changes` (name → the resource, `None`: gone): what
+    /// [`Self::new`] gives for the changed items, the unchanged items' versions kept.
+    pub(crate) fn patched(&self, changes: impl IntoIterator<Item = (String, Option<Any>)>) -> Self {
+        let mut items = self.items.clone();
+        let mut item_versions = self.item_versions.clone();
+        let mut bytes = self.bytes;
+        for (name, item) in changes {
+            let old = match item {
+                Some(any) => {
+                    bytes += any.encoded_len();
+                    item_versions.insert(name.clone(), item_version(&any));
+                    items.insert(name, any)
+                }
+                None => {
+                    item_versions.remove(&name);
+                    items.remove(&name)
+                }
+            };
+            if let Some(old) = old {
+                bytes -= old.encoded_len();
+            }
+        }
+        let mut hash = Sha256::new();
+        for (name, any) in &items {
+            hash.update((name.len() as u64).to_le_bytes());
+            hash.update(name.as_bytes());
+            hash.update((any.value.len() as u64).to_le_bytes());
+            hash.update(&any.value);
+        }
+        Self {
+            version: hex::encode(&hash.finalize()[..8]),
+            items,
+            item_versions,
+            bytes,
+        }
+    }
+}
+
 /// The version of one resource: a hash of its type and encoded bytes (which are
 /// deterministic: see `canonical` for route tables).
 fn item_version(any: &Any) -> String {

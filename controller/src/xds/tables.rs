@@ -22,7 +22,12 @@ use super::{
     chunked::ChunkMap,
     snapshot::{ROUTE, VIRTUAL_HOST},
 };
-use crate::translate::VirtualHostTranslation;
+
+/// What holds a virtual host's deterministic bytes (a cached translation), shared with the
+/// route tables served.
+pub trait CanonicalBytes: std::fmt::Debug + Send + Sync {
+    fn canonical_bytes(&self) -> &[u8];
+}
 
 /// Field numbers, from envoy/config/route/v3.
 const ROUTE_CONFIGURATION_VIRTUAL_HOSTS: u32 = 2;
@@ -33,7 +38,7 @@ const VIRTUAL_HOST_DOMAINS: u32 = 2;
 /// read from its packed form).
 #[derive(Debug)]
 enum HostBytes {
-    Translated(Arc<VirtualHostTranslation>),
+    Translated(Arc<dyn CanonicalBytes>),
     Own(Vec<u8>),
 }
 
@@ -57,7 +62,7 @@ pub struct HostEntry {
 
 impl HostEntry {
     /// The virtual host of `table` translated as `translation` (its canonical bytes).
-    pub(crate) fn translated(table: &str, translation: Arc<VirtualHostTranslation>) -> Result<Self, SplitError> {
+    pub(crate) fn translated(table: &str, translation: Arc<dyn CanonicalBytes>) -> Result<Self, SplitError> {
         Self::new(table, HostBytes::Translated(translation))
     }
 

@@ -42,7 +42,12 @@ pub fn spawn<V: Validator>(
         let mut backoff = Duration::from_millis(500);
         loop {
             let current = index.borrow_and_update().clone();
-            match check_all_findings(&validator, &options, &current).await {
+            let began = tokio::time::Instant::now();
+            let checked = check_all_findings(&validator, &options, &current).await;
+            // The next check waits for the index to change, and for a rest of
+            // `REST_PER_CHECK` times the length of this one.
+            let rest_until = tokio::time::Instant::now() + rest_after(began.elapsed());
+            match checked {
                 Ok(findings) => {
                     if failing.take().is_some() {
                         tracing::info!("background validation works again");
@@ -67,6 +72,14 @@ pub fn spawn<V: Validator>(
                     // It is a report, not a gate: let a burst of edits settle first, so
                     // churn does not cost a full dry run per edit.
                     settle(&mut index, &shutdown).await;
+                    // A check is a whole translation here and in the controller: at 20k
+                    // routes about a second of CPU. Resting after it keeps that work to a
+                    // fifth of the time, so it does not take the cores from the changes
+                    // themselves (their propagation to Envoy) on a busy system.
+                    tokio::select! {
+                        _ = shutdown.wait() => return,
+                        _ = tokio::time::sleep_until(rest_until) => {}
+                    }
                 }
                 Err(error) => {
                     let text = error.to_string();
@@ -90,6 +103,15 @@ pub fn spawn<V: Validator>(
 /// check is put off while changes keep coming.
 const SETTLE: Duration = Duration::from_millis(200);
 const SETTLE_AT_MOST: Duration = Duration::from_secs(2);
+
+/// After a check that took `took`, how long before the next may start: at most a fifth of
+/// the time goes to checks (bounded, so a slow check is not put off for ever).
+const REST_PER_CHECK: u32 = 4;
+const REST_AT_MOST: Duration = Duration::from_secs(30);
+
+fn rest_after(took: Duration) -> Duration {
+    (took * REST_PER_CHECK).min(REST_AT_MOST)
+}
 
 async fn settle(index: &mut watch::Receiver<Arc<Index>>, shutdown: &Shutdown) {
     let deadline = tokio::time::Instant::now() + SETTLE_AT_MOST;
@@ -127,5 +149,20 @@ fn log_new(before: &[Reported], now: &[Reported]) {
                 "validation warning"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_take_at_most_a_fifth_of_the_time_and_rest_is_bounded() {
+        let took = Duration::from_millis(250);
+        let rest = rest_after(took);
+        assert_eq!(rest, Duration::from_secs(1));
+        assert!(took.as_secs_f64() / (took + rest).as_secs_f64() <= 0.2 + f64::EPSILON);
+        assert_eq!(rest_after(Duration::from_secs(60)), REST_AT_MOST);
+        assert_eq!(rest_after(Duration::ZERO), Duration::ZERO);
     }
 }

@@ -59,13 +59,16 @@ fn upstream_ref(rng: &mut Rng) -> pb::ResourceRef {
 fn upstream(rng: &mut Rng, namespace: &str, name: &str) -> pb::Upstream {
     // Now and then stored under a key its metadata does not match.
     let name = if rng.chance(10) { "renamed" } else { name };
-    pb::Upstream {
-        metadata: Some(pb::Metadata {
-            namespace: namespace.into(),
-            name: name.into(),
+    let upstream_type = if rng.chance(40) {
+        pb::upstream::UpstreamType::Kube(pb::KubeUpstream {
+            service_name: name.into(),
+            service_namespace: namespace.into(),
+            service_port: 8080,
+            endpoints: endpoints(rng),
             ..Default::default()
-        }),
-        upstream_type: Some(pb::upstream::UpstreamType::Static(pb::StaticUpstream {
+        })
+    } else {
+        pb::upstream::UpstreamType::Static(pb::StaticUpstream {
             hosts: vec![pb::HostPort {
                 address: format!("127.0.0.{}", 1 + rng.below(3)),
                 port: 9001,
@@ -73,9 +76,50 @@ fn upstream(rng: &mut Rng, namespace: &str, name: &str) -> pb::Upstream {
             }],
             use_tls: rng.chance(20),
             ..Default::default()
-        })),
+        })
+    };
+    // Now and then with gRPC methods function discovery found (a transcoder per route).
+    let grpc = rng.chance(20);
+    pb::Upstream {
+        metadata: Some(pb::Metadata {
+            namespace: namespace.into(),
+            name: name.into(),
+            ..Default::default()
+        }),
+        upstream_type: Some(upstream_type),
+        functions: if grpc { vec![grpc_function(rng)] } else { Vec::new() },
+        grpc_descriptors: if grpc && rng.chance(80) {
+            vec![1, 2, 3 + rng.below(2) as u8]
+        } else {
+            Vec::new()
+        },
         ..Default::default()
     }
+}
+
+fn grpc_function(rng: &mut Rng) -> pb::Function {
+    let service = rng.pick(&["pkg.S", "pkg.T"]).to_string();
+    pb::Function {
+        name: format!("{service}/M"),
+        kind: "grpc".into(),
+        spec: Some(pb::function::Spec::Grpc(pb::GrpcFunction {
+            service,
+            method: "M".into(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// A Kubernetes Upstream's endpoints.
+fn endpoints(rng: &mut Rng) -> Vec<pb::Endpoint> {
+    (0..rng.below(3))
+        .map(|_| pb::Endpoint {
+            address: format!("10.0.0.{}", 1 + rng.below(5)),
+            port: 8080,
+            ready: rng.chance(80),
+            ..Default::default()
+        })
+        .collect()
 }
 
 fn wasm_filter(rng: &mut Rng) -> pb::WasmFilter {
@@ -282,7 +326,27 @@ impl World {
             7..=8 => {
                 let (namespace, name) = *rng.pick(&UPSTREAMS);
                 let key = kgw_proto::nats::key(namespace, name);
-                if rng.chance(35) {
+                let existing = self.upstreams.contains_key(&key);
+                if existing && rng.chance(40) {
+                    // Its endpoints (or hosts), or its gRPC methods, only.
+                    let grpc = rng.chance(20);
+                    let fresh = endpoints(rng);
+                    let address = format!("127.0.0.{}", 1 + rng.below(3));
+                    let function = grpc_function(rng);
+                    let Some(upstream) = self.upstreams.get_mut(&key) else {
+                        unreachable!()
+                    };
+                    if grpc {
+                        upstream.functions = vec![function];
+                        upstream.grpc_descriptors = vec![1, 2, 3];
+                    } else {
+                        match &mut upstream.upstream_type {
+                            Some(pb::upstream::UpstreamType::Kube(kube)) => kube.endpoints = fresh,
+                            Some(pb::upstream::UpstreamType::Static(hosts)) => hosts.hosts[0].address = address,
+                            _ => {}
+                        }
+                    }
+                } else if rng.chance(35) {
                     self.upstreams.remove(&key);
                 } else {
                     let value = upstream(rng, namespace, name);
@@ -372,18 +436,56 @@ fn check(translator: &mut IncrementalTranslator, world: &World, context: &str, s
 #[test]
 fn random_changes_translate_as_the_full_translation_does() {
     let mut total = Reuse::default();
+    let mut upstream_by_parts = 0;
     for seed in 0..40 {
         let mut rng = Rng(seed);
         let mut world = World::new();
         let mut translator = IncrementalTranslator::default();
+        // Whether the Proxy or the settings changed since the last translation.
+        let mut dirty = true;
         for step in 0..150 {
             let changed = world.step(&mut rng);
-            translator.upstreams_changed(&changed);
+            if changed.is_empty() {
+                // The Proxy or the settings changed (or nothing did).
+            } else if !dirty && rng.chance(70) {
+                // The actor's path: the virtual hosts and clusters they concern by parts.
+                let head_proxy = std::sync::Arc::new(super::head_of(&world.proxy));
+                let head = |_: &str| Some(std::sync::Arc::clone(&head_proxy));
+                let proxy = &world.proxy;
+                let lookup = |_: &str, listener: &str, name: &str| {
+                    let listener_of = proxy.listeners.iter().find(|l| l.name == listener)?;
+                    let vhost = super::virtual_hosts(
+                        proxy,
+                        proxy.listeners.iter().position(|l| std::ptr::eq(l, listener_of))?,
+                    )
+                    .iter()
+                    .find(|v| v.name == name)?;
+                    Some(std::sync::Arc::new(pb::VirtualHostPart {
+                        listener: listener.to_string(),
+                        virtual_host: Some(vhost.clone()),
+                    }))
+                };
+                let changes =
+                    translator.translate_upstream_changes(&changed, &head, &lookup, &world.upstreams, &world.settings);
+                if let Some(served) = changes.translated.get(PROXY_KEY) {
+                    check_served(
+                        served,
+                        &world.proxy,
+                        &world,
+                        &format!("seed {seed} step {step}: Upstreams {changed:?}"),
+                    );
+                    upstream_by_parts += 1;
+                }
+            } else {
+                translator.upstreams_changed(&changed);
+            }
             // Now and then the Proxy is not translated after a change (its translation
             // waits, as when the controller batches events), or is removed and comes back.
             if rng.chance(15) {
+                dirty = true;
                 continue;
             }
+            dirty = false;
             if rng.chance(3) {
                 translator.forget(PROXY_KEY);
             }
@@ -399,8 +501,9 @@ fn random_changes_translate_as_the_full_translation_does() {
         }
     }
     // The run exercised the cache: parts were reused and parts translated again.
-    eprintln!("random changes: {total:?}");
+    eprintln!("random changes: {total:?}; {upstream_by_parts} Upstream changes by parts");
     assert!(total.virtual_hosts_reused > 0 && total.virtual_hosts_translated > 0);
+    assert!(upstream_by_parts > 10, "{upstream_by_parts} Upstream changes by parts");
 }
 
 #[test]
@@ -587,6 +690,7 @@ fn merge_changes(pending: &mut BTreeMap<String, ProxyChange>, next: BTreeMap<Str
 fn store_events_translate_by_changed_parts_as_the_full_translation_does() {
     use kgw_common::bus::KvEvent;
     let (mut by_parts, mut whole) = (0, 0);
+    let (mut by_upstream_parts, mut upstream_hosts_translated) = (0, 0);
     for seed in 0..40 {
         let mut rng = Rng(1000 + seed);
         let mut world = World::new();
@@ -614,13 +718,44 @@ fn store_events_translate_by_changed_parts_as_the_full_translation_does() {
             let later = events.split_off(cut);
             merge_changes(&mut pending, store.apply(events));
             merge_changes(&mut pending, store.apply(later));
-            translator.upstreams_changed(&upstreams_changed);
-            if !upstreams_changed.is_empty() && store.head(PROXY_KEY).is_some() {
-                // The actor translates the Proxies naming them, whole.
-                merge_changes(
-                    &mut pending,
-                    BTreeMap::from([(PROXY_KEY.to_string(), ProxyChange::Whole)]),
+            if !upstreams_changed.is_empty() {
+                // As the actor does: the virtual hosts and clusters they concern by parts,
+                // else the Proxy whole.
+                let head = |key: &str| store.head(key);
+                let lookup = |key: &str, listener: &str, name: &str| store.virtual_host(key, listener, name);
+                let changes = translator.translate_upstream_changes(
+                    &upstreams_changed,
+                    &head,
+                    &lookup,
+                    &world.upstreams,
+                    &world.settings,
                 );
+                for (key, served) in &changes.translated {
+                    by_upstream_parts += 1;
+                    let reuse = translator.last_reuse();
+                    if pending.contains_key(key) {
+                        // Proxy changes wait: made of both, not yet the Proxy's state.
+                        continue;
+                    }
+                    let proxy = store.assemble(key).expect("a head");
+                    check_served(
+                        served,
+                        &proxy,
+                        &world,
+                        &format!("{context}: Upstreams {upstreams_changed:?}"),
+                    );
+                    upstream_hosts_translated += reuse.virtual_hosts_translated;
+                }
+                let mut whole_keys = changes.whole;
+                if let Some(key) = store.head(PROXY_KEY).map(|_| PROXY_KEY.to_string()) {
+                    let unserved = changes.unserved && !translator.serves_by_parts(&key);
+                    if !translator.translated(&key) || unserved {
+                        whole_keys.insert(key);
+                    }
+                }
+                for key in whole_keys.into_iter().filter(|key| store.head(key).is_some()) {
+                    merge_changes(&mut pending, BTreeMap::from([(key, ProxyChange::Whole)]));
+                }
             }
             if rng.chance(10) {
                 // Waits for the next batch (as the controller does before it is synced
@@ -654,23 +789,103 @@ fn store_events_translate_by_changed_parts_as_the_full_translation_does() {
                         translator.translate_whole(&key, head, &proxy, &world.upstreams, &world.settings)
                     }
                 };
-                let (full, full_problems) = translate(&proxy, &world.upstreams, &world.settings);
-                let full_snapshot = Snapshot::new(&full);
-                assert_eq!(served.snapshot, full_snapshot, "{context}: {change:?}");
-                assert!(served.snapshot.same_versions(&full_snapshot), "{context}");
-                assert_eq!(
-                    served.snapshot.vhds().virtual_hosts.version,
-                    full_snapshot.vhds().virtual_hosts.version,
-                    "{context}"
-                );
-                assert_eq!(*served.upstream_keys, full.upstream_keys, "{context}");
-                assert_eq!(
-                    served.problems, full_problems,
-                    "{context} (by parts: {fast_path}) {change:?}"
+                check_served(
+                    &served,
+                    &proxy,
+                    &world,
+                    &format!("{context} (by parts: {fast_path}) {change:?}"),
                 );
             }
         }
     }
-    eprintln!("store events: {by_parts} translations by changed parts, {whole} whole");
+    eprintln!(
+        "store events: {by_parts} translations by changed parts, {whole} whole; Upstream changes: \
+         {by_upstream_parts} by parts ({upstream_hosts_translated} virtual hosts translated)"
+    );
     assert!(by_parts > 100 && whole > 0, "{by_parts} by parts, {whole} whole");
+    assert!(by_upstream_parts > 50, "{by_upstream_parts} Upstream changes by parts");
+}
+
+/// `served` is the full translation of `proxy`: snapshot, versions, VHDS, problems.
+fn check_served(served: &super::SnapshotTranslation, proxy: &pb::Proxy, world: &World, context: &str) {
+    let (full, full_problems) = translate(proxy, &world.upstreams, &world.settings);
+    let full_snapshot = Snapshot::new(&full);
+    assert_eq!(served.snapshot, full_snapshot, "{context}");
+    assert!(served.snapshot.same_versions(&full_snapshot), "{context}");
+    assert_eq!(
+        served.snapshot.vhds().virtual_hosts.version,
+        full_snapshot.vhds().virtual_hosts.version,
+        "{context}"
+    );
+    assert_eq!(*served.upstream_keys, full.upstream_keys, "{context}");
+    assert_eq!(served.problems, full_problems, "{context}");
+}
+
+/// An Upstream's endpoints change: its cluster and endpoints are made again, no virtual
+/// host is translated; its gRPC methods change: the virtual hosts naming it are, and only
+/// those.
+#[test]
+fn an_upstream_change_translates_only_the_virtual_hosts_that_read_it() {
+    const N: usize = 300;
+    let (proxy, mut upstreams) = large(N);
+    // In name order, as the gateway writes it: its virtual hosts change one by one.
+    let proxy = as_written(&proxy);
+    let world = World {
+        upstreams: upstreams.clone(),
+        ..World::new()
+    };
+    let settings = world.settings.clone();
+    let mut translator = IncrementalTranslator::default();
+    translator.translate_to_snapshot(PROXY_KEY, &proxy, &upstreams, &settings);
+    let head_proxy = std::sync::Arc::new(super::head_of(&proxy));
+    let head = |_: &str| Some(std::sync::Arc::clone(&head_proxy));
+    let lookup = |_: &str, listener: &str, name: &str| {
+        let vhost = super::virtual_hosts(&proxy, 0).iter().find(|v| v.name == name)?;
+        Some(std::sync::Arc::new(pb::VirtualHostPart {
+            listener: listener.to_string(),
+            virtual_host: Some(vhost.clone()),
+        }))
+    };
+    let key = kgw_proto::nats::key("default", "svc-7");
+    // Routes (v + i) % 100 for i in 0..2: svc-7 is named by vhosts 6, 7, 106, 107, ...
+    let naming = (0..N).filter(|v| (v % 100 == 7) || (v % 100 == 6)).count();
+    for (run, grpc) in [(0, false), (1, true), (2, false)] {
+        let upstream = upstreams.get_mut(&key).expect("svc-7");
+        if grpc {
+            upstream.functions = vec![grpc_function(&mut Rng(run))];
+            upstream.grpc_descriptors = vec![7, 7, 7];
+        } else {
+            match &mut upstream.upstream_type {
+                Some(pb::upstream::UpstreamType::Kube(kube)) => {
+                    kube.endpoints.push(pb::Endpoint {
+                        address: format!("10.1.0.{run}"),
+                        port: 8080,
+                        ready: true,
+                        ..Default::default()
+                    });
+                }
+                Some(pb::upstream::UpstreamType::Static(hosts)) => hosts.hosts[0].address = format!("10.1.0.{run}"),
+                _ => {}
+            }
+        }
+        let changed = BTreeSet::from([key.clone()]);
+        let changes = translator.translate_upstream_changes(&changed, &head, &lookup, &upstreams, &settings);
+        assert!(changes.whole.is_empty(), "run {run}");
+        let served = changes.translated.get(PROXY_KEY).expect("by parts");
+        let world = World {
+            upstreams: upstreams.clone(),
+            ..World::new()
+        };
+        check_served(served, &proxy, &world, &format!("run {run}"));
+        let reuse = translator.last_reuse();
+        let expected = if grpc { naming } else { 0 };
+        assert_eq!(reuse.virtual_hosts_translated, expected, "run {run}");
+        assert_eq!(reuse.clusters_made, 1, "run {run}");
+    }
+    // An Upstream no virtual host names: nothing to do.
+    let other = kgw_proto::nats::key("default", "unnamed");
+    upstreams.insert(other.clone(), upstream(&mut Rng(3), "default", "unnamed"));
+    let changes =
+        translator.translate_upstream_changes(&BTreeSet::from([other]), &head, &lookup, &upstreams, &settings);
+    assert!(changes.translated.is_empty() && changes.whole.is_empty());
 }
