@@ -3,15 +3,13 @@
 //! (moto answers ListFunctions in one page).
 #![forbid(unsafe_code)]
 
+mod moto;
+
 use std::{
     collections::BTreeMap,
     convert::Infallible,
-    fs::File,
-    net::{SocketAddr, TcpStream},
-    path::Path,
-    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use discovery::fds::{Credentials, Detector, FdsError, LambdaError, LambdaTarget, ProbeConfig, lambda};
@@ -19,125 +17,6 @@ use http_body_util::Full;
 use hyper::{Request, Response, body::Bytes, service::service_fn};
 use hyper_util::rt::TokioIo;
 use kgw_proto::v1::function::Spec;
-
-fn python() -> String {
-    std::env::var("KGW_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-fn moto_importable() -> bool {
-    Command::new(python())
-        .args(["-c", "import moto.server, boto3, flask_cors"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Installs `moto[server]` with pip when it is not importable (one installer at a time
-/// across test processes, as the harness does for nats-server).
-fn ensure_moto() {
-    if moto_importable() {
-        return;
-    }
-    let lock = File::create(std::env::temp_dir().join("kgw-harness-pip.lock")).expect("lock file");
-    lock.lock().expect("lock");
-    if moto_importable() {
-        return;
-    }
-    let attempts: [&[&str]; 2] = [
-        &["-m", "pip", "install", "--quiet", "moto[server]"],
-        &[
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--user",
-            "--break-system-packages",
-            "moto[server]",
-        ],
-    ];
-    for args in attempts {
-        eprintln!("fds_lambda: {} {}", python(), args.join(" "));
-        if Command::new(python()).args(args).status().is_ok_and(|s| s.success()) && moto_importable() {
-            return;
-        }
-    }
-    panic!("cannot install moto[server] with pip");
-}
-
-/// `moto_server` on 127.0.0.1, killed (by its own pid) when dropped.
-struct Moto {
-    url: String,
-    child: Child,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-fn start_moto(log: &Path) -> Moto {
-    ensure_moto();
-    let port = free_port();
-    let log = File::create(log).expect("log file");
-    let child = Command::new(python())
-        .args([
-            "-c",
-            "import sys; from moto.server import main; sys.exit(main())",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("start moto");
-    let moto = Moto {
-        url: format!("http://127.0.0.1:{port}"),
-        child,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < deadline, "moto did not start listening in 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    moto
-}
-
-/// Creates an IAM role and the named functions in moto, with boto3.
-fn create_functions(url: &str, names: &[&str]) {
-    let script = r#"
-import io, sys, zipfile, boto3
-url, names = sys.argv[1], sys.argv[2:]
-iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1")
-role = iam.create_role(RoleName="fds-test", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-code = io.BytesIO()
-with zipfile.ZipFile(code, "w") as z:
-    z.writestr("handler.py", "def handler(event, context):\n    return event\n")
-aws = boto3.client("lambda", endpoint_url=url, region_name="us-east-1")
-for name in names:
-    aws.create_function(FunctionName=name, Runtime="python3.12", Role=role,
-                        Handler="handler.handler", Code={"ZipFile": code.getvalue()})
-"#;
-    let status = Command::new(python())
-        .args(["-c", script, url])
-        .args(names)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .status()
-        .expect("run boto3");
-    assert!(status.success(), "creating functions in moto failed");
-}
 
 fn target(endpoint: &str, page_size: Option<u32>) -> LambdaTarget {
     LambdaTarget {
@@ -163,9 +42,9 @@ fn config() -> ProbeConfig {
 #[tokio::test]
 async fn lists_functions_in_moto() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let moto = start_moto(&dir.path().join("moto.log"));
+    let moto = moto::start(&dir.path().join("moto.log"));
     let names = ["orders", "billing", "users-v2"];
-    create_functions(&moto.url, &names);
+    moto::create_functions(&moto.url, &names).await;
 
     let result = lambda::probe(&target(&moto.url, None), &config()).await;
     assert_eq!(result.detector, Some(Detector::Lambda), "{:?}", result.error);
@@ -271,7 +150,7 @@ async fn follows_next_marker_and_signs_each_page() {
 
 #[tokio::test]
 async fn unreachable_endpoint_is_an_error() {
-    let port = free_port();
+    let port = moto::free_port();
     let result = lambda::probe(&target(&format!("http://127.0.0.1:{port}"), None), &config()).await;
     assert!(!result.found());
     assert!(

@@ -77,7 +77,8 @@ impl Drop for Moto {
     }
 }
 
-fn free_port() -> u16 {
+/// A loopback port nothing listens on (yet).
+pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
 }
