@@ -179,6 +179,24 @@ impl DirState {
         self.files.keys()
     }
 
+    /// The tracked files a path that is gone stood for: the file itself, or a directory and
+    /// everything below it. A range of the sorted map, not a scan: an editor's or an atomic
+    /// writer's temporary file is gone after every save, and the directory may hold 20k.
+    pub fn files_gone_with(&self, rel: &str) -> Vec<String> {
+        let below = format!("{rel}/");
+        let itself = self.files.get_key_value(rel).map(|(file, _)| file.clone());
+        itself
+            .into_iter()
+            .chain(
+                self.files
+                    .range::<str, _>((std::ops::Bound::Included(below.as_str()), std::ops::Bound::Unbounded))
+                    .map(|(file, _)| file)
+                    .take_while(|file| file.starts_with(&below))
+                    .cloned(),
+            )
+            .collect()
+    }
+
     pub fn problems(&self) -> Vec<Problem> {
         self.problems.values().flatten().cloned().collect()
     }
@@ -391,12 +409,7 @@ pub fn spawn_dir_source_with(
                 } else {
                     // Gone: the file itself, or a directory and everything below it.
                     let rel = relative(&dir, &path);
-                    let gone: Vec<String> = state
-                        .files()
-                        .filter(|f| **f == rel || f.starts_with(&format!("{rel}/")))
-                        .cloned()
-                        .collect();
-                    for file in gone {
+                    for file in state.files_gone_with(&rel) {
                         changes.extend(state.update_file(&file, None));
                     }
                 }
@@ -505,6 +518,19 @@ mod tests {
             ["-HTTPRoute/default/b"]
         );
         assert_eq!(names(&state.update_file("r.yaml", None)), ["-HTTPRoute/default/a"]);
+    }
+
+    #[test]
+    fn a_gone_path_stands_for_its_file_or_everything_below_it() {
+        let mut state = DirState::default();
+        for file in ["a.yaml", "a/x.yaml", "a/y/z.yaml", "a-b.yaml", "ab/c.yaml", "b.yaml"] {
+            state.update_file(file, Some(ROUTE_A));
+        }
+        assert_eq!(state.files_gone_with("a.yaml"), ["a.yaml"]);
+        assert_eq!(state.files_gone_with("a"), ["a/x.yaml", "a/y/z.yaml"]);
+        assert_eq!(state.files_gone_with("a/y"), ["a/y/z.yaml"]);
+        assert!(state.files_gone_with(".a.yaml.tmp").is_empty(), "a temporary file");
+        assert!(state.files_gone_with("c").is_empty());
     }
 
     /// Generations as the API server keeps them: 1 at first, +1 per spec change, not for
