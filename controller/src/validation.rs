@@ -58,7 +58,10 @@ impl<S: TranslationInputs> ValidationService for Validation<S> {
         let proxy = request
             .proxy
             .ok_or_else(|| Status::invalid_argument("ValidateRequest.proxy is required"))?;
-        let mut upstreams = (*self.inputs.upstreams()).clone();
+        let mut upstreams = self.inputs.upstreams();
+        // Copied only when the request changes them (the gateway's background checks do not).
+        let overridden = !request.upstreams.is_empty() || !request.deleted_upstreams.is_empty();
+        let mut edited = overridden.then(|| Arc::make_mut(&mut upstreams));
         for (i, upstream) in request.upstreams.into_iter().enumerate() {
             let meta = upstream.metadata.clone().unwrap_or_default();
             if meta.name.is_empty() || meta.namespace.is_empty() {
@@ -67,10 +70,14 @@ impl<S: TranslationInputs> ValidationService for Validation<S> {
                     meta.namespace, meta.name
                 )));
             }
-            upstreams.insert(kgw_proto::nats::key(&meta.namespace, &meta.name), upstream);
+            if let Some(edited) = edited.as_deref_mut() {
+                edited.insert(kgw_proto::nats::key(&meta.namespace, &meta.name), upstream);
+            }
         }
-        for deleted in &request.deleted_upstreams {
-            upstreams.remove(&kgw_proto::nats::key(&deleted.namespace, &deleted.name));
+        if let Some(edited) = edited {
+            for deleted in &request.deleted_upstreams {
+                edited.remove(&kgw_proto::nats::key(&deleted.namespace, &deleted.name));
+            }
         }
         let settings = self.inputs.settings();
         let include = request.include_resources;

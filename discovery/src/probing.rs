@@ -156,33 +156,23 @@ pub(crate) fn secret_change(index: &Index, change: &Change) -> Option<Change> {
     let Change::Upsert(key, Resource::Secret(secret)) = change else {
         return Some(change.clone());
     };
-    let keep = |key: &String| [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN].contains(&key.as_str());
+    /// The AWS keys of one of the Secret's maps (`None` when it has none).
+    fn aws_keys<V: Clone>(map: Option<&BTreeMap<String, V>>) -> Option<BTreeMap<String, V>> {
+        let kept: BTreeMap<String, V> = map?
+            .iter()
+            .filter(|(k, _)| [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN].contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        (!kept.is_empty()).then_some(kept)
+    }
     let slim = Secret {
         metadata: ObjectMeta {
             name: secret.metadata.name.clone(),
             namespace: secret.metadata.namespace.clone(),
             ..Default::default()
         },
-        data: secret
-            .data
-            .as_ref()
-            .map(|d| {
-                d.iter()
-                    .filter(|(k, _)| keep(k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
-            .filter(|d: &BTreeMap<_, _>| !d.is_empty()),
-        string_data: secret
-            .string_data
-            .as_ref()
-            .map(|d| {
-                d.iter()
-                    .filter(|(k, _)| keep(k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
-            .filter(|d: &BTreeMap<_, _>| !d.is_empty()),
+        data: aws_keys(secret.data.as_ref()),
+        string_data: aws_keys(secret.string_data.as_ref()),
         ..Default::default()
     };
     let kept = index.secrets.get(&(key.namespace.clone(), key.name.clone()));

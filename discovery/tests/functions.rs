@@ -7,33 +7,17 @@
 
 mod support;
 
-use std::{
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
-use async_nats::jetstream::{self, kv};
-use kgw_proto::{
-    nats::{DISCOVERY_PROBES_BUCKET, UPSTREAMS_BUCKET},
-    v1::{ProbeStatus, Upstream},
-};
+use async_nats::jetstream::kv;
+use kgw_proto::v1::{ProbeStatus, Upstream};
 use prost::Message as _;
-use support::{NatsServer, eventually, http_server, run_system};
+use support::{DiscoveryBuckets, NatsServer, eventually, http_server, run_system, start_discovery};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 const SWAGGER: &str = r#"{"swagger": "2.0", "info": {"title": "pets", "version": "1"},
   "paths": {"/pets": {"get": {"operationId": "listPets"}, "post": {"operationId": "addPet"}}}}"#;
-
-struct Discovery(Child);
-
-impl Drop for Discovery {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn config(dir: &Path, port: u16) {
     let service = |name: &str, labels: &str| {
@@ -84,29 +68,8 @@ async fn scenario(url: String) {
     let config_dir = dir.path().join("config");
     std::fs::create_dir(&config_dir).expect("mkdir");
     config(&config_dir, server.addr.port());
-    let log = std::fs::File::create(dir.path().join("discovery.log")).expect("log");
-    let _discovery = Discovery(
-        Command::new(env!("CARGO_BIN_EXE_discovery"))
-            .arg("--config-dir")
-            .arg(&config_dir)
-            .args(["--nats-url", &url, "--insecure-no-mtls"])
-            .arg("--health-file")
-            .arg(dir.path().join("healthy"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start discovery"),
-    );
-    let js = jetstream::new(async_nats::connect(&url).await.expect("connect"));
-    let upstreams = eventually(WAIT, "the upstreams bucket", || async {
-        js.get_key_value(UPSTREAMS_BUCKET).await.ok()
-    })
-    .await;
-    let probes = eventually(WAIT, "the probes bucket", || async {
-        js.get_key_value(DISCOVERY_PROBES_BUCKET).await.ok()
-    })
-    .await;
+    let (_discovery, DiscoveryBuckets { upstreams, probes }) =
+        start_discovery(dir.path(), &config_dir, &url, |_| {}).await;
     let want = vec!["addPet".to_string(), "listPets".to_string()];
     for key in ["default.default-pets-80", "default.pets-static"] {
         eventually(WAIT, &format!("functions on {key}"), || async {

@@ -10,30 +10,14 @@
 mod moto;
 mod support;
 
-use std::{
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
-use async_nats::jetstream::{self, kv};
-use kgw_proto::{
-    nats::{DISCOVERY_PROBES_BUCKET, UPSTREAMS_BUCKET},
-    v1::{ProbeStatus, Upstream, function::Spec},
-};
+use async_nats::jetstream::kv;
+use kgw_proto::v1::{ProbeStatus, Upstream, function::Spec};
 use prost::Message as _;
-use support::{NatsServer, eventually, run_system, write_atomically};
+use support::{DiscoveryBuckets, NatsServer, eventually, run_system, start_discovery, write_atomically};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-struct Discovery(Child);
-
-impl Drop for Discovery {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// An `aws` Upstream named `name` whose Secret is `secret`.
 fn upstream(name: &str, secret: &str, declared: &str) -> String {
@@ -126,28 +110,8 @@ async fn scenario(url: String, moto_url: String, dir: std::path::PathBuf) {
     let config_dir = dir.join("config");
     std::fs::create_dir(&config_dir).expect("mkdir");
     config(&config_dir);
-    let log = std::fs::File::create(dir.join("discovery.log")).expect("log");
-    let _discovery = Discovery(
-        Command::new(env!("CARGO_BIN_EXE_discovery"))
-            .arg("--config-dir")
-            .arg(&config_dir)
-            .args(["--nats-url", &url, "--insecure-no-mtls"])
-            .args(["--aws-lambda-endpoint", &moto_url])
-            .arg("--health-file")
-            .arg(dir.join("healthy"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start discovery"),
-    );
-    let js = jetstream::new(async_nats::connect(&url).await.expect("connect"));
-    let upstreams = eventually(WAIT, "the upstreams bucket", || async {
-        js.get_key_value(UPSTREAMS_BUCKET).await.ok()
-    })
-    .await;
-    let probes = eventually(WAIT, "the probes bucket", || async {
-        js.get_key_value(DISCOVERY_PROBES_BUCKET).await.ok()
+    let (_discovery, DiscoveryBuckets { upstreams, probes }) = start_discovery(&dir, &config_dir, &url, |command| {
+        command.args(["--aws-lambda-endpoint", &moto_url]);
     })
     .await;
 

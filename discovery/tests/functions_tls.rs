@@ -15,24 +15,20 @@ use std::{
     collections::BTreeMap,
     convert::Infallible,
     net::SocketAddr,
-    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::kv;
 use discovery::fds::{self, Detector, Hints, ProbeConfig, Target, TlsHint};
 use http_body_util::Full;
 use hyper::{Request, Response, body::Bytes, service::service_fn};
 use hyper_util::rt::TokioIo;
-use kgw_proto::{
-    nats::{DISCOVERY_PROBES_BUCKET, UPSTREAMS_BUCKET},
-    v1::{ProbeStatus, Upstream},
-};
+use kgw_proto::v1::{ProbeStatus, Upstream};
 use prost::Message as _;
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use support::{NatsServer, eventually, run_system};
+use support::{DiscoveryBuckets, NatsServer, eventually, run_system, start_discovery};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -207,15 +203,6 @@ async fn the_prober_speaks_tls_verifies_and_sends_the_sni() {
     assert!(!plain.found(), "{plain:?}");
 }
 
-struct Discovery(Child);
-
-impl Drop for Discovery {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A Service with one port (named `port_name`) and an EndpointSlice sending it to
 /// 127.0.0.1:`target`.
 fn service(name: &str, port_name: &str, port: &str, target: u16) -> String {
@@ -273,32 +260,12 @@ async fn binary_scenario(url: String) {
     );
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &pki.ca_pem).expect("write CA");
-    let log = std::fs::File::create(dir.path().join("discovery.log")).expect("log");
-    let _discovery = Discovery(
-        Command::new(env!("CARGO_BIN_EXE_discovery"))
-            .arg("--config-dir")
-            .arg(&config_dir)
-            .args(["--nats-url", &url, "--insecure-no-mtls"])
-            .arg("--health-file")
-            .arg(dir.path().join("healthy"))
+    let (_discovery, DiscoveryBuckets { upstreams, probes }) =
+        start_discovery(dir.path(), &config_dir, &url, |command| {
             // The test CA is the only root: verification stays on.
-            .env("SSL_CERT_FILE", &ca)
-            .env_remove("SSL_CERT_DIR")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start discovery"),
-    );
-    let js = jetstream::new(async_nats::connect(&url).await.expect("connect"));
-    let upstreams = eventually(WAIT, "the upstreams bucket", || async {
-        js.get_key_value(UPSTREAMS_BUCKET).await.ok()
-    })
-    .await;
-    let probes = eventually(WAIT, "the probes bucket", || async {
-        js.get_key_value(DISCOVERY_PROBES_BUCKET).await.ok()
-    })
-    .await;
+            command.env("SSL_CERT_FILE", &ca).env_remove("SSL_CERT_DIR");
+        })
+        .await;
     let want = vec!["addPet".to_string(), "listPets".to_string()];
     for key in [
         "default.default-pets-443",

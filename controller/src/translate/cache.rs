@@ -150,6 +150,17 @@ struct ServedCluster {
     tls: Option<ClusterTls>,
     /// `None`: no such Upstream.
     cluster: Option<Arc<UpstreamCluster>>,
+    /// What it adds to the Upstream keys served ([`served_upstream_key`]); `None` without a
+    /// cluster.
+    named: Option<String>,
+}
+
+/// The key an Upstream found under `key` adds to [`EnvoyResources::upstream_keys`]: the one
+/// its metadata names (which may differ from the key it is stored under).
+fn served_upstream_key(upstreams: &BTreeMap<String, pb::Upstream>, key: &str) -> Option<String> {
+    let upstream = upstreams.get(key)?;
+    let meta = upstream.metadata.clone().unwrap_or_default();
+    Some(kgw_proto::nats::key(&meta.namespace, &meta.name))
 }
 
 impl PartialEq for UpstreamCluster {
@@ -422,11 +433,15 @@ impl IncrementalTranslator {
         let mut clusters_changed = false;
         // The clusters changed, by name (the name of their cluster and endpoints).
         let mut patch: Vec<String> = Vec::new();
+        // Whether a patched cluster now serves another Upstream, or starts or stops serving
+        // one: only then is the set of Upstream keys made again (an O(clusters) walk).
+        let mut keys_moved = false;
         for name in touched {
             let winner = served.refs.get(&name).and_then(|r| r.values().next_back()).cloned();
             let Some(upstream_key) = winner else {
-                if served.clusters.remove(&name).is_some() {
+                if let Some(gone) = served.clusters.remove(&name) {
                     clusters_changed = true;
+                    keys_moved |= gone.named.is_some();
                     patch.push(name);
                 }
                 continue;
@@ -468,14 +483,20 @@ impl IncrementalTranslator {
                 }
             });
             patch.push(name.clone());
-            served.clusters.insert(
+            let named = cluster
+                .is_some()
+                .then(|| served_upstream_key(upstreams, &upstream_key))
+                .flatten();
+            let before = served.clusters.insert(
                 name,
                 ServedCluster {
                     key: upstream_key,
                     tls,
                     cluster,
+                    named: named.clone(),
                 },
             );
+            keys_moved |= before.and_then(|c| c.named) != named;
         }
         // Patched where they changed, unless a name is one of the controller's own
         // clusters' or not the name its resources are served under.
@@ -513,15 +534,10 @@ impl IncrementalTranslator {
             let endpoints = patched(&snapshot, ENDPOINT, endpoint_changes);
             snapshot.set_type(CLUSTER, clusters);
             snapshot.set_type(ENDPOINT, endpoints);
-            let mut upstream_keys = BTreeSet::new();
-            for served_cluster in served.clusters.values().filter(|c| c.cluster.is_some()) {
-                if let Some(meta) = upstreams.get(&served_cluster.key).and_then(|u| u.metadata.as_ref()) {
-                    upstream_keys.insert(kgw_proto::nats::key(&meta.namespace, &meta.name));
-                } else if upstreams.contains_key(&served_cluster.key) {
-                    upstream_keys.insert(kgw_proto::nats::key("", ""));
-                }
+            if keys_moved {
+                let named = served.clusters.values().filter_map(|c| c.named.clone());
+                served.upstream_keys = Arc::new(named.collect());
             }
-            served.upstream_keys = Arc::new(upstream_keys);
             *served_keys = Some(Arc::clone(&served.upstream_keys));
         } else if clusters_changed {
             let mut clusters = BTreeMap::new();
@@ -907,6 +923,7 @@ fn served_state(
                         key: key.clone(),
                         tls: tls.clone(),
                         cluster: cluster.clone(),
+                        named: cluster.is_some().then(|| served_upstream_key(upstreams, key)).flatten(),
                     };
                     (name.clone(), served)
                 },

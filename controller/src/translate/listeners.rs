@@ -24,7 +24,7 @@ use envoy_types::pb::envoy::{
         access_loggers::grpc::v3::{CommonGrpcAccessLogConfig, HttpGrpcAccessLogConfig},
         filters::listener::tls_inspector::v3::TlsInspector,
         filters::{
-            http::{on_demand::v3::OnDemand, router::v3::Router},
+            http::router::v3::Router,
             network::http_connection_manager::v3::{
                 HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
             },
@@ -110,28 +110,29 @@ pub(super) fn http_filter_chain(
             config_source: Some(ads_config_source()),
             route_config_name: listener.name.clone(),
         })),
-        http_filters: std::iter::once(HttpFilter {
-            name: "envoy.filters.http.on_demand".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(OnDemand::default()))),
-            ..Default::default()
-        })
-        .chain(wasm_filters)
-        // Off unless a route to a gRPC Upstream with discovered methods turns it on.
-        .chain(std::iter::once(super::grpc_json::http_filter()))
-        // Does nothing on routes without a CORS policy (their per-route config).
-        .chain(std::iter::once(HttpFilter {
-            name: super::route_features::CORS_FILTER.into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors::default(),
-            ))),
-            ..Default::default()
-        }))
-        .chain(std::iter::once(HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Router::default()))),
-            ..Default::default()
-        }))
-        .collect(),
+        // No `on_demand` filter: Envoy's VHDS watch is a wildcard, so every virtual host is
+        // pushed as it changes and there is nothing to fetch on demand. With the filter each
+        // request no route matches (a scan of unknown hosts, a poller's 404s) made Envoy ask,
+        // and each answer, even "none", made it copy and rebuild its whole route table: one
+        // 404 cost a rebuild of thousands of virtual hosts (see `xds/vhds.rs`).
+        http_filters: wasm_filters
+            .into_iter()
+            // Off unless a route to a gRPC Upstream with discovered methods turns it on.
+            .chain(std::iter::once(super::grpc_json::http_filter()))
+            // Does nothing on routes without a CORS policy (their per-route config).
+            .chain(std::iter::once(HttpFilter {
+                name: super::route_features::CORS_FILTER.into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+                    envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors::default(),
+                ))),
+                ..Default::default()
+            }))
+            .chain(std::iter::once(HttpFilter {
+                name: "envoy.filters.http.router".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Router::default()))),
+                ..Default::default()
+            }))
+            .collect(),
         access_log,
         // A host with a port matches its virtual host by RouteConfiguration's
         // ignore_port_in_host_matching, which leaves the Host as sent.

@@ -33,90 +33,89 @@ pub const VIRTUAL_HOST: &str = "type.googleapis.com/envoy.config.route.v3.Virtua
 pub const PUSH_ORDER: [&str; 5] = [CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE];
 
 /// Resources of one type.
+///
+/// The type's version is the (wrapping) sum of its items' digests, each a hash of the
+/// item's name and bytes: a change to one item moves the sum by what that item changed, so
+/// [`Self::patched`] costs the changed items, not the type's size (thousands of clusters).
+/// The items sit in a [`ChunkMap`] for the same reason: a patched copy shares the chunks
+/// that did not change.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TypeResources {
-    /// A hash of every item: the version of the type (state of the world, REST).
+    /// The version of the type (state of the world, REST): the sum of the item digests.
     pub version: String,
-    pub items: BTreeMap<String, Any>,
-    /// Per item, a hash of its encoded bytes: the version of that one resource (delta xDS
-    /// sends only the resources whose version changed).
+    pub items: ChunkMap<Any>,
+    /// Per item, its digest in hex: the version of that one resource (delta xDS sends
+    /// only the resources whose version changed).
     pub item_versions: ChunkMap<String>,
     /// The items' encoded size.
     pub bytes: usize,
+    /// The sum the version shows.
+    sum: u64,
 }
 
 impl TypeResources {
     /// The resources `items` (name → resource), with their versions.
     pub fn new(items: BTreeMap<String, Any>) -> Self {
-        let mut hash = Sha256::new();
+        let mut sum = 0u64;
+        let mut bytes = 0;
+        let mut item_versions = Vec::with_capacity(items.len());
         for (name, any) in &items {
-            hash.update((name.len() as u64).to_le_bytes());
-            hash.update(name.as_bytes());
-            hash.update((any.value.len() as u64).to_le_bytes());
-            hash.update(&any.value);
+            let digest = item_digest(name, any);
+            sum = sum.wrapping_add(digest);
+            bytes += any.encoded_len();
+            item_versions.push((name.clone(), hex::encode(digest.to_be_bytes())));
         }
-        let version = hex::encode(&hash.finalize()[..8]);
-        let item_versions = items
-            .iter()
-            .map(|(name, any)| (name.clone(), item_version(any)))
-            .collect();
-        let bytes = items.values().map(|any| any.encoded_len()).sum();
         Self {
-            version,
-            items,
-            item_versions,
+            version: hex::encode(sum.to_be_bytes()),
+            items: items.into_iter().collect(),
+            item_versions: item_versions.into_iter().collect(),
             bytes,
+            sum,
         }
     }
-}
 
-impl TypeResources {
     /// These resources with `changes` (name → the resource, `None`: gone): what
-    /// [`Self::new`] gives for the changed items, the unchanged items' versions kept.
+    /// [`Self::new`] gives for the whole set, at the cost of the changed items.
     pub(crate) fn patched(&self, changes: impl IntoIterator<Item = (String, Option<Any>)>) -> Self {
-        let mut items = self.items.clone();
-        let mut item_versions = self.item_versions.clone();
-        let mut bytes = self.bytes;
+        let mut next = self.clone();
         for (name, item) in changes {
             let old = match item {
                 Some(any) => {
-                    bytes += any.encoded_len();
-                    item_versions.insert(name.clone(), item_version(&any));
-                    items.insert(name, any)
+                    let digest = item_digest(&name, &any);
+                    next.sum = next.sum.wrapping_add(digest);
+                    next.bytes += any.encoded_len();
+                    next.item_versions
+                        .insert(name.clone(), hex::encode(digest.to_be_bytes()));
+                    next.items.insert(name.clone(), any)
                 }
                 None => {
-                    item_versions.remove(&name);
-                    items.remove(&name)
+                    next.item_versions.remove(&name);
+                    next.items.remove(&name)
                 }
             };
             if let Some(old) = old {
-                bytes -= old.encoded_len();
+                next.sum = next.sum.wrapping_sub(item_digest(&name, &old));
+                next.bytes -= old.encoded_len();
             }
         }
-        let mut hash = Sha256::new();
-        for (name, any) in &items {
-            hash.update((name.len() as u64).to_le_bytes());
-            hash.update(name.as_bytes());
-            hash.update((any.value.len() as u64).to_le_bytes());
-            hash.update(&any.value);
-        }
-        Self {
-            version: hex::encode(&hash.finalize()[..8]),
-            items,
-            item_versions,
-            bytes,
-        }
+        next.version = hex::encode(next.sum.to_be_bytes());
+        next
     }
 }
 
-/// The version of one resource: a hash of its type and encoded bytes (which are
+/// The digest of one resource: a hash of its name, type and encoded bytes (which are
 /// deterministic: see `canonical` for route tables).
-fn item_version(any: &Any) -> String {
+fn item_digest(name: &str, any: &Any) -> u64 {
     let mut hash = Sha256::new();
+    hash.update((name.len() as u64).to_le_bytes());
+    hash.update(name.as_bytes());
     hash.update((any.type_url.len() as u64).to_le_bytes());
     hash.update(any.type_url.as_bytes());
     hash.update(&any.value);
-    hex::encode(&hash.finalize()[..8])
+    let digest = hash.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
 }
 
 /// A role's resources, and the trace of the change that made them (which the pushes to

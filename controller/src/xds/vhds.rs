@@ -7,7 +7,9 @@
 //! Scoped RDS picks a route table by an exact key made of header values: a Gateway API
 //! wildcard hostname (`*.example.com`) or the catch-all `*` virtual host cannot be a key.
 //! VHDS keeps Envoy's own domain matching (exact, `*.suffix`, `prefix.*`, `*`) over the
-//! virtual hosts it has, and fetches the one for an unknown host on demand.
+//! virtual hosts it has. Its cost: Envoy copies its map of virtual hosts and rebuilds the
+//! whole table for each VHDS update (`RouteConfigUpdateReceiverImpl::onVhdsUpdate`), so a
+//! change is small on the wire and in our processes, but O(table) inside Envoy.
 //!
 //! # What Envoy is served
 //! - A route table `T` (delta only): `T`'s own fields but no virtual hosts, and
@@ -20,17 +22,20 @@
 //!   and `removed_resources` for those gone; a client that names the namespace `T` gets
 //!   those of `T`. An empty table is told by removing the absent name `T/` (the watch of a
 //!   namespace hears only of names in it, and its route table waits for one).
-//! - On demand (the `envoy.filters.http.on_demand` filter holds a request whose host matches
-//!   no virtual host): Envoy subscribes to `T/<host>`; the answer is the virtual host of `T`
+//! - On demand (an Envoy whose listeners run the `envoy.filters.http.on_demand` filter, which
+//!   holds a request whose host matches no virtual host; ours do not, see below): Envoy
+//!   subscribes to `T/<host>`; the answer is the virtual host of `T`
 //!   whose domains match the host, as Envoy would match them, carrying `T/<host>` in its
 //!   `aliases`; or, when none does (or Envoy has that virtual host at its version already),
 //!   a resource named `T/<host>` with that alias and no body, so Envoy stops waiting.
 //!
 //! # Costs and limits
-//! - Envoy's on-demand filter asks for any request no route matches, not only for unknown
-//!   hosts: a path no route of a known host takes asks too. The answer carries no copy of a
-//!   virtual host Envoy has at its version (a resource without a body, ~130 bytes), but a
-//!   flood of 404s is a flood of on-demand requests; they are not rate limited (yet).
+//! - Our listeners do not run the on-demand filter: with the wildcard watch every virtual
+//!   host is pushed anyway, and the filter asks for any request no route matches (a path no
+//!   route of a known host takes too). Envoy rebuilds its whole table for each answer, even
+//!   one without a body, so each 404 cost a rebuild of the table: a scan of unknown hosts
+//!   kept Envoy's main thread busy and delayed real updates (20k virtual hosts: most of
+//!   Envoy's CPU in the propagation benchmark, whose poller waits on 404s).
 //! - The index below is kept with the snapshot and changed with it: a snapshot made from the
 //!   previous one with one virtual host changed replaces that host's entry (its version was
 //!   computed once, when it was translated), sharing the rest ([`super::chunked`]).
@@ -78,7 +83,11 @@ impl VhdsResources {
     /// this process).
     pub fn new(routes: &TypeResources) -> Self {
         Snapshot::from_packed(PackedResources {
-            routes: routes.items.clone(),
+            routes: routes
+                .items
+                .iter()
+                .map(|(name, any)| (name.clone(), any.clone()))
+                .collect(),
             ..Default::default()
         })
         .vhds()

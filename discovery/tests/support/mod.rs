@@ -277,3 +277,54 @@ pub async fn http_server(routes: &[(&str, &str)]) -> HttpServer {
     });
     HttpServer { addr, asked, task }
 }
+
+/// The `discovery` binary, killed when dropped.
+pub struct DiscoveryProcess(Child);
+
+impl Drop for DiscoveryProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The buckets discovery writes: Upstreams and probe outcomes.
+pub struct DiscoveryBuckets {
+    pub upstreams: async_nats::jetstream::kv::Store,
+    pub probes: async_nats::jetstream::kv::Store,
+}
+
+/// Starts the `discovery` binary on the directory source `config_dir`, against `nats_url`
+/// without TLS, logging to `<dir>/discovery.log`; `configure` adds arguments and
+/// environment. Returns once both of its buckets exist.
+pub async fn start_discovery(
+    dir: &Path,
+    config_dir: &Path,
+    nats_url: &str,
+    configure: impl FnOnce(&mut Command),
+) -> (DiscoveryProcess, DiscoveryBuckets) {
+    let log = std::fs::File::create(dir.join("discovery.log")).expect("log");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_discovery"));
+    command
+        .arg("--config-dir")
+        .arg(config_dir)
+        .args(["--nats-url", nats_url, "--insecure-no-mtls"])
+        .arg("--health-file")
+        .arg(dir.join("healthy"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log);
+    configure(&mut command);
+    let process = DiscoveryProcess(command.spawn().expect("start discovery"));
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.expect("connect"));
+    let wait = Duration::from_secs(30);
+    let bucket = |name: &'static str| {
+        let js = js.clone();
+        async move { eventually(wait, name, || async { js.get_key_value(name).await.ok() }).await }
+    };
+    let buckets = DiscoveryBuckets {
+        upstreams: bucket(kgw_proto::nats::UPSTREAMS_BUCKET).await,
+        probes: bucket(kgw_proto::nats::DISCOVERY_PROBES_BUCKET).await,
+    };
+    (process, buckets)
+}
