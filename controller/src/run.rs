@@ -109,7 +109,7 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Con
     let secrets = match config.source {
         Some(spec) => {
             let (secrets_tx, secrets) = mpsc::channel(16);
-            kgw_common::source::spawn(spec, crate::secrets::KINDS, secrets_tx, shutdown.clone()).await?;
+            kgw_common::source::spawn_only(spec, crate::secrets::KINDS, secrets_tx, shutdown.clone()).await?;
             Some(secrets)
         }
         None => {

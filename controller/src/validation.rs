@@ -84,13 +84,12 @@ impl<S: TranslationInputs> ValidationService for Validation<S> {
         let meta = proxy.metadata.clone().unwrap_or_default();
         // Translation is CPU work: off the async workers.
         let (problems, resources_json) = tokio::task::spawn_blocking(move || {
-            let (resources, problems) = translate::translate(&proxy, &upstreams, &settings);
-            let json = if include {
-                resources_as_json(&resources)
+            if include {
+                let (resources, problems) = translate::translate(&proxy, &upstreams, &settings);
+                (problems, resources_as_json(&resources))
             } else {
-                Ok(Vec::new())
-            };
-            (problems, json)
+                (translate::problems(&proxy, &upstreams, &settings), Ok(Vec::new()))
+            }
         })
         .await
         .map_err(|error| {

@@ -101,6 +101,13 @@ fn translate_case(input: &Path) -> Vec<(pb::Metadata, Snapshot, Vec<controller::
         .iter()
         .map(|proxy| {
             let (resources, problems) = translate(proxy, &upstreams, &settings);
+            // Validation's problems-only translation finds the same problems.
+            assert_eq!(
+                controller::translate::problems(proxy, &upstreams, &settings),
+                problems,
+                "{}: problems-only translation",
+                input.display()
+            );
             (
                 proxy.metadata.clone().unwrap_or_default(),
                 Snapshot::new(&resources),

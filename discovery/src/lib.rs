@@ -94,7 +94,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Discov
         .await
         .map_err(DiscoveryError::Bus)?;
     let (batches_tx, batches) = mpsc::channel::<Batch>(16);
-    source::spawn(config.source, KINDS, batches_tx, shutdown.clone())
+    source::spawn_only(config.source, KINDS, batches_tx, shutdown.clone())
         .await
         .map_err(DiscoveryError::Source)?;
     let (actor, outputs) = Discovery::new(config.fds_mode);

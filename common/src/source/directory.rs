@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::{Batch, Problem, SourceError};
 use crate::config::DirSpec;
 use crate::{
-    resources::{Change, DecodeError, Resource, ResourceKey, decode},
+    resources::{Change, DecodeError, Kind, Resource, ResourceKey, decode},
     shutdown::Shutdown,
 };
 
@@ -35,17 +35,31 @@ pub struct DirState {
     /// it: 1 when a resource appears, one more each time its spec changes (status reports
     /// carry it as `observedGeneration`).
     generations: BTreeMap<ResourceKey, (i64, u64)>,
+    /// The kinds kept (`None`: all): a process that reads a few kinds (the controller its
+    /// Secrets) does not hold every HTTPRoute of the directory.
+    only: Option<Vec<Kind>>,
 }
 
 impl DirState {
+    /// A state that keeps only resources of `kinds`.
+    pub fn only(kinds: &[Kind]) -> Self {
+        Self {
+            only: Some(kinds.to_vec()),
+            ..Self::default()
+        }
+    }
+
     /// Applies new contents of `file` (None: the file is gone) and returns the changes to
     /// the effective set of resources.
     pub fn update_file(&mut self, file: &str, contents: Option<&str>) -> Vec<Change> {
         let old: BTreeMap<ResourceKey, Resource> = self.files.get(file).into_iter().flatten().cloned().collect();
-        let (new, mut problems) = match contents {
+        let (mut new, mut problems) = match contents {
             Some(text) => parse_file(file, text, &old),
             None => (BTreeMap::new(), Vec::new()),
         };
+        if let Some(only) = &self.only {
+            new.retain(|key, _| only.contains(&key.kind));
+        }
         let affected: BTreeSet<ResourceKey> = old.keys().chain(new.keys()).cloned().collect();
         let before: Vec<Option<Resource>> = affected.iter().map(|k| self.effective(k)).collect();
         self.files.remove(file);
@@ -339,6 +353,17 @@ pub fn spawn_dir_source_with(
     batches: mpsc::Sender<Batch>,
     shutdown: Shutdown,
 ) -> Result<(), SourceError> {
+    spawn_dir_source_of(spec, None, batches, shutdown)
+}
+
+/// [`spawn_dir_source_with`], keeping only resources of `only` (`None`: all).
+pub fn spawn_dir_source_of(
+    spec: DirSpec,
+    only: Option<&[Kind]>,
+    batches: mpsc::Sender<Batch>,
+    shutdown: Shutdown,
+) -> Result<(), SourceError> {
+    let initial_state = only.map_or_else(DirState::default, DirState::only);
     let DirSpec { dir, max_file_bytes } = spec;
     if !dir.is_dir() {
         return Err(SourceError::NotADirectory(dir));
@@ -369,7 +394,7 @@ pub fn spawn_dir_source_with(
 
     tokio::spawn(async move {
         let _watcher = watcher; // dropped (unwatched) when this task ends
-        let mut state = DirState::default();
+        let mut state = initial_state;
         let mut initial = Vec::new();
         scan(&dir, &mut initial);
         initial.sort();
@@ -518,6 +543,19 @@ mod tests {
             ["-HTTPRoute/default/b"]
         );
         assert_eq!(names(&state.update_file("r.yaml", None)), ["-HTTPRoute/default/a"]);
+    }
+
+    #[test]
+    fn a_state_for_some_kinds_keeps_only_those() {
+        let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: default}\ntype: Opaque\n";
+        let mut state = DirState::only(&[Kind::Secret]);
+        let both = format!("{ROUTE_A}---\n{secret}");
+        assert_eq!(names(&state.update_file("r.yaml", Some(&both))), ["+Secret/default/s"]);
+        assert_eq!(state.files["r.yaml"].len(), 1, "the route is not held");
+        assert_eq!(
+            names(&state.update_file("r.yaml", Some(ROUTE_A))),
+            ["-Secret/default/s"]
+        );
     }
 
     #[test]

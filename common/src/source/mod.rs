@@ -15,7 +15,7 @@ mod directory;
 pub mod kubernetes;
 pub mod relist;
 
-pub use directory::{DirState, spawn_dir_source, spawn_dir_source_with};
+pub use directory::{DirState, spawn_dir_source, spawn_dir_source_of, spawn_dir_source_with};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -136,9 +136,31 @@ pub async fn spawn(
     batches: mpsc::Sender<Batch>,
     shutdown: Shutdown,
 ) -> Result<Started, SourceError> {
+    spawn_kinds(spec, kinds, None, batches, shutdown).await
+}
+
+/// [`spawn`] for a process that reads `kinds` and nothing else: the directory source keeps
+/// only those too (with [`spawn`] it keeps every kind, which a process may read from a
+/// directory but not from the API server, as the gateway its TLS Secrets).
+pub async fn spawn_only(
+    spec: SourceSpec,
+    kinds: &[Kind],
+    batches: mpsc::Sender<Batch>,
+    shutdown: Shutdown,
+) -> Result<Started, SourceError> {
+    spawn_kinds(spec, kinds, Some(kinds), batches, shutdown).await
+}
+
+async fn spawn_kinds(
+    spec: SourceSpec,
+    kinds: &[Kind],
+    only: Option<&[Kind]>,
+    batches: mpsc::Sender<Batch>,
+    shutdown: Shutdown,
+) -> Result<Started, SourceError> {
     match spec {
         SourceSpec::Directory(spec) => {
-            directory::spawn_dir_source_with(spec, batches, shutdown)?;
+            directory::spawn_dir_source_of(spec, only, batches, shutdown)?;
             Ok(Started::Directory)
         }
         SourceSpec::Kubernetes(spec) => {

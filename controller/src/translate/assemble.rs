@@ -90,6 +90,28 @@ impl Parts for FreshParts {
     }
 }
 
+/// Every part made afresh and its Envoy form dropped at once: for the problems alone
+/// ([`super::problems`]).
+pub(super) struct ProblemsOnly;
+
+impl Parts for ProblemsOnly {
+    fn virtual_host(&mut self, vhost: &pb::VirtualHost, inputs: VirtualHostInputs<'_>) -> Arc<VirtualHostTranslation> {
+        let mut translation = routes::virtual_host(vhost, inputs);
+        translation.forget_routes();
+        Arc::new(translation)
+    }
+
+    fn cluster(
+        &mut self,
+        name: &str,
+        key: &str,
+        upstream: &pb::Upstream,
+        tls: Option<&ClusterTls>,
+    ) -> Arc<UpstreamCluster> {
+        FreshParts.cluster(name, key, upstream, tls)
+    }
+}
+
 /// A Proxy's translation before its route tables are made: every part but those.
 pub(crate) struct Assembled {
     /// Every resource but the route tables (`routes` is empty) and the Upstreams' clusters

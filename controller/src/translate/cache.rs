@@ -172,10 +172,26 @@ impl PartialEq for UpstreamCluster {
 
 struct CachedVirtualHost {
     /// The virtual host it was translated from.
-    input: pb::VirtualHost,
+    input: CachedInput,
     translation: Arc<VirtualHostTranslation>,
     /// Its route table entry (its listener's table), made once.
     entry: std::sync::OnceLock<Arc<HostEntry>>,
+}
+
+/// The virtual host a translation was made from: the Proxy store's part itself, shared (a
+/// virtual host translated by itself), or a copy (one of a whole Proxy, assembled).
+enum CachedInput {
+    Part(Arc<pb::VirtualHostPart>),
+    Own(pb::VirtualHost),
+}
+
+impl CachedInput {
+    fn is(&self, vhost: &pb::VirtualHost) -> bool {
+        match self {
+            Self::Part(part) => part.virtual_host.as_ref() == Some(vhost),
+            Self::Own(own) => own == vhost,
+        }
+    }
 }
 
 impl CachedVirtualHost {
@@ -389,7 +405,7 @@ impl IncrementalTranslator {
             }
             served.host_problems.remove(&place);
             let part = virtual_host(listener, name);
-            let Some(vhost) = part.as_ref().and_then(|p| p.virtual_host.as_ref()) else {
+            let Some((part_arc, vhost)) = part.as_ref().and_then(|p| Some((p, p.virtual_host.as_ref()?))) else {
                 snapshot.set_host(listener, name.clone(), None);
                 continue;
             };
@@ -419,7 +435,7 @@ impl IncrementalTranslator {
             hosts.insert(
                 name.clone(),
                 CachedVirtualHost {
-                    input: vhost.clone(),
+                    input: CachedInput::Part(Arc::clone(part_arc)),
                     translation,
                     entry,
                 },
@@ -1066,7 +1082,7 @@ impl Parts for CachingParts {
             .and_then(|hosts| hosts.remove_entry(&vhost.name));
         let (name, cached) = match previous {
             Some((name, cached))
-                if cached.input == *vhost && cached.translation.holds_for(inputs.upstreams, inputs.earlier_wasm) =>
+                if cached.input.is(vhost) && cached.translation.holds_for(inputs.upstreams, inputs.earlier_wasm) =>
             {
                 self.reuse.virtual_hosts_reused += 1;
                 (name, cached)
@@ -1077,7 +1093,7 @@ impl Parts for CachingParts {
                 translation.compact();
                 let translation = Arc::new(translation);
                 let cached = CachedVirtualHost {
-                    input: vhost.clone(),
+                    input: CachedInput::Own(vhost.clone()),
                     translation,
                     entry: std::sync::OnceLock::new(),
                 };

@@ -104,3 +104,10 @@ pub fn translate(
 ) -> (EnvoyResources, Vec<Problem>) {
     assemble::assemble(proxy, upstreams, settings, &mut assemble::FreshParts).into_resources()
 }
+
+/// The problems [`translate`] finds, without keeping what it makes: each virtual host's
+/// Envoy form is dropped once translated, so a whole Proxy's check (validation) costs about
+/// one virtual host's memory on top of the Proxy's, not a second copy of its route tables.
+pub fn problems(proxy: &pb::Proxy, upstreams: &BTreeMap<String, pb::Upstream>, settings: &Settings) -> Vec<Problem> {
+    assemble::assemble(proxy, upstreams, settings, &mut assemble::ProblemsOnly).problems
+}

@@ -82,6 +82,14 @@ impl VirtualHostTranslation {
         self.compacted = true;
     }
 
+    /// Drops the Envoy virtual host, keeping what was found while making it (problems,
+    /// Upstreams, WASM filters): for a check that wants the problems alone. What reads the
+    /// virtual host afterwards gets an empty one.
+    pub(crate) fn forget_routes(&mut self) {
+        self.virtual_host = VirtualHost::default();
+        self.compacted = false;
+    }
+
     /// The Envoy virtual host (decoded from its bytes when compacted).
     pub fn to_virtual_host(&self) -> VirtualHost {
         if self.compacted {
