@@ -16,6 +16,7 @@ pub mod proxy_tls;
 pub mod re2;
 mod route_features;
 mod routes;
+pub mod small;
 mod upstream_tls;
 pub mod wasm;
 

@@ -2,7 +2,7 @@
 //! translated on its own ([`virtual_host`], a pure function whose result says what it
 //! depended on, so that it can be cached); [`route_configuration`] then settles what
 //! depends on the whole listener (its WASM filters).
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use envoy_types::pb::{
     envoy::{
@@ -20,7 +20,11 @@ use envoy_types::pb::{
 };
 use kgw_proto::v1 as pb;
 
-use super::{Problem, Severity, cluster_name, filters, grpc_json, route_features, upstream_tls, wasm};
+use super::{
+    Problem, Severity, cluster_name, filters, grpc_json, route_features,
+    small::{VecMap, VecSet},
+    upstream_tls, wasm,
+};
 
 /// What translating one virtual host produced, and what it depended on besides the
 /// virtual host itself: equal inputs give an equal translation.
@@ -28,19 +32,20 @@ use super::{Problem, Severity, cluster_name, filters, grpc_json, route_features,
 pub struct VirtualHostTranslation {
     /// The Envoy virtual host. Routes that run a WASM filter carry a use marker for it
     /// ([`wasm::use_marker`]) until [`route_configuration`] settles the listener's filters.
-    /// Empty once [`Self::compact`]ed: read it with [`Self::to_virtual_host`].
-    virtual_host: VirtualHost,
+    /// `None` once [`Self::compact`]ed: read it with [`Self::to_virtual_host`]. Boxed: a
+    /// cached translation holds no empty one (1.2 KB inline).
+    virtual_host: Option<Box<VirtualHost>>,
     /// Set by [`Self::compact`]: the canonical bytes stand for `virtual_host`.
     compacted: bool,
     /// Upstreams the routes name and that exist: cluster name → KV key (`<ns>.<name>`).
-    pub found_upstreams: BTreeMap<String, String>,
+    pub found_upstreams: VecMap<String, String>,
     /// The TLS of the clusters in `found_upstreams` that are an Upstream's TLS variant.
-    pub upstream_tls: BTreeMap<String, pb::UpstreamTls>,
+    pub upstream_tls: VecMap<String, pb::UpstreamTls>,
     /// KV keys of the Upstreams the routes name that do not exist (yet).
-    pub missing_upstreams: BTreeSet<String>,
+    pub missing_upstreams: VecSet<String>,
     /// KV keys of every Upstream the routes name that exists (`found_upstreams` keeps one
     /// per cluster name, and two Upstreams may share one: `a_b`/`c` and `a`/`b_c`).
-    pub found_keys: BTreeSet<String>,
+    pub found_keys: VecSet<String>,
     /// WASM filters this virtual host is the first of its listener to run (Envoy name →
     /// filter).
     pub wasm_added: BTreeMap<String, pb::WasmFilter>,
@@ -66,8 +71,10 @@ impl VirtualHostTranslation {
     /// The virtual host's deterministic encoding (made once): what its route table's
     /// bytes are made of when its listener runs no WASM filter.
     pub fn canonical_bytes(&self) -> &[u8] {
-        self.canonical
-            .get_or_init(|| crate::xds::canonical::virtual_host(&self.virtual_host))
+        self.canonical.get_or_init(|| match &self.virtual_host {
+            Some(virtual_host) => crate::xds::canonical::virtual_host(virtual_host),
+            None => crate::xds::canonical::virtual_host(&VirtualHost::default()),
+        })
     }
 
     /// Keeps only the canonical bytes of a virtual host that asks for no WASM filter (its
@@ -78,7 +85,7 @@ impl VirtualHostTranslation {
             return;
         }
         self.canonical_bytes();
-        self.virtual_host = VirtualHost::default();
+        self.virtual_host = None;
         self.compacted = true;
     }
 
@@ -86,7 +93,7 @@ impl VirtualHostTranslation {
     /// Upstreams, WASM filters): for a check that wants the problems alone. What reads the
     /// virtual host afterwards gets an empty one.
     pub(crate) fn forget_routes(&mut self) {
-        self.virtual_host = VirtualHost::default();
+        self.virtual_host = None;
         self.compacted = false;
     }
 
@@ -95,7 +102,7 @@ impl VirtualHostTranslation {
         if self.compacted {
             decode_virtual_host(self.canonical_bytes())
         } else {
-            self.virtual_host.clone()
+            self.virtual_host.as_deref().cloned().unwrap_or_default()
         }
     }
 
@@ -104,7 +111,7 @@ impl VirtualHostTranslation {
         if self.compacted {
             decode_virtual_host(self.canonical_bytes())
         } else {
-            self.virtual_host
+            self.virtual_host.map(|boxed| *boxed).unwrap_or_default()
         }
     }
 
@@ -166,12 +173,12 @@ pub(super) fn virtual_host(vhost: &pb::VirtualHost, inputs: VirtualHostInputs<'_
             Some(route(r, &path, inputs, &mut out))
         })
         .collect();
-    out.virtual_host = VirtualHost {
+    out.virtual_host = Some(Box::new(VirtualHost {
         name: vhost.name.clone(),
         domains: vhost.domains.clone(),
         routes,
         ..Default::default()
-    };
+    }));
     out
 }
 
