@@ -41,8 +41,13 @@ pub(crate) trait Parts {
 /// An Upstream's Envoy cluster, and its endpoints when they are served over EDS.
 #[derive(Debug)]
 pub(crate) struct UpstreamCluster {
-    pub(crate) cluster: Cluster,
-    pub(crate) endpoints: Option<ClusterLoadAssignment>,
+    /// The cluster's name.
+    pub(crate) name: String,
+    /// Its endpoints' cluster name (`None`: not served over EDS).
+    pub(crate) endpoints_name: Option<String>,
+    /// The typed forms; `None` once [`Self::compact`]ed (a cache holds the packed form
+    /// alone: a `Cluster` is 3.3 KB before its contents).
+    typed: Option<(Box<Cluster>, Option<ClusterLoadAssignment>)>,
     /// Both packed, once asked for ([`Self::packed`]).
     packed: std::sync::OnceLock<(Any, Option<Any>)>,
 }
@@ -54,21 +59,71 @@ impl UpstreamCluster {
             cluster.transport_socket = Some(upstream_tls::transport_socket(tls));
         }
         Self {
-            cluster,
-            endpoints,
+            name: cluster.name.clone(),
+            endpoints_name: endpoints.as_ref().map(|e| e.cluster_name.clone()),
+            typed: Some((Box::new(cluster), endpoints)),
             packed: std::sync::OnceLock::new(),
         }
     }
 
     /// The cluster and its endpoints packed as served (made once).
     pub(crate) fn packed(&self) -> &(Any, Option<Any>) {
-        self.packed.get_or_init(|| {
-            (
-                envoy_types::util::pack_any(self.cluster.clone()),
-                self.endpoints.clone().map(envoy_types::util::pack_any),
-            )
+        self.packed.get_or_init(|| match &self.typed {
+            Some((cluster, endpoints)) => (
+                envoy_types::util::pack_any(cluster.as_ref().clone()),
+                endpoints.clone().map(envoy_types::util::pack_any),
+            ),
+            // Compacted only once packed; forgotten (`forget_typed`): empty.
+            None => (Any::default(), None),
         })
     }
+
+    /// [`Self::new`], packed and kept in that form alone (for a cache).
+    pub(crate) fn compacted(name: &str, upstream: &pb::Upstream, tls: Option<&ClusterTls>) -> Self {
+        let mut cluster = Self::new(name, upstream, tls);
+        cluster.compact();
+        cluster
+    }
+
+    /// Drops the typed forms unpacked: for a check that wants the problems alone. What reads
+    /// the cluster afterwards gets empty resources.
+    pub(crate) fn forget_typed(&mut self) {
+        self.typed = None;
+    }
+
+    /// Keeps the packed form alone.
+    pub(crate) fn compact(&mut self) {
+        self.packed();
+        self.typed = None;
+    }
+
+    /// The typed forms (decoded when compacted).
+    pub(crate) fn to_typed(&self) -> (Cluster, Option<ClusterLoadAssignment>) {
+        match &self.typed {
+            Some((cluster, endpoints)) => (cluster.as_ref().clone(), endpoints.clone()),
+            None => {
+                let (cluster, endpoints) = self.packed();
+                (decode_packed(cluster), endpoints.as_ref().map(decode_packed))
+            }
+        }
+    }
+
+    /// [`Self::to_typed`], without a copy when not compacted.
+    pub(crate) fn into_typed(self) -> (Cluster, Option<ClusterLoadAssignment>) {
+        match self.typed {
+            Some((cluster, endpoints)) => (*cluster, endpoints),
+            None => self.to_typed(),
+        }
+    }
+}
+
+/// Bytes this process packed, decoded; a failure would be a bug, and gives an empty
+/// resource rather than stopping the controller.
+fn decode_packed<T: prost::Message + Default>(any: &Any) -> T {
+    T::decode(any.value.as_slice()).unwrap_or_else(|error| {
+        tracing::error!(%error, type_url = %any.type_url, "cannot decode a resource this process packed");
+        T::default()
+    })
 }
 
 /// Every part made afresh: the full translation.
@@ -104,11 +159,13 @@ impl Parts for ProblemsOnly {
     fn cluster(
         &mut self,
         name: &str,
-        key: &str,
+        _key: &str,
         upstream: &pb::Upstream,
         tls: Option<&ClusterTls>,
     ) -> Arc<UpstreamCluster> {
-        FreshParts.cluster(name, key, upstream, tls)
+        let mut cluster = UpstreamCluster::new(name, upstream, tls);
+        cluster.forget_typed();
+        Arc::new(cluster)
     }
 }
 
@@ -155,8 +212,8 @@ impl Assembled {
         let own_clusters = std::mem::take(&mut resources.clusters);
         for upstream in self.upstream_clusters {
             let (cluster, endpoints) = match Arc::try_unwrap(upstream) {
-                Ok(fresh) => (fresh.cluster, fresh.endpoints),
-                Err(shared) => (shared.cluster.clone(), shared.endpoints.clone()),
+                Ok(fresh) => fresh.into_typed(),
+                Err(shared) => shared.to_typed(),
             };
             resources.clusters.push(cluster);
             resources.endpoints.extend(endpoints);

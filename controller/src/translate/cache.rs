@@ -297,11 +297,11 @@ impl IncrementalTranslator {
         };
         for upstream in &assembled.upstream_clusters {
             let (cluster, endpoints) = upstream.packed();
-            packed.clusters.insert(upstream.cluster.name.clone(), cluster.clone());
-            if let (Some(assignment), Some(packed_assignment)) = (&upstream.endpoints, endpoints) {
+            packed.clusters.insert(upstream.name.clone(), cluster.clone());
+            if let (Some(endpoints_name), Some(packed_assignment)) = (&upstream.endpoints_name, endpoints) {
                 packed
                     .endpoints
-                    .insert(assignment.cluster_name.clone(), packed_assignment.clone());
+                    .insert(endpoints_name.clone(), packed_assignment.clone());
             }
         }
         // The controller's own clusters come after the Upstreams' (as in the resources).
@@ -486,7 +486,7 @@ impl IncrementalTranslator {
                 }
                 _ => {
                     reuse.clusters_made += 1;
-                    let cluster = Arc::new(UpstreamCluster::new(&name, upstream, tls.as_ref()));
+                    let cluster = Arc::new(UpstreamCluster::compacted(&name, upstream, tls.as_ref()));
                     cached_clusters.insert(
                         name.clone(),
                         CachedCluster {
@@ -523,9 +523,7 @@ impl IncrementalTranslator {
                         .clusters
                         .get(name)
                         .and_then(|c| c.cluster.as_ref())
-                        .is_none_or(|c| {
-                            c.cluster.name == *name && c.endpoints.as_ref().is_none_or(|e| e.cluster_name == *name)
-                        })
+                        .is_none_or(|c| c.name == *name && c.endpoints_name.as_ref().is_none_or(|e| e == name))
             });
         if patchable && snapshot.has(CLUSTER) && snapshot.has(ENDPOINT) {
             let (mut cluster_changes, mut endpoint_changes) = (Vec::new(), Vec::new());
@@ -568,9 +566,9 @@ impl IncrementalTranslator {
                     upstream_keys.insert(kgw_proto::nats::key(&meta.namespace, &meta.name));
                 }
                 let (packed, packed_endpoints) = cluster.packed();
-                clusters.insert(cluster.cluster.name.clone(), packed.clone());
-                if let (Some(assignment), Some(packed_endpoints)) = (&cluster.endpoints, packed_endpoints) {
-                    endpoints.insert(assignment.cluster_name.clone(), packed_endpoints.clone());
+                clusters.insert(cluster.name.clone(), packed.clone());
+                if let (Some(endpoints_name), Some(packed_endpoints)) = (&cluster.endpoints_name, packed_endpoints) {
+                    endpoints.insert(endpoints_name.clone(), packed_endpoints.clone());
                 }
             }
             clusters.extend(served.own_clusters.clone());
@@ -1131,7 +1129,7 @@ impl Parts for CachingParts {
                 CachedCluster {
                     upstream_key: key.to_string(),
                     tls: tls.cloned(),
-                    cluster: Arc::new(UpstreamCluster::new(name, upstream, tls)),
+                    cluster: Arc::new(UpstreamCluster::compacted(name, upstream, tls)),
                 }
             }
         };
