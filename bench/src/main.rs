@@ -27,7 +27,7 @@ struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Only these scenarios (comma-separated): translate, growth, propagation, bulk, throughput,
-    /// kill_matrix, kube, discovery, delta.
+    /// kill_matrix, kube, discovery, sotw.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -41,7 +41,7 @@ const SCENARIOS: [&str; 9] = [
     "kill_matrix",
     "kube",
     "discovery",
-    "delta",
+    "sotw",
 ];
 
 #[tokio::main]
@@ -146,9 +146,9 @@ async fn run(args: Args) -> Result<(PathBuf, bool)> {
         scenarios::discovery::run(&plan, &mut report).await
     );
     scenario!(
-        "delta",
-        "xDS bytes per route change with Envoy on delta ADS (VHDS)",
-        scenarios::delta::run(&plan, &mut report).await
+        "sotw",
+        "xDS bytes per route change with Envoy on state-of-the-world ADS",
+        scenarios::sotw::run(&plan, &mut report).await
     );
     report.detail("scenario_seconds", Value::Object(scenario_seconds));
     let elapsed = started.elapsed().as_secs_f64();
@@ -249,9 +249,9 @@ fn table(plan: &Plan, v: &serde_json::Map<String, Value>, details: &serde_json::
     }
     for size in [&small, &mid, &large] {
         row(
-            format!("xds_bytes_per_route_change_delta {size}"),
-            show(num("xds_bytes_per_route_change_delta", &[size])),
-            "≤ 16 KB at any size",
+            format!("xds_bytes_per_route_change_sotw {size}"),
+            show(num("xds_bytes_per_route_change_sotw", &[size])),
+            "for comparison (Envoy on sotw)",
         );
     }
     for size in [&small, &mid] {

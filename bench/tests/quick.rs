@@ -101,7 +101,7 @@ fn check_shapes(doc: &Value) {
 }
 
 /// Issue 11's keys: discovery alone (cold start, restart, idle probes, memory, failover)
-/// and the xDS bytes of a route change with Envoy on delta ADS.
+/// and the xDS bytes of a route change, delta (the default) below state of the world.
 fn check_discovery(doc: &Value) {
     assert!(number(doc, &["uds_3k_services_seconds"]) > 0.0);
     assert_eq!(
@@ -118,15 +118,20 @@ fn check_discovery(doc: &Value) {
     assert!(number(doc, &["discovery_rss_mib"]) > 0.0);
     let failover = number(doc, &["discovery_failover_seconds"]);
     assert!(failover > 0.0 && failover <= 10.0, "discovery failover {failover} s");
-    let s = sizes(doc, "xds_bytes_per_route_change_delta");
-    assert_eq!(s, sizes(doc, "xds_bytes_per_route_change"), "delta: the same sizes");
+    let s = sizes(doc, "xds_bytes_per_route_change_sotw");
+    assert_eq!(s, sizes(doc, "xds_bytes_per_route_change"), "sotw: the same sizes");
     for size in &s {
-        assert!(number(doc, &["xds_bytes_per_route_change_delta", size]) > 0.0);
+        assert!(number(doc, &["xds_bytes_per_route_change_sotw", size]) > 0.0);
+        // The earlier name of the delta figure stays.
+        assert_eq!(
+            number(doc, &["xds_bytes_per_route_change_delta", size]),
+            number(doc, &["xds_bytes_per_route_change", size])
+        );
     }
-    // One virtual host instead of the whole route table.
+    // One virtual host (delta, the default) instead of the whole route table.
     let largest = s.last().expect("sizes");
-    let delta = number(doc, &["xds_bytes_per_route_change_delta", largest]);
-    let sotw = number(doc, &["xds_bytes_per_route_change", largest]);
+    let delta = number(doc, &["xds_bytes_per_route_change", largest]);
+    let sotw = number(doc, &["xds_bytes_per_route_change_sotw", largest]);
     assert!(delta < sotw, "at {largest}: delta {delta} ≥ state of the world {sotw}");
 }
 
@@ -153,11 +158,7 @@ fn quick_run_reports_every_key_with_numbers() {
     assert_eq!(doc["errors"], serde_json::json!([]), "{doc:#}");
     assert!(stdout.contains("goal"), "a table beside the goals: {stdout}");
 
-    for key in [
-        "translate_full_ms",
-        "translate_one_route_ms",
-        "controller_translate_one_vhost_ms",
-    ] {
+    for key in ["translate_full_ms", "controller_translate_one_vhost_ms"] {
         let s = sizes(&doc, key);
         assert_eq!(s.len(), 3, "{key}: three sizes");
         for size in &s {
@@ -165,12 +166,27 @@ fn quick_run_reports_every_key_with_numbers() {
         }
     }
     // At the shape sizes (two in --quick).
-    for key in ["controller_apply_one_route_ms", "controller_apply_one_upstream_ms"] {
+    for key in [
+        "translate_one_route_ms",
+        "gateway_translate_one_route_ms",
+        "controller_apply_one_route_ms",
+        "controller_apply_one_upstream_ms",
+    ] {
         let s = sizes(&doc, key);
         assert_eq!(s.len(), 2, "{key}: two sizes");
         for size in &s {
             number(&doc, &[key, size]);
         }
+    }
+    // One route through both translators: the sum of the two parts.
+    for size in &sizes(&doc, "translate_one_route_ms") {
+        let parts = number(&doc, &["gateway_translate_one_route_ms", size])
+            + number(&doc, &["controller_apply_one_route_ms", size]);
+        let sum = number(&doc, &["translate_one_route_ms", size]);
+        assert!(
+            (sum - parts).abs() < 1e-6,
+            "translate_one_route_ms {size}: {sum} vs {parts}"
+        );
     }
     let s = sizes(&doc, "propagation_ms");
     assert_eq!(s.len(), 3, "propagation_ms: three sizes");

@@ -3,7 +3,6 @@
 
 pub mod ads_floor;
 pub mod bulk;
-pub mod delta;
 pub mod discovery;
 pub mod edits;
 pub mod envoy_static;
@@ -15,6 +14,7 @@ pub mod kube;
 pub mod machine;
 pub mod propagation;
 pub mod shapes;
+pub mod sotw;
 pub mod throughput;
 pub mod translate;
 

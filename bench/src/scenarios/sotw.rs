@@ -1,9 +1,8 @@
-//! `xds_bytes_per_route_change_delta`: `xds_bytes_per_route_change` with Envoy on delta
-//! ADS, where route tables come without their virtual hosts and a route change sends its
-//! one VirtualHost (VHDS). A system of its own grown through the same sizes, measured the
-//! same way ([`growth::bytes_per_route_change`]); the bytes per type URL are under
-//! `details` (besides the VirtualHost, any on-demand answers Envoy asked for while the
-//! new host was polled before it was pushed).
+//! `xds_bytes_per_route_change_sotw`: `xds_bytes_per_route_change` with Envoy on state of
+//! the world ADS (the chart's `envoy.xdsProtocol: sotw`), where a route change sends its
+//! listener's whole route table, for comparison with the default (delta, measured by
+//! [`growth`]). A system of its own grown through the same sizes, measured the same way
+//! ([`growth::bytes_per_route_change`]); the bytes per type URL are under `details`.
 
 use anyhow::Result;
 use kgw_harness::envoy::XdsProtocol;
@@ -20,7 +19,7 @@ pub async fn run(plan: &Plan, report: &mut Report) -> Result<()> {
             write_manifest_atomically(dir, "gateway.yaml", &routeset::gateway_yaml())?;
             Ok(())
         },
-        |config| config.xds_protocol = XdsProtocol::Delta,
+        |config| config.xds_protocol = XdsProtocol::StateOfTheWorld,
     )
     .await?;
     let mut loaded = 0;
@@ -31,13 +30,13 @@ pub async fn run(plan: &Plan, report: &mut Report) -> Result<()> {
         match growth::bytes_per_route_change(&fleet, n).await {
             Ok((_, xds)) => {
                 let total: u64 = xds.values().sum();
-                eprintln!("kgw-bench: delta xDS at {n} routes: {total} bytes per route change");
-                report.set_in("xds_bytes_per_route_change_delta", &Plan::key(n), json!(total));
+                eprintln!("kgw-bench: state-of-the-world xDS at {n} routes: {total} bytes per route change");
+                report.set_in("xds_bytes_per_route_change_sotw", &Plan::key(n), json!(total));
                 by_type.insert(Plan::key(n), json!(xds));
             }
-            Err(e) => report.error(&format!("xds_bytes_per_route_change_delta at {n}"), &e),
+            Err(e) => report.error(&format!("xds_bytes_per_route_change_sotw at {n}"), &e),
         }
     }
-    report.detail("xds_bytes_per_route_change_delta_by_type", by_type.into());
+    report.detail("xds_bytes_per_route_change_sotw_by_type", by_type.into());
     Ok(())
 }
