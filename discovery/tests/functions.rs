@@ -9,10 +9,10 @@ mod support;
 
 use std::{path::Path, time::Duration};
 
-use async_nats::jetstream::kv;
-use kgw_proto::v1::{ProbeStatus, Upstream};
-use prost::Message as _;
-use support::{DiscoveryBuckets, NatsServer, eventually, http_server, run_system, start_discovery};
+use support::{
+    DiscoveryBuckets, NatsServer, eventually, function_names, http_server, probe_status, replicas_report, run_system,
+    start_discovery,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -46,16 +46,6 @@ fn config(dir: &Path, port: u16) {
     .expect("write");
 }
 
-async fn functions(store: &kv::Store, key: &str) -> Option<Vec<String>> {
-    let value = store.get(key).await.ok()??;
-    let upstream = Upstream::decode(value).ok()?;
-    Some(upstream.functions.into_iter().map(|f| f.name).collect())
-}
-
-async fn status(store: &kv::Store, key: &str) -> Option<ProbeStatus> {
-    ProbeStatus::decode(store.get(key).await.ok()??).ok()
-}
-
 #[test]
 fn functions_are_found_and_written_on_the_upstreams() {
     let nats = NatsServer::start();
@@ -73,11 +63,11 @@ async fn scenario(url: String) {
     let want = vec!["addPet".to_string(), "listPets".to_string()];
     for key in ["default.default-pets-80", "default.pets-static"] {
         eventually(WAIT, &format!("functions on {key}"), || async {
-            (functions(&upstreams, key).await.as_ref() == Some(&want)).then_some(())
+            (function_names(&upstreams, key).await.as_ref() == Some(&want)).then_some(())
         })
         .await;
         let status = eventually(WAIT, &format!("the probe status of {key}"), || async {
-            status(&probes, key).await.filter(|s| s.functions == 2)
+            probe_status(&probes, key).await.filter(|s| s.functions == 2)
         })
         .await;
         assert_eq!(status.detector, "openapi", "{status:?}");
@@ -85,12 +75,12 @@ async fn scenario(url: String) {
         assert!(status.probed_at_unix_ms > 0 && status.next_probe_unix_ms > status.probed_at_unix_ms);
     }
     let quiet = eventually(WAIT, "the quiet service's status", || async {
-        status(&probes, "default.default-quiet-80").await
+        probe_status(&probes, "default.default-quiet-80").await
     })
     .await;
     assert!(!quiet.enabled && quiet.probed_at_unix_ms == 0, "{quiet:?}");
     assert_eq!(
-        functions(&upstreams, "default.default-quiet-80").await,
+        function_names(&upstreams, "default.default-quiet-80").await,
         Some(Vec::new())
     );
     // Two probes (the Service and the declared Upstream), each stopping at the document.
@@ -98,13 +88,7 @@ async fn scenario(url: String) {
     assert_eq!(asked.iter().filter(|p| *p == "/swagger.json").count(), 2, "{asked:?}");
 
     // `discovery replicas -o json` tells the same.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_discovery"))
-        .args(["replicas", "-o", "json", "--nats-url", &url, "--insecure-no-mtls"])
-        .output()
-        .await
-        .expect("run discovery replicas");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let report = replicas_report(&url).await;
     let replicas = report["replicas"].as_array().expect("replicas");
     assert_eq!(replicas.len(), 1, "{report}");
     assert_eq!(replicas[0]["shards"].as_array().map(Vec::len), Some(16), "{report}");

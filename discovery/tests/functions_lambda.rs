@@ -13,9 +13,11 @@ mod support;
 use std::{path::Path, time::Duration};
 
 use async_nats::jetstream::kv;
-use kgw_proto::v1::{ProbeStatus, Upstream, function::Spec};
-use prost::Message as _;
-use support::{DiscoveryBuckets, NatsServer, eventually, run_system, start_discovery, write_atomically};
+use kgw_proto::v1::function::Spec;
+use support::{
+    DiscoveryBuckets, NatsServer, eventually, probe_status, replicas_report, run_system, start_discovery,
+    write_atomically,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -77,9 +79,8 @@ fn config(dir: &Path) {
 }
 
 async fn functions(store: &kv::Store, key: &str) -> Option<Vec<(String, String)>> {
-    let value = store.get(key).await.ok()??;
-    let upstream = Upstream::decode(value).ok()?;
-    let functions = upstream
+    let functions = support::upstream(store, key)
+        .await?
         .functions
         .into_iter()
         .map(|f| match f.spec {
@@ -88,10 +89,6 @@ async fn functions(store: &kv::Store, key: &str) -> Option<Vec<(String, String)>
         })
         .collect();
     Some(functions)
-}
-
-async fn status(store: &kv::Store, key: &str) -> Option<ProbeStatus> {
-    ProbeStatus::decode(store.get(key).await.ok()??).ok()
 }
 
 #[test]
@@ -129,7 +126,9 @@ async fn scenario(url: String, moto_url: String, dir: std::path::PathBuf) {
     })
     .await;
     let found = eventually(WAIT, "the probe status of default.lambda", || async {
-        status(&probes, "default.lambda").await.filter(|s| s.functions == 2)
+        probe_status(&probes, "default.lambda")
+            .await
+            .filter(|s| s.functions == 2)
     })
     .await;
     assert_eq!(found.detector, "lambda", "{found:?}");
@@ -141,7 +140,7 @@ async fn scenario(url: String, moto_url: String, dir: std::path::PathBuf) {
 
     // No Secret, and a Secret without the secret key: not listed, and said.
     let late = eventually(WAIT, "the probe status of default.lambda-late", || async {
-        status(&probes, "default.lambda-late")
+        probe_status(&probes, "default.lambda-late")
             .await
             .filter(|s| !s.error.is_empty())
     })
@@ -149,7 +148,7 @@ async fn scenario(url: String, moto_url: String, dir: std::path::PathBuf) {
     assert!(late.error.contains("Secret default/late-creds not found"), "{late:?}");
     assert!(late.detector.is_empty() && late.functions == 0, "{late:?}");
     let half = eventually(WAIT, "the probe status of default.lambda-half", || async {
-        status(&probes, "default.lambda-half")
+        probe_status(&probes, "default.lambda-half")
             .await
             .filter(|s| !s.error.is_empty())
     })
@@ -163,13 +162,7 @@ async fn scenario(url: String, moto_url: String, dir: std::path::PathBuf) {
     assert_eq!(functions(&upstreams, "default.lambda-half").await, Some(Vec::new()));
 
     // `discovery replicas -o json` shows the same.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_discovery"))
-        .args(["replicas", "-o", "json", "--nats-url", &url, "--insecure-no-mtls"])
-        .output()
-        .await
-        .expect("run discovery replicas");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let report = replicas_report(&url).await;
     let probe = |key: &str| report["upstreams"][key]["probe"].clone();
     assert_eq!(probe("default.lambda")["detector"], "lambda", "{report}");
     assert_eq!(probe("default.lambda")["functions"], 2, "{report}");
@@ -189,7 +182,7 @@ async fn scenario(url: String, moto_url: String, dir: std::path::PathBuf) {
     )
     .await;
     let late = eventually(WAIT, "the new probe status of default.lambda-late", || async {
-        status(&probes, "default.lambda-late")
+        probe_status(&probes, "default.lambda-late")
             .await
             .filter(|s| s.functions == 2)
     })

@@ -19,16 +19,13 @@ use std::{
     time::Duration,
 };
 
-use async_nats::jetstream::kv;
 use discovery::fds::{self, Detector, Hints, ProbeConfig, Target, TlsHint};
 use http_body_util::Full;
 use hyper::{Request, Response, body::Bytes, service::service_fn};
 use hyper_util::rt::TokioIo;
-use kgw_proto::v1::{ProbeStatus, Upstream};
-use prost::Message as _;
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use support::{DiscoveryBuckets, NatsServer, eventually, run_system, start_discovery};
+use support::{DiscoveryBuckets, NatsServer, eventually, function_names, probe_status, run_system, start_discovery};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -216,16 +213,6 @@ fn service(name: &str, port_name: &str, port: &str, target: u16) -> String {
     )
 }
 
-async fn functions(store: &kv::Store, key: &str) -> Option<Vec<String>> {
-    let value = store.get(key).await.ok()??;
-    let upstream = Upstream::decode(value).ok()?;
-    Some(upstream.functions.into_iter().map(|f| f.name).collect())
-}
-
-async fn status(store: &kv::Store, key: &str) -> Option<ProbeStatus> {
-    ProbeStatus::decode(store.get(key).await.ok()??).ok()
-}
-
 #[test]
 fn the_discovery_binary_probes_tls_services_and_static_upstreams() {
     let nats = NatsServer::start();
@@ -273,11 +260,11 @@ async fn binary_scenario(url: String) {
         "default.pets-static",
     ] {
         eventually(WAIT, &format!("functions on {key}"), || async {
-            (functions(&upstreams, key).await.as_ref() == Some(&want)).then_some(())
+            (function_names(&upstreams, key).await.as_ref() == Some(&want)).then_some(())
         })
         .await;
         let status = eventually(WAIT, &format!("the probe status of {key}"), || async {
-            status(&probes, key).await.filter(|s| s.functions == 2)
+            probe_status(&probes, key).await.filter(|s| s.functions == 2)
         })
         .await;
         assert_eq!(

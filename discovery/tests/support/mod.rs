@@ -328,3 +328,38 @@ pub async fn start_discovery(
     };
     (process, buckets)
 }
+
+/// The Upstream under `key` of the Upstreams bucket, if it is there and decodes.
+pub async fn upstream(store: &async_nats::jetstream::kv::Store, key: &str) -> Option<kgw_proto::v1::Upstream> {
+    use prost::Message as _;
+    kgw_proto::v1::Upstream::decode(store.get(key).await.ok()??).ok()
+}
+
+/// The names of the functions written on the Upstream under `key`.
+pub async fn function_names(store: &async_nats::jetstream::kv::Store, key: &str) -> Option<Vec<String>> {
+    Some(
+        upstream(store, key)
+            .await?
+            .functions
+            .into_iter()
+            .map(|f| f.name)
+            .collect(),
+    )
+}
+
+/// The probe status under `key` of the probes bucket.
+pub async fn probe_status(store: &async_nats::jetstream::kv::Store, key: &str) -> Option<kgw_proto::v1::ProbeStatus> {
+    use prost::Message as _;
+    kgw_proto::v1::ProbeStatus::decode(store.get(key).await.ok()??).ok()
+}
+
+/// What `discovery replicas -o json` prints against `nats_url` (without TLS).
+pub async fn replicas_report(nats_url: &str) -> serde_json::Value {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_discovery"))
+        .args(["replicas", "-o", "json", "--nats-url", nats_url, "--insecure-no-mtls"])
+        .output()
+        .await
+        .expect("run discovery replicas");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
