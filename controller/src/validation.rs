@@ -60,21 +60,18 @@ impl<S: TranslationInputs> ValidationService for Validation<S> {
             .ok_or_else(|| Status::invalid_argument("ValidateRequest.proxy is required"))?;
         let mut upstreams = self.inputs.upstreams();
         // Copied only when the request changes them (the gateway's background checks do not).
-        let overridden = !request.upstreams.is_empty() || !request.deleted_upstreams.is_empty();
-        let mut edited = overridden.then(|| Arc::make_mut(&mut upstreams));
-        for (i, upstream) in request.upstreams.into_iter().enumerate() {
-            let meta = upstream.metadata.clone().unwrap_or_default();
-            if meta.name.is_empty() || meta.namespace.is_empty() {
-                return Err(Status::invalid_argument(format!(
-                    "ValidateRequest.upstreams[{i}].metadata needs a namespace and a name (got {:?}/{:?})",
-                    meta.namespace, meta.name
-                )));
-            }
-            if let Some(edited) = edited.as_deref_mut() {
+        if !request.upstreams.is_empty() || !request.deleted_upstreams.is_empty() {
+            let edited = Arc::make_mut(&mut upstreams);
+            for (i, upstream) in request.upstreams.into_iter().enumerate() {
+                let meta = upstream.metadata.clone().unwrap_or_default();
+                if meta.name.is_empty() || meta.namespace.is_empty() {
+                    return Err(Status::invalid_argument(format!(
+                        "ValidateRequest.upstreams[{i}].metadata needs a namespace and a name (got {:?}/{:?})",
+                        meta.namespace, meta.name
+                    )));
+                }
                 edited.insert(kgw_proto::nats::key(&meta.namespace, &meta.name), upstream);
             }
-        }
-        if let Some(edited) = edited {
             for deleted in &request.deleted_upstreams {
                 edited.remove(&kgw_proto::nats::key(&deleted.namespace, &deleted.name));
             }

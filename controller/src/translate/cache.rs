@@ -155,6 +155,13 @@ struct ServedCluster {
     named: Option<String>,
 }
 
+impl Served {
+    /// The Upstream keys its clusters add ([`EnvoyResources::upstream_keys`]).
+    fn named_upstreams(&self) -> BTreeSet<String> {
+        self.clusters.values().filter_map(|c| c.named.clone()).collect()
+    }
+}
+
 /// The key an Upstream found under `key` adds to [`EnvoyResources::upstream_keys`]: the one
 /// its metadata names (which may differ from the key it is stored under).
 fn served_upstream_key(upstreams: &BTreeMap<String, pb::Upstream>, key: &str) -> Option<String> {
@@ -549,22 +556,16 @@ impl IncrementalTranslator {
             snapshot.set_type(CLUSTER, clusters);
             snapshot.set_type(ENDPOINT, endpoints);
             if keys_moved {
-                let named = served.clusters.values().filter_map(|c| c.named.clone());
-                served.upstream_keys = Arc::new(named.collect());
+                served.upstream_keys = Arc::new(served.named_upstreams());
             }
             *served_keys = Some(Arc::clone(&served.upstream_keys));
         } else if clusters_changed {
             let mut clusters = BTreeMap::new();
             let mut endpoints = BTreeMap::new();
-            let mut upstream_keys = BTreeSet::new();
             for served_cluster in served.clusters.values() {
                 let Some(cluster) = &served_cluster.cluster else {
                     continue;
                 };
-                if let Some(upstream) = upstreams.get(&served_cluster.key) {
-                    let meta = upstream.metadata.clone().unwrap_or_default();
-                    upstream_keys.insert(kgw_proto::nats::key(&meta.namespace, &meta.name));
-                }
                 let (packed, packed_endpoints) = cluster.packed();
                 clusters.insert(cluster.name.clone(), packed.clone());
                 if let (Some(endpoints_name), Some(packed_endpoints)) = (&cluster.endpoints_name, packed_endpoints) {
@@ -574,7 +575,7 @@ impl IncrementalTranslator {
             clusters.extend(served.own_clusters.clone());
             snapshot.set_type(CLUSTER, Some(Arc::new(TypeResources::new(clusters))));
             snapshot.set_type(ENDPOINT, Some(Arc::new(TypeResources::new(endpoints))));
-            served.upstream_keys = Arc::new(upstream_keys);
+            served.upstream_keys = Arc::new(served.named_upstreams());
             *served_keys = Some(Arc::clone(&served.upstream_keys));
         }
         snapshot.finish();
