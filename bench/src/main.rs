@@ -153,6 +153,10 @@ async fn run(args: Args) -> Result<(PathBuf, bool)> {
     report.detail("scenario_seconds", Value::Object(scenario_seconds));
     let elapsed = started.elapsed().as_secs_f64();
     print!("{}", table(&plan, &report.values, &report.details));
+    // Beside the figures (the head of a long log is what a reader sees first).
+    for error in &report.errors {
+        println!("error: {error}");
+    }
     let mut doc = report.values.clone();
     doc.insert("details".into(), Value::Object(report.details.clone()));
     doc.insert("errors".into(), json!(report.errors));

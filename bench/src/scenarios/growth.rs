@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::fleet::Fleet;
 use super::propagation::{self, Churn};
-use super::{Plan, Report, edits, percentile, round3, summary};
+use super::{Plan, Report, diagnose, edits, percentile, round3, summary};
 use crate::procstat;
 use crate::routeset::{self, Shape};
 
@@ -94,21 +94,8 @@ pub(super) async fn grow(fleet: &Fleet, plan: &Plan, shape: Shape, from: usize, 
         .until_all_200_in(shape, &names, started, plan.load_timeout)
         .await
     {
-        // Say why when a process said so (e.g. a Proxy too large for one NATS message).
-        let why: Vec<String> = [Component::Gateway, Component::Controller]
-            .into_iter()
-            .flat_map(|c| {
-                fleet
-                    .system
-                    .log_tail(c, 400)
-                    .lines()
-                    .map(|l| format!("{c}: {}", plain(l)))
-                    .collect::<Vec<_>>()
-            })
-            .filter(|l| l.contains("ERROR") || l.contains("too large"))
-            .take(3)
-            .collect();
-        return Err(e.context(format!("{to} routes not served; errors logged: {why:?}")));
+        let why = diagnose::why_not_served(fleet, 3).await;
+        return Err(e.context(format!("{to} routes not served; {why}")));
     }
     let served = started.elapsed();
     eprintln!(
@@ -248,31 +235,4 @@ fn peak_rss(fleet: &Fleet) -> Result<(Value, Value)> {
         now.insert(key.into(), json!(round3(procstat::rss_mib(pid)?)));
     }
     Ok((Value::Object(peak), Value::Object(now)))
-}
-
-/// A log line without its terminal colours.
-fn plain(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(ch) = chars.next() {
-        if ch == '\u{1b}' {
-            // Skip to the end of the escape sequence (a letter).
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(ch);
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn strips_colours() {
-        assert_eq!(super::plain("\u{1b}[31mERROR\u{1b}[0m too large"), "ERROR too large");
-    }
 }

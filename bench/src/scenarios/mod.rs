@@ -3,6 +3,7 @@
 
 pub mod ads_floor;
 pub mod bulk;
+mod diagnose;
 pub mod discovery;
 pub mod edits;
 pub mod envoy_static;

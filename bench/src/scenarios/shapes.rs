@@ -29,6 +29,22 @@ const OURS: [(Component, &str); 4] = [
 
 pub async fn run(plan: &Plan, report: &mut Report) -> Result<()> {
     for shape in Shape::ALL {
+        let Err(first) = run_shape(plan, shape, report).await else {
+            continue;
+        };
+        if !plan.quick {
+            report.error(&format!("propagation {}", shape.key()), &first);
+            continue;
+        }
+        // CI's short run once failed here on a loaded machine and never again in 37 runs
+        // here: the failure is kept (with Envoy's view, see `diagnose`) and the shape run
+        // once more, so one rare stall does not hide every other figure; a second failure
+        // is an error.
+        eprintln!("kgw-bench: propagation {} failed, once more: {first:#}", shape.key());
+        report.detail(
+            &format!("retried_propagation_{}", shape.key()),
+            json!(format!("{first:#}")),
+        );
         if let Err(e) = run_shape(plan, shape, report).await {
             report.error(&format!("propagation {}", shape.key()), &e);
         }
