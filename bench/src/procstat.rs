@@ -14,6 +14,11 @@ pub fn rss_mib(pid: u32) -> Result<f64> {
     status_kib(pid, "VmRSS:").map(|kib| kib as f64 / 1024.0)
 }
 
+/// `RssFile` (resident file-backed pages: the binary's code and data) of `pid`, in MiB.
+pub fn rss_file_mib(pid: u32) -> Result<f64> {
+    status_kib(pid, "RssFile:").map(|kib| kib as f64 / 1024.0)
+}
+
 fn status_kib(pid: u32, field: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;

@@ -58,6 +58,45 @@ pub fn assemble<'a>(head: &Proxy, parts: impl IntoIterator<Item = &'a VirtualHos
     proxy
 }
 
+/// The digest of a Proxy as stored in `kgw_proxies`: hex sha256 over its head's value and
+/// each virtual host's (key and value, each length-prefixed), the parts in key order. The
+/// gateway computes it from the bytes it wrote, the controller from what it read, encoded
+/// again (prost gives a decoded value back its bytes: fields in number order, maps sorted);
+/// equal digests mean the controller holds what the gateway wrote.
+pub fn digest<'a>(head: &[u8], parts: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut hasher = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    field(head);
+    for (key, value) in parts {
+        field(key.as_bytes());
+        field(value);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// The [`digest`] of every Proxy among `values` (a `kgw_proxies` bucket's keys and values),
+/// by head key.
+pub fn digests<V: AsRef<[u8]>>(values: &BTreeMap<String, V>) -> BTreeMap<String, String> {
+    let mut parts: BTreeMap<&str, Vec<(&str, &[u8])>> = BTreeMap::new();
+    for (key, value) in values {
+        if let Some(head) = kgw_proto::nats::vhost_part_head(key) {
+            parts.entry(head).or_default().push((key.as_str(), value.as_ref()));
+        }
+    }
+    values
+        .iter()
+        .filter(|(key, _)| kgw_proto::nats::vhost_part_head(key).is_none() && !key.contains(".part."))
+        .map(|(key, head)| {
+            let own = parts.remove(key.as_str()).unwrap_or_default();
+            (key.clone(), digest(head.as_ref(), own))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use kgw_proto::v1::{HttpListener, Listener, Route, VirtualHost};
@@ -95,6 +134,39 @@ mod tests {
             ],
             ..Default::default()
         }
+    }
+
+    fn values(key: &str, proxy: &Proxy) -> BTreeMap<String, Vec<u8>> {
+        use prost::Message as _;
+        let (head, parts) = split(key, proxy);
+        let mut out = BTreeMap::from([(key.to_string(), head.encode_to_vec())]);
+        out.extend(parts.into_iter().map(|(k, p)| (k, p.encode_to_vec())));
+        out
+    }
+
+    #[test]
+    fn digests_name_each_proxy_by_its_head_and_parts() {
+        let mut all = values("default.gw", &proxy());
+        // A Proxy whose key sorts between the first one's head and its parts.
+        all.extend(values("default.gw-x", &Proxy::default()));
+        let before = digests(&all);
+        assert_eq!(before.keys().collect::<Vec<_>>(), ["default.gw", "default.gw-x"]);
+        assert_eq!(before, digests(&all), "the same bytes, the same digest");
+        assert_eq!(
+            before["default.gw-x"],
+            digests(&values("default.gw-x", &Proxy::default()))["default.gw-x"],
+            "a Proxy's digest reads only its own values"
+        );
+        // One route edited: that Proxy's digest changes, the other's does not.
+        let mut edited = proxy();
+        if let Some(ListenerType::HttpListener(http)) = &mut edited.listeners[0].listener_type {
+            http.virtual_hosts[1].routes[0].name = "r2-edited".into();
+        }
+        let mut after = values("default.gw", &edited);
+        after.extend(values("default.gw-x", &Proxy::default()));
+        let changed = digests(&after);
+        assert_ne!(changed["default.gw"], before["default.gw"]);
+        assert_eq!(changed["default.gw-x"], before["default.gw-x"]);
     }
 
     #[test]

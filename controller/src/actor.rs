@@ -173,6 +173,7 @@ impl ControllerActor {
         for (key, change) in changes {
             let Some(head) = self.proxies.head(&key).filter(|_| change != ProxyChange::Removed) else {
                 self.translator.forget(&key);
+                self.proxies.record_served(&key, None);
                 self.cache.set(&Self::role(&key), None);
                 self.metrics.removed(&Self::role(&key));
                 continue;
@@ -221,11 +222,14 @@ impl ControllerActor {
                 virtual_hosts_translated = reuse.virtual_hosts_translated,
                 virtual_hosts_reused = reuse.virtual_hosts_reused, "translated proxy"
             );
-            // Problems reach status through validation (the gateway's dry runs); here they
-            // are counted and logged.
+            // Problems reach status through validation (the gateway asks); here they are
+            // counted and logged.
             for problem in &problems {
                 tracing::debug!(proxy = %key, path = %problem.path, message = %problem.message, "translation problem");
             }
+            // Kept for the gateway's background checks (`served_problems`), which then
+            // need not send the whole Proxy to learn them.
+            self.proxies.record_served(key, Some(problems));
             // The pushes to Envoy continue this span's trace.
             let _in_snapshot =
                 tracing::info_span!("xds.snapshot", role = %Self::role(key), bytes = snapshot.bytes()).entered();

@@ -2,7 +2,7 @@
 //!
 //! Names: `kgw_controller_translations_total`, `kgw_controller_translation_duration_seconds`,
 //! `kgw_controller_translation_problems_total{severity}`, `kgw_controller_snapshot_bytes{role}`,
-//! `kgw_controller_xds_connected_envoys`, `kgw_controller_xds_{responses,acks,nacks}_total{type_url}`,
+//! `kgw_controller_validations_total{request,answer}`, `kgw_controller_xds_connected_envoys`, `kgw_controller_xds_{responses,acks,nacks}_total{type_url}`,
 //! `kgw_nats_connected`, `kgw_nats_connections_total`.
 //! Ready = connected to NATS and both buckets (`kgw_proxies`, `kgw_upstreams`) read in full.
 use std::{
@@ -41,13 +41,22 @@ pub struct RoleLabels {
     pub role: String,
 }
 
-/// Counted by the actor on every translation of a Proxy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ValidationLabels {
+    /// `dry_run` (a whole Proxy sent to `Validate`) or `served` (`ServedProblems`).
+    pub request: &'static str,
+    /// `ok`, `not_yet` (not serving the state asked about) or `invalid`.
+    pub answer: &'static str,
+}
+
+/// Counted by the actor on every translation of a Proxy, and by the validation service.
 #[derive(Clone, Debug)]
 pub struct ControllerMetrics {
     pub translations: Counter,
     pub translation_duration: Histogram,
     pub translation_problems: Family<SeverityLabels, Counter>,
     pub snapshot_bytes: Family<RoleLabels, Gauge>,
+    pub validations: Family<ValidationLabels, Counter>,
 }
 
 impl Default for ControllerMetrics {
@@ -58,6 +67,7 @@ impl Default for ControllerMetrics {
             translation_duration: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
             translation_problems: Family::default(),
             snapshot_bytes: Family::default(),
+            validations: Family::default(),
         }
     }
 }
@@ -81,6 +91,13 @@ impl ControllerMetrics {
             .set(i64::try_from(snapshot_bytes).unwrap_or(i64::MAX));
     }
 
+    /// One validation request answered.
+    pub fn validated(&self, request: &'static str, answer: &'static str) {
+        self.validations
+            .get_or_create(&ValidationLabels { request, answer })
+            .inc();
+    }
+
     /// The Proxy of `role` is gone: so is its snapshot.
     pub fn removed(&self, role: &str) {
         self.snapshot_bytes.remove(&RoleLabels { role: role.to_string() });
@@ -102,6 +119,11 @@ impl ControllerMetrics {
             "translation_problems",
             "Problems (errors and warnings) translations found, per severity",
             self.translation_problems.clone(),
+        );
+        registry.register(
+            "validations",
+            "Validation requests answered, per request (dry_run, served) and answer",
+            self.validations.clone(),
         );
         registry.register(
             "snapshot_bytes",

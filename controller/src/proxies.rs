@@ -14,6 +14,9 @@ use kgw_proto::{
     nats::{vhost_part_head, vhost_part_key},
     v1::{Proxy, VirtualHost, VirtualHostPart},
 };
+use prost::Message as _;
+
+use crate::translate::Problem;
 
 /// A virtual host of a Proxy: its listener's name and its own.
 pub type VirtualHostId = (String, String);
@@ -35,6 +38,22 @@ struct Stored {
     heads: BTreeMap<String, Arc<Proxy>>,
     /// Head key → part key → part.
     parts: BTreeMap<String, BTreeMap<String, Arc<VirtualHostPart>>>,
+    /// Counts the batches of events that changed something.
+    generation: u64,
+    /// Head key → the generation that last changed its head or a part of it.
+    changed_at: BTreeMap<String, u64>,
+    /// Head key → the problems of its last translation and the generation it translated.
+    served: BTreeMap<String, (u64, Arc<Vec<Problem>>)>,
+}
+
+/// What the controller can say of the problems of a Proxy it serves
+/// ([`ProxiesView::served_problems`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServedProblems {
+    /// It translated what it holds, and holds what the digest names: these problems.
+    Found(Arc<Vec<Problem>>),
+    /// It holds another state, or has not translated what it holds.
+    NotYet,
 }
 
 impl Stored {
@@ -97,6 +116,36 @@ impl ProxiesView {
             (head, parts)
         };
         Some(proxy_parts::assemble(&head, parts.iter().map(Arc::as_ref)))
+    }
+
+    /// The problems of the last translation of the Proxy under `key`, if that translation
+    /// was of what the store holds now, and that is what `digest`
+    /// ([`proxy_parts::digest`]) names: the values the asker wrote.
+    pub fn served_problems(&self, key: &str, digest: &str) -> ServedProblems {
+        let stored = read(&self.stored);
+        let Some((generation, problems)) = stored.served.get(key) else {
+            return ServedProblems::NotYet;
+        };
+        if stored.changed_at.get(key) != Some(generation) {
+            return ServedProblems::NotYet;
+        }
+        let Some(head) = stored.heads.get(key) else {
+            return ServedProblems::NotYet;
+        };
+        // Encoded again here, on this rare request, rather than kept beside the parts.
+        let parts: Vec<(&str, Vec<u8>)> = stored
+            .parts
+            .get(key)
+            .into_iter()
+            .flatten()
+            .map(|(part_key, part)| (part_key.as_str(), part.encode_to_vec()))
+            .collect();
+        let held = proxy_parts::digest(&head.encode_to_vec(), parts.iter().map(|(k, v)| (*k, v.as_slice())));
+        if held == digest {
+            ServedProblems::Found(Arc::clone(problems))
+        } else {
+            ServedProblems::NotYet
+        }
     }
 
     /// Every whole Proxy, by key.
@@ -162,6 +211,21 @@ impl ProxyStore {
         read(&self.stored).heads.clone()
     }
 
+    /// The translation of the Proxy under `key`, of what the store holds now, found
+    /// `problems` (`None`: it is not served).
+    pub fn record_served(&mut self, key: &str, problems: Option<Vec<Problem>>) {
+        let mut stored = self.stored.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match problems {
+            Some(problems) => {
+                let generation = stored.changed_at.get(key).copied().unwrap_or_default();
+                stored.served.insert(key.to_string(), (generation, Arc::new(problems)));
+            }
+            None => {
+                stored.served.remove(key);
+            }
+        }
+    }
+
     /// Applies `events` (in order) and returns what changed, by Proxy key.
     pub fn apply(&mut self, events: Vec<KvEvent>) -> BTreeMap<String, ProxyChange> {
         let mut stored = self.stored.write().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -194,6 +258,13 @@ impl ProxyStore {
                     Some((head, Some(hosts))) => add_hosts(&mut changes, head, hosts),
                     None => {}
                 },
+            }
+        }
+        if !changes.is_empty() {
+            stored.generation += 1;
+            let generation = stored.generation;
+            for head in changes.keys() {
+                stored.changed_at.insert(head.clone(), generation);
             }
         }
         changes
@@ -382,6 +453,75 @@ mod tests {
                 .virtual_host("default.gw", "listener~8080", "b")
                 .map(|p| p.listener.clone()),
             Some("listener~8080".to_string())
+        );
+    }
+
+    fn problem(message: &str) -> Problem {
+        Problem {
+            severity: crate::translate::Severity::Warning,
+            path: "listener/listener~8080/vhost/a".into(),
+            source: None,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn served_problems_only_for_the_state_translated_and_named() {
+        let mut store = ProxyStore::default();
+        let view = store.view();
+        let first = values("default.gw", &proxy(&[("a", "r1"), ("b", "r2")]));
+        let first_digest = proxy_parts::digests(&first)["default.gw"].clone();
+        store.apply(vec![KvEvent::Full(first.clone())]);
+        assert_eq!(
+            view.served_problems("default.gw", &first_digest),
+            ServedProblems::NotYet,
+            "not translated"
+        );
+
+        store.record_served("default.gw", Some(vec![problem("one")]));
+        assert_eq!(
+            view.served_problems("default.gw", &first_digest),
+            ServedProblems::Found(Arc::new(vec![problem("one")])),
+            "the digest of the values the gateway wrote names what the store decoded"
+        );
+        assert_eq!(view.served_problems("default.gw", "other"), ServedProblems::NotYet);
+        assert_eq!(
+            view.served_problems("default.other", &first_digest),
+            ServedProblems::NotYet
+        );
+
+        // A part changes: not translated yet, whatever the digest.
+        let edited = values("default.gw", &proxy(&[("a", "r1"), ("b", "r2-edited")]));
+        let edited_digest = proxy_parts::digests(&edited)["default.gw"].clone();
+        let (key, value) = edited
+            .iter()
+            .find(|(k, v)| first.get(*k) != Some(*v))
+            .expect("a part differs");
+        store.apply(vec![put(key, value)]);
+        assert_eq!(
+            view.served_problems("default.gw", &first_digest),
+            ServedProblems::NotYet
+        );
+        assert_eq!(
+            view.served_problems("default.gw", &edited_digest),
+            ServedProblems::NotYet
+        );
+        store.record_served("default.gw", Some(Vec::new()));
+        assert_eq!(
+            view.served_problems("default.gw", &edited_digest),
+            ServedProblems::Found(Arc::new(Vec::new()))
+        );
+        // The same value again changes nothing: still translated.
+        store.apply(vec![put(key, value)]);
+        assert_eq!(
+            view.served_problems("default.gw", &edited_digest),
+            ServedProblems::Found(Arc::new(Vec::new()))
+        );
+        // Not served any more.
+        store.record_served("default.gw", None);
+        assert_eq!(
+            view.served_problems("default.gw", &edited_digest),
+            ServedProblems::NotYet
         );
     }
 

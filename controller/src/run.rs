@@ -125,7 +125,7 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Con
         secrets,
     });
 
-    side_listeners.serve(cache.clone(), published, &shutdown);
+    side_listeners.serve(cache.clone(), published, metrics.clone(), &shutdown);
     let stats = Arc::new(XdsStats::default());
     let ads = AdsService::new(cache.clone(), stats.clone()).into_server();
     let incoming = listener.incoming(shutdown.clone());
@@ -172,7 +172,13 @@ impl SideListeners {
     }
 
     /// Serves each on its own task until `shutdown`.
-    fn serve(self, cache: SnapshotCache, published: watch::Receiver<Published>, shutdown: &Shutdown) {
+    fn serve(
+        self,
+        cache: SnapshotCache,
+        published: watch::Receiver<Published>,
+        metrics: Arc<ControllerMetrics>,
+        shutdown: &Shutdown,
+    ) {
         let addr = |l: &Listener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(addr = %addr(&self.rest_xds), "serving REST xDS");
         tokio::spawn(serve::serve_http(
@@ -214,7 +220,9 @@ impl SideListeners {
         grpc(
             self.validation,
             tonic::transport::Server::builder().add_service(tonic::service::interceptor::InterceptedService::new(
-                validation::Validation::new(published).into_server(),
+                validation::Validation::new(published)
+                    .with_metrics(metrics)
+                    .into_server(),
                 validation,
             )),
         );

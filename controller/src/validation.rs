@@ -16,6 +16,8 @@ use tonic::{Request, Response, Status};
 use crate::{
     actor::Published,
     json,
+    metrics::ControllerMetrics,
+    proxies::ServedProblems,
     translate::{self, EnvoyResources, Settings},
 };
 
@@ -24,6 +26,8 @@ use crate::{
 pub(crate) trait TranslationInputs: Send + Sync + 'static {
     fn upstreams(&self) -> Arc<BTreeMap<String, pb::Upstream>>;
     fn settings(&self) -> Arc<Settings>;
+    /// The problems of the Proxy served under `key`, if it is the state `digest` names.
+    fn served_problems(&self, key: &str, digest: &str) -> ServedProblems;
 }
 
 impl TranslationInputs for watch::Receiver<Published> {
@@ -33,15 +37,29 @@ impl TranslationInputs for watch::Receiver<Published> {
     fn settings(&self) -> Arc<Settings> {
         self.borrow().settings.clone()
     }
+    fn served_problems(&self, key: &str, digest: &str) -> ServedProblems {
+        let proxies = self.borrow().proxies.clone();
+        proxies.served_problems(key, digest)
+    }
 }
 
 pub(crate) struct Validation<S> {
     inputs: S,
+    metrics: Arc<ControllerMetrics>,
 }
 
 impl<S: TranslationInputs> Validation<S> {
     pub(crate) fn new(inputs: S) -> Self {
-        Self { inputs }
+        Self {
+            inputs,
+            metrics: Arc::default(),
+        }
+    }
+
+    /// Counts requests into `metrics` (else into a private set nobody reads).
+    pub(crate) fn with_metrics(mut self, metrics: Arc<ControllerMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub(crate) fn into_server(self) -> ValidationServiceServer<Self> {
@@ -54,7 +72,30 @@ impl<S: TranslationInputs> Validation<S> {
 #[tonic::async_trait]
 impl<S: TranslationInputs> ValidationService for Validation<S> {
     async fn validate(&self, request: Request<pb::ValidateRequest>) -> Result<Response<pb::ValidateResponse>, Status> {
-        let request = request.into_inner();
+        let answer = self.dry_run(request.into_inner()).await;
+        self.metrics
+            .validated("dry_run", if answer.is_ok() { "ok" } else { "invalid" });
+        answer.map(Response::new)
+    }
+
+    async fn served_problems(
+        &self,
+        request: Request<pb::ServedProblemsRequest>,
+    ) -> Result<Response<pb::ValidateResponse>, Status> {
+        let answer = self.served(request.into_inner());
+        let label = match &answer {
+            Ok(_) => "ok",
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => "not_yet",
+            Err(_) => "invalid",
+        };
+        self.metrics.validated("served", label);
+        answer.map(Response::new)
+    }
+}
+
+impl<S: TranslationInputs> Validation<S> {
+    /// `Validate`: a dry run of the request's Proxy.
+    async fn dry_run(&self, request: pb::ValidateRequest) -> Result<pb::ValidateResponse, Status> {
         let proxy = request
             .proxy
             .ok_or_else(|| Status::invalid_argument("ValidateRequest.proxy is required"))?;
@@ -108,10 +149,29 @@ impl<S: TranslationInputs> ValidationService for Validation<S> {
             warnings = problems.iter().filter(|p| p.severity == pb::problem::Severity::Warning as i32).count(),
             "validated proxy"
         );
-        Ok(Response::new(pb::ValidateResponse {
+        Ok(pb::ValidateResponse {
             problems,
             resources_json,
-        }))
+        })
+    }
+
+    /// `ServedProblems`: answered from the last translation, without a dry run.
+    fn served(&self, request: pb::ServedProblemsRequest) -> Result<pb::ValidateResponse, Status> {
+        if request.proxy_key.is_empty() || request.digest.is_empty() {
+            return Err(Status::invalid_argument(
+                "ServedProblemsRequest needs a proxy_key and a digest",
+            ));
+        }
+        match self.inputs.served_problems(&request.proxy_key, &request.digest) {
+            ServedProblems::Found(problems) => Ok(pb::ValidateResponse {
+                problems: problems.iter().cloned().map(translate::Problem::to_proto).collect(),
+                resources_json: Vec::new(),
+            }),
+            ServedProblems::NotYet => Err(Status::failed_precondition(format!(
+                "proxy {} is not translated at digest {} (yet)",
+                request.proxy_key, request.digest
+            ))),
+        }
     }
 }
 
@@ -132,9 +192,12 @@ mod tests {
     use super::*;
     use crate::translate::wasm::WasmModules;
 
-    struct Inputs(Arc<BTreeMap<String, pb::Upstream>>);
+    struct Inputs(Arc<BTreeMap<String, pb::Upstream>>, crate::proxies::ProxiesView);
 
     impl TranslationInputs for Inputs {
+        fn served_problems(&self, key: &str, digest: &str) -> ServedProblems {
+            self.1.served_problems(key, digest)
+        }
         fn upstreams(&self) -> Arc<BTreeMap<String, pb::Upstream>> {
             self.0.clone()
         }
@@ -231,6 +294,15 @@ mod tests {
         ValidationServiceClient<tonic::transport::Channel>,
         kgw_common::shutdown::Shutdown,
     ) {
+        client_of(crate::proxies::ProxiesView::default()).await
+    }
+
+    async fn client_of(
+        proxies: crate::proxies::ProxiesView,
+    ) -> (
+        ValidationServiceClient<tonic::transport::Channel>,
+        kgw_common::shutdown::Shutdown,
+    ) {
         let upstreams = BTreeMap::from([("default.echo".to_string(), upstream("default", "echo"))]);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -238,7 +310,7 @@ mod tests {
         let stop = shutdown.clone();
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(Validation::new(Inputs(Arc::new(upstreams))).into_server())
+                .add_service(Validation::new(Inputs(Arc::new(upstreams), proxies)).into_server())
                 .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
                     stop.wait().await
                 }),
@@ -254,6 +326,47 @@ mod tests {
             proxy: Some(proxy),
             ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn served_problems_answer_for_the_state_held_else_failed_precondition() {
+        use bytes::Bytes;
+        use prost::Message as _;
+        let mut store = crate::proxies::ProxyStore::default();
+        let (mut client, _stop) = client_of(store.view()).await;
+        let served = proxy(vec![route("r1", prefix("/echo"), "echo")]);
+        let (head, parts) = kgw_common::proxy_parts::split("default.gw", &served);
+        let mut values = BTreeMap::from([("default.gw".to_string(), Bytes::from(head.encode_to_vec()))]);
+        values.extend(parts.into_iter().map(|(k, p)| (k, Bytes::from(p.encode_to_vec()))));
+        let digest = kgw_common::proxy_parts::digests(&values)["default.gw"].clone();
+        store.apply(vec![kgw_common::bus::KvEvent::Full(values)]);
+        let ask = |digest: &str| pb::ServedProblemsRequest {
+            proxy_key: "default.gw".into(),
+            digest: digest.into(),
+        };
+
+        let early = client.served_problems(ask(&digest)).await.unwrap_err();
+        assert_eq!(early.code(), tonic::Code::FailedPrecondition, "{early:?}");
+
+        let (_, problems) = translate::translate(
+            &served,
+            &BTreeMap::new(),
+            &Inputs(Arc::default(), store.view()).settings(),
+        );
+        assert_eq!(problems.len(), 1, "the Upstream is missing: {problems:?}");
+        store.record_served("default.gw", Some(problems));
+        let response = client.served_problems(ask(&digest)).await.unwrap().into_inner();
+        assert_eq!(response.problems.len(), 1, "{:?}", response.problems);
+        assert!(
+            response.problems[0].message.contains("default/echo"),
+            "{:?}",
+            response.problems
+        );
+
+        let other = client.served_problems(ask("0000")).await.unwrap_err();
+        assert_eq!(other.code(), tonic::Code::FailedPrecondition);
+        let empty = client.served_problems(ask("")).await.unwrap_err();
+        assert_eq!(empty.code(), tonic::Code::InvalidArgument);
     }
 
     #[tokio::test]

@@ -113,7 +113,11 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Gat
     let webhook = webhook::start(
         &config.validation,
         options,
-        index.clone(),
+        crate::validation::background::Outputs {
+            index: index.clone(),
+            status: report.clone(),
+            proxies: proxies.clone(),
+        },
         synced.clone(),
         move |findings| report_to.do_send(ValidationReport(findings)),
         shutdown.clone(),

@@ -66,9 +66,10 @@ pub async fn run(plan: &Plan, report: &mut Report) -> Result<()> {
             report.error("non_2xx_during_edits", &e);
         }
         match peak_rss(&fleet) {
-            Ok((peak, now)) => {
+            Ok((peak, now, file)) => {
                 report.set("rss_mib", peak);
                 report.detail("rss_now_mib", now);
+                report.detail("rss_file_now_mib", file);
             }
             Err(e) => report.error("rss_mib", &e),
         }
@@ -219,9 +220,10 @@ async fn xds_response_bytes(fleet: &Fleet) -> Result<BTreeMap<String, u64>> {
         .collect())
 }
 
-/// Peak resident memory (VmHWM) of every process of the system, and the current, in MiB.
-fn peak_rss(fleet: &Fleet) -> Result<(Value, Value)> {
-    let (mut peak, mut now) = (serde_json::Map::new(), serde_json::Map::new());
+/// Peak resident memory (VmHWM) of every process of the system, the current, and the
+/// current file-backed part (`RssFile`: mostly the binary's own pages), in MiB.
+fn peak_rss(fleet: &Fleet) -> Result<(Value, Value, Value)> {
+    let (mut peak, mut now, mut file) = (serde_json::Map::new(), serde_json::Map::new(), serde_json::Map::new());
     for (c, key) in [
         (Component::Gateway, "gateway"),
         (Component::Controller, "controller"),
@@ -233,6 +235,7 @@ fn peak_rss(fleet: &Fleet) -> Result<(Value, Value)> {
         let pid = fleet.system.pid(c).ok_or_else(|| anyhow::anyhow!("{c} has no pid"))?;
         peak.insert(key.into(), json!(round3(procstat::peak_rss_mib(pid)?)));
         now.insert(key.into(), json!(round3(procstat::rss_mib(pid)?)));
+        file.insert(key.into(), json!(round3(procstat::rss_file_mib(pid)?)));
     }
-    Ok((Value::Object(peak), Value::Object(now)))
+    Ok((Value::Object(peak), Value::Object(now), Value::Object(file)))
 }

@@ -1,14 +1,34 @@
 //! Directory mode: there is no API server to ask the webhook, so after every batch the
 //! whole state is validated in the background, as the webhook would validate it, and what
 //! would have been denied is logged and reported (status key `problems.validation`).
+//!
+//! The controller translates every Proxy it serves anyway: it is asked for the problems it
+//! found ([`served_findings`]), naming each Proxy by the digest of the values written, so
+//! nothing is translated again and no Proxy crosses the wire. Only when it does not serve
+//! what was written within [`SERVED_PATIENCE`], or cannot say, is the whole state dry-run
+//! ([`check_all_findings`]).
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
-use kgw_common::{resources::Index, shutdown::Shutdown};
+use kgw_common::{bus::KvState, proxy_parts, resources::Index, shutdown::Shutdown};
 use serde::Serialize;
 use tokio::{sync::watch, task::JoinHandle};
 
-use super::{Finding, Policy, Validator, check_all_findings};
-use crate::translate::Options;
+use super::{Finding, Policy, Served, Validator, ValidatorError, check_all_findings, served_findings};
+use crate::translate::{Options, StatusReport};
+
+/// The actor's outputs a check reads: its index (a change starts a check), the status of
+/// its last translation and the `kgw_proxies` values it wrote.
+#[derive(Clone)]
+pub struct Outputs {
+    pub index: watch::Receiver<Arc<Index>>,
+    pub status: watch::Receiver<Arc<StatusReport>>,
+    pub proxies: watch::Receiver<KvState>,
+}
+
+/// How long the controller may take to serve what was written before the check dry-runs
+/// the whole state instead, and how often it is asked meanwhile.
+const SERVED_PATIENCE: Duration = Duration::from_secs(3);
+const SERVED_RETRY: Duration = Duration::from_millis(100);
 
 /// One finding of the background validation, as reported in the status bucket.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -27,11 +47,12 @@ pub fn spawn<V: Validator>(
     validator: V,
     options: Options,
     policy: Policy,
-    mut index: watch::Receiver<Arc<Index>>,
+    outputs: Outputs,
     mut synced: watch::Receiver<bool>,
     report: impl Fn(Vec<Reported>) + Send + 'static,
     shutdown: Shutdown,
 ) -> JoinHandle<()> {
+    let mut index = outputs.index.clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = shutdown.wait() => return,
@@ -43,7 +64,7 @@ pub fn spawn<V: Validator>(
         loop {
             let current = index.borrow_and_update().clone();
             let began = tokio::time::Instant::now();
-            let checked = check_all_findings(&validator, &options, &current).await;
+            let checked = check(&validator, &options, &current, &outputs).await;
             // The next check waits for the index to change, and for a rest of
             // `REST_PER_CHECK` times the length of this one.
             let rest_until = tokio::time::Instant::now() + rest_after(began.elapsed());
@@ -72,10 +93,10 @@ pub fn spawn<V: Validator>(
                     // It is a report, not a gate: let a burst of edits settle first, so
                     // churn does not cost a full dry run per edit.
                     settle(&mut index, &shutdown).await;
-                    // A check is a whole translation here and in the controller: at 20k
-                    // routes about a second of CPU. Resting after it keeps that work to a
-                    // fifth of the time, so it does not take the cores from the changes
-                    // themselves (their propagation to Envoy) on a busy system.
+                    // A check that dry-runs is a whole translation here and in the
+                    // controller: at 20k routes about a second of CPU. Resting after it
+                    // keeps that work to a fifth of the time, so it does not take the cores
+                    // from the changes themselves (their propagation to Envoy).
                     tokio::select! {
                         _ = shutdown.wait() => return,
                         _ = tokio::time::sleep_until(rest_until) => {}
@@ -97,6 +118,34 @@ pub fn spawn<V: Validator>(
             }
         }
     })
+}
+
+/// The findings on the current state: from the controller's translation when it serves
+/// what was written, else by a dry run of `index`.
+async fn check<V: Validator>(
+    validator: &V,
+    options: &Options,
+    index: &Index,
+    outputs: &Outputs,
+) -> Result<Vec<Finding>, ValidatorError> {
+    let deadline = tokio::time::Instant::now() + SERVED_PATIENCE;
+    loop {
+        let status = outputs.status.borrow().clone();
+        // The values are shared with the writer: hashed, then let go.
+        let values = outputs.proxies.borrow().values.clone();
+        let digests = proxy_parts::digests(&values);
+        drop(values);
+        match served_findings(validator, &status, &digests).await? {
+            Served::Findings(findings) => return Ok(findings),
+            Served::Unsupported => break,
+            Served::NotYet if tokio::time::Instant::now() >= deadline => {
+                tracing::debug!("the controller does not serve what was written yet; dry-running the state");
+                break;
+            }
+            Served::NotYet => tokio::time::sleep(SERVED_RETRY).await,
+        }
+    }
+    check_all_findings(validator, options, index).await
 }
 
 /// How long the index must stay unchanged before a background check, and the most a

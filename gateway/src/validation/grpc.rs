@@ -1,4 +1,5 @@
-//! The real [`Validator`]: the controller's `kgw.v1.ValidationService/Validate` (port 9988).
+//! The real [`Validator`]: the controller's `kgw.v1.ValidationService` (port 9988): `Validate`
+//! dry-runs a Proxy, `ServedProblems` answers for the one it serves.
 //! The only place the validation's protobuf messages are built and read.
 use std::time::Duration;
 
@@ -6,7 +7,7 @@ use kgw_common::tls::TlsMode;
 use kgw_proto::v1::{self as pb, validation_service_client::ValidationServiceClient};
 use tonic::transport::Channel;
 
-use super::{DryRun, Finding, Severity, Validator, ValidatorError, resource_id};
+use super::{DryRun, Finding, Served, Severity, Validator, ValidatorError, resource_id};
 
 /// Default address of the controller's validation service in local mode.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9988";
@@ -58,20 +59,44 @@ impl Validator for GrpcValidator {
                 .collect(),
             include_resources: false,
         };
-        let response = self.client.clone().validate(request).await.map_err(|source| {
-            let addr = self.addr.clone();
-            match source.code() {
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-                    ValidatorError::Unreachable {
-                        addr,
-                        detail: root_cause(&source),
-                        source,
-                    }
-                }
-                _ => ValidatorError::Failed { addr, source },
-            }
-        })?;
+        let response = self
+            .client
+            .clone()
+            .validate(request)
+            .await
+            .map_err(|source| self.error(source))?;
         Ok(response.into_inner().problems.into_iter().map(finding).collect())
+    }
+
+    async fn served(&self, key: &str, digest: &str) -> Result<Served, ValidatorError> {
+        let request = pb::ServedProblemsRequest {
+            proxy_key: key.to_string(),
+            digest: digest.to_string(),
+        };
+        match self.client.clone().served_problems(request).await {
+            Ok(response) => Ok(Served::Findings(
+                response.into_inner().problems.into_iter().map(finding).collect(),
+            )),
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => Ok(Served::NotYet),
+            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(Served::Unsupported),
+            Err(status) => Err(self.error(status)),
+        }
+    }
+}
+
+impl GrpcValidator {
+    fn error(&self, source: tonic::Status) -> ValidatorError {
+        let addr = self.addr.clone();
+        match source.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                ValidatorError::Unreachable {
+                    addr,
+                    detail: root_cause(&source),
+                    source,
+                }
+            }
+            _ => ValidatorError::Failed { addr, source },
+        }
     }
 }
 

@@ -152,10 +152,28 @@ pub enum ValidatorError {
     },
 }
 
+/// What the controller says of the Proxy it serves ([`Validator::served`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// It serves the state asked about: its translation found these.
+    Findings(Vec<Finding>),
+    /// It holds another state, or has not translated it yet.
+    NotYet,
+    /// It cannot say (a controller without `ServedProblems`): dry-run the Proxy instead.
+    Unsupported,
+}
+
 /// Dry-runs a Proxy. The real one is [`grpc::GrpcValidator`] (the controller's 9988); tests
 /// use fakes.
 pub trait Validator: Send + Sync + 'static {
     fn validate(&self, dry_run: DryRun) -> impl Future<Output = Result<Vec<Finding>, ValidatorError>> + Send;
+
+    /// The controller's findings on the Proxy it serves under `key` (a `kgw_proxies` key),
+    /// if what it holds is `digest` (`kgw_common::proxy_parts::digest`): no Proxy is sent.
+    fn served(&self, key: &str, digest: &str) -> impl Future<Output = Result<Served, ValidatorError>> + Send {
+        let _ = (key, digest);
+        async { Ok(Served::Unsupported) }
+    }
 }
 
 /// The state a change is checked against, translated once (a burst of reviews shares it).
@@ -245,6 +263,26 @@ pub async fn check_all_findings<V: Validator>(
     let own = status_findings(&status);
     drop(status);
     findings_of(validator, index, own, proxies.into_values()).await
+}
+
+/// [`check_all_findings`]'s findings without translating or sending a Proxy: the gateway's
+/// own, from the status of its last translation, and the controller's on each Proxy it
+/// serves, named by `digests` (of the values the gateway wrote, by key). When the
+/// controller does not serve one of them as written (yet), or cannot say, that answer.
+pub async fn served_findings<V: Validator>(
+    validator: &V,
+    status: &StatusReport,
+    digests: &BTreeMap<String, String>,
+) -> Result<Served, ValidatorError> {
+    let mut findings = status_findings(status);
+    let asked = digests.iter().map(|(key, digest)| validator.served(key, digest));
+    for answer in futures::future::join_all(asked).await {
+        match answer? {
+            Served::Findings(found) => findings.extend(found),
+            other => return Ok(other),
+        }
+    }
+    Ok(Served::Findings(findings.into_iter().collect()))
 }
 
 /// `own` findings and the controller's on each of `proxies`.

@@ -8,7 +8,7 @@ use kgw_common::resources::{Change, Index, decode};
 use kgw_proto::v1::{self as pb, matcher::PathSpecifier, route::Action, route_action::Destination};
 use serde::Deserialize as _;
 
-use super::{DryRun, Finding, Severity, Validator, ValidatorError, resource_id};
+use super::{DryRun, Finding, Served, Severity, Validator, ValidatorError, resource_id};
 
 /// Stands in for the controller: an error for every regex path match that does not
 /// compile (here: contains `([`), a warning for every Upstream a route uses that the dry
@@ -90,6 +90,33 @@ impl Validator for FakeValidator {
             }
         }
         Ok(out)
+    }
+}
+
+/// A controller that serves every Proxy: `served` answers `NotYet` the first `not_yet`
+/// times, then `findings` when the digest is one of `digests` (else `NotYet`); dry runs
+/// are counted (they should not be needed).
+#[derive(Clone, Default)]
+pub struct ServingValidator {
+    pub dry_runs: Arc<AtomicUsize>,
+    pub asked: Arc<AtomicUsize>,
+    pub not_yet: usize,
+    pub digests: Vec<String>,
+    pub findings: Vec<Finding>,
+}
+
+impl Validator for ServingValidator {
+    async fn validate(&self, dry_run: DryRun) -> Result<Vec<Finding>, ValidatorError> {
+        self.dry_runs.fetch_add(1, Ordering::SeqCst);
+        FakeValidator::default().validate(dry_run).await
+    }
+
+    async fn served(&self, _key: &str, digest: &str) -> Result<Served, ValidatorError> {
+        let asked = self.asked.fetch_add(1, Ordering::SeqCst);
+        if asked < self.not_yet || !self.digests.iter().any(|d| d == digest) {
+            return Ok(Served::NotYet);
+        }
+        Ok(Served::Findings(self.findings.clone()))
     }
 }
 

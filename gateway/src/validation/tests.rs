@@ -3,7 +3,7 @@ use std::sync::Arc;
 use kgw_common::resources::{Change, Index, decode};
 
 use super::{
-    testing::{BASE, FakeValidator, index},
+    testing::{BASE, FakeValidator, ServingValidator, index},
     *,
 };
 
@@ -165,7 +165,7 @@ fn policy() {
 
 #[tokio::test]
 async fn background_validation_reports_on_every_change() {
-    let (index_tx, index_rx) = tokio::sync::watch::channel(Arc::new(index(BASE)));
+    let actor = ActorOutputs::new(&index(BASE));
     let (_synced_tx, synced_rx) = tokio::sync::watch::channel(true);
     let (report_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
     let stop = kgw_common::shutdown::Shutdown::new();
@@ -173,11 +173,12 @@ async fn background_validation_reports_on_every_change() {
         always_accept: true,
         allow_warnings: true,
     };
+    // The fake cannot say what it serves: each check dry-runs the index.
     background::spawn(
         FakeValidator::default(),
         Options::default(),
         policy,
-        index_rx,
+        actor.outputs(),
         synced_rx,
         move |r| {
             let _ = report_tx.send(r);
@@ -188,7 +189,7 @@ async fn background_validation_reports_on_every_change() {
     assert_eq!(first.len(), 1, "the HTTPS listener warning: {first:?}");
     assert!(!first[0].would_deny, "a warning, and allowWarnings");
     let broken = with(&index(BASE), &route("bad", "/([", "RegularExpression", "echo"));
-    index_tx.send_replace(Arc::new(broken));
+    actor.send(&broken);
     let second = reports.recv().await.expect("second report");
     let bad: Vec<_> = second.iter().filter(|r| r.would_deny).collect();
     assert_eq!(bad.len(), 1, "{second:?}");
@@ -197,6 +198,130 @@ async fn background_validation_reports_on_every_change() {
     assert!(
         yaml.contains("wouldDeny: true") && yaml.contains("severity: error"),
         "{yaml}"
+    );
+    stop.trigger();
+}
+
+/// What the actor publishes for a state: the index, its translation's status and the
+/// Proxies' values.
+struct ActorOutputs {
+    index: tokio::sync::watch::Sender<Arc<Index>>,
+    status: tokio::sync::watch::Sender<Arc<crate::translate::StatusReport>>,
+    proxies: tokio::sync::watch::Sender<kgw_common::bus::KvState>,
+}
+
+impl ActorOutputs {
+    fn new(state: &Index) -> Self {
+        let actor = Self {
+            index: tokio::sync::watch::channel(Arc::default()).0,
+            status: tokio::sync::watch::channel(Arc::default()).0,
+            proxies: tokio::sync::watch::channel(Default::default()).0,
+        };
+        actor.send(state);
+        actor
+    }
+
+    /// Publishes `state`; the digest of Proxy `default.gw`'s values.
+    fn send(&self, state: &Index) -> String {
+        let output = crate::translate::translate(state, &Options::default());
+        let values = crate::translate::encode_proxies(&output);
+        let digest = kgw_common::proxy_parts::digests(&values)["default.gw"].clone();
+        self.status.send_replace(Arc::new(output.status));
+        self.proxies.send_replace(kgw_common::bus::KvState {
+            values: Arc::new(values),
+            ..Default::default()
+        });
+        self.index.send_replace(Arc::new(state.clone()));
+        digest
+    }
+
+    fn outputs(&self) -> background::Outputs {
+        background::Outputs {
+            index: self.index.subscribe(),
+            status: self.status.subscribe(),
+            proxies: self.proxies.subscribe(),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_validation_asks_what_the_controller_serves_without_sending_a_proxy() {
+    let actor = ActorOutputs::new(&index(BASE));
+    let digest = actor.send(&index(BASE));
+    let served = Finding {
+        path: "listener/listener~8080/vhost/x".into(),
+        ..Finding::warning("HTTPRoute/default/existing", "found by the controller")
+    };
+    let controller = ServingValidator {
+        // Behind at first: asked again until it serves what was written.
+        not_yet: 2,
+        digests: vec![digest],
+        findings: vec![served.clone()],
+        ..Default::default()
+    };
+    let (_synced_tx, synced_rx) = tokio::sync::watch::channel(true);
+    let (report_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let stop = kgw_common::shutdown::Shutdown::new();
+    background::spawn(
+        controller.clone(),
+        Options::default(),
+        Policy::default(),
+        actor.outputs(),
+        synced_rx,
+        move |r| {
+            let _ = report_tx.send(r);
+        },
+        stop.clone(),
+    );
+    let report = reports.recv().await.expect("a report");
+    let findings: Vec<&Finding> = report.iter().map(|r| &r.finding).collect();
+    assert!(findings.contains(&&served), "the controller's finding: {report:?}");
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.message.contains("8443") || f.resource.starts_with("Gateway/")),
+        "and the gateway's own (the HTTPS listener's Secret): {report:?}"
+    );
+    assert_eq!(controller.asked.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(
+        controller.dry_runs.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no Proxy sent"
+    );
+    stop.trigger();
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_validation_dry_runs_when_the_controller_never_serves_what_was_written() {
+    let actor = ActorOutputs::new(&index(BASE));
+    let controller = ServingValidator {
+        digests: vec!["another state".into()],
+        ..Default::default()
+    };
+    let (_synced_tx, synced_rx) = tokio::sync::watch::channel(true);
+    let (report_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let stop = kgw_common::shutdown::Shutdown::new();
+    background::spawn(
+        controller.clone(),
+        Options::default(),
+        Policy::default(),
+        actor.outputs(),
+        synced_rx,
+        move |r| {
+            let _ = report_tx.send(r);
+        },
+        stop.clone(),
+    );
+    let report = reports.recv().await.expect("a report");
+    assert_eq!(report.len(), 1, "the HTTPS listener warning: {report:?}");
+    assert!(
+        controller.asked.load(std::sync::atomic::Ordering::SeqCst) > 1,
+        "asked until its patience ran out"
+    );
+    assert_eq!(
+        controller.dry_runs.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "then the Proxy dry-run"
     );
     stop.trigger();
 }

@@ -86,11 +86,12 @@ pub struct Started {
 }
 
 /// Starts the webhook (when configured) and the background validation (when asked), both
-/// over the actor's `index`. `report` receives the background validation's findings.
+/// over the actor's `outputs` (its index, status and written Proxies). `report` receives
+/// the background validation's findings.
 pub async fn start(
     config: &ValidationConfig,
     options: Options,
-    index: watch::Receiver<Arc<Index>>,
+    outputs: background::Outputs,
     synced: watch::Receiver<bool>,
     report: impl Fn(Vec<Reported>) + Send + 'static,
     shutdown: Shutdown,
@@ -105,7 +106,7 @@ pub async fn start(
             validator.clone(),
             options.clone(),
             config.policy,
-            index.clone(),
+            outputs.index.clone(),
             synced.clone(),
         );
         server::spawn(listener, Arc::new(webhook), shutdown.clone());
@@ -121,7 +122,7 @@ pub async fn start(
         started.certificate = Some(tls.certificate);
     }
     if config.background {
-        background::spawn(validator, options, config.policy, index, synced, report, shutdown);
+        background::spawn(validator, options, config.policy, outputs, synced, report, shutdown);
     }
     Ok(started)
 }

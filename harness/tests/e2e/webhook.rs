@@ -61,7 +61,14 @@ async fn start(allow_warnings: bool) -> Result<Webhook> {
     let system = System::start(SystemConfig {
         config_dir: Some(config),
         placement: Placement::Lease(lease),
-        components: vec![Component::Nats, Component::Controller, Component::Gateway],
+        // Discovery too: the controller serves (and so knows the problems of) a Proxy once
+        // it has read the Upstreams discovery writes.
+        components: vec![
+            Component::Nats,
+            Component::Controller,
+            Component::Gateway,
+            Component::Discovery,
+        ],
         env: env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         ..Default::default()
     })
@@ -222,6 +229,31 @@ async fn missing_backend_is_allowed_with_allow_warnings() -> Result<()> {
     Ok(())
 }
 
+/// The controller's `kgw_controller_validations_total`, by `request/answer`.
+async fn validations(system: &System) -> Result<std::collections::BTreeMap<String, u64>> {
+    let url = system
+        .monitoring_url(Component::Controller, "/metrics")
+        .context("controller has no monitoring port")?;
+    let text = kgw_harness::get(&url, None).await?.text();
+    Ok(text
+        .lines()
+        .filter_map(|line| line.strip_prefix("kgw_controller_validations_total{"))
+        .filter_map(|rest| {
+            let (labels, value) = rest.rsplit_once("} ")?;
+            let label = |name: &str| {
+                labels
+                    .split(',')
+                    .find_map(|l| l.strip_prefix(&format!("{name}=\"")))
+                    .map(|v| v.trim_end_matches('"').to_string())
+            };
+            Some((
+                format!("{}/{}", label("request")?, label("answer")?),
+                value.trim().parse::<f64>().ok()? as u64,
+            ))
+        })
+        .collect())
+}
+
 /// `gateway status problems.validation`: what the background validation reports.
 fn validation_status(system: &System) -> Result<String> {
     let out = std::process::Command::new(kgw_harness::bins::bin("gateway")?)
@@ -244,6 +276,8 @@ spec:
   - matches: [{path: {type: RegularExpression, value: '(['}}]
     backendRefs: [{name: echo, port: 80}]
 ";
+    // The webhook's probe reviews at start dry-ran Proxies; the background checks need not.
+    let before = validations(system).await?;
     write_manifest_atomically(system.config_dir(), "bad-regex.yaml", bad)?;
     let status = wait_for(WAIT, || async {
         let text = validation_status(system)?;
@@ -254,6 +288,15 @@ spec:
     ensure!(
         status.contains("wouldDeny: true") && status.contains("invalid regex"),
         "{status}"
+    );
+    // The controller said what it found translating the Proxy it serves: the gateway
+    // neither translated the state again nor sent a Proxy for it.
+    let after = validations(system).await?;
+    let count = |counts: &std::collections::BTreeMap<String, u64>, key: &str| counts.get(key).copied().unwrap_or(0);
+    ensure!(
+        count(&after, "served/ok") > count(&before, "served/ok")
+            && count(&after, "dry_run/ok") == count(&before, "dry_run/ok"),
+        "validations answered: {before:?} before, {after:?} after"
     );
     // Fixed: the report clears.
     kgw_harness::remove_manifest(system.config_dir(), "bad-regex.yaml")?;
