@@ -219,6 +219,20 @@ impl GatewayActor {
     }
 }
 
+/// The gateway's own findings on its current state (`validation::status_findings` of its
+/// last translation's status), for the background validation.
+#[derive(Message)]
+#[rtype(result = "BTreeSet<crate::validation::Finding>")]
+pub(crate) struct OwnFindings;
+
+impl Handler<OwnFindings> for GatewayActor {
+    type Result = actix::MessageResult<OwnFindings>;
+
+    fn handle(&mut self, _: OwnFindings, _: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(crate::validation::status_findings(&self.translator.output().status))
+    }
+}
+
 /// The background validation's findings for the current state.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -13,7 +13,7 @@ use kgw_proto::nats::{PROXIES_BUCKET, STATUS_BUCKET};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    actor::{GatewayActor, Outputs, ValidationReport},
+    actor::{GatewayActor, Outputs, OwnFindings, ValidationReport},
     kube_status::{self, StatusWriteStats},
     metrics::GatewayMetrics,
     translate::{Options, StatusReport},
@@ -115,7 +115,13 @@ pub async fn start(config: RunConfig, shutdown: Shutdown) -> Result<Running, Gat
         options,
         crate::validation::background::Outputs {
             index: index.clone(),
-            status: report.clone(),
+            own: {
+                let actor = actor.clone();
+                Arc::new(move || {
+                    let actor = actor.clone();
+                    Box::pin(async move { actor.send(OwnFindings).await.ok() })
+                })
+            },
             proxies: proxies.clone(),
         },
         synced.clone(),

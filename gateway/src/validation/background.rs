@@ -9,19 +9,25 @@
 //! ([`check_all_findings`]).
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
+use futures::future::BoxFuture;
 use kgw_common::{bus::KvState, proxy_parts, resources::Index, shutdown::Shutdown};
 use serde::Serialize;
 use tokio::{sync::watch, task::JoinHandle};
 
 use super::{Finding, Policy, Served, Validator, ValidatorError, check_all_findings, served_findings};
-use crate::translate::{Options, StatusReport};
+use crate::translate::Options;
 
-/// The actor's outputs a check reads: its index (a change starts a check), the status of
-/// its last translation and the `kgw_proxies` values it wrote.
+/// Asks the actor for the gateway's own findings on its current state: read from the
+/// status of its last translation where it lies (no copy of the status per batch for
+/// this). `None` when the actor is gone.
+pub type OwnFindings = Arc<dyn Fn() -> BoxFuture<'static, Option<BTreeSet<Finding>>> + Send + Sync>;
+
+/// What a check reads of the actor: its index (a change starts a check), its own findings
+/// and the `kgw_proxies` values it wrote.
 #[derive(Clone)]
 pub struct Outputs {
     pub index: watch::Receiver<Arc<Index>>,
-    pub status: watch::Receiver<Arc<StatusReport>>,
+    pub own: OwnFindings,
     pub proxies: watch::Receiver<KvState>,
 }
 
@@ -130,12 +136,14 @@ async fn check<V: Validator>(
 ) -> Result<Vec<Finding>, ValidatorError> {
     let deadline = tokio::time::Instant::now() + SERVED_PATIENCE;
     loop {
-        let status = outputs.status.borrow().clone();
+        let Some(own) = (outputs.own)().await else {
+            break;
+        };
         // The values are shared with the writer: hashed, then let go.
         let values = outputs.proxies.borrow().values.clone();
         let digests = proxy_parts::digests(&values);
         drop(values);
-        match served_findings(validator, &status, &digests).await? {
+        match served_findings(validator, own, &digests).await? {
             Served::Findings(findings) => return Ok(findings),
             Served::Unsupported => break,
             Served::NotYet if tokio::time::Instant::now() >= deadline => {

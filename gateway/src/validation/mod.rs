@@ -266,15 +266,15 @@ pub async fn check_all_findings<V: Validator>(
 }
 
 /// [`check_all_findings`]'s findings without translating or sending a Proxy: the gateway's
-/// own, from the status of its last translation, and the controller's on each Proxy it
+/// `own` (from the status of its last translation) and the controller's on each Proxy it
 /// serves, named by `digests` (of the values the gateway wrote, by key). When the
 /// controller does not serve one of them as written (yet), or cannot say, that answer.
 pub async fn served_findings<V: Validator>(
     validator: &V,
-    status: &StatusReport,
+    own: BTreeSet<Finding>,
     digests: &BTreeMap<String, String>,
 ) -> Result<Served, ValidatorError> {
-    let mut findings = status_findings(status);
+    let mut findings = own;
     let asked = digests.iter().map(|(key, digest)| validator.served(key, digest));
     for answer in futures::future::join_all(asked).await {
         match answer? {

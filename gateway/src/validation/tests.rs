@@ -236,9 +236,13 @@ impl ActorOutputs {
     }
 
     fn outputs(&self) -> background::Outputs {
+        let status = self.status.subscribe();
         background::Outputs {
             index: self.index.subscribe(),
-            status: self.status.subscribe(),
+            own: Arc::new(move || {
+                let own = status_findings(&status.borrow());
+                Box::pin(async move { Some(own) })
+            }),
             proxies: self.proxies.subscribe(),
         }
     }
