@@ -1,6 +1,6 @@
 //! New route → first 200: one new HTTPRoute file (written atomically) per sample, Envoy
 //! polled with its Host header every millisecond until it answers 200. Optionally while
-//! another route's file is rewritten 10 times a second (churn).
+//! another route's file is rewritten 50 times a second (churn).
 
 use std::path::PathBuf;
 use std::sync::Arc;
