@@ -248,6 +248,30 @@ impl ActorOutputs {
     }
 }
 
+/// Starts the background validation with `controller` on `actor`'s outputs; its first
+/// report, and the handle that stops it.
+async fn first_report(
+    controller: ServingValidator,
+    actor: &ActorOutputs,
+) -> (Vec<background::Reported>, kgw_common::shutdown::Shutdown) {
+    let (_synced_tx, synced_rx) = tokio::sync::watch::channel(true);
+    let (report_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let stop = kgw_common::shutdown::Shutdown::new();
+    background::spawn(
+        controller,
+        Options::default(),
+        Policy::default(),
+        actor.outputs(),
+        synced_rx,
+        move |r| {
+            let _ = report_tx.send(r);
+        },
+        stop.clone(),
+    );
+    let report = reports.recv().await.expect("a report");
+    (report, stop)
+}
+
 #[tokio::test(start_paused = true)]
 async fn background_validation_asks_what_the_controller_serves_without_sending_a_proxy() {
     let actor = ActorOutputs::new(&index(BASE));
@@ -263,21 +287,7 @@ async fn background_validation_asks_what_the_controller_serves_without_sending_a
         findings: vec![served.clone()],
         ..Default::default()
     };
-    let (_synced_tx, synced_rx) = tokio::sync::watch::channel(true);
-    let (report_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
-    let stop = kgw_common::shutdown::Shutdown::new();
-    background::spawn(
-        controller.clone(),
-        Options::default(),
-        Policy::default(),
-        actor.outputs(),
-        synced_rx,
-        move |r| {
-            let _ = report_tx.send(r);
-        },
-        stop.clone(),
-    );
-    let report = reports.recv().await.expect("a report");
+    let (report, stop) = first_report(controller.clone(), &actor).await;
     let findings: Vec<&Finding> = report.iter().map(|r| &r.finding).collect();
     assert!(findings.contains(&&served), "the controller's finding: {report:?}");
     assert!(
@@ -302,21 +312,7 @@ async fn background_validation_dry_runs_when_the_controller_never_serves_what_wa
         digests: vec!["another state".into()],
         ..Default::default()
     };
-    let (_synced_tx, synced_rx) = tokio::sync::watch::channel(true);
-    let (report_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
-    let stop = kgw_common::shutdown::Shutdown::new();
-    background::spawn(
-        controller.clone(),
-        Options::default(),
-        Policy::default(),
-        actor.outputs(),
-        synced_rx,
-        move |r| {
-            let _ = report_tx.send(r);
-        },
-        stop.clone(),
-    );
-    let report = reports.recv().await.expect("a report");
+    let (report, stop) = first_report(controller.clone(), &actor).await;
     assert_eq!(report.len(), 1, "the HTTPS listener warning: {report:?}");
     assert!(
         controller.asked.load(std::sync::atomic::Ordering::SeqCst) > 1,
