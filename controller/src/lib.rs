@@ -9,6 +9,7 @@ pub mod debug;
 pub mod json;
 mod metrics;
 pub mod monitoring;
+pub mod problem;
 pub mod proxies;
 pub mod resources;
 pub mod rest_xds;

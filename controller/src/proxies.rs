@@ -16,7 +16,7 @@ use kgw_proto::{
 };
 use prost::Message as _;
 
-use crate::translate::Problem;
+use crate::problem::Problem;
 
 /// A virtual host of a Proxy: its listener's name and its own.
 pub type VirtualHostId = (String, String);
@@ -458,7 +458,7 @@ mod tests {
 
     fn problem(message: &str) -> Problem {
         Problem {
-            severity: crate::translate::Severity::Warning,
+            severity: crate::problem::Severity::Warning,
             path: "listener/listener~8080/vhost/a".into(),
             source: None,
             message: message.into(),
