@@ -122,27 +122,36 @@ impl ProxiesView {
     /// was of what the store holds now, and that is what `digest`
     /// ([`proxy_parts::digest`]) names: the values the asker wrote.
     pub fn served_problems(&self, key: &str, digest: &str) -> ServedProblems {
-        let stored = read(&self.stored);
-        let Some((generation, problems)) = stored.served.get(key) else {
-            return ServedProblems::NotYet;
+        // The parts are shared: taken under the lock, encoded and hashed after it, so the
+        // actor's next change does not wait for this rare request.
+        let (problems, head, parts) = {
+            let stored = read(&self.stored);
+            let Some((generation, problems)) = stored.served.get(key) else {
+                return ServedProblems::NotYet;
+            };
+            if stored.changed_at.get(key) != Some(generation) {
+                return ServedProblems::NotYet;
+            }
+            let Some(head) = stored.heads.get(key) else {
+                return ServedProblems::NotYet;
+            };
+            let parts: Vec<(String, Arc<VirtualHostPart>)> = stored
+                .parts
+                .get(key)
+                .into_iter()
+                .flatten()
+                .map(|(part_key, part)| (part_key.clone(), Arc::clone(part)))
+                .collect();
+            (Arc::clone(problems), Arc::clone(head), parts)
         };
-        if stored.changed_at.get(key) != Some(generation) {
-            return ServedProblems::NotYet;
-        }
-        let Some(head) = stored.heads.get(key) else {
-            return ServedProblems::NotYet;
-        };
-        // Encoded again here, on this rare request, rather than kept beside the parts.
-        let parts: Vec<(&str, Vec<u8>)> = stored
-            .parts
-            .get(key)
-            .into_iter()
-            .flatten()
+        // Encoded again here rather than kept beside the parts.
+        let encoded: Vec<(&str, Vec<u8>)> = parts
+            .iter()
             .map(|(part_key, part)| (part_key.as_str(), part.encode_to_vec()))
             .collect();
-        let held = proxy_parts::digest(&head.encode_to_vec(), parts.iter().map(|(k, v)| (*k, v.as_slice())));
+        let held = proxy_parts::digest(&head.encode_to_vec(), encoded.iter().map(|(k, v)| (*k, v.as_slice())));
         if held == digest {
-            ServedProblems::Found(Arc::clone(problems))
+            ServedProblems::Found(problems)
         } else {
             ServedProblems::NotYet
         }
