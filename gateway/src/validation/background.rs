@@ -69,11 +69,11 @@ pub fn spawn<V: Validator>(
         let mut backoff = Duration::from_millis(500);
         loop {
             let current = index.borrow_and_update().clone();
-            let began = tokio::time::Instant::now();
-            let checked = check(&validator, &options, &current, &outputs).await;
+            let (checked, dry_run) = check(&validator, &options, &current, &outputs).await;
             // The next check waits for the index to change, and for a rest of
-            // `REST_PER_CHECK` times the length of this one.
-            let rest_until = tokio::time::Instant::now() + rest_after(began.elapsed());
+            // `REST_PER_CHECK` times the length of this one's dry run (none when the
+            // controller answered: waiting for it costs no CPU).
+            let rest_until = tokio::time::Instant::now() + rest_after(dry_run);
             match checked {
                 Ok(findings) => {
                     if failing.take().is_some() {
@@ -127,33 +127,47 @@ pub fn spawn<V: Validator>(
 }
 
 /// The findings on the current state: from the controller's translation when it serves
-/// what was written, else by a dry run of `index`.
+/// what was written, else by a dry run of `index`; and how long that dry run took (zero
+/// without one).
 async fn check<V: Validator>(
     validator: &V,
     options: &Options,
     index: &Index,
     outputs: &Outputs,
-) -> Result<Vec<Finding>, ValidatorError> {
+) -> (Result<Vec<Finding>, ValidatorError>, Duration) {
+    match served(validator, outputs).await {
+        Ok(Some(findings)) => (Ok(findings), Duration::ZERO),
+        Err(error) => (Err(error), Duration::ZERO),
+        Ok(None) => {
+            let began = tokio::time::Instant::now();
+            let checked = check_all_findings(validator, options, index).await;
+            (checked, began.elapsed())
+        }
+    }
+}
+
+/// The findings from the controller's translation, asked until it serves what was written
+/// (at most [`SERVED_PATIENCE`]); `None` when it does not by then, or cannot say.
+async fn served<V: Validator>(validator: &V, outputs: &Outputs) -> Result<Option<Vec<Finding>>, ValidatorError> {
     let deadline = tokio::time::Instant::now() + SERVED_PATIENCE;
     loop {
         let Some(own) = (outputs.own)().await else {
-            break;
+            return Ok(None);
         };
         // The values are shared with the writer: hashed, then let go.
         let values = outputs.proxies.borrow().values.clone();
         let digests = proxy_parts::digests(&values);
         drop(values);
         match served_findings(validator, own, &digests).await? {
-            Served::Findings(findings) => return Ok(findings),
-            Served::Unsupported => break,
+            Served::Findings(findings) => return Ok(Some(findings)),
+            Served::Unsupported => return Ok(None),
             Served::NotYet if tokio::time::Instant::now() >= deadline => {
                 tracing::debug!("the controller does not serve what was written yet; dry-running the state");
-                break;
+                return Ok(None);
             }
             Served::NotYet => tokio::time::sleep(SERVED_RETRY).await,
         }
     }
-    check_all_findings(validator, options, index).await
 }
 
 /// How long the index must stay unchanged before a background check, and the most a

@@ -166,25 +166,8 @@ fn policy() {
 #[tokio::test]
 async fn background_validation_reports_on_every_change() {
     let actor = ActorOutputs::new(&index(BASE));
-    let (_synced_tx, synced_rx) = tokio::sync::watch::channel(true);
-    let (report_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
-    let stop = kgw_common::shutdown::Shutdown::new();
-    let policy = Policy {
-        always_accept: true,
-        allow_warnings: true,
-    };
     // The fake cannot say what it serves: each check dry-runs the index.
-    background::spawn(
-        FakeValidator::default(),
-        Options::default(),
-        policy,
-        actor.outputs(),
-        synced_rx,
-        move |r| {
-            let _ = report_tx.send(r);
-        },
-        stop.clone(),
-    );
+    let (mut reports, stop) = start_checks(FakeValidator::default(), &actor);
     let first = reports.recv().await.expect("first report");
     assert_eq!(first.len(), 1, "the HTTPS listener warning: {first:?}");
     assert!(!first[0].would_deny, "a warning, and allowWarnings");
@@ -248,14 +231,17 @@ impl ActorOutputs {
     }
 }
 
-/// Starts the background validation with `controller` on `actor`'s outputs; its first
-/// report, and the handle that stops it.
-async fn first_report(
-    controller: ServingValidator,
+/// Starts the background validation (default policy) with `controller` on `actor`'s
+/// outputs: its reports, and the handle that stops it.
+fn start_checks(
+    controller: impl Validator,
     actor: &ActorOutputs,
-) -> (Vec<background::Reported>, kgw_common::shutdown::Shutdown) {
+) -> (
+    tokio::sync::mpsc::UnboundedReceiver<Vec<background::Reported>>,
+    kgw_common::shutdown::Shutdown,
+) {
     let (_synced_tx, synced_rx) = tokio::sync::watch::channel(true);
-    let (report_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let (report_tx, reports) = tokio::sync::mpsc::unbounded_channel();
     let stop = kgw_common::shutdown::Shutdown::new();
     background::spawn(
         controller,
@@ -268,8 +254,16 @@ async fn first_report(
         },
         stop.clone(),
     );
-    let report = reports.recv().await.expect("a report");
-    (report, stop)
+    (reports, stop)
+}
+
+/// [`start_checks`]' first report, and the handle that stops the checks.
+async fn first_report(
+    controller: ServingValidator,
+    actor: &ActorOutputs,
+) -> (Vec<background::Reported>, kgw_common::shutdown::Shutdown) {
+    let (mut reports, stop) = start_checks(controller, actor);
+    (reports.recv().await.expect("a report"), stop)
 }
 
 #[tokio::test(start_paused = true)]
@@ -323,5 +317,34 @@ async fn background_validation_dry_runs_when_the_controller_never_serves_what_wa
         1,
         "then the Proxy dry-run"
     );
+    stop.trigger();
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_the_controller_is_no_work_to_rest_after() {
+    let actor = ActorOutputs::new(&index(BASE));
+    // A backend that does not exist: a finding of the gateway's own, so the report changes.
+    let broken = with(&index(BASE), &route("lost", "/lost", "PathPrefix", "nowhere"));
+    let controller = ServingValidator {
+        // Two seconds behind: a rest of four times the check would put the next off 8 s.
+        not_yet: 20,
+        digests: vec![actor.send(&index(BASE)), ActorOutputs::new(&broken).send(&broken)],
+        ..Default::default()
+    };
+    let (mut reports, stop) = start_checks(controller.clone(), &actor);
+    reports.recv().await.expect("first report");
+    let changed = tokio::time::Instant::now();
+    actor.send(&broken);
+    let second = reports.recv().await.expect("second report");
+    assert!(
+        second.iter().any(|r| r.finding.resource == "HTTPRoute/default/lost"),
+        "{second:?}"
+    );
+    assert!(
+        changed.elapsed() < std::time::Duration::from_secs(1),
+        "the second report came {:?} after the change",
+        changed.elapsed()
+    );
+    assert_eq!(controller.dry_runs.load(std::sync::atomic::Ordering::SeqCst), 0);
     stop.trigger();
 }
