@@ -171,6 +171,11 @@ pub fn write_shaped_routes(dir: &Path, shape: Shape, services: usize, from: usiz
 
 /// The resource index of a whole set of `n` routes, as the config source would fill it.
 pub fn index(n: usize, backends: &Backends) -> Result<Index> {
+    shaped_index(n, Shape::Spread, backends)
+}
+
+/// [`index`] in `shape`.
+pub fn shaped_index(n: usize, shape: Shape, backends: &Backends) -> Result<Index> {
     let services = services_for(n);
     let mut text = gateway_yaml();
     for j in 0..services {
@@ -185,7 +190,7 @@ pub fn index(n: usize, backends: &Backends) -> Result<Index> {
     for i in 0..n {
         let name = route_name(i);
         text.push_str("---\n");
-        text.push_str(&route_yaml(&name, &service_of(i, services), 0));
+        text.push_str(&shaped_route_yaml(shape, &name, &service_of(i, services), 0));
     }
     let mut index = Index::default();
     apply_yaml(&mut index, &text)?;

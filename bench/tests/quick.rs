@@ -170,6 +170,9 @@ fn quick_run_reports_every_key_with_numbers() {
         "translate_one_route_ms",
         "gateway_translate_one_route_ms",
         "controller_apply_one_route_ms",
+        "translate_one_route_one_host_ms",
+        "gateway_translate_one_route_one_host_ms",
+        "controller_apply_one_route_one_host_ms",
         "controller_apply_one_upstream_ms",
     ] {
         let s = sizes(&doc, key);
@@ -178,15 +181,18 @@ fn quick_run_reports_every_key_with_numbers() {
             number(&doc, &[key, size]);
         }
     }
-    // One route through both translators: the sum of the two parts.
-    for size in &sizes(&doc, "translate_one_route_ms") {
-        let parts = number(&doc, &["gateway_translate_one_route_ms", size])
-            + number(&doc, &["controller_apply_one_route_ms", size]);
-        let sum = number(&doc, &["translate_one_route_ms", size]);
-        assert!(
-            (sum - parts).abs() < 1e-6,
-            "translate_one_route_ms {size}: {sum} vs {parts}"
-        );
+    // One route through both translators: the sum of the two parts, in either shape.
+    for suffix in ["", "_one_host"] {
+        let key = format!("translate_one_route{suffix}_ms");
+        for size in &sizes(&doc, &key) {
+            let (gateway, controller) = (
+                format!("gateway_translate_one_route{suffix}_ms"),
+                format!("controller_apply_one_route{suffix}_ms"),
+            );
+            let parts = number(&doc, &[gateway.as_str(), size]) + number(&doc, &[controller.as_str(), size]);
+            let sum = number(&doc, &[key.as_str(), size]);
+            assert!((sum - parts).abs() < 1e-6, "{key} {size}: {sum} vs {parts}");
+        }
     }
     let s = sizes(&doc, "propagation_ms");
     assert_eq!(s.len(), 3, "propagation_ms: three sizes");

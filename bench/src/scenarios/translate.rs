@@ -7,6 +7,9 @@
 //!   again, its virtual host patched, the changed values encoded);
 //! - `controller_apply_one_route_ms` (below).
 //!
+//! `translate_one_route_one_host_ms` and its two terms (`..._one_host_ms`): the same in the
+//! one-host shape (every route under one hostname: one virtual host of n routes).
+//!
 //! `controller_translate_one_vhost_ms`: the controller's whole-Proxy path for the same change
 //! (what it takes for a head change), for comparison.
 //! `controller_apply_one_route_ms` (at the shape sizes, 1k–20k): the controller's whole
@@ -28,7 +31,7 @@ use kgw_proto::v1 as pb;
 use serde_json::json;
 
 use super::{Plan, Report, median, ms};
-use crate::routeset::{self, Backends};
+use crate::routeset::{self, Backends, Shape};
 
 pub fn run(plan: &Plan, report: &mut Report) -> Result<()> {
     let backends = Backends {
@@ -64,7 +67,7 @@ pub fn run(plan: &Plan, report: &mut Report) -> Result<()> {
         let full: Vec<f64> = (0..plan.translate_runs).map(|_| time(|| pass(&index))).collect();
         // One route changed: alternate between two versions of route 0, so that every
         // run translates a real change.
-        let versions = route_zero_versions(n);
+        let versions = route_zero_versions(n, Shape::Spread);
         let mut one = Vec::new();
         for run in 0..plan.one_route_runs {
             let started = Instant::now();
@@ -92,33 +95,11 @@ pub fn run(plan: &Plan, report: &mut Report) -> Result<()> {
     // One changed route through both incremental translators, as the running system takes
     // it: the gateway's (index → changed KV values, encoded) and the controller's (the
     // changed KV value → served snapshot). Their sum is `translate_one_route_ms`.
-    for &n in &plan.shape_sizes {
-        let runs = controller_apply_one_route(plan, n, &backends, &gateway_options, &settings)?;
-        let m = median(&runs);
-        let mut index = routeset::index(n, &backends)?;
-        let gateway = gateway_one_route(plan, &mut index, &route_zero_versions(n), &gateway_options)?;
-        drop(index);
-        let g = median(&gateway.incremental);
-        eprintln!(
-            "kgw-bench: one route at {n}: {:.3} ms = gateway {g:.3} ms (incremental translation and encoding; \
-             its full translation {:.2} ms + {:.2} ms encoding) + controller {m:.3} ms (KV value to snapshot)",
-            g + m,
-            median(&gateway.full_translate),
-            median(&gateway.full_encode),
-        );
-        report.set_in("translate_one_route_ms", &Plan::key(n), json!(g + m));
-        report.set_in("gateway_translate_one_route_ms", &Plan::key(n), json!(g));
-        report.set_in("controller_apply_one_route_ms", &Plan::key(n), json!(m));
-        report.detail(
-            &format!("one_route_{n}"),
-            json!({"controller_apply_runs_ms": runs,
-                   "gateway_runs_ms": gateway.incremental,
-                   "gateway_translate_runs_ms": gateway.incremental_translate,
-                   "gateway_full_translate_runs_ms": gateway.full_translate,
-                   "gateway_full_encode_runs_ms": gateway.full_encode,
-                   "index_clone_runs_ms": gateway.index_clone,
-                   "proxy_values_clone_runs_ms": gateway.values_clone}),
-        );
+    // The same in the one-host shape (one virtual host of n routes), under keys of its own.
+    for (shape, suffix) in [(Shape::Spread, ""), (Shape::OneHost, "_one_host")] {
+        for &n in &plan.shape_sizes {
+            one_route(plan, report, shape, suffix, n, &backends, &gateway_options, &settings)?;
+        }
     }
     for &n in &plan.shape_sizes {
         let (runs, whole) = controller_apply_one_upstream(plan, n, &backends, &gateway_options, &settings)?;
@@ -136,6 +117,56 @@ pub fn run(plan: &Plan, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// `translate_one_route_ms` and its two terms at `n` routes in `shape` (keys with `suffix`).
+#[allow(clippy::too_many_arguments)]
+fn one_route(
+    plan: &Plan,
+    report: &mut Report,
+    shape: Shape,
+    suffix: &str,
+    n: usize,
+    backends: &Backends,
+    gateway_options: &gateway::translate::Options,
+    settings: &Settings,
+) -> Result<()> {
+    let runs = controller_apply_one_route(plan, n, shape, backends, gateway_options, settings)?;
+    let m = median(&runs);
+    let mut index = routeset::shaped_index(n, shape, backends)?;
+    let gateway = gateway_one_route(plan, &mut index, &route_zero_versions(n, shape), gateway_options)?;
+    drop(index);
+    let g = median(&gateway.incremental);
+    eprintln!(
+        "kgw-bench: one route at {n} ({}): {:.3} ms = gateway {g:.3} ms (incremental translation and encoding; \
+         its full translation {:.2} ms + {:.2} ms encoding) + controller {m:.3} ms (KV value to snapshot)",
+        shape.key(),
+        g + m,
+        median(&gateway.full_translate),
+        median(&gateway.full_encode),
+    );
+    report.set_in(&format!("translate_one_route{suffix}_ms"), &Plan::key(n), json!(g + m));
+    report.set_in(
+        &format!("gateway_translate_one_route{suffix}_ms"),
+        &Plan::key(n),
+        json!(g),
+    );
+    report.set_in(
+        &format!("controller_apply_one_route{suffix}_ms"),
+        &Plan::key(n),
+        json!(m),
+    );
+    report.detail(
+        &format!("one_route{suffix}_{n}"),
+        json!({"controller_apply_runs_ms": runs,
+               "gateway_runs_ms": gateway.incremental,
+               "gateway_translate_runs_ms": gateway.incremental_translate,
+               "gateway_full_translate_runs_ms": gateway.full_translate,
+               "gateway_full_encode_runs_ms": gateway.full_encode,
+               "index_clone_runs_ms": gateway.index_clone,
+               "proxy_values_clone_runs_ms": gateway.values_clone}),
+    );
+    Ok(())
+}
+
 /// `controller_apply_one_route_ms`: the controller's whole path for one changed virtual
 /// host part of `kgw_proxies`, in process: the KV event applied to its Proxy store, the
 /// changed virtual host translated again, the snapshot made (its VHDS index with it) and
@@ -143,6 +174,7 @@ pub fn run(plan: &Plan, report: &mut Report) -> Result<()> {
 fn controller_apply_one_route(
     plan: &Plan,
     n: usize,
+    shape: Shape,
     backends: &Backends,
     options: &gateway::translate::Options,
     settings: &Settings,
@@ -150,7 +182,7 @@ fn controller_apply_one_route(
     use bytes::Bytes;
     use kgw_common::bus::KvEvent;
     use prost::Message as _;
-    let mut index = routeset::index(n, backends)?;
+    let mut index = routeset::shaped_index(n, shape, backends)?;
     let upstreams = kgw_common::upstreams::upstreams(&index);
     // The KV values of each version of route 0 (every Proxy split as the gateway writes it).
     let values = |index: &Index| -> BTreeMap<String, Bytes> {
@@ -163,17 +195,18 @@ fn controller_apply_one_route(
         out
     };
     let first = values(&index);
+    let mut previous = first.clone();
     let mut changes: Vec<Vec<KvEvent>> = Vec::new();
     for variant in [1, 0] {
-        let yaml = route_zero(n, variant);
+        let yaml = route_zero(n, variant, shape);
         routeset::apply_yaml(&mut index, &yaml)?;
         let now = values(&index);
         let events: Vec<KvEvent> = now
             .iter()
-            .filter(|(k, v)| first.get(*k) != Some(*v) || variant == 0)
-            .filter(|(k, _)| k.contains("._vh.") && k.contains("r0"))
+            .filter(|(k, v)| previous.get(*k) != Some(*v))
             .map(|(k, v)| KvEvent::Put(k.clone(), v.clone(), None))
             .collect();
+        previous = now;
         ensure!(
             events.len() == 1,
             "one changed part per route change, not {}",
@@ -335,8 +368,9 @@ fn controller_apply_one_upstream(
 }
 
 /// Route 0 of a set of `n` in `variant`.
-fn route_zero(n: usize, variant: usize) -> String {
-    routeset::route_yaml(
+fn route_zero(n: usize, variant: usize, shape: Shape) -> String {
+    routeset::shaped_route_yaml(
+        shape,
         &routeset::route_name(0),
         &routeset::service_of(0, routeset::services_for(n)),
         variant,
@@ -461,10 +495,11 @@ fn apply_yaml_keys(index: &mut Index, text: &str) -> Result<Vec<ResourceKey>> {
 
 /// Two versions of route 0 of the set of `n` routes: runs alternate between them, so that
 /// each one translates a real change.
-fn route_zero_versions(n: usize) -> Vec<String> {
+fn route_zero_versions(n: usize, shape: Shape) -> Vec<String> {
     (1..=2)
         .map(|v| {
-            routeset::route_yaml(
+            routeset::shaped_route_yaml(
+                shape,
                 &routeset::route_name(0),
                 &routeset::service_of(0, routeset::services_for(n)),
                 v,

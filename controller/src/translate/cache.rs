@@ -194,14 +194,26 @@ enum CachedInput {
 
 impl CachedInput {
     fn is(&self, vhost: &pb::VirtualHost) -> bool {
+        self.virtual_host() == Some(vhost)
+    }
+
+    fn virtual_host(&self) -> Option<&pb::VirtualHost> {
         match self {
-            Self::Part(part) => part.virtual_host.as_ref() == Some(vhost),
-            Self::Own(own) => own == vhost,
+            Self::Part(part) => part.virtual_host.as_ref(),
+            Self::Own(own) => Some(own),
         }
     }
 }
 
 impl CachedVirtualHost {
+    /// This translation, to take a changed host's unchanged routes from.
+    fn previous(&self) -> Option<routes::Previous<'_>> {
+        Some(routes::Previous {
+            input: self.input.virtual_host()?,
+            translation: &self.translation,
+        })
+    }
+
     fn names_any_of(&self, upstream_keys: &BTreeSet<String>) -> bool {
         let translation = &self.translation;
         translation
@@ -407,7 +419,8 @@ impl IncrementalTranslator {
             };
             let place = (index, name.clone());
             let hosts = cached_hosts.entry(listener.clone()).or_default();
-            if let Some(old) = hosts.remove(name) {
+            let old = hosts.remove(name);
+            if let Some(old) = &old {
                 forget_refs(served, &place, (listener, name), &old.translation, &mut touched);
             }
             served.host_problems.remove(&place);
@@ -422,8 +435,11 @@ impl IncrementalTranslator {
                 wasm_modules: &settings.wasm,
                 earlier_wasm: &no_wasm,
             };
-            let mut translation = routes::virtual_host(vhost, inputs);
-            translation.compact();
+            // Its unchanged routes are taken from its last translation, unless they name an
+            // Upstream this change is for.
+            let previous = old.as_ref().and_then(CachedVirtualHost::previous);
+            let translation = routes::compact_virtual_host(vhost, inputs, previous, forced);
+            drop(old);
             reuse.virtual_hosts_translated += 1;
             let translation = Arc::new(translation);
             // WASM filters tie the listener's virtual hosts together: the whole Proxy.
@@ -1086,10 +1102,12 @@ impl Parts for CachingParts {
                 self.reuse.virtual_hosts_reused += 1;
                 (name, cached)
             }
-            _ => {
+            previous => {
                 self.reuse.virtual_hosts_translated += 1;
-                let mut translation = routes::virtual_host(vhost, inputs);
-                translation.compact();
+                // The routes that did not change are taken from its last translation (the
+                // Upstreams changed since have dropped it: `upstreams_changed`).
+                let previous = previous.as_ref().and_then(|(_, cached)| cached.previous());
+                let translation = routes::compact_virtual_host(vhost, inputs, previous, &BTreeSet::new());
                 let translation = Arc::new(translation);
                 let cached = CachedVirtualHost {
                     input: CachedInput::Own(vhost.clone()),

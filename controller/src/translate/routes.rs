@@ -20,6 +20,9 @@ use envoy_types::pb::{
 };
 use kgw_proto::v1 as pb;
 
+mod pieces;
+pub(super) use pieces::{Previous, compact_virtual_host};
+
 use super::{
     Problem, Severity, cluster_name, filters, grpc_json, route_features,
     small::{VecMap, VecSet},
@@ -59,6 +62,8 @@ pub struct VirtualHostTranslation {
     pub problems: Vec<Problem>,
     /// The virtual host's deterministic bytes, once asked for (`canonical_bytes`).
     canonical: std::sync::OnceLock<Vec<u8>>,
+    /// Of a host translated by pieces ([`pieces`]): one per route, in order.
+    pieces: Option<Box<[pieces::RoutePiece]>>,
 }
 
 impl crate::xds::tables::CanonicalBytes for VirtualHostTranslation {
@@ -95,6 +100,16 @@ impl VirtualHostTranslation {
     pub(crate) fn forget_routes(&mut self) {
         self.virtual_host = None;
         self.compacted = false;
+        self.canonical = std::sync::OnceLock::new();
+        self.pieces = None;
+    }
+
+    /// A compacted translation of these canonical bytes, made by pieces.
+    fn set_compacted(&mut self, bytes: Vec<u8>, pieces: Vec<pieces::RoutePiece>) {
+        self.virtual_host = None;
+        self.canonical = std::sync::OnceLock::from(bytes);
+        self.compacted = true;
+        self.pieces = Some(pieces.into_boxed_slice());
     }
 
     /// The Envoy virtual host (decoded from its bytes when compacted).
@@ -156,23 +171,55 @@ pub struct VirtualHostInputs<'a> {
     pub earlier_wasm: &'a BTreeMap<String, pb::WasmFilter>,
 }
 
+/// A route's place in problems, `listener/<listener>/vhost/<host>/route/<route>`: written
+/// when a problem needs it (most routes have none).
+struct RoutePath<'a> {
+    listener: &'a str,
+    vhost: &'a str,
+    route: &'a str,
+    text: std::cell::OnceCell<String>,
+}
+
+impl<'a> RoutePath<'a> {
+    fn new(listener: &'a str, vhost: &'a str, route: &'a str) -> Self {
+        Self {
+            listener,
+            vhost,
+            route,
+            text: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        self.text
+            .get_or_init(|| format!("listener/{}/vhost/{}/route/{}", self.listener, self.vhost, self.route))
+    }
+}
+
+/// One route of a virtual host translated into `out`: `None` when it is left out.
+fn translate_route(
+    r: &pb::Route,
+    vhost: &str,
+    inputs: VirtualHostInputs<'_>,
+    out: &mut VirtualHostTranslation,
+) -> Option<Route> {
+    let path = RoutePath::new(inputs.listener, vhost, &r.name);
+    // Envoy NACKs a whole route table for one bad regex: leave the route out.
+    let bad_regexes = super::re2::check_route(r, || path.as_str().to_string());
+    if !bad_regexes.is_empty() {
+        out.problems.extend(bad_regexes);
+        return None;
+    }
+    Some(route(r, &path, inputs, out))
+}
+
 /// Translates one virtual host of a listener.
 pub(super) fn virtual_host(vhost: &pb::VirtualHost, inputs: VirtualHostInputs<'_>) -> VirtualHostTranslation {
     let mut out = VirtualHostTranslation::default();
-    let routes = vhost
-        .routes
-        .iter()
-        .filter_map(|r| {
-            let path = format!("listener/{}/vhost/{}/route/{}", inputs.listener, vhost.name, r.name);
-            // Envoy NACKs a whole route table for one bad regex: leave the route out.
-            let bad_regexes = super::re2::check_route(r, &path);
-            if !bad_regexes.is_empty() {
-                out.problems.extend(bad_regexes);
-                return None;
-            }
-            Some(route(r, &path, inputs, &mut out))
-        })
-        .collect();
+    let mut routes = Vec::with_capacity(vhost.routes.len());
+    for r in &vhost.routes {
+        routes.extend(translate_route(r, &vhost.name, inputs, &mut out));
+    }
     out.virtual_host = Some(Box::new(VirtualHost {
         name: vhost.name.clone(),
         domains: vhost.domains.clone(),
@@ -261,13 +308,18 @@ fn add_unrouted_catch_alls(virtual_hosts: &mut Vec<VirtualHost>) {
 const UNROUTED: &str = "kgw-unrouted";
 
 /// Translates one route of a virtual host, recording what it depends on into `out`.
-fn route(r: &pb::Route, path: &str, inputs: VirtualHostInputs<'_>, out: &mut VirtualHostTranslation) -> Route {
+fn route(
+    r: &pb::Route,
+    path: &RoutePath<'_>,
+    inputs: VirtualHostInputs<'_>,
+    out: &mut VirtualHostTranslation,
+) -> Route {
     // One matcher per Envoy route; the gateway emits routes with exactly one.
     let matcher = r.matchers.first().cloned().unwrap_or_default();
     if r.matchers.len() > 1 {
         out.problems.push(Problem {
             severity: Severity::Warning,
-            path: path.into(),
+            path: path.as_str().into(),
             source: r.source.clone(),
             message: "only the first matcher of a route is used".into(),
         });
@@ -291,7 +343,7 @@ fn route(r: &pb::Route, path: &str, inputs: VirtualHostInputs<'_>, out: &mut Vir
                 out.missing_upstreams.insert(key);
                 out.problems.push(Problem {
                     severity: Severity::Warning,
-                    path: path.into(),
+                    path: path.as_str().into(),
                     source: r.source.clone(),
                     message: format!(
                         "Upstream {}/{} not found (yet); requests get 500 until it exists",
@@ -394,13 +446,17 @@ fn route(r: &pb::Route, path: &str, inputs: VirtualHostInputs<'_>, out: &mut Vir
         }
     };
     out.uses_wasm_modules |= !effects.wasm_filters.is_empty();
-    let wasm_filters = wasm::resolve(
-        &effects.wasm_filters,
-        inputs.wasm_modules,
-        path,
-        &r.source,
-        &mut out.problems,
-    );
+    let wasm_filters = if effects.wasm_filters.is_empty() {
+        wasm::Resolved::default()
+    } else {
+        wasm::resolve(
+            &effects.wasm_filters,
+            inputs.wasm_modules,
+            path.as_str(),
+            &r.source,
+            &mut out.problems,
+        )
+    };
     let mut closed_by = wasm_filters.closed;
     let mut typed_per_filter_config = std::collections::HashMap::new();
     if let Some(config) = transcoder {
@@ -433,7 +489,7 @@ fn route(r: &pb::Route, path: &str, inputs: VirtualHostInputs<'_>, out: &mut Vir
                 };
                 out.problems.push(Problem {
                     severity: Severity::Error,
-                    path: path.into(),
+                    path: path.as_str().into(),
                     source: r.source.clone(),
                     message: format!(
                         "WASM filter {} is configured differently by another route of this listener; {outcome}",

@@ -48,6 +48,11 @@ impl<K: Ord, V> VecMap<K, V> {
 }
 
 impl<K, V> VecMap<K, V> {
+    /// Its entries, in key order.
+    pub fn into_vec(self) -> Vec<(K, V)> {
+        self.0
+    }
+
     /// In key order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
         self.0.iter().map(|(k, v)| (k, v))
@@ -110,6 +115,11 @@ impl<K: Ord> VecSet<K> {
 }
 
 impl<K> VecSet<K> {
+    /// Its keys, in order.
+    pub fn into_vec(self) -> Vec<K> {
+        self.0
+    }
+
     /// In order.
     pub fn iter(&self) -> std::slice::Iter<'_, K> {
         self.0.iter()

@@ -72,6 +72,16 @@ fn route(route: &Route) -> Vec<u8> {
     buf
 }
 
+/// Appends `route` as a virtual host's `routes` entry (field key, length, its bytes), as
+/// [`virtual_host`] writes each: a host's bytes are its other fields' then its routes'.
+pub(crate) fn route_entry(r: &Route, buf: &mut Vec<u8>) {
+    if stable_map(r.typed_per_filter_config.len()) {
+        message::encode(VIRTUAL_HOST_ROUTES, r, buf);
+    } else {
+        nested(VIRTUAL_HOST_ROUTES, &route(r), buf);
+    }
+}
+
 /// A virtual host's bytes, the same for the same host.
 pub(crate) fn virtual_host(host: &VirtualHost) -> Vec<u8> {
     if stable_host(host) {
