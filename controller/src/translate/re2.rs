@@ -87,8 +87,8 @@ fn find_unescaped(haystack: &str, needle: &str) -> Option<usize> {
 }
 
 /// Errors for every bad regex in a route's matchers (the route must then be left out).
-/// `path` gives the problems' path (written only when there is a problem).
-pub fn check_route(route: &pb::Route, path: impl FnOnce() -> String) -> Vec<Problem> {
+/// `path` gives the problems' path (called only when there is a problem).
+pub fn check_route(route: &pb::Route, path: impl Fn() -> String) -> Vec<Problem> {
     let mut found = Vec::new();
     for (i, m) in route.matchers.iter().enumerate() {
         if let Some(pb::matcher::PathSpecifier::Regex(p)) = &m.path_specifier {
@@ -101,18 +101,13 @@ pub fn check_route(route: &pb::Route, path: impl FnOnce() -> String) -> Vec<Prob
             found.push((format!("matchers[{i}].queryParameters[{j}] ({})", q.name), &q.value));
         }
     }
-    let mut path = Some(path);
-    let mut text = String::new();
     found
         .into_iter()
         .filter_map(|(field, pattern)| {
             let reason = check(pattern).err()?;
-            if let Some(path) = path.take() {
-                text = path();
-            }
             Some(Problem {
                 severity: Severity::Error,
-                path: text.clone(),
+                path: path(),
                 source: route.source.clone(),
                 message: format!(
                     "route {}: invalid regex {pattern:?} in {field}: {reason}; the route is left out",

@@ -129,12 +129,27 @@ pub(crate) fn compact_virtual_host(
 struct Matcher<'a> {
     routes: &'a [pb::Route],
     pieces: &'a [RoutePiece],
+    /// The previous host's canonical bytes, which the pieces' entries index.
+    bytes: &'a [u8],
     next: usize,
     by_name: Option<BTreeMap<&'a str, Vec<usize>>>,
 }
 
 impl<'a> Matcher<'a> {
-    fn find(&mut self, route: &pb::Route) -> Option<&'a RoutePiece> {
+    /// The previous translation's, when it was made by pieces.
+    fn of(previous: Previous<'a>) -> Option<Self> {
+        let pieces = previous.translation.pieces.as_deref()?;
+        (pieces.len() == previous.input.routes.len()).then(|| Self {
+            routes: &previous.input.routes,
+            pieces,
+            bytes: previous.translation.canonical_bytes(),
+            next: 0,
+            by_name: None,
+        })
+    }
+
+    /// The piece of a previous route equal to `route`, and its entry's bytes.
+    fn find(&mut self, route: &pb::Route) -> Option<(&'a RoutePiece, &'a [u8])> {
         let at = if self.routes.get(self.next) == Some(route) {
             self.next
         } else {
@@ -150,7 +165,8 @@ impl<'a> Matcher<'a> {
             *same_name.iter().find(|&&i| routes[i] == *route)?
         };
         self.next = at + 1;
-        self.pieces.get(at)
+        let piece = self.pieces.get(at)?;
+        Some((piece, self.bytes.get(piece.entry.clone())?))
     }
 }
 
@@ -160,17 +176,7 @@ fn by_pieces(
     previous: Option<Previous<'_>>,
     stale: &BTreeSet<String>,
 ) -> Option<VirtualHostTranslation> {
-    let reusable = previous.and_then(|p| {
-        let pieces = p.translation.pieces.as_deref()?;
-        (pieces.len() == p.input.routes.len()).then_some((p, pieces))
-    });
-    let mut matcher = reusable.map(|(p, pieces)| Matcher {
-        routes: &p.input.routes,
-        pieces,
-        next: 0,
-        by_name: None,
-    });
-    let previous_bytes = reusable.map(|(p, _)| p.translation.canonical_bytes());
+    let mut matcher = previous.and_then(Matcher::of);
     let mut out = VirtualHostTranslation::default();
     let mut bytes = VirtualHost {
         name: vhost.name.clone(),
@@ -178,20 +184,20 @@ fn by_pieces(
         ..Default::default()
     }
     .encode_to_vec();
-    bytes.reserve(previous_bytes.map_or(0, <[u8]>::len));
+    bytes.reserve(matcher.as_ref().map_or(0, |m| m.bytes.len()));
     let mut pieces = Vec::with_capacity(vhost.routes.len());
     for r in &vhost.routes {
         let taken = matcher
             .as_mut()
             .and_then(|m| m.find(r))
-            .filter(|piece| piece.found.holds(inputs.upstreams, stale));
+            .filter(|(piece, _)| piece.found.holds(inputs.upstreams, stale));
         let start = bytes.len();
-        let found = match (taken, previous_bytes) {
-            (Some(piece), Some(previous_bytes)) => {
-                bytes.extend_from_slice(previous_bytes.get(piece.entry.clone())?);
+        let found = match taken {
+            Some((piece, entry)) => {
+                bytes.extend_from_slice(entry);
                 Arc::clone(&piece.found)
             }
-            _ => {
+            None => {
                 let mut alone = VirtualHostTranslation::default();
                 let route = translate_route(r, &vhost.name, inputs, &mut alone);
                 if alone.uses_wasm_modules || !alone.wasm_added.is_empty() {
