@@ -248,6 +248,13 @@ fn table(plan: &Plan, v: &serde_json::Map<String, Value>, details: &serde_json::
             "≤ 4 KB at any size",
         );
     }
+    for size in plan.shape_sizes.iter().map(|n| Plan::key(*n)) {
+        row(
+            format!("kv_bytes_per_route_change_by_shape one_host {size}"),
+            show(num("kv_bytes_per_route_change_by_shape", &["one_host", &size])),
+            "≤ 4 KB at any size",
+        );
+    }
     for size in [&small, &mid, &large] {
         row(
             format!("xds_bytes_per_route_change {size}"),

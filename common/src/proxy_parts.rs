@@ -4,10 +4,12 @@
 //! gateway makes them.
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use kgw_proto::{
-    nats::vhost_part_key,
-    v1::{Proxy, VirtualHostPart, listener::ListenerType},
+    nats::{PAGED_FROM_ROUTES, page_starts, route_page_id, route_page_key, vhost_part_key},
+    v1::{Proxy, Route, VirtualHost, VirtualHostPart, listener::ListenerType},
 };
+use prost::encoding::{message, string};
 
 /// The head (the Proxy without its virtual hosts) and each virtual host with its key.
 pub fn split(head_key: &str, proxy: &Proxy) -> (Proxy, BTreeMap<String, VirtualHostPart>) {
@@ -24,11 +26,83 @@ pub fn split(head_key: &str, proxy: &Proxy) -> (Proxy, BTreeMap<String, VirtualH
                 VirtualHostPart {
                     listener: listener.name.clone(),
                     virtual_host: Some(vhost),
+                    pages: Vec::new(),
                 },
             );
         }
     }
     (head, parts)
+}
+
+/// The KV values of virtual host `vhost` of listener `listener` of the Proxy under
+/// `head_key`, as the gateway writes them: its part under its key, and for a host of
+/// [`PAGED_FROM_ROUTES`] routes or more, its routes in pages under keys of their own (the
+/// layout in [`kgw_proto::nats`]). Encoded from the host as it is: no route is copied.
+pub fn encode_virtual_host(head_key: &str, listener: &str, vhost: &VirtualHost) -> Vec<(String, Bytes)> {
+    let key = vhost_part_key(head_key, listener, &vhost.name);
+    if vhost.routes.len() < PAGED_FROM_ROUTES {
+        return vec![(key, encode_part(listener, vhost, &[]))];
+    }
+    let starts = page_starts(vhost.routes.iter().map(|r| r.name.as_str()));
+    let ends = starts.iter().skip(1).copied().chain([vhost.routes.len()]);
+    let mut values = Vec::with_capacity(starts.len() + 1);
+    let mut ids = Vec::with_capacity(starts.len());
+    for (start, end) in starts.iter().copied().zip(ends) {
+        let page = encode_page(&vhost.routes[start..end]);
+        let id = route_page_id(&page);
+        values.push((route_page_key(&key, &id), page));
+        ids.push(id);
+    }
+    let header = VirtualHost {
+        name: vhost.name.clone(),
+        domains: vhost.domains.clone(),
+        routes: Vec::new(),
+    };
+    values.insert(0, (key, encode_part(listener, &header, &ids)));
+    values
+}
+
+/// Every KV value of the Proxy under `head_key`, as the gateway writes them (its head as
+/// [`split`] gives it, its virtual hosts as [`encode_virtual_host`] does), by key.
+pub fn values(head_key: &str, proxy: &Proxy) -> BTreeMap<String, Bytes> {
+    use prost::Message as _;
+    let mut head = proxy.clone();
+    let mut out = BTreeMap::new();
+    for listener in &mut head.listeners {
+        if let Some(ListenerType::HttpListener(http)) = listener.listener_type.as_mut() {
+            for vhost in std::mem::take(&mut http.virtual_hosts) {
+                out.extend(encode_virtual_host(head_key, &listener.name, &vhost));
+            }
+        }
+    }
+    out.insert(head_key.to_string(), Bytes::from(head.encode_to_vec()));
+    out
+}
+
+/// `VirtualHostPart { listener, virtual_host: Some(vhost), pages }` encoded, without
+/// copying the host into one (the same bytes: fields in order, an empty string left out).
+fn encode_part(listener: &str, vhost: &VirtualHost, pages: &[String]) -> Bytes {
+    let listener = listener.to_string();
+    let mut len = message::encoded_len(2, vhost) + string::encoded_len_repeated(3, pages);
+    if !listener.is_empty() {
+        len += string::encoded_len(1, &listener);
+    }
+    let mut buf = Vec::with_capacity(len);
+    if !listener.is_empty() {
+        string::encode(1, &listener, &mut buf);
+    }
+    message::encode(2, vhost, &mut buf);
+    string::encode_repeated(3, pages, &mut buf);
+    Bytes::from(buf)
+}
+
+/// `RoutePage { routes }` encoded from the routes where they are.
+pub fn encode_page(routes: &[Route]) -> Bytes {
+    let mut buf = Vec::with_capacity(message::encoded_len_repeated(1, routes));
+    for route in routes {
+        message::encode(1, route, &mut buf);
+    }
+    Bytes::from(buf)
 }
 
 /// The Proxy of `head` with the virtual hosts of `parts` in their listeners, ordered by
@@ -169,6 +243,79 @@ mod tests {
         assert_eq!(changed["default.gw-x"], before["default.gw-x"]);
     }
 
+    fn routes(names: impl IntoIterator<Item = String>) -> Vec<Route> {
+        names
+            .into_iter()
+            .map(|name| Route {
+                name,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    /// The routes of a host's values: its part's, or its pages' in the order it lists them.
+    fn routes_of(values: &BTreeMap<String, Bytes>, key: &str) -> Vec<Route> {
+        use prost::Message as _;
+        let part = VirtualHostPart::decode(&values[key][..]).expect("part");
+        if part.pages.is_empty() {
+            return part.virtual_host.map(|v| v.routes).unwrap_or_default();
+        }
+        assert!(part.virtual_host.as_ref().is_some_and(|v| v.routes.is_empty()));
+        part.pages
+            .iter()
+            .flat_map(|id| {
+                let page = &values[&kgw_proto::nats::route_page_key(key, id)];
+                assert_eq!(kgw_proto::nats::route_page_id(page), *id, "a page's id is its digest");
+                kgw_proto::v1::RoutePage::decode(&page[..]).expect("page").routes
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_large_host_is_written_in_pages_and_a_new_route_writes_one() {
+        let names = |n: usize| (0..n).map(|i| format!("default/route-{i}/rule-0"));
+        let host = |routes: Vec<Route>| VirtualHost {
+            name: "listener~8080~example.com".into(),
+            domains: vec!["example.com".into()],
+            routes,
+        };
+        let proxy_of = |vhost: VirtualHost| Proxy {
+            listeners: vec![http_listener("listener~8080", vec![vhost])],
+            ..Default::default()
+        };
+        let key = vhost_part_key("default.gw", "listener~8080", "listener~8080~example.com");
+
+        // Below the threshold: the part as `split` gives it, routes inline.
+        let small = proxy_of(host(routes(names(PAGED_FROM_ROUTES - 1))));
+        let (_, parts) = split("default.gw", &small);
+        assert_eq!(
+            super::values("default.gw", &small)[&key],
+            Bytes::from(prost::Message::encode_to_vec(&parts[&key]))
+        );
+
+        let before = super::values("default.gw", &proxy_of(host(routes(names(1000)))));
+        let pages = before.keys().filter(|k| k.contains("._p.")).count();
+        assert!((1000 / 32..=1000 / 8).contains(&pages), "{pages} pages");
+        assert_eq!(routes_of(&before, &key), routes(names(1000)));
+        assert!(before.values().all(|v| v.len() < 8 * 1024), "every value is small");
+
+        // A route inserted in the middle: one page and the part change.
+        let mut inserted = routes(names(1000));
+        inserted.insert(500, routes(["default/new/rule-0".to_string()]).remove(0));
+        let after = super::values("default.gw", &proxy_of(host(inserted.clone())));
+        assert_eq!(routes_of(&after, &key), inserted);
+        let written: Vec<&String> = after
+            .iter()
+            .filter(|(k, v)| before.get(*k) != Some(*v))
+            .map(|(k, _)| k)
+            .collect();
+        let deleted = before.keys().filter(|k| !after.contains_key(*k)).count();
+        assert!(written.len() <= 3 && written.contains(&&key), "written: {written:?}");
+        assert!(deleted <= 2, "{deleted} deleted");
+        let bytes: usize = written.iter().map(|k| after[*k].len()).sum();
+        assert!(bytes < 8 * 1024, "{bytes} bytes written for one route among 1,000");
+    }
+
     #[test]
     fn split_then_assemble_is_the_proxy() {
         let (head, parts) = split("default.gw", &proxy());
@@ -209,6 +356,7 @@ mod tests {
             VirtualHostPart {
                 listener: "listener~9999".into(),
                 virtual_host: Some(vhost("c.example", "r4")),
+                pages: Vec::new(),
             },
         );
         assert_eq!(assemble(&head, parts.values()), proxy());

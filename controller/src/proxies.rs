@@ -11,12 +11,33 @@ use std::{
 use bytes::Bytes;
 use kgw_common::{bus::KvEvent, proxy_parts};
 use kgw_proto::{
-    nats::{vhost_part_head, vhost_part_key},
-    v1::{Proxy, VirtualHost, VirtualHostPart},
+    nats::{route_page_of, vhost_part_head, vhost_part_key},
+    v1::{Proxy, RoutePage, VirtualHost, VirtualHostPart},
 };
 use prost::Message as _;
 
 use crate::problem::Problem;
+
+mod pages;
+
+pub use pages::SameRoutes;
+
+/// A virtual host as the store hands it on: its part, and for a host in pages, which of its
+/// routes are copies of the part handed on before.
+#[derive(Clone, Debug)]
+pub struct HostPart {
+    pub part: Arc<VirtualHostPart>,
+    pub same: Option<Arc<SameRoutes>>,
+}
+
+impl From<Arc<VirtualHostPart>> for HostPart {
+    fn from(part: Arc<VirtualHostPart>) -> Self {
+        Self { part, same: None }
+    }
+}
+
+/// Values as written: key and bytes.
+type WrittenValues = Vec<(String, Vec<u8>)>;
 
 /// A virtual host of a Proxy: its listener's name and its own.
 pub type VirtualHostId = (String, String);
@@ -36,8 +57,12 @@ pub enum ProxyChange {
 #[derive(Default)]
 struct Stored {
     heads: BTreeMap<String, Arc<Proxy>>,
-    /// Head key → part key → part.
+    /// Head key → part key → part (a host in pages with its routes: see [`pages`]).
     parts: BTreeMap<String, BTreeMap<String, Arc<VirtualHostPart>>>,
+    /// The hosts in pages and their pages.
+    pages: pages::Pages,
+    /// Part key → which routes of the host in pages handed on last are copies.
+    same: BTreeMap<String, Arc<SameRoutes>>,
     /// Counts the batches of events that changed something.
     generation: u64,
     /// Head key → the generation that last changed its head or a part of it.
@@ -135,21 +160,33 @@ impl ProxiesView {
             let Some(head) = stored.heads.get(key) else {
                 return ServedProblems::NotYet;
             };
-            let parts: Vec<(String, Arc<VirtualHostPart>)> = stored
+            // A host in pages: its values as written, made under the lock (its ranges).
+            let parts: Vec<(String, Arc<VirtualHostPart>, Option<WrittenValues>)> = stored
                 .parts
                 .get(key)
                 .into_iter()
                 .flatten()
-                .map(|(part_key, part)| (part_key.clone(), Arc::clone(part)))
+                .map(|(part_key, part)| {
+                    let written = stored.pages.written_values(part_key, part);
+                    (part_key.clone(), Arc::clone(part), written)
+                })
                 .collect();
             (Arc::clone(problems), Arc::clone(head), parts)
         };
-        // Encoded again here rather than kept beside the parts.
-        let encoded: Vec<(&str, Vec<u8>)> = parts
-            .iter()
-            .map(|(part_key, part)| (part_key.as_str(), part.encode_to_vec()))
-            .collect();
-        let held = proxy_parts::digest(&head.encode_to_vec(), encoded.iter().map(|(k, v)| (*k, v.as_slice())));
+        // Encoded again here rather than kept beside the parts; a host in pages as its part
+        // and pages were written, in key order with every other value.
+        let mut encoded: Vec<(String, Vec<u8>)> = Vec::with_capacity(parts.len());
+        for (part_key, part, written) in parts {
+            match written {
+                Some(values) => encoded.extend(values),
+                None => encoded.push((part_key, part.encode_to_vec())),
+            }
+        }
+        encoded.sort_by(|(a, _), (b, _)| a.cmp(b));
+        let held = proxy_parts::digest(
+            &head.encode_to_vec(),
+            encoded.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+        );
         if held == digest {
             ServedProblems::Found(problems)
         } else {
@@ -190,13 +227,14 @@ impl ProxyStore {
     }
 
     /// The virtual host `name` of listener `listener` of the Proxy under `key`.
-    pub fn virtual_host(&self, key: &str, listener: &str, name: &str) -> Option<Arc<VirtualHostPart>> {
+    pub fn virtual_host(&self, key: &str, listener: &str, name: &str) -> Option<HostPart> {
         let stored = read(&self.stored);
-        stored
-            .parts
-            .get(key)?
-            .get(&vhost_part_key(key, listener, name))
-            .cloned()
+        let part_key = vhost_part_key(key, listener, name);
+        let part = stored.parts.get(key)?.get(&part_key).cloned()?;
+        Some(HostPart {
+            part,
+            same: stored.same.get(&part_key).cloned(),
+        })
     }
 
     /// Calls `f` with each virtual host of each Proxy (a scan of everything: for rare
@@ -251,6 +289,8 @@ impl ProxyStore {
                     }
                     stored.heads.clear();
                     stored.parts.clear();
+                    stored.pages.clear();
+                    stored.same.clear();
                     for (key, value) in all {
                         if let Some(head) = put(&mut stored, key, &value) {
                             whole(&mut changes, head.0);
@@ -312,6 +352,13 @@ fn id_of(part: &VirtualHostPart) -> Option<VirtualHostId> {
 /// Stores one value. `None`: nothing changed; else the head it belongs to and, for a part,
 /// the virtual hosts it changed (`None`: the head changed).
 fn put(stored: &mut Stored, key: String, value: &Bytes) -> Option<(String, Option<Vec<VirtualHostId>>)> {
+    if let Some((vhost_key, _)) = route_page_of(&key) {
+        let head = vhost_part_head(vhost_key)?.to_string();
+        let vhost_key = vhost_key.to_string();
+        let page = decode::<RoutePage>(&key, value)?;
+        let waiting = stored.pages.read_page(key, &vhost_key, page)?;
+        return hand_on(stored, head, vhost_key, waiting);
+    }
     match vhost_part_head(&key).map(str::to_string) {
         Some(head) => {
             let part = decode::<VirtualHostPart>(&key, value)?;
@@ -328,6 +375,14 @@ fn put(stored: &mut Stored, key: String, value: &Bytes) -> Option<(String, Optio
                 );
                 return None;
             }
+            if !part.pages.is_empty() {
+                if stored.pages.is_written(&key, &part) {
+                    return None;
+                }
+                return hand_on(stored, head, key, part);
+            }
+            stored.pages.forget(&key);
+            stored.same.remove(&key);
             let parts = stored.parts.entry(head.clone()).or_default();
             if parts.get(&key).is_some_and(|old| **old == part) {
                 return None;
@@ -349,9 +404,39 @@ fn put(stored: &mut Stored, key: String, value: &Bytes) -> Option<(String, Optio
     }
 }
 
+/// A part in pages handed on once its every page is read (until then it waits, and the
+/// host stays as it was).
+fn hand_on(
+    stored: &mut Stored,
+    head: String,
+    key: String,
+    part: VirtualHostPart,
+) -> Option<(String, Option<Vec<VirtualHostId>>)> {
+    let previous = stored.parts.get(&head).and_then(|parts| parts.get(&key)).cloned();
+    let (whole, same) = stored.pages.resolve(&key, part, previous.as_ref())?;
+    match same {
+        Some(same) => stored.same.insert(key.clone(), Arc::new(same)),
+        None => stored.same.remove(&key),
+    };
+    let mut ids: Vec<VirtualHostId> = id_of(&whole).into_iter().collect();
+    ids.extend(previous.as_deref().and_then(id_of));
+    stored
+        .parts
+        .entry(head.clone())
+        .or_default()
+        .insert(key, Arc::new(whole));
+    Some((head, Some(ids)))
+}
+
 fn delete(stored: &mut Stored, key: String) -> Option<(String, Option<Vec<VirtualHostId>>)> {
+    if route_page_of(&key).is_some() {
+        stored.pages.delete_page(&key);
+        return None;
+    }
     match vhost_part_head(&key).map(str::to_string) {
         Some(head) => {
+            stored.pages.forget(&key);
+            stored.same.remove(&key);
             let parts = stored.parts.get_mut(&head)?;
             let old = parts.remove(&key)?;
             if parts.is_empty() {
@@ -460,9 +545,130 @@ mod tests {
         assert_eq!(
             store
                 .virtual_host("default.gw", "listener~8080", "b")
-                .map(|p| p.listener.clone()),
+                .map(|p| p.part.listener.clone()),
             Some("listener~8080".to_string())
         );
+    }
+
+    /// A Proxy with host `a` of one route and host `big` of `n` routes.
+    fn big_proxy(n: usize, extra: Option<usize>) -> Proxy {
+        let mut proxy = proxy(&[("a", "r1"), ("big", "r0")]);
+        if let Some(ListenerType::HttpListener(http)) = proxy.listeners[0].listener_type.as_mut() {
+            let big = &mut http.virtual_hosts[1];
+            big.routes = (0..n)
+                .map(|i| Route {
+                    name: format!("default/route-{i}/rule-0"),
+                    ..Default::default()
+                })
+                .collect();
+            if let Some(at) = extra {
+                big.routes.insert(
+                    at,
+                    Route {
+                        name: "default/new/rule-0".into(),
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+        proxy
+    }
+
+    /// The events a writer sends to go from `before` to `after`: puts deepest key first,
+    /// then deletes (as `kgw_common::bus::writer` orders them).
+    fn writes(before: &BTreeMap<String, Bytes>, after: &BTreeMap<String, Bytes>) -> Vec<KvEvent> {
+        let depth = |k: &String| k.matches('.').count();
+        let mut puts: Vec<(&String, &Bytes)> = after.iter().filter(|(k, v)| before.get(*k) != Some(*v)).collect();
+        puts.sort_by_key(|(k, _)| std::cmp::Reverse(depth(k)));
+        let deletes = before.keys().filter(|k| !after.contains_key(*k));
+        puts.into_iter()
+            .map(|(k, v)| put(k, v))
+            .chain(deletes.map(|k| KvEvent::Delete(k.clone(), None)))
+            .collect()
+    }
+
+    #[test]
+    fn a_host_in_pages_is_handed_on_whole_once_its_pages_are_read() {
+        let mut store = ProxyStore::default();
+        let view = store.view();
+        let first = proxy_parts::values("default.gw", &big_proxy(200, None));
+        assert!(first.keys().any(|k| k.contains("._p.")), "host big is in pages");
+        // A full read lists a part before its pages: it waits for them.
+        let changed = store.apply(vec![KvEvent::Full(first.clone())]);
+        assert_eq!(
+            changed,
+            BTreeMap::from([("default.gw".to_string(), ProxyChange::Whole)])
+        );
+        assert_eq!(store.assemble("default.gw"), Some(big_proxy(200, None)));
+        store.record_served("default.gw", Some(Vec::new()));
+        let digest = proxy_parts::digests(&first)["default.gw"].clone();
+        assert_eq!(
+            view.served_problems("default.gw", &digest),
+            ServedProblems::Found(Arc::new(Vec::new())),
+            "the digest of the values written names the host in pages as held"
+        );
+
+        // One route inserted: a page, the part, a page deleted; host `big` changes once.
+        let second = proxy_parts::values("default.gw", &big_proxy(200, Some(100)));
+        let events = writes(&first, &second);
+        assert!(events.len() <= 5, "{} writes", events.len());
+        let base = store
+            .virtual_host("default.gw", "listener~8080", "big")
+            .expect("big")
+            .part;
+        let mut seen = Vec::new();
+        for event in events {
+            seen.push(store.apply(vec![event]));
+        }
+        // The routes of the pages both parts name are known copies of the previous part's.
+        let now = store.virtual_host("default.gw", "listener~8080", "big").expect("big");
+        let same = now.same.as_deref().expect("copies recorded");
+        assert!(same.relative_to(&base));
+        let (old_routes, new_routes) = (
+            &base.virtual_host.as_ref().unwrap().routes,
+            &now.part.virtual_host.as_ref().unwrap().routes,
+        );
+        let copied: Vec<usize> = (0..new_routes.len())
+            .filter(|&i| same.previous_of(i).is_some())
+            .collect();
+        assert!(
+            copied.len() >= 200 - 2 * kgw_proto::nats::PAGE_ROUTES_MAX,
+            "{} copied",
+            copied.len()
+        );
+        assert!(
+            copied
+                .iter()
+                .all(|&i| new_routes[i] == old_routes[same.previous_of(i).unwrap()])
+        );
+        assert!(same.previous_of(100).is_none(), "the new route is no copy");
+        let big = BTreeMap::from([("default.gw".to_string(), hosts(&[("listener~8080", "big")]))]);
+        assert_eq!(seen.iter().filter(|c| !c.is_empty()).collect::<Vec<_>>(), vec![&big]);
+        assert_eq!(store.assemble("default.gw"), Some(big_proxy(200, Some(100))));
+        store.record_served("default.gw", Some(Vec::new()));
+        let digest = proxy_parts::digests(&second)["default.gw"].clone();
+        assert_eq!(
+            view.served_problems("default.gw", &digest),
+            ServedProblems::Found(Arc::new(Vec::new()))
+        );
+
+        // A part whose new page is not read yet: the host stays as it was until it is.
+        let third = proxy_parts::values("default.gw", &big_proxy(200, None));
+        let (pages, rest): (Vec<_>, Vec<_>) = writes(&second, &third)
+            .into_iter()
+            .partition(|e| matches!(e, KvEvent::Put(k, ..) if k.contains("._p.")));
+        assert!(!pages.is_empty());
+        assert!(store.apply(rest).is_empty(), "the part waits for its pages");
+        assert_eq!(store.assemble("default.gw"), Some(big_proxy(200, Some(100))));
+        assert_eq!(store.apply(pages), big);
+        assert_eq!(store.assemble("default.gw"), Some(big_proxy(200, None)));
+
+        // The same part again changes nothing; the host back to a few routes, inline.
+        let (key, value) = third.iter().find(|(k, _)| k.ends_with("/big")).expect("part");
+        assert!(store.apply(vec![put(key, value)]).is_empty());
+        let small = proxy_parts::values("default.gw", &big_proxy(3, None));
+        assert_eq!(store.apply(writes(&third, &small)), big);
+        assert_eq!(store.assemble("default.gw"), Some(big_proxy(3, None)));
     }
 
     fn problem(message: &str) -> Problem {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use kgw_common::chunk;
-use kgw_proto::v1::{Proxy, Upstream, VirtualHostPart};
+use kgw_proto::v1::{Proxy, RoutePage, Upstream, VirtualHostPart};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
@@ -57,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
         // A Proxy's head or one of its virtual hosts: the controller assembles the two.
         decode::<Proxy>(&value);
         decode::<VirtualHostPart>(&value);
+        decode::<RoutePage>(&value);
         if let (Ok(head), Ok(part)) = (Proxy::decode(&value[..]), VirtualHostPart::decode(&value[..])) {
             let _ = kgw_common::proxy_parts::assemble(&head, [&part]);
         }

@@ -23,6 +23,18 @@
 //! their head and delete a head before its parts; a reader assembles a Proxy from its
 //! head and the parts naming it, virtual hosts ordered by name within each listener.
 //!
+//! ## A large virtual host's routes
+//! A virtual host of [`PAGED_FROM_ROUTES`] routes or more keeps its routes in pages: each
+//! a `kgw.v1.RoutePage` of consecutive routes under [`route_page_key`],
+//! `<virtual host's key>._p.<id>`, the id being the hex digest of the page's value
+//! ([`route_page_id`]); the host's part lists the ids in order and has no routes of its
+//! own. A page ends before a route whose name hashes to 0 modulo [`PAGE_ROUTES`] (or at
+//! [`PAGE_ROUTES_MAX`] routes), so the cut depends on the routes, not their positions, and
+//! one new or edited route changes one page: a route change writes that page and the
+//! host's list of ids (a few KB), not the host. Pages are put before the part that lists
+//! them and deleted after it (a page's key is deeper), and a page's content never changes
+//! under its key: a reader that holds a part's every page holds the host as written.
+//!
 //! ## Headers
 //! A put or delete of a head key carries the W3C trace context of the change that caused
 //! it ([`TRACEPARENT_HEADER`], [`TRACESTATE_HEADER`]): the reader's work continues that
@@ -41,9 +53,59 @@ pub fn vhost_part_key(head: &str, listener: &str, vhost: &str) -> String {
     format!("{head}{VHOST_PART_MARK}{}", key_token(&format!("{listener}/{vhost}")))
 }
 
-/// The head key a virtual host's key belongs to; None for any other key.
+/// The head key a virtual host's key (or one of its pages' keys) belongs to; None for any
+/// other key.
 pub fn vhost_part_head(key: &str) -> Option<&str> {
     key.split_once(VHOST_PART_MARK).map(|(head, _)| head)
+}
+
+/// A virtual host has its routes in pages from this many routes ([`route_page_key`]).
+pub const PAGED_FROM_ROUTES: usize = 32;
+/// Routes per page on average: a page ends before a route whose name hashes to 0 modulo this.
+pub const PAGE_ROUTES: u64 = 16;
+/// At most this many routes in one page (many routes of one name would else be one page).
+pub const PAGE_ROUTES_MAX: usize = 64;
+
+/// Separates a virtual host's key from one of its pages' ([`route_page_key`]).
+const ROUTE_PAGE_MARK: &str = "._p.";
+
+/// The key of page `id` of the virtual host under `vhost_key`.
+pub fn route_page_key(vhost_key: &str, id: &str) -> String {
+    format!("{vhost_key}{ROUTE_PAGE_MARK}{id}")
+}
+
+/// The virtual host's key and the page's id of a page's key; None for any other key.
+pub fn route_page_of(key: &str) -> Option<(&str, &str)> {
+    // A virtual host's token has no `.`: the last mark is the page's.
+    let (vhost_key, id) = key.rsplit_once(ROUTE_PAGE_MARK)?;
+    vhost_part_head(vhost_key).map(|_| (vhost_key, id))
+}
+
+/// The id of a page whose value is `value`: the first 8 bytes of its sha256, in hex.
+pub fn route_page_id(value: &[u8]) -> String {
+    use sha2::{Digest as _, Sha256};
+    hex::encode(&Sha256::digest(value)[..8])
+}
+
+/// Whether a route named `name` starts a page (unless it is its host's first route).
+pub fn starts_page(name: &str) -> bool {
+    // FNV-1a: a fixed hash, the same in every process and release.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    hash % PAGE_ROUTES == 0
+}
+
+/// Where the pages of a host's routes begin: route indices, the first 0 (none for no routes).
+pub fn page_starts<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<usize> {
+    let mut starts = Vec::new();
+    for (i, name) in names.into_iter().enumerate() {
+        let last = starts.last().copied();
+        if last.is_none() || starts_page(name) || last.is_some_and(|l| i - l >= PAGE_ROUTES_MAX) {
+            starts.push(i);
+        }
+    }
+    starts
 }
 
 /// `text` as one NATS key token: ASCII letters, digits, `-`, `_` and `/` stay; every other
@@ -157,6 +219,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pages_are_cut_where_route_names_say() {
+        let names: Vec<String> = (0..2000).map(|i| format!("default/route-{i}/rule-0")).collect();
+        let starts = page_starts(names.iter().map(String::as_str));
+        assert_eq!(starts[0], 0);
+        let pages = starts.len();
+        assert!(
+            (2000 / 32..=2000 / 8).contains(&pages),
+            "about 16 routes a page: {pages} pages"
+        );
+        assert!(starts.windows(2).all(|w| w[1] - w[0] <= PAGE_ROUTES_MAX));
+        // One route inserted: the pages before and after it are cut where they were.
+        let mut inserted = names.clone();
+        inserted.insert(1000, "default/new/rule-0".into());
+        let after = page_starts(inserted.iter().map(String::as_str));
+        let shifted: Vec<usize> = after.iter().map(|&s| if s > 1000 { s - 1 } else { s }).collect();
+        let same = starts.iter().filter(|s| shifted.contains(s)).count();
+        assert!(same + 1 >= starts.len(), "{same} of {} cuts kept", starts.len());
+        // Many routes of one name: pages of at most PAGE_ROUTES_MAX.
+        let one = vec!["x"; 200];
+        assert!(page_starts(one).windows(2).all(|w| w[1] - w[0] <= PAGE_ROUTES_MAX));
+        assert!(page_starts(std::iter::empty::<&str>()).is_empty());
+    }
+
+    #[test]
     fn keys_round_trip() {
         assert_eq!(key("default", "gw.a"), "default.gw.a");
         assert_eq!(split_key("default.gw.a"), Some(("default", "gw.a")));
@@ -176,6 +262,23 @@ mod tests {
         );
         assert_eq!(vhost_part_head(&key), Some("default.gw.a"));
         assert_eq!(vhost_part_head("default.gw.a"), None);
+        let page = route_page_key(&key, "00ff");
+        assert_eq!(
+            vhost_part_head(&page),
+            Some("default.gw.a"),
+            "a page belongs to its head"
+        );
+        assert_eq!(route_page_of(&page), Some((key.as_str(), "00ff")));
+        assert_eq!(route_page_of(&key), None);
+        assert_eq!(
+            route_page_of("default.gw.a._p.00ff"),
+            None,
+            "a page is a virtual host's"
+        );
+        assert!(
+            page.matches('.').count() > key.matches('.').count(),
+            "put before, deleted after"
+        );
         assert!(!key.contains(".part."), "never taken for a chunk of a split value");
         // Distinct names, distinct keys (the escape is reversible).
         assert_ne!(key_token("a=2E"), key_token("a."));

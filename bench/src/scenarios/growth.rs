@@ -152,10 +152,18 @@ async fn churn(fleet: &Fleet, plan: &Plan, n: usize, report: &mut Report) -> Res
     Ok(())
 }
 
-/// What one new route costs, measured once it serves: the bytes it adds to the stream of
-/// bucket `kgw_proxies` (a history of one value per key: the values the change wrote),
-/// and the bytes of the xDS responses the controller sent Envoy for it, per type URL.
+/// What one new route costs, measured once it serves: the bytes of the values it wrote to
+/// bucket `kgw_proxies` (read back from the bucket's stream, by sequence), and the bytes of the xDS responses the controller sent Envoy for it, per type URL.
 pub(super) async fn bytes_per_route_change(fleet: &Fleet, n: usize) -> Result<(u64, BTreeMap<String, u64>)> {
+    bytes_per_route_change_in(fleet, Shape::Spread, n).await
+}
+
+/// [`bytes_per_route_change`] with a new route of `shape`.
+pub(super) async fn bytes_per_route_change_in(
+    fleet: &Fleet,
+    shape: Shape,
+    n: usize,
+) -> Result<(u64, BTreeMap<String, u64>)> {
     let bucket = kgw_proto::nats::PROXIES_BUCKET;
     let dir = fleet.config_dir().to_path_buf();
     let name = format!("kvbytes{n}");
@@ -169,24 +177,25 @@ pub(super) async fn bytes_per_route_change(fleet: &Fleet, n: usize) -> Result<(u
         }
         before = now;
     }
+    let sequence = fleet.system.kv_last_sequence(bucket).await?;
     let xds_before = xds_response_bytes(fleet).await?;
     let started = std::time::Instant::now();
     write_manifest_atomically(
         &dir,
         &routeset::route_file(&name),
-        &routeset::route_yaml(&name, &routeset::service_of(0, 1), 0),
+        &routeset::shaped_route_yaml(shape, &name, &routeset::service_of(0, 1), 0),
     )?;
     fleet
         .poller
         .until_200(
-            &routeset::host(&name),
+            &shape.host(&name),
             &routeset::request_path(&name),
             started,
             Duration::from_secs(30),
         )
         .await?;
     // The KV write comes before the 200 (the controller reads it from there).
-    let after = fleet.system.kv_stream_bytes(bucket).await?;
+    let written = fleet.system.kv_bytes_written_after(bucket, sequence).await?;
     let xds_after = xds_response_bytes(fleet).await?;
     kgw_harness::remove_manifest(&dir, &routeset::route_file(&name))?;
     let xds = xds_after
@@ -197,7 +206,7 @@ pub(super) async fn bytes_per_route_change(fleet: &Fleet, n: usize) -> Result<(u
         })
         .filter(|(_, bytes)| *bytes > 0)
         .collect();
-    Ok((after.saturating_sub(before), xds))
+    Ok((written, xds))
 }
 
 /// The controller's `kgw_controller_xds_response_bytes_total`, per type URL (its last

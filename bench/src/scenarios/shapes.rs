@@ -4,6 +4,8 @@
 //! - `propagation_ms.<shape>.<n>`: new route file → first 200 ([`propagation::sample_in`]);
 //! - `envoy_floor_ads_ms.<shape>.<n>`: the same change pushed over ADS to a fresh Envoy
 //!   ([`ads_floor`]), and `ratio_to_floor.<shape>.<n>` = ours / floor (p50 and p99);
+//! - `kv_bytes_per_route_change_by_shape.<shape>.<n>` and `xds_bytes_per_route_change_by_shape`:
+//!   the bytes one more new route writes to `kgw_proxies` and the controller sends Envoy;
 //! - the RSS of our four processes, whose slope over the sizes is `rss_mib_per_1k_routes`
 //!   (spread; the one-host slope is under `details`).
 
@@ -122,6 +124,15 @@ async fn run_shape(plan: &Plan, shape: Shape, report: &mut Report) -> Result<()>
                 None
             }
         };
+        // What one new route of this shape writes to NATS and sends to Envoy.
+        match growth::bytes_per_route_change_in(&fleet, shape, n).await {
+            Ok((kv, xds)) => {
+                report.set_at(&["kv_bytes_per_route_change_by_shape", key, &size], json!(kv));
+                let xds = json!(xds.values().sum::<u64>());
+                report.set_at(&["xds_bytes_per_route_change_by_shape", key, &size], xds);
+            }
+            Err(e) => report.error(&format!("kv_bytes_per_route_change_by_shape.{key}.{n}"), &e),
+        }
         if let (Some(ours), Some(floor)) = (ours, floor) {
             let ratio = |p| round3(percentile(&ours, p) / percentile(&floor, p).max(0.001));
             report.set_at(

@@ -51,6 +51,7 @@ use super::{
     routes,
     wasm::WasmModules,
 };
+use crate::proxies::{HostPart, SameRoutes};
 use crate::xds::{
     Snapshot, canonical,
     snapshot::{CLUSTER, ENDPOINT, PackedResources, TypeResources},
@@ -207,10 +208,17 @@ impl CachedInput {
 
 impl CachedVirtualHost {
     /// This translation, to take a changed host's unchanged routes from.
-    fn previous(&self) -> Option<routes::Previous<'_>> {
+    /// `same`: which routes of the new host the store copied from a part, used if that part
+    /// is the one this translation was made from.
+    fn previous<'a>(&'a self, same: Option<&'a SameRoutes>) -> Option<routes::Previous<'a>> {
+        let same = match (&self.input, same) {
+            (CachedInput::Part(part), Some(same)) if same.relative_to(part) => Some(same),
+            _ => None,
+        };
         Some(routes::Previous {
             input: self.input.virtual_host()?,
             translation: &self.translation,
+            same,
         })
     }
 
@@ -357,7 +365,7 @@ impl IncrementalTranslator {
         key: &str,
         head: &Arc<pb::Proxy>,
         changed: &BTreeSet<(String, String)>,
-        virtual_host: &dyn Fn(&str, &str) -> Option<Arc<pb::VirtualHostPart>>,
+        virtual_host: &dyn Fn(&str, &str) -> Option<HostPart>,
         upstreams: &BTreeMap<String, pb::Upstream>,
         settings: &Settings,
     ) -> Option<SnapshotTranslation> {
@@ -371,7 +379,7 @@ impl IncrementalTranslator {
         key: &str,
         head: &Arc<pb::Proxy>,
         changed: &BTreeSet<(String, String)>,
-        virtual_host: &dyn Fn(&str, &str) -> Option<Arc<pb::VirtualHostPart>>,
+        virtual_host: &dyn Fn(&str, &str) -> Option<HostPart>,
         upstreams: &BTreeMap<String, pb::Upstream>,
         settings: &Settings,
         forced: &BTreeSet<String>,
@@ -424,7 +432,9 @@ impl IncrementalTranslator {
                 forget_refs(served, &place, (listener, name), &old.translation, &mut touched);
             }
             served.host_problems.remove(&place);
-            let part = virtual_host(listener, name);
+            let host = virtual_host(listener, name);
+            let same = host.as_ref().and_then(|h| h.same.clone());
+            let part = host.map(|h| h.part);
             let Some((part_arc, vhost)) = part.as_ref().and_then(|p| Some((p, p.virtual_host.as_ref()?))) else {
                 snapshot.set_host(listener, name.clone(), None);
                 continue;
@@ -437,7 +447,7 @@ impl IncrementalTranslator {
             };
             // Its unchanged routes are taken from its last translation, unless they name an
             // Upstream this change is for.
-            let previous = old.as_ref().and_then(CachedVirtualHost::previous);
+            let previous = old.as_ref().and_then(|old| old.previous(same.as_deref()));
             let translation = routes::compact_virtual_host(vhost, inputs, previous, forced);
             drop(old);
             reuse.virtual_hosts_translated += 1;
@@ -783,7 +793,7 @@ impl IncrementalTranslator {
 }
 
 /// A Proxy's virtual host part by Proxy key, listener name and virtual host name.
-pub type PartLookup<'a> = dyn Fn(&str, &str, &str) -> Option<Arc<pb::VirtualHostPart>> + 'a;
+pub type PartLookup<'a> = dyn Fn(&str, &str, &str) -> Option<HostPart> + 'a;
 
 /// What [`IncrementalTranslator::translate_upstream_changes`] did.
 #[derive(Default)]
@@ -1106,7 +1116,7 @@ impl Parts for CachingParts {
                 self.reuse.virtual_hosts_translated += 1;
                 // The routes that did not change are taken from its last translation (the
                 // Upstreams changed since have dropped it: `upstreams_changed`).
-                let previous = previous.as_ref().and_then(|(_, cached)| cached.previous());
+                let previous = previous.as_ref().and_then(|(_, cached)| cached.previous(None));
                 let translation = routes::compact_virtual_host(vhost, inputs, previous, &BTreeSet::new());
                 let translation = Arc::new(translation);
                 let cached = CachedVirtualHost {

@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use kgw_common::proxy_parts::encode_virtual_host;
 use kgw_proto::{
-    nats::{vhost_part_head, vhost_part_key},
+    nats::{route_page_key, route_page_of, vhost_part_head, vhost_part_key},
     v1::{self as pb, listener::ListenerType},
 };
 use prost::Message as _;
@@ -31,8 +32,7 @@ fn encode_proxy(key: &str, proxy: &pb::Proxy) -> Vec<(String, Bytes)> {
             continue;
         };
         for vhost in &http.virtual_hosts {
-            let part_key = vhost_part_key(key, &listener.name, &vhost.name);
-            values.push((part_key, encode_part(&listener.name, vhost)));
+            values.extend(encode_virtual_host(key, &listener.name, vhost));
         }
     }
     values
@@ -53,23 +53,6 @@ fn listener_head(listener: &pb::Listener) -> pb::Listener {
         sources: listener.sources.clone(),
         client_validation: listener.client_validation.clone(),
     }
-}
-
-/// `VirtualHostPart { listener, virtual_host: Some(vhost) }` encoded, without copying the
-/// virtual host into one (the same bytes: fields in order, an empty string left out).
-fn encode_part(listener: &str, vhost: &pb::VirtualHost) -> Bytes {
-    use prost::encoding::{message, string};
-    let listener = listener.to_string();
-    let mut len = message::encoded_len(2, vhost);
-    if !listener.is_empty() {
-        len += string::encoded_len(1, &listener);
-    }
-    let mut buf = Vec::with_capacity(len);
-    if !listener.is_empty() {
-        string::encode(1, &listener, &mut buf);
-    }
-    message::encode(2, vhost, &mut buf);
-    Bytes::from(buf)
 }
 
 /// Every Proxy of `output` encoded from scratch (the reference for [`EncodedProxies`]).
@@ -129,20 +112,35 @@ impl EncodedProxies {
                 continue;
             }
             let part_key = vhost_part_key(proxy_key, listener, vhost);
-            let fresh = output
+            // The host's part and its pages, before and now.
+            let old: BTreeMap<String, Bytes> = self
+                .host_keys(&part_key)
+                .into_iter()
+                .filter_map(|k| self.values.remove(&k).map(|v| (k, v)))
+                .collect();
+            let fresh: BTreeMap<String, Bytes> = output
                 .proxies
                 .get(proxy_key)
                 .and_then(|proxy| find_vhost(proxy, listener, vhost))
-                .map(|vhost| encode_part(listener, vhost));
-            self.updates.push((part_key.clone(), fresh.clone()));
-            let unchanged = match fresh {
-                Some(bytes) => self
-                    .values
-                    .insert(part_key, bytes.clone())
-                    .is_some_and(|old| old == bytes),
-                None => self.values.remove(&part_key).is_none(),
-            };
-            any |= !unchanged;
+                .map(|found| encode_virtual_host(proxy_key, listener, found).into_iter().collect())
+                .unwrap_or_default();
+            let mut old = old;
+            for (key, value) in fresh {
+                match old.remove(&key) {
+                    // A page that stays keeps its bytes (its key is its content's digest, so
+                    // they are not compared): the writer sees the same bytes and skips it.
+                    Some(kept) if route_page_of(&key).is_some() || kept == value => {
+                        self.values.insert(key, kept);
+                    }
+                    _ => {
+                        any = true;
+                        self.updates.push((key.clone(), Some(value.clone())));
+                        self.values.insert(key, value);
+                    }
+                }
+            }
+            any |= !old.is_empty();
+            self.updates.extend(old.into_keys().map(|k| (k, None)));
         }
         any
     }
@@ -162,6 +160,21 @@ impl EncodedProxies {
             .take_while(|k| k.starts_with(prefix) && vhost_part_head(k) == Some(key))
             .cloned();
         head.into_iter().chain(parts).collect()
+    }
+}
+
+impl EncodedProxies {
+    /// The keys of a virtual host's values: its part's and its pages'.
+    fn host_keys(&self, part_key: &str) -> Vec<String> {
+        let pages = route_page_key(part_key, "");
+        let part = self.values.get_key_value(part_key).map(|(k, _)| k.clone());
+        let page_keys = self
+            .values
+            .range::<str, _>((std::ops::Bound::Included(pages.as_str()), std::ops::Bound::Unbounded))
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(&pages))
+            .cloned();
+        part.into_iter().chain(page_keys).collect()
     }
 }
 

@@ -569,6 +569,23 @@ impl System {
         let mut stream = js.get_stream(format!("KV_{bucket}")).await?;
         Ok(stream.info().await?.state.bytes)
     }
+    /// The bytes of the values written to a KV bucket after sequence `after` (a delete
+    /// writes none). A value written twice in that time counts once (the bucket keeps the
+    /// last): a floor of what was written.
+    pub async fn kv_bytes_written_after(&self, bucket: &str, after: u64) -> Result<u64> {
+        let client = self.nats_client().await?;
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream(format!("KV_{bucket}")).await?;
+        let last = stream.info().await?.state.last_sequence;
+        let mut bytes = 0;
+        for sequence in after + 1..=last {
+            // Gone: a value replaced since (history 1) or deleted.
+            if let Ok(message) = stream.get_raw_message(sequence).await {
+                bytes += message.payload.len() as u64;
+            }
+        }
+        Ok(bytes)
+    }
     /// The value of a KV key (a value split across keys is returned as its head).
     pub async fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<bytes::Bytes>> {
         let client = self.nats_client().await?;

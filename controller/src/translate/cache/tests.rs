@@ -460,10 +460,13 @@ fn random_changes_translate_as_the_full_translation_does() {
                     )
                     .iter()
                     .find(|v| v.name == name)?;
-                    Some(std::sync::Arc::new(pb::VirtualHostPart {
-                        listener: listener.to_string(),
-                        virtual_host: Some(vhost.clone()),
-                    }))
+                    Some(crate::proxies::HostPart::from(std::sync::Arc::new(
+                        pb::VirtualHostPart {
+                            listener: listener.to_string(),
+                            virtual_host: Some(vhost.clone()),
+                            pages: Vec::new(),
+                        },
+                    )))
                 };
                 let changes =
                     translator.translate_upstream_changes(&changed, &head, &lookup, &world.upstreams, &world.settings);
@@ -841,10 +844,13 @@ fn an_upstream_change_translates_only_the_virtual_hosts_that_read_it() {
     let head = |_: &str| Some(std::sync::Arc::clone(&head_proxy));
     let lookup = |_: &str, listener: &str, name: &str| {
         let vhost = super::virtual_hosts(&proxy, 0).iter().find(|v| v.name == name)?;
-        Some(std::sync::Arc::new(pb::VirtualHostPart {
-            listener: listener.to_string(),
-            virtual_host: Some(vhost.clone()),
-        }))
+        Some(crate::proxies::HostPart::from(std::sync::Arc::new(
+            pb::VirtualHostPart {
+                listener: listener.to_string(),
+                virtual_host: Some(vhost.clone()),
+                pages: Vec::new(),
+            },
+        )))
     };
     let key = kgw_proto::nats::key("default", "svc-7");
     // Routes (v + i) % 100 for i in 0..2: svc-7 is named by vhosts 6, 7, 106, 107, ...

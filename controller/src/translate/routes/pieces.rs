@@ -20,6 +20,7 @@ use prost::Message as _;
 
 use super::{VirtualHostInputs, VirtualHostTranslation, translate_route, virtual_host};
 use crate::problem::Problem;
+use crate::proxies::SameRoutes;
 
 /// Hosts with at least this many routes are translated by pieces: below it, a whole
 /// translation is cheap and the pieces would cost more memory than they save time. The
@@ -101,6 +102,9 @@ pub(crate) struct Previous<'a> {
     /// The host it was made from.
     pub(crate) input: &'a pb::VirtualHost,
     pub(crate) translation: &'a VirtualHostTranslation,
+    /// Which of the new host's routes are known to equal routes of `input` (the store
+    /// copied them from it), if it knows.
+    pub(crate) same: Option<&'a SameRoutes>,
 }
 
 /// Translates `vhost` as [`virtual_host`] then [`VirtualHostTranslation::compact`] do, by
@@ -133,6 +137,8 @@ struct Matcher<'a> {
     bytes: &'a [u8],
     next: usize,
     by_name: Option<BTreeMap<&'a str, Vec<usize>>>,
+    /// Routes known to equal previous ones (copied pages): not compared.
+    same: Option<&'a SameRoutes>,
 }
 
 impl<'a> Matcher<'a> {
@@ -145,12 +151,19 @@ impl<'a> Matcher<'a> {
             bytes: previous.translation.canonical_bytes(),
             next: 0,
             by_name: None,
+            same: previous.same,
         })
     }
 
     /// The piece of a previous route equal to `route`, and its entry's bytes.
-    fn find(&mut self, route: &pb::Route) -> Option<(&'a RoutePiece, &'a [u8])> {
-        let at = if self.routes.get(self.next) == Some(route) {
+    fn find(&mut self, i: usize, route: &pb::Route) -> Option<(&'a RoutePiece, &'a [u8])> {
+        let known = self
+            .same
+            .and_then(|same| same.previous_of(i))
+            .filter(|&j| j < self.routes.len());
+        let at = if let Some(j) = known {
+            j
+        } else if self.routes.get(self.next) == Some(route) {
             self.next
         } else {
             let routes = self.routes;
@@ -186,10 +199,10 @@ fn by_pieces(
     .encode_to_vec();
     bytes.reserve(matcher.as_ref().map_or(0, |m| m.bytes.len()));
     let mut pieces = Vec::with_capacity(vhost.routes.len());
-    for r in &vhost.routes {
+    for (i, r) in vhost.routes.iter().enumerate() {
         let taken = matcher
             .as_mut()
-            .and_then(|m| m.find(r))
+            .and_then(|m| m.find(i, r))
             .filter(|(piece, _)| piece.found.holds(inputs.upstreams, stale));
         let start = bytes.len();
         let found = match taken {
@@ -386,6 +399,7 @@ mod tests {
         let previous = Previous {
             input: &vhost,
             translation: &first,
+            same: None,
         };
         let second = compact_virtual_host(&changed, at(&upstreams, &wasm, &no_wasm), Some(previous), &none);
         assert_same(&second, &whole(&changed, at(&upstreams, &wasm, &no_wasm)));
@@ -398,6 +412,7 @@ mod tests {
         let previous = Previous {
             input: &changed,
             translation: &second,
+            same: None,
         };
         let third = compact_virtual_host(&changed, at(&upstreams, &wasm, &no_wasm), Some(previous), &stale);
         assert_same(&third, &whole(&changed, at(&upstreams, &wasm, &no_wasm)));

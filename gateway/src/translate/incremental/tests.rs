@@ -445,6 +445,19 @@ fn large_and_spread_hosts_patch_in_place_without_spare_room() {
         );
         check(&format!("edit {step}"), &index, &incremental, &encoded);
     }
+    // one.example has 32 routes now: in pages, and the last edit (one route removed) wrote
+    // its part and a page at most, and deleted a page or two.
+    assert!(
+        encoded.values().keys().any(|k| k.contains("._p.")),
+        "one.example in pages"
+    );
+    let updates = encoded.updates();
+    let written = updates.iter().filter(|(_, v)| v.is_some()).count();
+    assert!(
+        written <= 2 && updates.len() <= 4,
+        "{:?}",
+        updates.iter().map(|(k, _)| k).collect::<Vec<_>>()
+    );
     let proxy = incremental.output().proxies.values().next().expect("a proxy");
     for listener in &proxy.listeners {
         let Some(kgw_proto::v1::listener::ListenerType::HttpListener(http)) = &listener.listener_type else {
