@@ -291,7 +291,11 @@ impl ProxyStore {
                     stored.parts.clear();
                     stored.pages.clear();
                     stored.same.clear();
-                    for (key, value) in all {
+                    // Pages first, as a writer puts them: each host in pages is then handed
+                    // on at its part, not tried again at each of its pages.
+                    let (pages, others): (Vec<_>, Vec<_>) =
+                        all.into_iter().partition(|(key, _)| route_page_of(key).is_some());
+                    for (key, value) in pages.into_iter().chain(others) {
                         if let Some(head) = put(&mut stored, key, &value) {
                             whole(&mut changes, head.0);
                         }
@@ -593,7 +597,7 @@ mod tests {
         let view = store.view();
         let first = proxy_parts::values("default.gw", &big_proxy(200, None));
         assert!(first.keys().any(|k| k.contains("._p.")), "host big is in pages");
-        // A full read lists a part before its pages: it waits for them.
+        // A full read: the host in pages handed on whole.
         let changed = store.apply(vec![KvEvent::Full(first.clone())]);
         assert_eq!(
             changed,
