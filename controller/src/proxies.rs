@@ -36,9 +36,6 @@ impl From<Arc<VirtualHostPart>> for HostPart {
     }
 }
 
-/// Values as written: key and bytes.
-type WrittenValues = Vec<(String, Vec<u8>)>;
-
 /// A virtual host of a Proxy: its listener's name and its own.
 pub type VirtualHostId = (String, String);
 
@@ -160,25 +157,22 @@ impl ProxiesView {
             let Some(head) = stored.heads.get(key) else {
                 return ServedProblems::NotYet;
             };
-            // A host in pages: its values as written, made under the lock (its ranges).
-            let parts: Vec<(String, Arc<VirtualHostPart>, Option<WrittenValues>)> = stored
+            // A host in pages with where its pages lie, shared too.
+            let parts: Vec<(String, Arc<VirtualHostPart>, Option<Arc<pages::Paged>>)> = stored
                 .parts
                 .get(key)
                 .into_iter()
                 .flatten()
-                .map(|(part_key, part)| {
-                    let written = stored.pages.written_values(part_key, part);
-                    (part_key.clone(), Arc::clone(part), written)
-                })
+                .map(|(part_key, part)| (part_key.clone(), Arc::clone(part), stored.pages.paged(part_key)))
                 .collect();
             (Arc::clone(problems), Arc::clone(head), parts)
         };
         // Encoded again here rather than kept beside the parts; a host in pages as its part
         // and pages were written, in key order with every other value.
         let mut encoded: Vec<(String, Vec<u8>)> = Vec::with_capacity(parts.len());
-        for (part_key, part, written) in parts {
-            match written {
-                Some(values) => encoded.extend(values),
+        for (part_key, part, paged) in parts {
+            match paged {
+                Some(paged) => encoded.extend(paged.written_values(&part_key, &part)),
                 None => encoded.push((part_key, part.encode_to_vec())),
             }
         }

@@ -38,7 +38,7 @@ impl SameRoutes {
 }
 
 /// A host in pages, as handed on.
-struct Paged {
+pub(super) struct Paged {
     /// The part as written: its listener, name, domains and page ids, no routes.
     written: Arc<VirtualHostPart>,
     /// Where each page's routes lie in the host's routes (as `written.pages`).
@@ -48,7 +48,7 @@ struct Paged {
 /// The hosts in pages and their pages, by key.
 #[derive(Default)]
 pub(super) struct Pages {
-    paged: BTreeMap<String, Paged>,
+    paged: BTreeMap<String, Arc<Paged>>,
     /// Parts read whose pages are not all read yet, by part key.
     waiting: BTreeMap<String, VirtualHostPart>,
     /// Pages read and not yet taken into their host, by page key.
@@ -145,10 +145,10 @@ impl Pages {
         self.waiting.remove(key);
         self.paged.insert(
             key.to_string(),
-            Paged {
+            Arc::new(Paged {
                 written: Arc::new(part),
                 ranges,
-            },
+            }),
         );
         let same = previous.map(|base| SameRoutes {
             base: Arc::downgrade(base),
@@ -157,21 +157,27 @@ impl Pages {
         Some((whole, same))
     }
 
-    /// The values of the host handed on as `whole` under `key`, as written: its part, then
-    /// its pages, each with its key. `None`: the host is not in pages.
-    pub(super) fn written_values(&self, key: &str, whole: &VirtualHostPart) -> Option<Vec<(String, Vec<u8>)>> {
+    /// The host under `key` as handed on, if in pages (shared: read it outside a lock).
+    pub(super) fn paged(&self, key: &str) -> Option<Arc<Paged>> {
+        self.paged.get(key).cloned()
+    }
+}
+
+impl Paged {
+    /// The values of this host, handed on as `whole` under `key`, as written: its part, then
+    /// its pages, each with its key.
+    pub(super) fn written_values(&self, key: &str, whole: &VirtualHostPart) -> Vec<(String, Vec<u8>)> {
         use prost::Message as _;
-        let paged = self.paged.get(key)?;
         let routes = whole.virtual_host.as_ref().map_or(&[][..], |v| &v.routes[..]);
-        let mut values = vec![(key.to_string(), paged.written.encode_to_vec())];
+        let mut values = vec![(key.to_string(), self.written.encode_to_vec())];
         let mut seen = std::collections::BTreeSet::new();
-        for (id, range) in paged.written.pages.iter().zip(&paged.ranges) {
+        for (id, range) in self.written.pages.iter().zip(&self.ranges) {
             if !seen.insert(id) {
                 continue;
             }
             let page = kgw_common::proxy_parts::encode_page(routes.get(range.clone()).unwrap_or_default());
             values.push((route_page_key(key, id), page.to_vec()));
         }
-        Some(values)
+        values
     }
 }
