@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use kgw_proto::{
-    nats::{PAGED_FROM_ROUTES, page_starts, route_page_id, route_page_key, vhost_part_key},
-    v1::{Proxy, Route, VirtualHost, VirtualHostPart, listener::ListenerType},
+    nats::{PAGED_FROM_ROUTES, PageKind, index_starts, page_id, page_key, page_starts, vhost_part_key},
+    v1::{HttpListener, Listener, Proxy, Route, VirtualHost, VirtualHostPart, listener::ListenerType},
 };
-use prost::encoding::{message, string};
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, fixed64, key_len, message};
 
 /// The head (the Proxy without its virtual hosts) and each virtual host with its key.
 pub fn split(head_key: &str, proxy: &Proxy) -> (Proxy, BTreeMap<String, VirtualHostPart>) {
@@ -26,7 +26,7 @@ pub fn split(head_key: &str, proxy: &Proxy) -> (Proxy, BTreeMap<String, VirtualH
                 VirtualHostPart {
                     listener: listener.name.clone(),
                     virtual_host: Some(vhost),
-                    pages: Vec::new(),
+                    index_pages: Vec::new(),
                 },
             );
         }
@@ -36,64 +36,120 @@ pub fn split(head_key: &str, proxy: &Proxy) -> (Proxy, BTreeMap<String, VirtualH
 
 /// The KV values of virtual host `vhost` of listener `listener` of the Proxy under
 /// `head_key`, as the gateway writes them: its part under its key, and for a host of
-/// [`PAGED_FROM_ROUTES`] routes or more, its routes in pages under keys of their own (the
-/// layout in [`kgw_proto::nats`]). Encoded from the host as it is: no route is copied.
+/// [`PAGED_FROM_ROUTES`] routes or more, its routes in route pages and index pages under
+/// keys of their own (the layout in [`kgw_proto::nats`]): the part first, then the index
+/// pages, then the route pages, each level in order. Encoded from the host as it is: no
+/// route is copied.
 pub fn encode_virtual_host(head_key: &str, listener: &str, vhost: &VirtualHost) -> Vec<(String, Bytes)> {
     let key = vhost_part_key(head_key, listener, &vhost.name);
     if vhost.routes.len() < PAGED_FROM_ROUTES {
         return vec![(key, encode_part(listener, vhost, &[]))];
     }
     let starts = page_starts(vhost.routes.iter().map(|r| r.name.as_str()));
-    let ends = starts.iter().skip(1).copied().chain([vhost.routes.len()]);
-    let mut values = Vec::with_capacity(starts.len() + 1);
-    let mut ids = Vec::with_capacity(starts.len());
-    for (start, end) in starts.iter().copied().zip(ends) {
+    let mut pages = Vec::with_capacity(starts.len());
+    let mut page_ids = Vec::with_capacity(starts.len());
+    for (start, end) in runs(&starts, vhost.routes.len()) {
         let page = encode_page(&vhost.routes[start..end]);
-        let id = route_page_id(&page);
-        values.push((route_page_key(&key, &id), page));
-        ids.push(id);
+        let id = page_id(&page);
+        pages.push((page_key(&key, PageKind::Routes, id), page));
+        page_ids.push(id);
+    }
+    let index_runs = runs(&index_starts(&page_ids), page_ids.len());
+    let mut values = Vec::with_capacity(1 + index_runs.len() + pages.len());
+    let mut index_ids = Vec::with_capacity(index_runs.len());
+    let mut indexes = Vec::with_capacity(index_runs.len());
+    for (start, end) in index_runs {
+        let index = encode_index(&page_ids[start..end]);
+        let id = page_id(&index);
+        indexes.push((page_key(&key, PageKind::Index, id), index));
+        index_ids.push(id);
     }
     let header = VirtualHost {
         name: vhost.name.clone(),
         domains: vhost.domains.clone(),
         routes: Vec::new(),
     };
-    values.insert(0, (key, encode_part(listener, &header, &ids)));
+    values.push((key, encode_part(listener, &header, &index_ids)));
+    values.extend(indexes);
+    values.extend(pages);
     values
 }
 
-/// Every KV value of the Proxy under `head_key`, as the gateway writes them (its head as
-/// [`split`] gives it, its virtual hosts as [`encode_virtual_host`] does), by key.
-pub fn values(head_key: &str, proxy: &Proxy) -> BTreeMap<String, Bytes> {
-    use prost::Message as _;
-    let mut head = proxy.clone();
-    let mut out = BTreeMap::new();
-    for listener in &mut head.listeners {
-        if let Some(ListenerType::HttpListener(http)) = listener.listener_type.as_mut() {
-            for vhost in std::mem::take(&mut http.virtual_hosts) {
-                out.extend(encode_virtual_host(head_key, &listener.name, &vhost));
-            }
-        }
-    }
-    out.insert(head_key.to_string(), Bytes::from(head.encode_to_vec()));
-    out
+/// Consecutive runs `(start, end)` of `len` items, each beginning at one of `starts`.
+fn runs(starts: &[usize], len: usize) -> Vec<(usize, usize)> {
+    let ends = starts.iter().skip(1).copied().chain([len]);
+    starts.iter().copied().zip(ends).collect()
 }
 
-/// `VirtualHostPart { listener, virtual_host: Some(vhost), pages }` encoded, without
+/// One Proxy's values as the gateway writes them: its head under `key` (the Proxy without
+/// its virtual hosts, stamped with the hash of its own content), then each virtual host's
+/// values ([`encode_virtual_host`]). Encoded from the Proxy as it is: neither it nor a
+/// virtual host is copied for this.
+pub fn encode_proxy(key: &str, proxy: &Proxy) -> Vec<(String, Bytes)> {
+    use prost::Message as _;
+    use sha2::{Digest as _, Sha256};
+    let mut head = Proxy {
+        metadata: proxy.metadata.clone(),
+        listeners: proxy.listeners.iter().map(listener_head).collect(),
+        source_hash: String::new(),
+        backend_client_certificate: proxy.backend_client_certificate.clone(),
+    };
+    head.source_hash = hex::encode(&Sha256::digest(head.encode_to_vec())[..8]);
+    let mut values = vec![(key.to_string(), Bytes::from(head.encode_to_vec()))];
+    for listener in &proxy.listeners {
+        let Some(ListenerType::HttpListener(http)) = &listener.listener_type else {
+            continue;
+        };
+        for vhost in &http.virtual_hosts {
+            values.extend(encode_virtual_host(key, &listener.name, vhost));
+        }
+    }
+    values
+}
+
+/// A listener of a Proxy's head: without its virtual hosts.
+fn listener_head(listener: &Listener) -> Listener {
+    Listener {
+        name: listener.name.clone(),
+        bind_address: listener.bind_address.clone(),
+        bind_port: listener.bind_port,
+        listener_type: listener.listener_type.as_ref().map(|t| match t {
+            ListenerType::HttpListener(_) => ListenerType::HttpListener(HttpListener {
+                virtual_hosts: Vec::new(),
+            }),
+        }),
+        ssl_configurations: listener.ssl_configurations.clone(),
+        sources: listener.sources.clone(),
+        client_validation: listener.client_validation.clone(),
+    }
+}
+
+/// Every KV value of the Proxy under `head_key` ([`encode_proxy`]), by key.
+pub fn values(head_key: &str, proxy: &Proxy) -> BTreeMap<String, Bytes> {
+    encode_proxy(head_key, proxy).into_iter().collect()
+}
+
+/// `VirtualHostPart { listener, virtual_host: Some(vhost), index_pages }` encoded, without
 /// copying the host into one (the same bytes: fields in order, an empty string left out).
-fn encode_part(listener: &str, vhost: &VirtualHost, pages: &[String]) -> Bytes {
-    let listener = listener.to_string();
-    let mut len = message::encoded_len(2, vhost) + string::encoded_len_repeated(3, pages);
+fn encode_part(listener: &str, vhost: &VirtualHost, index_pages: &[u64]) -> Bytes {
+    let mut len = message::encoded_len(2, vhost) + fixed64::encoded_len_packed(4, index_pages);
     if !listener.is_empty() {
-        len += string::encoded_len(1, &listener);
+        len += string_len(1, listener);
     }
     let mut buf = Vec::with_capacity(len);
     if !listener.is_empty() {
-        string::encode(1, &listener, &mut buf);
+        encode_key(1, WireType::LengthDelimited, &mut buf);
+        encode_varint(listener.len() as u64, &mut buf);
+        buf.extend_from_slice(listener.as_bytes());
     }
     message::encode(2, vhost, &mut buf);
-    string::encode_repeated(3, pages, &mut buf);
+    fixed64::encode_packed(4, index_pages, &mut buf);
     Bytes::from(buf)
+}
+
+/// The encoded length of string field `tag` holding `value`.
+fn string_len(tag: u32, value: &str) -> usize {
+    key_len(tag) + encoded_len_varint(value.len() as u64) + value.len()
 }
 
 /// `RoutePage { routes }` encoded from the routes where they are.
@@ -102,6 +158,13 @@ pub fn encode_page(routes: &[Route]) -> Bytes {
     for route in routes {
         message::encode(1, route, &mut buf);
     }
+    Bytes::from(buf)
+}
+
+/// `PageIndex { route_pages }` encoded.
+pub fn encode_index(route_pages: &[u64]) -> Bytes {
+    let mut buf = Vec::with_capacity(fixed64::encoded_len_packed(1, route_pages));
+    fixed64::encode_packed(1, route_pages, &mut buf);
     Bytes::from(buf)
 }
 
@@ -253,21 +316,25 @@ mod tests {
             .collect()
     }
 
-    /// The routes of a host's values: its part's, or its pages' in the order it lists them.
+    /// The routes of a host's values: its part's, or its pages' in the order its index
+    /// pages list them; checks that every page's id is its digest.
     fn routes_of(values: &BTreeMap<String, Bytes>, key: &str) -> Vec<Route> {
+        use kgw_proto::v1::{PageIndex, RoutePage};
         use prost::Message as _;
         let part = VirtualHostPart::decode(&values[key][..]).expect("part");
-        if part.pages.is_empty() {
+        if part.index_pages.is_empty() {
             return part.virtual_host.map(|v| v.routes).unwrap_or_default();
         }
         assert!(part.virtual_host.as_ref().is_some_and(|v| v.routes.is_empty()));
-        part.pages
+        let page = |kind, id| {
+            let value = &values[&page_key(key, kind, id)];
+            assert_eq!(page_id(value), id, "a page's id is its digest");
+            value.clone()
+        };
+        part.index_pages
             .iter()
-            .flat_map(|id| {
-                let page = &values[&kgw_proto::nats::route_page_key(key, id)];
-                assert_eq!(kgw_proto::nats::route_page_id(page), *id, "a page's id is its digest");
-                kgw_proto::v1::RoutePage::decode(&page[..]).expect("page").routes
-            })
+            .flat_map(|&id| PageIndex::decode(page(PageKind::Index, id)).expect("index").route_pages)
+            .flat_map(|id| RoutePage::decode(page(PageKind::Routes, id)).expect("page").routes)
             .collect()
     }
 
@@ -296,24 +363,33 @@ mod tests {
         let before = super::values("default.gw", &proxy_of(host(routes(names(1000)))));
         let pages = before.keys().filter(|k| k.contains("._p.")).count();
         assert!((1000 / 32..=1000 / 8).contains(&pages), "{pages} pages");
+        let indexes = before.keys().filter(|k| k.contains("._i.")).count();
+        assert!((1..=pages / 4).contains(&indexes), "{indexes} index pages");
         assert_eq!(routes_of(&before, &key), routes(names(1000)));
         assert!(before.values().all(|v| v.len() < 8 * 1024), "every value is small");
 
-        // A route inserted in the middle: one page and the part change.
-        let mut inserted = routes(names(1000));
-        inserted.insert(500, routes(["default/new/rule-0".to_string()]).remove(0));
-        let after = super::values("default.gw", &proxy_of(host(inserted.clone())));
-        assert_eq!(routes_of(&after, &key), inserted);
-        let written: Vec<&String> = after
-            .iter()
-            .filter(|(k, v)| before.get(*k) != Some(*v))
-            .map(|(k, _)| k)
-            .collect();
-        let deleted = before.keys().filter(|k| !after.contains_key(*k)).count();
-        assert!(written.len() <= 3 && written.contains(&&key), "written: {written:?}");
-        assert!(deleted <= 2, "{deleted} deleted");
-        let bytes: usize = written.iter().map(|k| after[*k].len()).sum();
-        assert!(bytes < 8 * 1024, "{bytes} bytes written for one route among 1,000");
+        // A route inserted in the middle: one route page, one or two index pages and the
+        // part change, a few KB at any size.
+        for n in [1000, 20_000] {
+            let before = super::values("default.gw", &proxy_of(host(routes(names(n)))));
+            let mut inserted = routes(names(n));
+            inserted.insert(n / 2, routes(["default/new/rule-0".to_string()]).remove(0));
+            let after = super::values("default.gw", &proxy_of(host(inserted.clone())));
+            assert_eq!(routes_of(&after, &key), inserted);
+            let written: Vec<&String> = after
+                .iter()
+                .filter(|(k, v)| before.get(*k) != Some(*v))
+                .map(|(k, _)| k)
+                .collect();
+            let deleted = before.keys().filter(|k| !after.contains_key(*k)).count();
+            assert!(
+                written.len() <= 5 && written.contains(&&key),
+                "{n}: written {written:?}"
+            );
+            assert!(deleted <= 4, "{n}: {deleted} deleted");
+            let bytes: usize = written.iter().map(|k| after[*k].len()).sum();
+            assert!(bytes < 4 * 1024, "{bytes} bytes written for one route among {n}");
+        }
     }
 
     #[test]
@@ -356,9 +432,70 @@ mod tests {
             VirtualHostPart {
                 listener: "listener~9999".into(),
                 virtual_host: Some(vhost("c.example", "r4")),
-                pages: Vec::new(),
+                index_pages: Vec::new(),
             },
         );
         assert_eq!(assemble(&head, parts.values()), proxy());
+    }
+
+    mod encoded {
+        use super::*;
+        use kgw_proto::v1 as pb;
+        use prost::Message as _;
+        use sha2::Digest as _;
+
+        fn numbered_vhost(name: &str, routes: usize) -> pb::VirtualHost {
+            pb::VirtualHost {
+                name: name.into(),
+                domains: vec![name.into()],
+                routes: (0..routes)
+                    .map(|i| pb::Route {
+                        name: format!("r{i}"),
+                        ..Default::default()
+                    })
+                    .collect(),
+            }
+        }
+
+        /// The parts and the head are what `split` gives, encoded (the head stamped).
+        #[test]
+        fn values_are_the_split_proxy_encoded() {
+            let listener = |name: &str, vhosts: Vec<pb::VirtualHost>| pb::Listener {
+                name: name.into(),
+                bind_port: 8080,
+                listener_type: Some(ListenerType::HttpListener(pb::HttpListener { virtual_hosts: vhosts })),
+                sources: vec![pb::ResourceRef {
+                    kind: "Gateway".into(),
+                    namespace: "default".into(),
+                    name: "gw/http".into(),
+                }],
+                ..Default::default()
+            };
+            let proxy = pb::Proxy {
+                metadata: Some(pb::Metadata {
+                    namespace: "default".into(),
+                    name: "gw".into(),
+                    labels: BTreeMap::from([("created_by".into(), "kgw-gateway".into())]),
+                }),
+                listeners: vec![
+                    listener("listener~8080", vec![numbered_vhost("a", 2), numbered_vhost("b", 0)]),
+                    listener("", vec![numbered_vhost("c", 1)]),
+                    pb::Listener {
+                        name: "other".into(),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            };
+            let (mut head, parts) = split("default.gw", &proxy);
+            head.source_hash = hex::encode(&sha2::Sha256::digest(head.encode_to_vec())[..8]);
+            let mut expected: BTreeMap<String, Bytes> = parts
+                .into_iter()
+                .map(|(key, part)| (key, Bytes::from(part.encode_to_vec())))
+                .collect();
+            expected.insert("default.gw".into(), Bytes::from(head.encode_to_vec()));
+            let values: BTreeMap<String, Bytes> = encode_proxy("default.gw", &proxy).into_iter().collect();
+            assert_eq!(values, expected);
+        }
     }
 }

@@ -461,6 +461,7 @@ impl ControllerActor {
     fn on_proxies(&mut self, events: Vec<KvEvent>, ctx: &mut Context<Self>) {
         let full = events.iter().any(|e| matches!(e, KvEvent::Full(_)));
         let changed = self.proxies.apply(events);
+        self.metrics.rejected(&self.proxies.take_rejected());
         let proxies = !changed.is_empty();
         self.publish_later(
             ctx,

@@ -2,7 +2,7 @@
 //!
 //! Names: `kgw_controller_translations_total`, `kgw_controller_translation_duration_seconds`,
 //! `kgw_controller_translation_problems_total{severity}`, `kgw_controller_snapshot_bytes{role}`,
-//! `kgw_controller_validations_total{request,answer}`, `kgw_controller_xds_connected_envoys`, `kgw_controller_xds_{responses,acks,nacks}_total{type_url}`,
+//! `kgw_controller_validations_total{request,answer}`, `kgw_controller_kv_values_rejected_total{reason}`, `kgw_controller_xds_connected_envoys`, `kgw_controller_xds_{responses,acks,nacks}_total{type_url}`,
 //! `kgw_nats_connected`, `kgw_nats_connections_total`.
 //! Ready = connected to NATS and both buckets (`kgw_proxies`, `kgw_upstreams`) read in full.
 use std::{
@@ -49,6 +49,12 @@ pub struct ValidationLabels {
     pub answer: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectedLabels {
+    /// Why a value of `kgw_proxies` was left out: `undecodable`, `misplaced`, `missing_page`.
+    pub reason: &'static str,
+}
+
 /// Counted by the actor on every translation of a Proxy, and by the validation service.
 #[derive(Clone, Debug)]
 pub struct ControllerMetrics {
@@ -57,6 +63,7 @@ pub struct ControllerMetrics {
     pub translation_problems: Family<SeverityLabels, Counter>,
     pub snapshot_bytes: Family<RoleLabels, Gauge>,
     pub validations: Family<ValidationLabels, Counter>,
+    pub kv_values_rejected: Family<RejectedLabels, Counter>,
 }
 
 impl Default for ControllerMetrics {
@@ -68,6 +75,7 @@ impl Default for ControllerMetrics {
             translation_problems: Family::default(),
             snapshot_bytes: Family::default(),
             validations: Family::default(),
+            kv_values_rejected: Family::default(),
         }
     }
 }
@@ -98,6 +106,15 @@ impl ControllerMetrics {
             .inc();
     }
 
+    /// Values of `kgw_proxies` left out, per reason.
+    pub fn rejected(&self, rejected: &std::collections::BTreeMap<crate::proxies::Rejected, u64>) {
+        for (reason, count) in rejected {
+            self.kv_values_rejected
+                .get_or_create(&RejectedLabels { reason: reason.label() })
+                .inc_by(*count);
+        }
+    }
+
     /// The Proxy of `role` is gone: so is its snapshot.
     pub fn removed(&self, role: &str) {
         self.snapshot_bytes.remove(&RoleLabels { role: role.to_string() });
@@ -124,6 +141,11 @@ impl ControllerMetrics {
             "validations",
             "Validation requests answered, per request (dry_run, served) and answer",
             self.validations.clone(),
+        );
+        registry.register(
+            "kv_values_rejected",
+            "Values of kgw_proxies left out, per reason (undecodable, misplaced, missing_page)",
+            self.kv_values_rejected.clone(),
         );
         registry.register(
             "snapshot_bytes",

@@ -11,8 +11,8 @@ use std::{
 use bytes::Bytes;
 use kgw_common::{bus::KvEvent, proxy_parts};
 use kgw_proto::{
-    nats::{route_page_of, vhost_part_head, vhost_part_key},
-    v1::{Proxy, RoutePage, VirtualHost, VirtualHostPart},
+    nats::{PageKind, page_key, page_of, vhost_part_head, vhost_part_key},
+    v1::{PageIndex, Proxy, RoutePage, VirtualHost, VirtualHostPart},
 };
 use prost::Message as _;
 
@@ -66,6 +66,31 @@ struct Stored {
     changed_at: BTreeMap<String, u64>,
     /// Head key → the problems of its last translation and the generation it translated.
     served: BTreeMap<String, (u64, Arc<Vec<Problem>>)>,
+    /// Values left out in the current `apply`, per reason.
+    rejected: BTreeMap<Rejected, u64>,
+}
+
+/// Why a value of `kgw_proxies` was left out (counted in `kgw_controller_kv_values_rejected`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rejected {
+    /// It does not decode as the message its key says.
+    Undecodable,
+    /// A virtual host under another key than its own.
+    Misplaced,
+    /// A virtual host in pages names a page not read: it waits, and its host stays as it
+    /// was until the page arrives.
+    MissingPage,
+}
+
+impl Rejected {
+    /// The metric's `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejected::Undecodable => "undecodable",
+            Rejected::Misplaced => "misplaced",
+            Rejected::MissingPage => "missing_page",
+        }
+    }
 }
 
 /// What the controller can say of the problems of a Proxy it serves
@@ -91,6 +116,8 @@ impl Stored {
 #[derive(Default)]
 pub struct ProxyStore {
     stored: Arc<RwLock<Stored>>,
+    /// What the last `apply` left out, per reason.
+    rejected: BTreeMap<Rejected, u64>,
 }
 
 /// A reader's view of a [`ProxyStore`]: the whole Proxies, assembled when asked.
@@ -199,6 +226,11 @@ impl ProxiesView {
 
 impl ProxyStore {
     /// What readers outside the actor see.
+    /// The values left out by the last [`apply`](Self::apply), per reason (for the metrics).
+    pub fn take_rejected(&mut self) -> BTreeMap<Rejected, u64> {
+        std::mem::take(&mut self.rejected)
+    }
+
     pub fn view(&self) -> ProxiesView {
         ProxiesView {
             stored: Arc::clone(&self.stored),
@@ -288,7 +320,7 @@ impl ProxyStore {
                     // Pages first, as a writer puts them: each host in pages is then handed
                     // on at its part, not tried again at each of its pages.
                     let (pages, others): (Vec<_>, Vec<_>) =
-                        all.into_iter().partition(|(key, _)| route_page_of(key).is_some());
+                        all.into_iter().partition(|(key, _)| page_of(key).is_some());
                     for (key, value) in pages.into_iter().chain(others) {
                         if let Some(head) = put(&mut stored, key, &value) {
                             whole(&mut changes, head.0);
@@ -307,6 +339,7 @@ impl ProxyStore {
                 },
             }
         }
+        self.rejected = std::mem::take(&mut stored.rejected);
         if !changes.is_empty() {
             stored.generation += 1;
             let generation = stored.generation;
@@ -350,16 +383,25 @@ fn id_of(part: &VirtualHostPart) -> Option<VirtualHostId> {
 /// Stores one value. `None`: nothing changed; else the head it belongs to and, for a part,
 /// the virtual hosts it changed (`None`: the head changed).
 fn put(stored: &mut Stored, key: String, value: &Bytes) -> Option<(String, Option<Vec<VirtualHostId>>)> {
-    if let Some((vhost_key, _)) = route_page_of(&key) {
+    if let Some((vhost_key, kind, id)) = page_of(&key) {
         let head = vhost_part_head(vhost_key)?.to_string();
+        let waiting = match kind {
+            PageKind::Routes => {
+                let page = decode::<RoutePage>(stored, &key, value)?;
+                stored.pages.read_routes(vhost_key, id, page)
+            }
+            PageKind::Index => {
+                let index = decode::<PageIndex>(stored, &key, value)?;
+                stored.pages.read_index(vhost_key, id, index)
+            }
+        }?;
         let vhost_key = vhost_key.to_string();
-        let page = decode::<RoutePage>(&key, value)?;
-        let waiting = stored.pages.read_page(key, &vhost_key, page)?;
-        return hand_on(stored, head, vhost_key, waiting);
+        // Reported when the part was read; the writer puts every page before its part.
+        return hand_on(stored, head, vhost_key, waiting, false);
     }
     match vhost_part_head(&key).map(str::to_string) {
         Some(head) => {
-            let part = decode::<VirtualHostPart>(&key, value)?;
+            let part = decode::<VirtualHostPart>(stored, &key, value)?;
             // A part is found by its listener and name: one stored under another key would
             // be a writer's bug, and is left out (assembled or not, the same Proxy).
             let expected = part
@@ -371,13 +413,14 @@ fn put(stored: &mut Stored, key: String, value: &Bytes) -> Option<(String, Optio
                     key,
                     "a virtual host of kgw_proxies under another key than its own; ignored"
                 );
+                stored.reject(Rejected::Misplaced);
                 return None;
             }
-            if !part.pages.is_empty() {
+            if !part.index_pages.is_empty() {
                 if stored.pages.is_written(&key, &part) {
                     return None;
                 }
-                return hand_on(stored, head, key, part);
+                return hand_on(stored, head, key, part, true);
             }
             stored.pages.forget(&key);
             stored.same.remove(&key);
@@ -392,7 +435,7 @@ fn put(stored: &mut Stored, key: String, value: &Bytes) -> Option<(String, Optio
             Some((head, Some(ids)))
         }
         None => {
-            let proxy = decode::<Proxy>(&key, value)?;
+            let proxy = decode::<Proxy>(stored, &key, value)?;
             if stored.heads.get(&key).is_some_and(|old| **old == proxy) {
                 return None;
             }
@@ -403,15 +446,31 @@ fn put(stored: &mut Stored, key: String, value: &Bytes) -> Option<(String, Optio
 }
 
 /// A part in pages handed on once its every page is read (until then it waits, and the
-/// host stays as it was).
+/// host stays as it was; `report` says so in the log and the metrics).
 fn hand_on(
     stored: &mut Stored,
     head: String,
     key: String,
     part: VirtualHostPart,
+    report: bool,
 ) -> Option<(String, Option<Vec<VirtualHostId>>)> {
     let previous = stored.parts.get(&head).and_then(|parts| parts.get(&key)).cloned();
-    let (whole, same) = stored.pages.resolve(&key, part, previous.as_ref())?;
+    let (whole, same) = match stored.pages.resolve(&key, part, previous.as_ref()) {
+        Ok(resolved) => resolved,
+        Err(missing) => {
+            if report {
+                // A writer puts pages before the part that names them: a part read before
+                // its pages is a writer's bug or a page lost.
+                tracing::warn!(
+                    key,
+                    page = page_key(&key, missing.kind, missing.id),
+                    "a virtual host of kgw_proxies names a page not read; the host stays as it was until the page arrives"
+                );
+                stored.reject(Rejected::MissingPage);
+            }
+            return None;
+        }
+    };
     match same {
         Some(same) => stored.same.insert(key.clone(), Arc::new(same)),
         None => stored.same.remove(&key),
@@ -427,8 +486,8 @@ fn hand_on(
 }
 
 fn delete(stored: &mut Stored, key: String) -> Option<(String, Option<Vec<VirtualHostId>>)> {
-    if route_page_of(&key).is_some() {
-        stored.pages.delete_page(&key);
+    if let Some((vhost_key, kind, id)) = page_of(&key) {
+        stored.pages.delete_page(vhost_key, kind, id);
         return None;
     }
     match vhost_part_head(&key).map(str::to_string) {
@@ -449,13 +508,20 @@ fn delete(stored: &mut Stored, key: String) -> Option<(String, Option<Vec<Virtua
     }
 }
 
-fn decode<T: prost::Message + Default>(key: &str, bytes: &[u8]) -> Option<T> {
+fn decode<T: prost::Message + Default>(stored: &mut Stored, key: &str, bytes: &[u8]) -> Option<T> {
     match T::decode(bytes) {
         Ok(value) => Some(value),
         Err(error) => {
             tracing::error!(key, %error, "cannot decode a value of kgw_proxies; ignored");
+            stored.reject(Rejected::Undecodable);
             None
         }
+    }
+}
+
+impl Stored {
+    fn reject(&mut self, reason: Rejected) {
+        *self.rejected.entry(reason).or_default() += 1;
     }
 }
 
@@ -585,6 +651,15 @@ mod tests {
             .collect()
     }
 
+    /// The Proxy under `default.gw` as assembled, without the head's stamp (the gateway's
+    /// hash of the head, which `big_proxy` does not have).
+    fn assembled(store: &ProxyStore) -> Option<Proxy> {
+        store.assemble("default.gw").map(|proxy| Proxy {
+            source_hash: String::new(),
+            ..proxy
+        })
+    }
+
     #[test]
     fn a_host_in_pages_is_handed_on_whole_once_its_pages_are_read() {
         let mut store = ProxyStore::default();
@@ -597,7 +672,7 @@ mod tests {
             changed,
             BTreeMap::from([("default.gw".to_string(), ProxyChange::Whole)])
         );
-        assert_eq!(store.assemble("default.gw"), Some(big_proxy(200, None)));
+        assert_eq!(assembled(&store), Some(big_proxy(200, None)));
         store.record_served("default.gw", Some(Vec::new()));
         let digest = proxy_parts::digests(&first)["default.gw"].clone();
         assert_eq!(
@@ -606,10 +681,11 @@ mod tests {
             "the digest of the values written names the host in pages as held"
         );
 
-        // One route inserted: a page, the part, a page deleted; host `big` changes once.
+        // One route inserted: a route page, an index page, the part, and the pages they
+        // replace deleted; host `big` changes once.
         let second = proxy_parts::values("default.gw", &big_proxy(200, Some(100)));
         let events = writes(&first, &second);
-        assert!(events.len() <= 5, "{} writes", events.len());
+        assert!(events.len() <= 8, "{} writes", events.len());
         let base = store
             .virtual_host("default.gw", "listener~8080", "big")
             .expect("big")
@@ -642,7 +718,7 @@ mod tests {
         assert!(same.previous_of(100).is_none(), "the new route is no copy");
         let big = BTreeMap::from([("default.gw".to_string(), hosts(&[("listener~8080", "big")]))]);
         assert_eq!(seen.iter().filter(|c| !c.is_empty()).collect::<Vec<_>>(), vec![&big]);
-        assert_eq!(store.assemble("default.gw"), Some(big_proxy(200, Some(100))));
+        assert_eq!(assembled(&store), Some(big_proxy(200, Some(100))));
         store.record_served("default.gw", Some(Vec::new()));
         let digest = proxy_parts::digests(&second)["default.gw"].clone();
         assert_eq!(
@@ -654,19 +730,26 @@ mod tests {
         let third = proxy_parts::values("default.gw", &big_proxy(200, None));
         let (pages, rest): (Vec<_>, Vec<_>) = writes(&second, &third)
             .into_iter()
-            .partition(|e| matches!(e, KvEvent::Put(k, ..) if k.contains("._p.")));
+            .partition(|e| matches!(e, KvEvent::Put(k, ..) if kgw_proto::nats::page_of(k).is_some()));
         assert!(!pages.is_empty());
+        assert!(store.take_rejected().is_empty());
         assert!(store.apply(rest).is_empty(), "the part waits for its pages");
-        assert_eq!(store.assemble("default.gw"), Some(big_proxy(200, Some(100))));
+        assert_eq!(
+            store.take_rejected(),
+            BTreeMap::from([(Rejected::MissingPage, 1)]),
+            "a part read before its pages is counted"
+        );
+        assert_eq!(assembled(&store), Some(big_proxy(200, Some(100))));
         assert_eq!(store.apply(pages), big);
-        assert_eq!(store.assemble("default.gw"), Some(big_proxy(200, None)));
+        assert!(store.take_rejected().is_empty(), "pages arriving are no news");
+        assert_eq!(assembled(&store), Some(big_proxy(200, None)));
 
         // The same part again changes nothing; the host back to a few routes, inline.
         let (key, value) = third.iter().find(|(k, _)| k.ends_with("/big")).expect("part");
         assert!(store.apply(vec![put(key, value)]).is_empty());
         let small = proxy_parts::values("default.gw", &big_proxy(3, None));
         assert_eq!(store.apply(writes(&third, &small)), big);
-        assert_eq!(store.assemble("default.gw"), Some(big_proxy(3, None)));
+        assert_eq!(assembled(&store), Some(big_proxy(3, None)));
     }
 
     fn problem(message: &str) -> Problem {

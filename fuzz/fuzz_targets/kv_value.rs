@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use kgw_common::chunk;
-use kgw_proto::v1::{Proxy, RoutePage, Upstream, VirtualHostPart};
+use kgw_proto::v1::{PageIndex, Proxy, RoutePage, Upstream, VirtualHostPart};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
@@ -58,6 +58,7 @@ fuzz_target!(|data: &[u8]| {
         decode::<Proxy>(&value);
         decode::<VirtualHostPart>(&value);
         decode::<RoutePage>(&value);
+        decode::<PageIndex>(&value);
         if let (Ok(head), Ok(part)) = (Proxy::decode(&value[..]), VirtualHostPart::decode(&value[..])) {
             let _ = kgw_common::proxy_parts::assemble(&head, [&part]);
         }

@@ -24,16 +24,23 @@
 //! head and the parts naming it, virtual hosts ordered by name within each listener.
 //!
 //! ## A large virtual host's routes
-//! A virtual host of [`PAGED_FROM_ROUTES`] routes or more keeps its routes in pages: each
-//! a `kgw.v1.RoutePage` of consecutive routes under [`route_page_key`],
-//! `<virtual host's key>._p.<id>`, the id being the hex digest of the page's value
-//! ([`route_page_id`]); the host's part lists the ids in order and has no routes of its
-//! own. A page ends before a route whose name hashes to 0 modulo [`PAGE_ROUTES`] (or at
-//! [`PAGE_ROUTES_MAX`] routes), so the cut depends on the routes, not their positions, and
-//! one new or edited route changes one page: a route change writes that page and the
-//! host's list of ids (a few KB), not the host. Pages are put before the part that lists
-//! them and deleted after it (a page's key is deeper), and a page's content never changes
-//! under its key: a reader that holds a part's every page holds the host as written.
+//! A virtual host of [`PAGED_FROM_ROUTES`] routes or more keeps its routes in pages, in
+//! two levels:
+//! - each `kgw.v1.RoutePage` holds consecutive routes, under [`page_key`] with
+//!   [`PageKind::Routes`]: `<virtual host's key>._p.<id>`. A page ends before a route whose
+//!   name hashes to 0 modulo [`PAGE_ROUTES`] (or at [`PAGE_ROUTES_MAX`] routes);
+//! - each `kgw.v1.PageIndex` lists the ids of consecutive route pages, under [`page_key`]
+//!   with [`PageKind::Index`]: `<virtual host's key>._i.<id>`. An index ends before a
+//!   page whose id is 0 modulo [`INDEX_PAGES`] (or at [`INDEX_PAGES_MAX`] pages);
+//! - the host's part lists the index ids in order and has no routes of its own.
+//!
+//! An id is the first 8 bytes of the sha256 of the page's value ([`page_id`]), written in
+//! a key as 16 lowercase hex digits. The cuts depend on the routes, not their positions, so
+//! one new or edited route changes one route page and one index page (two where a cut
+//! moves): a route change writes those and the host's list of index ids, about 8 bytes
+//! per 256 routes, not the host. Pages are put before the part that lists them and deleted
+//! after it (a page's key is deeper), and a page's content never changes under its key: a
+//! reader that holds a part's every page holds the host as written.
 //!
 //! ## Headers
 //! A put or delete of a head key carries the W3C trace context of the change that caused
@@ -59,32 +66,71 @@ pub fn vhost_part_head(key: &str) -> Option<&str> {
     key.split_once(VHOST_PART_MARK).map(|(head, _)| head)
 }
 
-/// A virtual host has its routes in pages from this many routes ([`route_page_key`]).
+/// A virtual host has its routes in pages from this many routes ([`page_key`]).
 pub const PAGED_FROM_ROUTES: usize = 32;
 /// Routes per page on average: a page ends before a route whose name hashes to 0 modulo this.
 pub const PAGE_ROUTES: u64 = 16;
 /// At most this many routes in one page (many routes of one name would else be one page).
 pub const PAGE_ROUTES_MAX: usize = 64;
+/// Route pages per index page on average: an index ends before a page whose id is 0 modulo
+/// this.
+pub const INDEX_PAGES: u64 = 16;
+/// At most this many route pages in one index page.
+pub const INDEX_PAGES_MAX: usize = 64;
 
-/// Separates a virtual host's key from one of its pages' ([`route_page_key`]).
-const ROUTE_PAGE_MARK: &str = "._p.";
-
-/// The key of page `id` of the virtual host under `vhost_key`.
-pub fn route_page_key(vhost_key: &str, id: &str) -> String {
-    format!("{vhost_key}{ROUTE_PAGE_MARK}{id}")
+/// What a page of a virtual host holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PageKind {
+    /// A `kgw.v1.PageIndex`: ids of route pages.
+    Index,
+    /// A `kgw.v1.RoutePage`: routes.
+    Routes,
 }
 
-/// The virtual host's key and the page's id of a page's key; None for any other key.
-pub fn route_page_of(key: &str) -> Option<(&str, &str)> {
-    // A virtual host's token has no `.`: the last mark is the page's.
-    let (vhost_key, id) = key.rsplit_once(ROUTE_PAGE_MARK)?;
-    vhost_part_head(vhost_key).map(|_| (vhost_key, id))
+impl PageKind {
+    /// Separates a virtual host's key from the page's id in the page's key.
+    const fn mark(self) -> &'static str {
+        match self {
+            PageKind::Index => "._i.",
+            PageKind::Routes => "._p.",
+        }
+    }
 }
 
-/// The id of a page whose value is `value`: the first 8 bytes of its sha256, in hex.
-pub fn route_page_id(value: &[u8]) -> String {
+/// The key of page `id` (of `kind`) of the virtual host under `vhost_key`.
+pub fn page_key(vhost_key: &str, kind: PageKind, id: u64) -> String {
+    format!("{vhost_key}{}{id:016x}", kind.mark())
+}
+
+/// Every page key of the virtual host under `vhost_key` starts with this (and no other key
+/// does: a virtual host's last token has no `.`).
+pub fn pages_prefix(vhost_key: &str) -> String {
+    format!("{vhost_key}._")
+}
+
+/// The virtual host's key, the kind and the id of a page's key; None for any other key.
+pub fn page_of(key: &str) -> Option<(&str, PageKind, u64)> {
+    // A page's last token is 16 hex digits, after its kind's mark.
+    let (rest, id) = key.rsplit_once('.')?;
+    if id.len() != 16 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let id = u64::from_str_radix(id, 16).ok()?;
+    let (vhost_key, kind) = if let Some(vhost_key) = rest.strip_suffix("._i") {
+        (vhost_key, PageKind::Index)
+    } else {
+        (rest.strip_suffix("._p")?, PageKind::Routes)
+    };
+    vhost_part_head(vhost_key).map(|_| (vhost_key, kind, id))
+}
+
+/// The id of a page whose value is `value`: the first 8 bytes of its sha256, big-endian.
+pub fn page_id(value: &[u8]) -> u64 {
     use sha2::{Digest as _, Sha256};
-    hex::encode(&Sha256::digest(value)[..8])
+    let digest = Sha256::digest(value);
+    let mut first = [0_u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
 }
 
 /// Whether a route named `name` starts a page (unless it is its host's first route).
@@ -98,14 +144,24 @@ pub fn starts_page(name: &str) -> bool {
 
 /// Where the pages of a host's routes begin: route indices, the first 0 (none for no routes).
 pub fn page_starts<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<usize> {
-    let mut starts = Vec::new();
-    for (i, name) in names.into_iter().enumerate() {
-        let last = starts.last().copied();
-        if last.is_none() || starts_page(name) || last.is_some_and(|l| i - l >= PAGE_ROUTES_MAX) {
-            starts.push(i);
+    cuts(names.into_iter().map(starts_page), PAGE_ROUTES_MAX)
+}
+
+/// Where the index pages of a host's route pages begin: page indices, the first 0.
+pub fn index_starts(page_ids: &[u64]) -> Vec<usize> {
+    cuts(page_ids.iter().map(|id| id % INDEX_PAGES == 0), INDEX_PAGES_MAX)
+}
+
+/// The starts of runs that begin where `starts` says, at the first item, or after `max`.
+fn cuts(starts: impl Iterator<Item = bool>, max: usize) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::new();
+    for (i, start) in starts.enumerate() {
+        let last = out.last().copied();
+        if last.is_none_or(|l| start || i - l >= max) {
+            out.push(i);
         }
     }
-    starts
+    out
 }
 
 /// `text` as one NATS key token: ASCII letters, digits, `-`, `_` and `/` stay; every other
@@ -243,6 +299,26 @@ mod tests {
     }
 
     #[test]
+    fn index_pages_are_cut_where_page_ids_say() {
+        let ids: Vec<u64> = (0..2000_u64).map(|i| page_id(&i.to_le_bytes())).collect();
+        let starts = index_starts(&ids);
+        assert_eq!(starts[0], 0);
+        assert!(
+            (2000 / 32..=2000 / 8).contains(&starts.len()),
+            "{} index pages",
+            starts.len()
+        );
+        assert!(starts.windows(2).all(|w| w[1] - w[0] <= INDEX_PAGES_MAX));
+        // One page replaced: every cut but the ones around it stays.
+        let mut replaced = ids.clone();
+        replaced[1000] = page_id(b"another page");
+        let after = index_starts(&replaced);
+        let kept = starts.iter().filter(|s| after.contains(s)).count();
+        assert!(kept + 1 >= starts.len(), "{kept} of {} cuts kept", starts.len());
+        assert!(index_starts(&[]).is_empty());
+    }
+
+    #[test]
     fn keys_round_trip() {
         assert_eq!(key("default", "gw.a"), "default.gw.a");
         assert_eq!(split_key("default.gw.a"), Some(("default", "gw.a")));
@@ -262,19 +338,29 @@ mod tests {
         );
         assert_eq!(vhost_part_head(&key), Some("default.gw.a"));
         assert_eq!(vhost_part_head("default.gw.a"), None);
-        let page = route_page_key(&key, "00ff");
+        let page = page_key(&key, PageKind::Routes, 0xff);
+        assert!(page.ends_with("._p.00000000000000ff"), "{page}");
         assert_eq!(
             vhost_part_head(&page),
             Some("default.gw.a"),
             "a page belongs to its head"
         );
-        assert_eq!(route_page_of(&page), Some((key.as_str(), "00ff")));
-        assert_eq!(route_page_of(&key), None);
+        assert_eq!(page_of(&page), Some((key.as_str(), PageKind::Routes, 0xff)));
+        let index = page_key(&key, PageKind::Index, u64::MAX);
+        assert_eq!(page_of(&index), Some((key.as_str(), PageKind::Index, u64::MAX)));
+        assert!(page.starts_with(&pages_prefix(&key)) && index.starts_with(&pages_prefix(&key)));
+        assert_eq!(page_of(&key), None);
         assert_eq!(
-            route_page_of("default.gw.a._p.00ff"),
+            page_of("default.gw.a._p.00000000000000ff"),
             None,
             "a page is a virtual host's"
         );
+        assert_eq!(
+            page_of(&format!("{key}._p.00FF")),
+            None,
+            "ids are 16 lowercase hex digits"
+        );
+        assert_eq!(page_of(&format!("{key}._x.00000000000000ff")), None);
         assert!(
             page.matches('.').count() > key.matches('.').count(),
             "put before, deleted after"

@@ -1,16 +1,17 @@
-//! A large virtual host as `kgw_proxies` holds it: its part lists pages of routes, each a
-//! value of its own (the layout in `kgw_proto::nats`). The store keeps one copy of the
-//! host's routes, in the part it hands on (routes in order, as if written whole); a new
-//! part takes the pages it names from the pages read since (moved) or, for a page it
-//! named before, from the host's routes (copied), and waits while one is missing. So a
+//! A large virtual host as `kgw_proxies` holds it: its part lists index pages, which list
+//! pages of routes, each a value of its own (the layout in `kgw_proto::nats`). The store
+//! keeps one copy of the host's routes, in the part it hands on (routes in order, as if
+//! written whole); a new part takes the pages it names from the pages read since (moved)
+//! or, for a page it named before, from the host's routes (copied), and waits while one is
+//! missing. So a
 //! change to one route decodes one page, and the translation never sees a host half
 //! written.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::sync::{Arc, Weak};
 
-use kgw_proto::nats::route_page_key;
-use kgw_proto::v1::{RoutePage, VirtualHost, VirtualHostPart};
+use kgw_proto::nats::{PageKind, page_key};
+use kgw_proto::v1::{PageIndex, RoutePage, VirtualHost, VirtualHostPart};
 
 /// Which routes of a host handed on are copies of routes of the part handed on before it
 /// (`base`): the routes of the pages both name. The translation takes their last
@@ -39,10 +40,21 @@ impl SameRoutes {
 
 /// A host in pages, as handed on.
 pub(super) struct Paged {
-    /// The part as written: its listener, name, domains and page ids, no routes.
+    /// The part as written: its listener, name, domains and index page ids, no routes.
     written: Arc<VirtualHostPart>,
-    /// Where each page's routes lie in the host's routes (as `written.pages`).
+    /// The route page ids each index page of `written` lists, by index page id.
+    indexes: BTreeMap<u64, Arc<[u64]>>,
+    /// The route page ids in order: the lists of `written`'s index pages, one after another.
+    route_pages: Vec<u64>,
+    /// Where each route page's routes lie in the host's routes (as `route_pages`).
     ranges: Vec<Range<usize>>,
+}
+
+/// Pages of one host read and not yet taken into it, by id.
+#[derive(Default)]
+struct ReadPages {
+    indexes: BTreeMap<u64, Arc<[u64]>>,
+    routes: BTreeMap<u64, RoutePage>,
 }
 
 /// The hosts in pages and their pages, by key.
@@ -51,8 +63,15 @@ pub(super) struct Pages {
     paged: BTreeMap<String, Arc<Paged>>,
     /// Parts read whose pages are not all read yet, by part key.
     waiting: BTreeMap<String, VirtualHostPart>,
-    /// Pages read and not yet taken into their host, by page key.
-    read: BTreeMap<String, RoutePage>,
+    /// Pages read and not yet taken into their host, by the host's key.
+    read: BTreeMap<String, ReadPages>,
+}
+
+/// Why a part waits: the first page it names that is neither read nor in its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Missing {
+    pub(super) kind: PageKind,
+    pub(super) id: u64,
 }
 
 impl Pages {
@@ -71,64 +90,99 @@ impl Pages {
         self.waiting.remove(key);
     }
 
-    /// A page read. Its host's part if that was waiting for it.
-    pub(super) fn read_page(&mut self, page_key: String, vhost_key: &str, page: RoutePage) -> Option<VirtualHostPart> {
-        self.read.insert(page_key, page);
-        self.waiting
-            .contains_key(vhost_key)
-            .then(|| self.waiting.remove(vhost_key))
-            .flatten()
+    /// A route page of the host under `vhost_key` read. Its host's part if that was waiting.
+    pub(super) fn read_routes(&mut self, vhost_key: &str, id: u64, page: RoutePage) -> Option<VirtualHostPart> {
+        self.read_of(vhost_key).routes.insert(id, page);
+        self.waiting.remove(vhost_key)
+    }
+
+    /// An index page of the host under `vhost_key` read. Its host's part if that was waiting.
+    pub(super) fn read_index(&mut self, vhost_key: &str, id: u64, index: PageIndex) -> Option<VirtualHostPart> {
+        self.read_of(vhost_key).indexes.insert(id, index.route_pages.into());
+        self.waiting.remove(vhost_key)
+    }
+
+    fn read_of(&mut self, vhost_key: &str) -> &mut ReadPages {
+        self.read.entry(vhost_key.to_string()).or_default()
     }
 
     /// A page deleted (the writer deletes a page once no part names it).
-    pub(super) fn delete_page(&mut self, page_key: &str) {
-        self.read.remove(page_key);
+    pub(super) fn delete_page(&mut self, vhost_key: &str, kind: PageKind, id: u64) {
+        let Some(read) = self.read.get_mut(vhost_key) else {
+            return;
+        };
+        match kind {
+            PageKind::Index => read.indexes.remove(&id).map(drop),
+            PageKind::Routes => read.routes.remove(&id).map(drop),
+        };
+        if read.indexes.is_empty() && read.routes.is_empty() {
+            self.read.remove(vhost_key);
+        }
     }
 
     /// `part` (in pages) with its routes, taken from the pages read and from `previous`
-    /// (the part handed on under `key` before); `None` while a page is missing: the part
-    /// then waits for it ([`Self::read_page`] gives it back).
+    /// (the part handed on under `key` before); `Err` names a missing page: the part then
+    /// waits for it ([`Self::read_routes`], [`Self::read_index`] give it back).
     pub(super) fn resolve(
         &mut self,
         key: &str,
         part: VirtualHostPart,
         previous: Option<&Arc<VirtualHostPart>>,
-    ) -> Option<(VirtualHostPart, Option<SameRoutes>)> {
-        let before: BTreeMap<&str, Range<usize>> = match (self.paged.get(key), previous) {
-            (Some(paged), Some(_)) => paged
-                .written
-                .pages
-                .iter()
-                .map(String::as_str)
-                .zip(paged.ranges.iter().cloned())
-                .collect(),
-            _ => BTreeMap::new(),
-        };
+    ) -> Result<(VirtualHostPart, Option<SameRoutes>), Missing> {
+        let old = self.paged.get(key).filter(|_| previous.is_some()).cloned();
+        let empty = ReadPages::default();
+        let read = self.read.get(key).unwrap_or(&empty);
+        // The route pages, through the index pages.
+        let mut indexes = BTreeMap::new();
+        let mut route_pages = Vec::new();
+        for &id in &part.index_pages {
+            let list = read
+                .indexes
+                .get(&id)
+                .or_else(|| old.as_ref().and_then(|o| o.indexes.get(&id)));
+            let Some(list) = list else {
+                self.waiting.insert(key.to_string(), part);
+                return Err(Missing {
+                    kind: PageKind::Index,
+                    id,
+                });
+            };
+            route_pages.extend_from_slice(list);
+            indexes.insert(id, Arc::clone(list));
+        }
+        let before: BTreeMap<u64, Range<usize>> = old
+            .as_ref()
+            .map(|o| o.route_pages.iter().copied().zip(o.ranges.iter().cloned()).collect())
+            .unwrap_or_default();
+        if let Some(&id) = route_pages
+            .iter()
+            .find(|id| !read.routes.contains_key(id) && !before.contains_key(id))
+        {
+            self.waiting.insert(key.to_string(), part);
+            return Err(Missing {
+                kind: PageKind::Routes,
+                id,
+            });
+        }
         let old_routes = previous
             .and_then(|p| p.virtual_host.as_ref())
             .map_or(&[][..], |v| &v.routes[..]);
-        let page_keys: Vec<String> = part.pages.iter().map(|id| route_page_key(key, id)).collect();
-        let complete = part
-            .pages
-            .iter()
-            .zip(&page_keys)
-            .all(|(id, page_key)| self.read.contains_key(page_key) || before.contains_key(id.as_str()));
-        if !complete {
-            self.waiting.insert(key.to_string(), part);
-            return None;
+        let mut read = self.read.remove(key).unwrap_or_default();
+        for id in indexes.keys() {
+            read.indexes.remove(id);
         }
         let mut routes = Vec::new();
-        let mut ranges = Vec::with_capacity(part.pages.len());
+        let mut ranges = Vec::with_capacity(route_pages.len());
         // A page named twice is read once: its second place copies the first.
-        let mut placed: BTreeMap<&str, Range<usize>> = BTreeMap::new();
+        let mut placed: BTreeMap<u64, Range<usize>> = BTreeMap::new();
         let mut runs = Vec::new();
-        for (id, page_key) in part.pages.iter().zip(&page_keys) {
+        for &id in &route_pages {
             let start = routes.len();
-            if let Some(range) = placed.get(id.as_str()) {
+            if let Some(range) = placed.get(&id) {
                 routes.extend_from_within(range.clone());
-            } else if let Some(page) = self.read.remove(page_key) {
+            } else if let Some(page) = read.routes.remove(&id) {
                 routes.extend(page.routes);
-            } else if let Some(range) = before.get(id.as_str()) {
+            } else if let Some(range) = before.get(&id) {
                 routes.extend_from_slice(old_routes.get(range.clone()).unwrap_or_default());
                 runs.push((start, range.start, routes.len() - start));
             }
@@ -136,17 +190,22 @@ impl Pages {
             placed.insert(id, range.clone());
             ranges.push(range);
         }
+        if !read.indexes.is_empty() || !read.routes.is_empty() {
+            self.read.insert(key.to_string(), read);
+        }
         let header = part.virtual_host.clone().unwrap_or_default();
         let whole = VirtualHostPart {
             listener: part.listener.clone(),
             virtual_host: Some(VirtualHost { routes, ..header }),
-            pages: part.pages.clone(),
+            index_pages: part.index_pages.clone(),
         };
         self.waiting.remove(key);
         self.paged.insert(
             key.to_string(),
             Arc::new(Paged {
                 written: Arc::new(part),
+                indexes,
+                route_pages,
                 ranges,
             }),
         );
@@ -154,7 +213,7 @@ impl Pages {
             base: Arc::downgrade(base),
             runs,
         });
-        Some((whole, same))
+        Ok((whole, same))
     }
 
     /// The host under `key` as handed on, if in pages (shared: read it outside a lock).
@@ -164,19 +223,26 @@ impl Pages {
 }
 
 impl Paged {
-    /// The values of this host, handed on as `whole` under `key`, as written: its part, then
-    /// its pages, each with its key.
+    /// The values of this host, handed on as `whole` under `key`, as written: its part,
+    /// then its index pages, then its route pages, each with its key.
     pub(super) fn written_values(&self, key: &str, whole: &VirtualHostPart) -> Vec<(String, Vec<u8>)> {
         use prost::Message as _;
         let routes = whole.virtual_host.as_ref().map_or(&[][..], |v| &v.routes[..]);
         let mut values = vec![(key.to_string(), self.written.encode_to_vec())];
-        let mut seen = std::collections::BTreeSet::new();
-        for (id, range) in self.written.pages.iter().zip(&self.ranges) {
-            if !seen.insert(id) {
+        let mut seen = BTreeSet::new();
+        for id in &self.written.index_pages {
+            if let Some(list) = self.indexes.get(id).filter(|_| seen.insert(*id)) {
+                let index = kgw_common::proxy_parts::encode_index(list);
+                values.push((page_key(key, PageKind::Index, *id), index.to_vec()));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for (id, range) in self.route_pages.iter().zip(&self.ranges) {
+            if !seen.insert(*id) {
                 continue;
             }
             let page = kgw_common::proxy_parts::encode_page(routes.get(range.clone()).unwrap_or_default());
-            values.push((route_page_key(key, id), page.to_vec()));
+            values.push((page_key(key, PageKind::Routes, *id), page.to_vec()));
         }
         values
     }

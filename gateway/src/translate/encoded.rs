@@ -5,55 +5,13 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use kgw_common::proxy_parts::encode_virtual_host;
+use kgw_common::proxy_parts::{encode_proxy, encode_virtual_host};
 use kgw_proto::{
-    nats::{route_page_key, route_page_of, vhost_part_head, vhost_part_key},
+    nats::{page_of, pages_prefix, vhost_part_head, vhost_part_key},
     v1::{self as pb, listener::ListenerType},
 };
-use prost::Message as _;
-use sha2::{Digest, Sha256};
 
 use super::{Changed, Output};
-
-/// One Proxy's values: its head, then its virtual host parts (as
-/// `kgw_common::proxy_parts::split` cuts them), encoded from the Proxy as it is: neither
-/// it nor a virtual host is copied for this.
-fn encode_proxy(key: &str, proxy: &pb::Proxy) -> Vec<(String, Bytes)> {
-    let mut head = pb::Proxy {
-        metadata: proxy.metadata.clone(),
-        listeners: proxy.listeners.iter().map(listener_head).collect(),
-        source_hash: String::new(),
-        backend_client_certificate: proxy.backend_client_certificate.clone(),
-    };
-    head.source_hash = hex::encode(&Sha256::digest(head.encode_to_vec())[..8]);
-    let mut values = vec![(key.to_string(), Bytes::from(head.encode_to_vec()))];
-    for listener in &proxy.listeners {
-        let Some(ListenerType::HttpListener(http)) = &listener.listener_type else {
-            continue;
-        };
-        for vhost in &http.virtual_hosts {
-            values.extend(encode_virtual_host(key, &listener.name, vhost));
-        }
-    }
-    values
-}
-
-/// A listener of a Proxy's head: without its virtual hosts.
-fn listener_head(listener: &pb::Listener) -> pb::Listener {
-    pb::Listener {
-        name: listener.name.clone(),
-        bind_address: listener.bind_address.clone(),
-        bind_port: listener.bind_port,
-        listener_type: listener.listener_type.as_ref().map(|t| match t {
-            ListenerType::HttpListener(_) => ListenerType::HttpListener(pb::HttpListener {
-                virtual_hosts: Vec::new(),
-            }),
-        }),
-        ssl_configurations: listener.ssl_configurations.clone(),
-        sources: listener.sources.clone(),
-        client_validation: listener.client_validation.clone(),
-    }
-}
 
 /// Every Proxy of `output` encoded from scratch (the reference for [`EncodedProxies`]).
 pub fn encode_proxies(output: &Output) -> BTreeMap<String, Bytes> {
@@ -129,7 +87,7 @@ impl EncodedProxies {
                 match old.remove(&key) {
                     // A page that stays keeps its bytes (its key is its content's digest, so
                     // they are not compared): the writer sees the same bytes and skips it.
-                    Some(kept) if route_page_of(&key).is_some() || kept == value => {
+                    Some(kept) if page_of(&key).is_some() || kept == value => {
                         self.values.insert(key, kept);
                     }
                     _ => {
@@ -166,7 +124,7 @@ impl EncodedProxies {
 impl EncodedProxies {
     /// The keys of a virtual host's values: its part's and its pages'.
     fn host_keys(&self, part_key: &str) -> Vec<String> {
-        let pages = route_page_key(part_key, "");
+        let pages = pages_prefix(part_key);
         let part = self.values.get_key_value(part_key).map(|(k, _)| k.clone());
         let page_keys = self
             .values
@@ -189,63 +147,4 @@ fn find_vhost<'a>(proxy: &'a pb::Proxy, listener: &str, name: &str) -> Option<&'
         .binary_search_by(|v| v.name.as_str().cmp(name))
         .ok()?;
     http.virtual_hosts.get(i)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn vhost(name: &str, routes: usize) -> pb::VirtualHost {
-        pb::VirtualHost {
-            name: name.into(),
-            domains: vec![name.into()],
-            routes: (0..routes)
-                .map(|i| pb::Route {
-                    name: format!("r{i}"),
-                    ..Default::default()
-                })
-                .collect(),
-        }
-    }
-
-    /// The parts and the head are what `proxy_parts::split` gives, encoded.
-    #[test]
-    fn values_are_the_split_proxy_encoded() {
-        let listener = |name: &str, vhosts: Vec<pb::VirtualHost>| pb::Listener {
-            name: name.into(),
-            bind_port: 8080,
-            listener_type: Some(ListenerType::HttpListener(pb::HttpListener { virtual_hosts: vhosts })),
-            sources: vec![pb::ResourceRef {
-                kind: "Gateway".into(),
-                namespace: "default".into(),
-                name: "gw/http".into(),
-            }],
-            ..Default::default()
-        };
-        let proxy = pb::Proxy {
-            metadata: Some(pb::Metadata {
-                namespace: "default".into(),
-                name: "gw".into(),
-                labels: BTreeMap::from([("created_by".into(), "kgw-gateway".into())]),
-            }),
-            listeners: vec![
-                listener("listener~8080", vec![vhost("a", 2), vhost("b", 0)]),
-                listener("", vec![vhost("c", 1)]),
-                pb::Listener {
-                    name: "other".into(),
-                    ..Default::default()
-                },
-            ],
-            ..Default::default()
-        };
-        let (mut head, parts) = kgw_common::proxy_parts::split("default.gw", &proxy);
-        head.source_hash = hex::encode(&Sha256::digest(head.encode_to_vec())[..8]);
-        let mut expected: BTreeMap<String, Bytes> = parts
-            .into_iter()
-            .map(|(key, part)| (key, Bytes::from(part.encode_to_vec())))
-            .collect();
-        expected.insert("default.gw".into(), Bytes::from(head.encode_to_vec()));
-        let values: BTreeMap<String, Bytes> = encode_proxy("default.gw", &proxy).into_iter().collect();
-        assert_eq!(values, expected);
-    }
 }

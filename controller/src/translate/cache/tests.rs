@@ -464,7 +464,7 @@ fn random_changes_translate_as_the_full_translation_does() {
                         pb::VirtualHostPart {
                             listener: listener.to_string(),
                             virtual_host: Some(vhost.clone()),
-                            pages: Vec::new(),
+                            index_pages: Vec::new(),
                         },
                     )))
                 };
@@ -809,6 +809,153 @@ fn store_events_translate_by_changed_parts_as_the_full_translation_does() {
     assert!(by_upstream_parts > 50, "{by_upstream_parts} Upstream changes by parts");
 }
 
+/// A large virtual host as the gateway writes it, in pages, through the store: the store
+/// tells the translation which routes are copies of its last part's (taken without a
+/// compare), and the translation by changed parts still equals the full translation, as
+/// routes are inserted, removed, replaced and moved, and Upstreams change under them.
+#[test]
+fn a_host_in_pages_translates_by_its_copied_routes_as_the_full_translation_does() {
+    use std::cell::Cell;
+
+    use kgw_common::bus::KvEvent;
+    let (mut hinted, mut steps) = (0, 0);
+    for seed in 0..6 {
+        let mut rng = Rng(5000 + seed);
+        let mut world = World::new();
+        let mut next_name = 0;
+        // Without WASM filters: a host whose routes run one is translated whole (its
+        // filter chain depends on every route), never by pieces.
+        let mut named_route = |rng: &mut Rng| {
+            next_name += 1;
+            let mut route = route(rng);
+            route
+                .filters
+                .retain(|f| !matches!(f.kind, Some(pb::route_filter::Kind::Wasm(_))));
+            pb::Route {
+                name: format!("default/big-{next_name}/rule-0"),
+                ..route
+            }
+        };
+        let big = pb::VirtualHost {
+            name: "big".into(),
+            domains: vec!["big.example".into()],
+            routes: (0..40 + rng.below(80)).map(|_| named_route(&mut rng)).collect(),
+        };
+        if let Some(hosts) = http(&mut world.proxy.listeners[0]) {
+            hosts.push(big);
+        }
+        let mut store = ProxyStore::default();
+        let mut translator = IncrementalTranslator::default();
+        let mut written: BTreeMap<String, bytes::Bytes> = BTreeMap::new();
+        for step in 0..60 {
+            let context = format!("seed {seed} step {step}");
+            let mut upstreams_changed = BTreeSet::new();
+            let routes = http(&mut world.proxy.listeners[0])
+                .and_then(|hosts| hosts.iter_mut().find(|h| h.name == "big"))
+                .map(|host| &mut host.routes);
+            match (rng.below(6), routes) {
+                (0, Some(routes)) => {
+                    let at = rng.below(routes.len() + 1);
+                    routes.insert(at, named_route(&mut rng));
+                }
+                (1, Some(routes)) if routes.len() > 33 => {
+                    routes.remove(rng.below(routes.len()));
+                }
+                (2, Some(routes)) => {
+                    let at = rng.below(routes.len());
+                    routes[at] = pb::Route {
+                        name: routes[at].name.clone(),
+                        ..named_route(&mut rng)
+                    };
+                }
+                (3, Some(routes)) => {
+                    let (a, b) = (rng.below(routes.len()), rng.below(routes.len()));
+                    routes.swap(a, b);
+                }
+                _ => upstreams_changed = world.step(&mut rng),
+            }
+            // As the gateway writes them: in pages, deepest key first, then the deletes.
+            let values = kgw_common::proxy_parts::values(PROXY_KEY, &as_written(&world.proxy));
+            let depth = |k: &String| k.matches('.').count();
+            let mut puts: Vec<(&String, &bytes::Bytes)> =
+                values.iter().filter(|(k, v)| written.get(*k) != Some(*v)).collect();
+            puts.sort_by_key(|(k, _)| std::cmp::Reverse(depth(k)));
+            let events: Vec<KvEvent> = puts
+                .into_iter()
+                .map(|(k, v)| KvEvent::Put(k.clone(), v.clone(), None))
+                .chain(
+                    written
+                        .keys()
+                        .filter(|k| !values.contains_key(*k))
+                        .map(|k| KvEvent::Delete(k.clone(), None)),
+                )
+                .collect();
+            written = values;
+            let mut pending = store.apply(events);
+            assert!(
+                store.take_rejected().is_empty(),
+                "{context}: every page read before its part"
+            );
+            if !upstreams_changed.is_empty() {
+                // As the actor does: the virtual hosts and clusters they concern by parts,
+                // else the Proxy whole.
+                let head = |key: &str| store.head(key);
+                let lookup = |key: &str, listener: &str, name: &str| store.virtual_host(key, listener, name);
+                let changes = translator.translate_upstream_changes(
+                    &upstreams_changed,
+                    &head,
+                    &lookup,
+                    &world.upstreams,
+                    &world.settings,
+                );
+                for (key, served) in &changes.translated {
+                    if !pending.contains_key(key) {
+                        let proxy = store.assemble(key).expect("a head");
+                        check_served(served, &proxy, &world, &format!("{context}: Upstreams"));
+                    }
+                }
+                let mut whole_keys = changes.whole;
+                if changes.unserved && !translator.serves_by_parts(PROXY_KEY) || !translator.translated(PROXY_KEY) {
+                    whole_keys.insert(PROXY_KEY.to_string());
+                }
+                for key in whole_keys {
+                    merge_changes(&mut pending, BTreeMap::from([(key, ProxyChange::Whole)]));
+                }
+            }
+            for (key, change) in pending {
+                let Some(head) = store.head(&key) else {
+                    translator.forget(&key);
+                    continue;
+                };
+                let proxy = store.assemble(&key).expect("a head");
+                let with_copies = Cell::new(false);
+                let lookup = |listener: &str, name: &str| {
+                    let found = store.virtual_host(&key, listener, name);
+                    if found.as_ref().is_some_and(|f| f.same.is_some()) {
+                        with_copies.set(true);
+                    }
+                    found
+                };
+                let fast = match &change {
+                    ProxyChange::VirtualHosts(hosts) => {
+                        translator.translate_changed(&key, &head, hosts, &lookup, &world.upstreams, &world.settings)
+                    }
+                    _ => None,
+                };
+                let served = match fast {
+                    Some(served) => served,
+                    None => translator.translate_whole(&key, Some(&head), &proxy, &world.upstreams, &world.settings),
+                };
+                steps += 1;
+                hinted += usize::from(with_copies.get());
+                check_served(&served, &proxy, &world, &format!("{context} {change:?}"));
+            }
+        }
+    }
+    eprintln!("{hinted} of {steps} translations had copied routes");
+    assert!(hinted > steps / 3, "{hinted} of {steps} translations had copied routes");
+}
+
 /// `served` is the full translation of `proxy`: snapshot, versions, VHDS, problems.
 fn check_served(served: &super::SnapshotTranslation, proxy: &pb::Proxy, world: &World, context: &str) {
     let (full, full_problems) = translate(proxy, &world.upstreams, &world.settings);
@@ -848,7 +995,7 @@ fn an_upstream_change_translates_only_the_virtual_hosts_that_read_it() {
             pb::VirtualHostPart {
                 listener: listener.to_string(),
                 virtual_host: Some(vhost.clone()),
-                pages: Vec::new(),
+                index_pages: Vec::new(),
             },
         )))
     };
