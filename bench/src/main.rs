@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use serde_json::{Value, json};
 
+use routeset::Shape;
 use scenarios::{Plan, Report};
 
 #[derive(Parser)]
@@ -30,6 +31,13 @@ struct Args {
     /// kill_matrix, kube, discovery, sotw.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Only these shapes in `propagation` (comma-separated): spread, one_host.
+    #[arg(long, value_delimiter = ',')]
+    shapes: Vec<String>,
+    /// Route counts of `propagation`'s shapes instead of the plan's (comma-separated, in
+    /// increasing order), to look at one size.
+    #[arg(long, value_delimiter = ',')]
+    shape_sizes: Vec<usize>,
 }
 
 const SCENARIOS: [&str; 9] = [
@@ -88,7 +96,20 @@ async fn run(args: Args) -> Result<(PathBuf, bool)> {
     if let Some(bad) = args.only.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
         anyhow::bail!("unknown scenario {bad:?}; scenarios: {}", SCENARIOS.join(", "));
     }
-    let plan = if args.quick { Plan::quick() } else { Plan::full() };
+    let mut plan = if args.quick { Plan::quick() } else { Plan::full() };
+    if !args.shapes.is_empty() {
+        let known = |name: &String| Shape::ALL.into_iter().find(|s| s.key() == name);
+        if let Some(bad) = args.shapes.iter().find(|name| known(name).is_none()) {
+            anyhow::bail!("unknown shape {bad:?}; shapes: spread, one_host");
+        }
+        plan.shapes = args.shapes.iter().filter_map(known).collect();
+    }
+    if !args.shape_sizes.is_empty() {
+        if !args.shape_sizes.is_sorted() || args.shape_sizes.contains(&0) {
+            anyhow::bail!("--shape-sizes must be positive and increasing: {:?}", args.shape_sizes);
+        }
+        plan.shape_sizes = args.shape_sizes.clone();
+    }
     let wanted = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
     let started = Instant::now();
     let mut report = Report::default();

@@ -89,15 +89,16 @@ fn check_shapes(doc: &Value) {
             );
         }
     }
-    // One new route among 50 or 100 under one hostname writes a page (16 routes on average,
-    // 64 at most) and the host's list of pages, not the host; Envoy gets the host.
+    // One new route among 50 or 100 under one hostname writes a route page (16 routes on
+    // average, 64 at most), an index page and the host's list of index pages, not the host
+    // (the goal: 4 KB at any size); Envoy gets the host.
     for shape in SHAPES {
         for size in sizes_of(&doc["kv_bytes_per_route_change_by_shape"][shape], shape) {
             let kv = number(doc, &["kv_bytes_per_route_change_by_shape", shape, &size]);
             let xds = number(doc, &["xds_bytes_per_route_change_by_shape", shape, &size]);
             assert!(kv > 0.0 && xds > 0.0, "{shape} {size}: kv {kv}, xds {xds}");
             if shape == "one_host" {
-                assert!(kv < 16384.0, "one_host {size}: {kv} bytes written to KV for one route");
+                assert!(kv <= 4096.0, "one_host {size}: {kv} bytes written to KV for one route");
             }
         }
     }

@@ -50,6 +50,8 @@ pub struct Plan {
     /// A series stops short once `shape_budget` is spent (a slow system still ends the run
     /// in time; the JSON says how many samples were taken).
     pub shape_sizes: Vec<usize>,
+    /// The shapes `propagation` runs (all but when asked for fewer).
+    pub shapes: Vec<crate::routeset::Shape>,
     pub shape_samples: usize,
     pub shape_samples_largest: usize,
     pub shape_budget: Duration,
@@ -81,6 +83,7 @@ impl Plan {
             reps: 3,
             floor_samples: 50,
             shape_sizes: vec![1000, 5000, 10000, 20000],
+            shapes: crate::routeset::Shape::ALL.to_vec(),
             shape_samples: 50,
             shape_samples_largest: 20,
             shape_budget: Duration::from_secs(20),
@@ -110,6 +113,7 @@ impl Plan {
             reps: 1,
             floor_samples: 5,
             shape_sizes: vec![50, 100],
+            shapes: crate::routeset::Shape::ALL.to_vec(),
             shape_samples: 5,
             shape_samples_largest: 5,
             shape_budget: Duration::from_secs(20),

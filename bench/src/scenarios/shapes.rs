@@ -30,7 +30,7 @@ const OURS: [(Component, &str); 4] = [
 ];
 
 pub async fn run(plan: &Plan, report: &mut Report) -> Result<()> {
-    for shape in Shape::ALL {
+    for shape in plan.shapes.iter().copied() {
         let Err(first) = run_shape(plan, shape, report).await else {
             continue;
         };
@@ -85,9 +85,23 @@ async fn run_shape(plan: &Plan, shape: Shape, report: &mut Report) -> Result<()>
         let budget = Some(plan.shape_budget);
         let size = Plan::key(n);
         let services = routeset::services_for(n);
+        let cpu_before = cpu_times(&fleet);
         let ours = propagation::sample_in(&fleet, plan, shape, &format!("new{n}"), count, services, budget).await;
         let ours = match ours {
             Ok(s) => {
+                // Where one change's CPU goes: each process's CPU time over the samples
+                // (a route added, its first 200, the route removed), per sample.
+                if let (Ok(before), Ok(after)) = (&cpu_before, cpu_times(&fleet)) {
+                    let per_sample: BTreeMap<&str, f64> = after
+                        .iter()
+                        .map(|(key, t)| {
+                            let spent = t.saturating_sub(before.get(key).copied().unwrap_or_default());
+                            (*key, round3(spent.as_secs_f64() * 1000.0 / s.ms.len().max(1) as f64))
+                        })
+                        .collect();
+                    eprintln!("kgw-bench: CPU ms per change at {n} ({key}): {per_sample:?}");
+                    report.detail(&format!("cpu_ms_per_change_{key}_{n}"), json!(per_sample));
+                }
                 eprintln!(
                     "kgw-bench: propagation at {n} ({key}): p50 {} ms, p99 {} ms",
                     percentile(&s.ms, 50.0),
@@ -162,6 +176,22 @@ async fn run_shape(plan: &Plan, shape: Shape, report: &mut Report) -> Result<()>
 }
 
 /// Current resident memory (VmRSS) of each of our four processes, in MiB.
+/// The CPU time each process of one change's path has used so far.
+fn cpu_times(fleet: &Fleet) -> Result<BTreeMap<&'static str, std::time::Duration>> {
+    [
+        (Component::Gateway, "gateway"),
+        (Component::Controller, "controller"),
+        (Component::Nats, "nats-server"),
+        (Component::Envoy, "envoy"),
+    ]
+    .iter()
+    .map(|(c, key)| {
+        let pid = fleet.system.pid(*c).ok_or_else(|| anyhow!("{c} has no pid"))?;
+        Ok((*key, procstat::cpu_time(pid)?))
+    })
+    .collect()
+}
+
 fn our_rss(fleet: &Fleet) -> Result<BTreeMap<&'static str, f64>> {
     OURS.iter()
         .map(|(c, key)| {
