@@ -196,23 +196,96 @@ pub fn assemble<'a>(head: &Proxy, parts: impl IntoIterator<Item = &'a VirtualHos
 }
 
 /// The digest of a Proxy as stored in `kgw_proxies`: hex sha256 over its head's value and
-/// each virtual host's (key and value, each length-prefixed), the parts in key order. The
-/// gateway computes it from the bytes it wrote, the controller from what it read, encoded
-/// again (prost gives a decoded value back its bytes: fields in number order, maps sorted);
-/// equal digests mean the controller holds what the gateway wrote.
+/// the [`PartsSum`] of its other values (each virtual host's part and pages, by key and
+/// value). The gateway computes it from the bytes it wrote, the controller from what it
+/// holds; equal digests mean the controller holds what the gateway wrote. A sum, not a
+/// hash of the values in order, so that both keep it up to date value by value: a change
+/// to one host costs a few hashes, not the whole Proxy's bytes.
 pub fn digest<'a>(head: &[u8], parts: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
-    use sha2::{Digest as _, Sha256};
-    let mut hasher = Sha256::new();
-    let mut field = |bytes: &[u8]| {
-        hasher.update((bytes.len() as u64).to_le_bytes());
-        hasher.update(bytes);
-    };
-    field(head);
+    let mut sum = PartsSum::default();
     for (key, value) in parts {
-        field(key.as_bytes());
-        field(value);
+        sum.add(key, value);
     }
-    hex::encode(hasher.finalize())
+    sum.digest(head)
+}
+
+/// The sum of a Proxy's values but its head ([`digest`]): each value's sha256 (of its key
+/// and bytes, length-prefixed; of its key alone for a page, whose key names its content) as
+/// four 64-bit words, added word by word (wrapping). Values are added and taken out in any
+/// order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartsSum([u64; 4]);
+
+impl PartsSum {
+    /// Adds the value `value` under `key`.
+    pub fn add(&mut self, key: &str, value: &[u8]) {
+        self.add_leaf(Self::leaf(key, value));
+    }
+
+    /// Takes out the value `value` under `key` (added before).
+    pub fn remove(&mut self, key: &str, value: &[u8]) {
+        self.remove_leaf(Self::leaf(key, value));
+    }
+
+    /// Adds the page under `key` (its key names its content: see [`Self::leaf`]).
+    pub fn add_page(&mut self, key: &str) {
+        self.add_leaf(Self::leaf(key, &[]));
+    }
+
+    /// Adds every value of `other`.
+    pub fn add_sum(&mut self, other: &PartsSum) {
+        self.add_leaf(other.0);
+    }
+
+    /// Takes out every value of `other` (added before).
+    pub fn remove_sum(&mut self, other: &PartsSum) {
+        self.remove_leaf(other.0);
+    }
+
+    /// The digest of a Proxy with this sum and the head `head`.
+    pub fn digest(&self, head: &[u8]) -> String {
+        use sha2::{Digest as _, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update((head.len() as u64).to_le_bytes());
+        hasher.update(head);
+        for word in self.0 {
+            hasher.update(word.to_le_bytes());
+        }
+        hex::encode(hasher.finalize())
+    }
+
+    /// One value's words. A page's value is left out: its key holds its digest, and the
+    /// controller, which takes unchanged pages from the host it holds, has no bytes of them.
+    fn leaf(key: &str, value: &[u8]) -> [u64; 4] {
+        use sha2::{Digest as _, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update((key.len() as u64).to_le_bytes());
+        hasher.update(key.as_bytes());
+        if kgw_proto::nats::page_of(key).is_none() {
+            hasher.update((value.len() as u64).to_le_bytes());
+            hasher.update(value);
+        }
+        let hash = hasher.finalize();
+        let mut words = [0_u64; 4];
+        for (word, bytes) in words.iter_mut().zip(hash.chunks_exact(8)) {
+            let mut eight = [0_u8; 8];
+            eight.copy_from_slice(bytes);
+            *word = u64::from_le_bytes(eight);
+        }
+        words
+    }
+
+    fn add_leaf(&mut self, leaf: [u64; 4]) {
+        for (word, add) in self.0.iter_mut().zip(leaf) {
+            *word = word.wrapping_add(add);
+        }
+    }
+
+    fn remove_leaf(&mut self, leaf: [u64; 4]) {
+        for (word, sub) in self.0.iter_mut().zip(leaf) {
+            *word = word.wrapping_sub(sub);
+        }
+    }
 }
 
 /// The [`digest`] of every Proxy among `values` (a `kgw_proxies` bucket's keys and values),
@@ -304,6 +377,40 @@ mod tests {
         let changed = digests(&after);
         assert_ne!(changed["default.gw"], before["default.gw"]);
         assert_eq!(changed["default.gw-x"], before["default.gw-x"]);
+    }
+
+    #[test]
+    fn a_proxy_digest_is_kept_value_by_value() {
+        let values: Vec<(String, Vec<u8>)> = (0..50).map(|i| (format!("d.gw._vh.h{i}"), vec![i as u8; i])).collect();
+        let all = digest(b"head", values.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+        assert_eq!(
+            all,
+            digest(b"head", values.iter().rev().map(|(k, v)| (k.as_str(), v.as_slice()))),
+            "in any order"
+        );
+        // One value taken out and put back changed: the sum follows.
+        let mut sum = PartsSum::default();
+        for (k, v) in &values {
+            sum.add(k, v);
+        }
+        assert_eq!(sum.digest(b"head"), all);
+        sum.remove(&values[7].0, &values[7].1);
+        assert_ne!(sum.digest(b"head"), all);
+        sum.add(&values[7].0, b"edited");
+        let mut edited = values.clone();
+        edited[7].1 = b"edited".to_vec();
+        assert_eq!(
+            sum.digest(b"head"),
+            digest(b"head", edited.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+        );
+        assert_ne!(sum.digest(b"head"), sum.digest(b"other head"));
+        // A value moved to another key is another Proxy.
+        let mut moved = values.clone();
+        moved[3].0 = "d.gw._vh.moved".into();
+        assert_ne!(
+            all,
+            digest(b"head", moved.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+        );
     }
 
     fn routes(names: impl IntoIterator<Item = String>) -> Vec<Route> {

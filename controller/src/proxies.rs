@@ -9,7 +9,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use kgw_common::{bus::KvEvent, proxy_parts};
+use kgw_common::{
+    bus::KvEvent,
+    proxy_parts::{self, PartsSum},
+};
 use kgw_proto::{
     nats::{PageKind, page_key, page_of, vhost_part_head, vhost_part_key},
     v1::{PageIndex, Proxy, RoutePage, VirtualHost, VirtualHostPart},
@@ -68,6 +71,12 @@ struct Stored {
     served: BTreeMap<String, (u64, Arc<Vec<Problem>>)>,
     /// Values left out in the current `apply`, per reason.
     rejected: BTreeMap<Rejected, u64>,
+    /// Part key → the sum of the values of the host held (its part, and its pages when in
+    /// pages: `proxy_parts::PartsSum`).
+    sums: BTreeMap<String, PartsSum>,
+    /// Head key → the sum of its hosts' values, kept with `sums`: with the head's value, the
+    /// digest of the Proxy held.
+    head_sums: BTreeMap<String, PartsSum>,
 }
 
 /// Why a value of `kgw_proxies` was left out (counted in `kgw_controller_kv_values_rejected`).
@@ -171,9 +180,8 @@ impl ProxiesView {
     /// was of what the store holds now, and that is what `digest`
     /// ([`proxy_parts::digest`]) names: the values the asker wrote.
     pub fn served_problems(&self, key: &str, digest: &str) -> ServedProblems {
-        // The parts are shared: taken under the lock, encoded and hashed after it, so the
-        // actor's next change does not wait for this rare request.
-        let (problems, head, parts) = {
+        // The sum of the values held is kept as they are read: only the head is encoded.
+        let held = {
             let stored = read(&self.stored);
             let Some((generation, problems)) = stored.served.get(key) else {
                 return ServedProblems::NotYet;
@@ -184,31 +192,11 @@ impl ProxiesView {
             let Some(head) = stored.heads.get(key) else {
                 return ServedProblems::NotYet;
             };
-            // A host in pages with where its pages lie, shared too.
-            let parts: Vec<(String, Arc<VirtualHostPart>, Option<Arc<pages::Paged>>)> = stored
-                .parts
-                .get(key)
-                .into_iter()
-                .flatten()
-                .map(|(part_key, part)| (part_key.clone(), Arc::clone(part), stored.pages.paged(part_key)))
-                .collect();
-            (Arc::clone(problems), Arc::clone(head), parts)
+            let sum = stored.head_sums.get(key).copied().unwrap_or_default();
+            (Arc::clone(problems), Arc::clone(head), sum)
         };
-        // Encoded again here rather than kept beside the parts; a host in pages as its part
-        // and pages were written, in key order with every other value.
-        let mut encoded: Vec<(String, Vec<u8>)> = Vec::with_capacity(parts.len());
-        for (part_key, part, paged) in parts {
-            match paged {
-                Some(paged) => encoded.extend(paged.written_values(&part_key, &part)),
-                None => encoded.push((part_key, part.encode_to_vec())),
-            }
-        }
-        encoded.sort_by(|(a, _), (b, _)| a.cmp(b));
-        let held = proxy_parts::digest(
-            &head.encode_to_vec(),
-            encoded.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
-        );
-        if held == digest {
+        let (problems, head, sum) = held;
+        if sum.digest(&head.encode_to_vec()) == digest {
             ServedProblems::Found(problems)
         } else {
             ServedProblems::NotYet
@@ -225,12 +213,12 @@ impl ProxiesView {
 }
 
 impl ProxyStore {
-    /// What readers outside the actor see.
     /// The values left out by the last [`apply`](Self::apply), per reason (for the metrics).
     pub fn take_rejected(&mut self) -> BTreeMap<Rejected, u64> {
         std::mem::take(&mut self.rejected)
     }
 
+    /// What readers outside the actor see.
     pub fn view(&self) -> ProxiesView {
         ProxiesView {
             stored: Arc::clone(&self.stored),
@@ -315,6 +303,8 @@ impl ProxyStore {
                     }
                     stored.heads.clear();
                     stored.parts.clear();
+                    stored.sums.clear();
+                    stored.head_sums.clear();
                     stored.pages.clear();
                     stored.same.clear();
                     // Pages first, as a writer puts them: each host in pages is then handed
@@ -424,6 +414,9 @@ fn put(stored: &mut Stored, key: String, value: &Bytes) -> Option<(String, Optio
             }
             stored.pages.forget(&key);
             stored.same.remove(&key);
+            let mut sum = PartsSum::default();
+            sum.add(&key, value);
+            stored.hold_sum(&head, &key, Some(sum));
             let parts = stored.parts.entry(head.clone()).or_default();
             if parts.get(&key).is_some_and(|old| **old == part) {
                 return None;
@@ -475,6 +468,8 @@ fn hand_on(
         Some(same) => stored.same.insert(key.clone(), Arc::new(same)),
         None => stored.same.remove(&key),
     };
+    let sum = stored.pages.paged(&key).map(|paged| paged.sum(&key));
+    stored.hold_sum(&head, &key, sum);
     let mut ids: Vec<VirtualHostId> = id_of(&whole).into_iter().collect();
     ids.extend(previous.as_deref().and_then(id_of));
     stored
@@ -494,6 +489,7 @@ fn delete(stored: &mut Stored, key: String) -> Option<(String, Option<Vec<Virtua
         Some(head) => {
             stored.pages.forget(&key);
             stored.same.remove(&key);
+            stored.hold_sum(&head, &key, None);
             let parts = stored.parts.get_mut(&head)?;
             let old = parts.remove(&key)?;
             if parts.is_empty() {
@@ -520,6 +516,22 @@ fn decode<T: prost::Message + Default>(stored: &mut Stored, key: &str, bytes: &[
 }
 
 impl Stored {
+    /// The host under `part_key` of the Proxy under `head` is now held as `sum` (`None`:
+    /// no longer held).
+    fn hold_sum(&mut self, head: &str, part_key: &str, sum: Option<PartsSum>) {
+        let old = match sum {
+            Some(sum) => self.sums.insert(part_key.to_string(), sum),
+            None => self.sums.remove(part_key),
+        };
+        let head_sum = self.head_sums.entry(head.to_string()).or_default();
+        if let Some(old) = old {
+            head_sum.remove_sum(&old);
+        }
+        if let Some(sum) = sum {
+            head_sum.add_sum(&sum);
+        }
+    }
+
     fn reject(&mut self, reason: Rejected) {
         *self.rejected.entry(reason).or_default() += 1;
     }

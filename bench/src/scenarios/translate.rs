@@ -181,16 +181,14 @@ fn controller_apply_one_route(
 ) -> Result<Vec<f64>> {
     use bytes::Bytes;
     use kgw_common::bus::KvEvent;
-    use prost::Message as _;
     let mut index = routeset::shaped_index(n, shape, backends)?;
     let upstreams = kgw_common::upstreams::upstreams(&index);
-    // The KV values of each version of route 0 (every Proxy split as the gateway writes it).
+    // The KV values of each version of route 0, as the gateway writes them (a host of 32
+    // routes or more in pages).
     let values = |index: &Index| -> BTreeMap<String, Bytes> {
         let mut out = BTreeMap::new();
         for (key, proxy) in &gateway::translate::translate(index, options).proxies {
-            let (head, parts) = kgw_common::proxy_parts::split(key, proxy);
-            out.insert(key.clone(), Bytes::from(head.encode_to_vec()));
-            out.extend(parts.into_iter().map(|(k, p)| (k, Bytes::from(p.encode_to_vec()))));
+            out.extend(kgw_common::proxy_parts::values(key, proxy));
         }
         out
     };
@@ -201,15 +199,26 @@ fn controller_apply_one_route(
         let yaml = route_zero(n, variant, shape);
         routeset::apply_yaml(&mut index, &yaml)?;
         let now = values(&index);
-        let events: Vec<KvEvent> = now
-            .iter()
-            .filter(|(k, v)| previous.get(*k) != Some(*v))
+        // In the writer's order: the deepest keys first (pages before their part), then
+        // the values gone.
+        let mut puts: Vec<(&String, &Bytes)> = now.iter().filter(|(k, v)| previous.get(*k) != Some(*v)).collect();
+        puts.sort_by_key(|(k, _)| std::cmp::Reverse(k.matches('.').count()));
+        let events: Vec<KvEvent> = puts
+            .into_iter()
             .map(|(k, v)| KvEvent::Put(k.clone(), v.clone(), None))
+            .chain(
+                previous
+                    .keys()
+                    .filter(|k| !now.contains_key(*k))
+                    .map(|k| KvEvent::Delete(k.clone(), None)),
+            )
             .collect();
         previous = now;
+        // One host's part, and in one_host a route page and an index page, each replacing
+        // one.
         ensure!(
-            events.len() == 1,
-            "one changed part per route change, not {}",
+            (1..=6).contains(&events.len()),
+            "one changed host per route change, not {} values",
             events.len()
         );
         changes.push(events);

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::sync::{Arc, Weak};
 
+use kgw_common::proxy_parts::PartsSum;
 use kgw_proto::nats::{PageKind, page_key};
 use kgw_proto::v1::{PageIndex, RoutePage, VirtualHost, VirtualHostPart};
 
@@ -223,27 +224,20 @@ impl Pages {
 }
 
 impl Paged {
-    /// The values of this host, handed on as `whole` under `key`, as written: its part,
-    /// then its index pages, then its route pages, each with its key.
-    pub(super) fn written_values(&self, key: &str, whole: &VirtualHostPart) -> Vec<(String, Vec<u8>)> {
+    /// The sum of this host's values under `key` as written: its part and each of its pages
+    /// (`proxy_parts::PartsSum`; a page counted by its key).
+    pub(super) fn sum(&self, key: &str) -> PartsSum {
         use prost::Message as _;
-        let routes = whole.virtual_host.as_ref().map_or(&[][..], |v| &v.routes[..]);
-        let mut values = vec![(key.to_string(), self.written.encode_to_vec())];
-        let mut seen = BTreeSet::new();
-        for id in &self.written.index_pages {
-            if let Some(list) = self.indexes.get(id).filter(|_| seen.insert(*id)) {
-                let index = kgw_common::proxy_parts::encode_index(list);
-                values.push((page_key(key, PageKind::Index, *id), index.to_vec()));
-            }
+        let mut sum = PartsSum::default();
+        sum.add(key, &self.written.encode_to_vec());
+        let indexes: BTreeSet<u64> = self.written.index_pages.iter().copied().collect();
+        let routes: BTreeSet<u64> = self.route_pages.iter().copied().collect();
+        for id in indexes {
+            sum.add_page(&page_key(key, PageKind::Index, id));
         }
-        let mut seen = BTreeSet::new();
-        for (id, range) in self.route_pages.iter().zip(&self.ranges) {
-            if !seen.insert(*id) {
-                continue;
-            }
-            let page = kgw_common::proxy_parts::encode_page(routes.get(range.clone()).unwrap_or_default());
-            values.push((page_key(key, PageKind::Routes, *id), page.to_vec()));
+        for id in routes {
+            sum.add_page(&page_key(key, PageKind::Routes, id));
         }
-        values
+        sum
     }
 }

@@ -10,11 +10,13 @@
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
-use kgw_common::{bus::KvState, proxy_parts, resources::Index, shutdown::Shutdown};
+use kgw_common::{bus::KvState, resources::Index, shutdown::Shutdown};
 use serde::Serialize;
 use tokio::{sync::watch, task::JoinHandle};
 
-use super::{Finding, Policy, Served, Validator, ValidatorError, check_all_findings, served_findings};
+use super::{
+    Finding, Policy, Served, Validator, ValidatorError, check_all_findings, digests::DigestCache, served_findings,
+};
 use crate::translate::Options;
 
 /// Asks the actor for the gateway's own findings on its current state: read from the
@@ -67,9 +69,10 @@ pub fn spawn<V: Validator>(
         let mut last: Option<Vec<Reported>> = None;
         let mut failing: Option<String> = None;
         let mut backoff = Duration::from_millis(500);
+        let mut digest_cache = DigestCache::default();
         loop {
             let current = index.borrow_and_update().clone();
-            let (checked, dry_run) = check(&validator, &options, &current, &outputs).await;
+            let (checked, dry_run) = check(&validator, &options, &current, &outputs, &mut digest_cache).await;
             // The next check waits for the index to change, and for a rest of
             // `REST_PER_CHECK` times the length of this one's dry run (none when the
             // controller answered: waiting for it costs no CPU).
@@ -134,8 +137,9 @@ async fn check<V: Validator>(
     options: &Options,
     index: &Index,
     outputs: &Outputs,
+    digest_cache: &mut DigestCache,
 ) -> (Result<Vec<Finding>, ValidatorError>, Duration) {
-    match served(validator, outputs).await {
+    match served(validator, outputs, digest_cache).await {
         Ok(Some(findings)) => (Ok(findings), Duration::ZERO),
         Err(error) => (Err(error), Duration::ZERO),
         Ok(None) => {
@@ -148,15 +152,20 @@ async fn check<V: Validator>(
 
 /// The findings from the controller's translation, asked until it serves what was written
 /// (at most [`SERVED_PATIENCE`]); `None` when it does not by then, or cannot say.
-async fn served<V: Validator>(validator: &V, outputs: &Outputs) -> Result<Option<Vec<Finding>>, ValidatorError> {
+async fn served<V: Validator>(
+    validator: &V,
+    outputs: &Outputs,
+    digest_cache: &mut DigestCache,
+) -> Result<Option<Vec<Finding>>, ValidatorError> {
     let deadline = tokio::time::Instant::now() + SERVED_PATIENCE;
     loop {
         let Some(own) = (outputs.own)().await else {
             return Ok(None);
         };
-        // The values are shared with the writer: hashed, then let go.
+        // The values are shared with the writer: summed (what changed since the last state),
+        // then let go.
         let values = outputs.proxies.borrow().values.clone();
-        let digests = proxy_parts::digests(&values);
+        let digests = digest_cache.digests(&values);
         drop(values);
         match served_findings(validator, own, &digests).await? {
             Served::Findings(findings) => return Ok(Some(findings)),

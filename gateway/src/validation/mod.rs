@@ -8,6 +8,7 @@
 //! translation) and references a deletion would break (errors). Findings that were already
 //! there before the change are not held against it.
 pub mod background;
+mod digests;
 pub mod grpc;
 #[cfg(test)]
 pub mod testing;
