@@ -530,6 +530,10 @@ impl Stored {
         if let Some(sum) = sum {
             head_sum.add_sum(&sum);
         }
+        if *head_sum == PartsSum::default() {
+            // No host held (or none left): nothing kept for a Proxy gone.
+            self.head_sums.remove(head);
+        }
     }
 
     fn reject(&mut self, reason: Rejected) {
@@ -650,17 +654,9 @@ mod tests {
         proxy
     }
 
-    /// The events a writer sends to go from `before` to `after`: puts deepest key first,
-    /// then deletes (as `kgw_common::bus::writer` orders them).
+    /// The events a writer sends to go from `before` to `after`, in its order.
     fn writes(before: &BTreeMap<String, Bytes>, after: &BTreeMap<String, Bytes>) -> Vec<KvEvent> {
-        let depth = |k: &String| k.matches('.').count();
-        let mut puts: Vec<(&String, &Bytes)> = after.iter().filter(|(k, v)| before.get(*k) != Some(*v)).collect();
-        puts.sort_by_key(|(k, _)| std::cmp::Reverse(depth(k)));
-        let deletes = before.keys().filter(|k| !after.contains_key(*k));
-        puts.into_iter()
-            .map(|(k, v)| put(k, v))
-            .chain(deletes.map(|k| KvEvent::Delete(k.clone(), None)))
-            .collect()
+        kgw_common::bus::writes_between(before, after)
     }
 
     /// The Proxy under `default.gw` as assembled, without the head's stamp (the gateway's

@@ -199,20 +199,8 @@ fn controller_apply_one_route(
         let yaml = route_zero(n, variant, shape);
         routeset::apply_yaml(&mut index, &yaml)?;
         let now = values(&index);
-        // In the writer's order: the deepest keys first (pages before their part), then
-        // the values gone.
-        let mut puts: Vec<(&String, &Bytes)> = now.iter().filter(|(k, v)| previous.get(*k) != Some(*v)).collect();
-        puts.sort_by_key(|(k, _)| std::cmp::Reverse(k.matches('.').count()));
-        let events: Vec<KvEvent> = puts
-            .into_iter()
-            .map(|(k, v)| KvEvent::Put(k.clone(), v.clone(), None))
-            .chain(
-                previous
-                    .keys()
-                    .filter(|k| !now.contains_key(*k))
-                    .map(|k| KvEvent::Delete(k.clone(), None)),
-            )
-            .collect();
+        // In the writer's order: pages before their part.
+        let events = kgw_common::bus::writes_between(&previous, &now);
         previous = now;
         // One host's part, and in one_host a route page and an index page, each replacing
         // one.

@@ -14,7 +14,7 @@ mod mirror;
 mod writer;
 
 pub use mirror::{KvEvent, coalesce, spawn_kv_mirror};
-pub use writer::{KvState, Owns, Scope, WriterStats, spawn_kv_writer};
+pub use writer::{KvState, Owns, Scope, WriterStats, same_bytes, spawn_kv_writer, writes_between};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {

@@ -332,8 +332,23 @@ struct Plan {
     trace: Option<TraceHeaders>,
 }
 
+/// The writes a writer makes to bring a bucket from `have` to `want`, in its order (the
+/// puts deepest key first, then the deletes shallowest first), as a reader's watch sees them.
+pub fn writes_between(have: &BTreeMap<String, Bytes>, want: &BTreeMap<String, Bytes>) -> Vec<super::KvEvent> {
+    let plan = Plan::between(want, have, None);
+    plan.puts
+        .into_iter()
+        .map(|(key, value)| super::KvEvent::Put(key, value, None))
+        .chain(plan.deletes.into_iter().map(|key| super::KvEvent::Delete(key, None)))
+        .collect()
+}
+
 impl Plan {
     fn new(want: &KvState, have: &BTreeMap<String, Bytes>) -> Self {
+        Self::between(&want.values, have, want.trace.clone())
+    }
+
+    fn between(want: &BTreeMap<String, Bytes>, have: &BTreeMap<String, Bytes>, trace: Option<TraceHeaders>) -> Self {
         // Keys under another key (a Proxy's virtual hosts under its head) are put before it
         // and deleted after it: a reader never sees a head whose parts are not there yet.
         let depth = |key: &str| key.matches('.').count();
@@ -371,15 +386,12 @@ impl Plan {
         }
         puts.sort_by_key(|(k, _)| std::cmp::Reverse(depth(k)));
         deletes.sort_by_key(|k| depth(k));
-        Self {
-            puts,
-            deletes,
-            trace: want.trace.clone(),
-        }
+        Self { puts, deletes, trace }
     }
 }
 
-fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
+/// Equal bytes: the same allocation (one value shared by owner and writer), else compared.
+pub fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
     (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
 }
 

@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use bytes::Bytes;
-use kgw_common::proxy_parts::PartsSum;
+use kgw_common::{bus::same_bytes, proxy_parts::PartsSum};
 use kgw_proto::nats::vhost_part_head;
 
 /// The values last summed and their sums per Proxy.
@@ -45,7 +45,7 @@ impl DigestCache {
                 (Some(o), Some(n)) if o.0 == n.0 => {
                     let (o, n) = (old.next(), new.next());
                     match (o, n) {
-                        (Some(o), Some(n)) if !same(o.1, n.1) => (Some(o), Some(n)),
+                        (Some(o), Some(n)) if !same_bytes(o.1, n.1) => (Some(o), Some(n)),
                         _ => continue,
                     }
                 }
@@ -67,11 +67,6 @@ impl DigestCache {
         self.sums
             .retain(|head, sum| *sum != PartsSum::default() || values.contains_key(head));
     }
-}
-
-/// Equal bytes: the same allocation (the writer keeps an unchanged value's), else compared.
-fn same(a: &Bytes, b: &Bytes) -> bool {
-    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
 }
 
 #[cfg(test)]

@@ -722,43 +722,16 @@ fn store_events_translate_by_changed_parts_as_the_full_translation_does() {
             merge_changes(&mut pending, store.apply(events));
             merge_changes(&mut pending, store.apply(later));
             if !upstreams_changed.is_empty() {
-                // As the actor does: the virtual hosts and clusters they concern by parts,
-                // else the Proxy whole.
-                let head = |key: &str| store.head(key);
-                let lookup = |key: &str, listener: &str, name: &str| store.virtual_host(key, listener, name);
-                let changes = translator.translate_upstream_changes(
+                let (parts, hosts) = upstream_changes(
+                    &mut translator,
+                    &store,
                     &upstreams_changed,
-                    &head,
-                    &lookup,
-                    &world.upstreams,
-                    &world.settings,
+                    &world,
+                    &mut pending,
+                    &context,
                 );
-                for (key, served) in &changes.translated {
-                    by_upstream_parts += 1;
-                    let reuse = translator.last_reuse();
-                    if pending.contains_key(key) {
-                        // Proxy changes wait: made of both, not yet the Proxy's state.
-                        continue;
-                    }
-                    let proxy = store.assemble(key).expect("a head");
-                    check_served(
-                        served,
-                        &proxy,
-                        &world,
-                        &format!("{context}: Upstreams {upstreams_changed:?}"),
-                    );
-                    upstream_hosts_translated += reuse.virtual_hosts_translated;
-                }
-                let mut whole_keys = changes.whole;
-                if let Some(key) = store.head(PROXY_KEY).map(|_| PROXY_KEY.to_string()) {
-                    let unserved = changes.unserved && !translator.serves_by_parts(&key);
-                    if !translator.translated(&key) || unserved {
-                        whole_keys.insert(key);
-                    }
-                }
-                for key in whole_keys.into_iter().filter(|key| store.head(key).is_some()) {
-                    merge_changes(&mut pending, BTreeMap::from([(key, ProxyChange::Whole)]));
-                }
+                by_upstream_parts += parts;
+                upstream_hosts_translated += hosts;
             }
             if rng.chance(10) {
                 // Waits for the next batch (as the controller does before it is synced
@@ -817,7 +790,6 @@ fn store_events_translate_by_changed_parts_as_the_full_translation_does() {
 fn a_host_in_pages_translates_by_its_copied_routes_as_the_full_translation_does() {
     use std::cell::Cell;
 
-    use kgw_common::bus::KvEvent;
     let (mut hinted, mut steps) = (0, 0);
     for seed in 0..6 {
         let mut rng = Rng(5000 + seed);
@@ -874,22 +846,9 @@ fn a_host_in_pages_translates_by_its_copied_routes_as_the_full_translation_does(
                 }
                 _ => upstreams_changed = world.step(&mut rng),
             }
-            // As the gateway writes them: in pages, deepest key first, then the deletes.
+            // As the gateway writes them: in pages, in the writer's order.
             let values = kgw_common::proxy_parts::values(PROXY_KEY, &as_written(&world.proxy));
-            let depth = |k: &String| k.matches('.').count();
-            let mut puts: Vec<(&String, &bytes::Bytes)> =
-                values.iter().filter(|(k, v)| written.get(*k) != Some(*v)).collect();
-            puts.sort_by_key(|(k, _)| std::cmp::Reverse(depth(k)));
-            let events: Vec<KvEvent> = puts
-                .into_iter()
-                .map(|(k, v)| KvEvent::Put(k.clone(), v.clone(), None))
-                .chain(
-                    written
-                        .keys()
-                        .filter(|k| !values.contains_key(*k))
-                        .map(|k| KvEvent::Delete(k.clone(), None)),
-                )
-                .collect();
+            let events = kgw_common::bus::writes_between(&written, &values);
             written = values;
             let mut pending = store.apply(events);
             assert!(
@@ -897,30 +856,14 @@ fn a_host_in_pages_translates_by_its_copied_routes_as_the_full_translation_does(
                 "{context}: every page read before its part"
             );
             if !upstreams_changed.is_empty() {
-                // As the actor does: the virtual hosts and clusters they concern by parts,
-                // else the Proxy whole.
-                let head = |key: &str| store.head(key);
-                let lookup = |key: &str, listener: &str, name: &str| store.virtual_host(key, listener, name);
-                let changes = translator.translate_upstream_changes(
+                upstream_changes(
+                    &mut translator,
+                    &store,
                     &upstreams_changed,
-                    &head,
-                    &lookup,
-                    &world.upstreams,
-                    &world.settings,
+                    &world,
+                    &mut pending,
+                    &context,
                 );
-                for (key, served) in &changes.translated {
-                    if !pending.contains_key(key) {
-                        let proxy = store.assemble(key).expect("a head");
-                        check_served(served, &proxy, &world, &format!("{context}: Upstreams"));
-                    }
-                }
-                let mut whole_keys = changes.whole;
-                if changes.unserved && !translator.serves_by_parts(PROXY_KEY) || !translator.translated(PROXY_KEY) {
-                    whole_keys.insert(PROXY_KEY.to_string());
-                }
-                for key in whole_keys {
-                    merge_changes(&mut pending, BTreeMap::from([(key, ProxyChange::Whole)]));
-                }
             }
             for (key, change) in pending {
                 let Some(head) = store.head(&key) else {
@@ -954,6 +897,46 @@ fn a_host_in_pages_translates_by_its_copied_routes_as_the_full_translation_does(
     }
     eprintln!("{hinted} of {steps} translations had copied routes");
     assert!(hinted > steps / 3, "{hinted} of {steps} translations had copied routes");
+}
+
+/// Upstreams changed, as the actor takes them: the virtual hosts and clusters they concern
+/// translated by parts (each checked against the full translation unless Proxy changes
+/// wait in `pending`), else the Proxy marked to translate whole. How many Proxies were
+/// translated by parts, and how many virtual hosts that translated.
+fn upstream_changes(
+    translator: &mut IncrementalTranslator,
+    store: &ProxyStore,
+    changed: &BTreeSet<String>,
+    world: &World,
+    pending: &mut BTreeMap<String, ProxyChange>,
+    context: &str,
+) -> (usize, usize) {
+    let (mut by_parts, mut hosts) = (0, 0);
+    let head = |key: &str| store.head(key);
+    let lookup = |key: &str, listener: &str, name: &str| store.virtual_host(key, listener, name);
+    let changes = translator.translate_upstream_changes(changed, &head, &lookup, &world.upstreams, &world.settings);
+    for (key, served) in &changes.translated {
+        by_parts += 1;
+        let reuse = translator.last_reuse();
+        if pending.contains_key(key) {
+            // Proxy changes wait: made of both, not yet the Proxy's state.
+            continue;
+        }
+        let proxy = store.assemble(key).expect("a head");
+        check_served(served, &proxy, world, &format!("{context}: Upstreams {changed:?}"));
+        hosts += reuse.virtual_hosts_translated;
+    }
+    let mut whole_keys = changes.whole;
+    if let Some(key) = store.head(PROXY_KEY).map(|_| PROXY_KEY.to_string()) {
+        let unserved = changes.unserved && !translator.serves_by_parts(&key);
+        if !translator.translated(&key) || unserved {
+            whole_keys.insert(key);
+        }
+    }
+    for key in whole_keys.into_iter().filter(|key| store.head(key).is_some()) {
+        merge_changes(pending, BTreeMap::from([(key, ProxyChange::Whole)]));
+    }
+    (by_parts, hosts)
 }
 
 /// `served` is the full translation of `proxy`: snapshot, versions, VHDS, problems.
