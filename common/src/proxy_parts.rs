@@ -153,7 +153,7 @@ fn string_len(tag: u32, value: &str) -> usize {
 }
 
 /// `RoutePage { routes }` encoded from the routes where they are.
-pub fn encode_page(routes: &[Route]) -> Bytes {
+fn encode_page(routes: &[Route]) -> Bytes {
     let mut buf = Vec::with_capacity(message::encoded_len_repeated(1, routes));
     for route in routes {
         message::encode(1, route, &mut buf);
@@ -162,7 +162,7 @@ pub fn encode_page(routes: &[Route]) -> Bytes {
 }
 
 /// `PageIndex { route_pages }` encoded.
-pub fn encode_index(route_pages: &[u64]) -> Bytes {
+fn encode_index(route_pages: &[u64]) -> Bytes {
     let mut buf = Vec::with_capacity(fixed64::encoded_len_packed(1, route_pages));
     fixed64::encode_packed(1, route_pages, &mut buf);
     Bytes::from(buf)

@@ -3,9 +3,8 @@
 //! keeps one copy of the host's routes, in the part it hands on (routes in order, as if
 //! written whole); a new part takes the pages it names from the pages read since (moved)
 //! or, for a page it named before, from the host's routes (copied), and waits while one is
-//! missing. So a
-//! change to one route decodes one page, and the translation never sees a host half
-//! written.
+//! missing. So a change to one route decodes one page, and the translation never sees a
+//! host half written.
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::sync::{Arc, Weak};
