@@ -30,18 +30,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest = env::var("CARGO_MANIFEST_DIR")?;
     // Only this platform's packages: others (Windows crates) are never downloaded.
     let target = env::var("TARGET")?;
-    let metadata = Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--offline",
-            "--filter-platform",
-            &target,
-            "--manifest-path",
-        ])
-        .arg(PathBuf::from(&manifest).join("Cargo.toml"))
-        .output()?;
+    // Offline first (nothing to fetch once the workspace's packages are in cargo's cache);
+    // on a fresh machine a `--bins` build has not fetched the dev-dependencies that
+    // `cargo metadata` resolves too, so it is asked again with the registry allowed.
+    let run_metadata = |offline: bool| {
+        let mut command = Command::new(&cargo);
+        command.args(["metadata", "--format-version", "1", "--filter-platform", &target]);
+        if offline {
+            command.arg("--offline");
+        }
+        command
+            .arg("--manifest-path")
+            .arg(PathBuf::from(&manifest).join("Cargo.toml"))
+            .output()
+    };
+    let mut metadata = run_metadata(true)?;
+    if !metadata.status.success() {
+        metadata = run_metadata(false)?;
+    }
     if !metadata.status.success() {
         return Err(format!("cargo metadata failed: {}", String::from_utf8_lossy(&metadata.stderr)).into());
     }

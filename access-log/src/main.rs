@@ -15,6 +15,11 @@ use kgw_common::{
     tls::Alpn,
 };
 
+/// jemalloc, unless built without the default feature `jemalloc` (see Cargo.toml).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Envoy access-log sink: serves envoy.service.accesslog.v3.AccessLogService, writes one JSON
 /// line per entry and publishes it on NATS kgw.accesslog.<namespace>.<gateway>.
 #[derive(Debug, Parser)]

@@ -18,6 +18,11 @@ use serde_json::{Value, json};
 use routeset::Shape;
 use scenarios::{Plan, Report};
 
+/// jemalloc, unless built without the default feature `jemalloc` (see Cargo.toml).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(about = "Benchmarks the control plane: propagation, translation, memory, Envoy throughput")]
 struct Args {

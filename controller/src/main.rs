@@ -12,6 +12,11 @@ use kgw_common::{
     process::{self, Started},
 };
 
+/// jemalloc, unless built without the default feature `jemalloc` (see Cargo.toml).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Proxy + Upstreams → Envoy configuration, served over xDS.
 #[derive(Parser, Debug)]
 #[command(name = "controller", version)]

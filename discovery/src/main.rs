@@ -10,6 +10,11 @@ use kgw_common::{
     process::{self, Started},
 };
 
+/// jemalloc, unless built without the default feature `jemalloc` (see Cargo.toml).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Upstream discovery (UDS): one Upstream per Service port, with its endpoints, and the
 /// Upstreams users declare; function discovery (FDS) on them.
 #[derive(Debug, Parser)]

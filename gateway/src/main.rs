@@ -10,6 +10,11 @@ use kgw_common::{
     process::{self, Started},
 };
 
+/// jemalloc, unless built without the default feature `jemalloc` (see Cargo.toml).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Gateway API + policies → Proxy (KV kgw_proxies), and status.
 #[derive(Parser, Debug)]
 #[command(name = "gateway", version)]

@@ -210,6 +210,12 @@ impl Assembled {
             .collect();
         resources.routes.sort_by(|a, b| a.name.cmp(&b.name));
         let own_clusters = std::mem::take(&mut resources.clusters);
+        // `referenced` holds the same clusters: let go of it first, so that a fresh cluster
+        // is moved out of its Arc rather than copied.
+        drop(self.referenced);
+        resources
+            .clusters
+            .reserve(self.upstream_clusters.len() + own_clusters.len());
         for upstream in self.upstream_clusters {
             let (cluster, endpoints) = match Arc::try_unwrap(upstream) {
                 Ok(fresh) => fresh.into_typed(),
