@@ -15,6 +15,7 @@ use kgw_common::{
 };
 use kgw_proto::{
     nats::{PageKind, page_key, page_of, vhost_part_head, vhost_part_key},
+    shrink::ShrinkDecoded as _,
     v1::{PageIndex, Proxy, RoutePage, VirtualHost, VirtualHostPart},
 };
 use prost::Message as _;
@@ -377,7 +378,8 @@ fn put(stored: &mut Stored, key: String, value: &Bytes) -> Option<(String, Optio
         let head = vhost_part_head(vhost_key)?.to_string();
         let waiting = match kind {
             PageKind::Routes => {
-                let page = decode::<RoutePage>(stored, &key, value)?;
+                let mut page = decode::<RoutePage>(stored, &key, value)?;
+                page.shrink_decoded();
                 stored.pages.read_routes(vhost_key, id, page)
             }
             PageKind::Index => {
@@ -391,7 +393,8 @@ fn put(stored: &mut Stored, key: String, value: &Bytes) -> Option<(String, Optio
     }
     match vhost_part_head(&key).map(str::to_string) {
         Some(head) => {
-            let part = decode::<VirtualHostPart>(stored, &key, value)?;
+            let mut part = decode::<VirtualHostPart>(stored, &key, value)?;
+            part.shrink_decoded();
             // A part is found by its listener and name: one stored under another key would
             // be a writer's bug, and is left out (assembled or not, the same Proxy).
             let expected = part

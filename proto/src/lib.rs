@@ -10,5 +10,6 @@ pub mod v1 {
 
 pub mod identity;
 pub mod nats;
+pub mod shrink;
 
 pub use v1::*;

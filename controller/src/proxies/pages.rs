@@ -190,6 +190,8 @@ impl Pages {
             placed.insert(id, range.clone());
             ranges.push(range);
         }
+        // Held as long as the host: without the room its growth left.
+        routes.shrink_to_fit();
         if !read.indexes.is_empty() || !read.routes.is_empty() {
             self.read.insert(key.to_string(), read);
         }
