@@ -296,7 +296,7 @@ impl ProxyStore {
         let whole = |changes: &mut BTreeMap<String, ProxyChange>, head: String| {
             changes.insert(head, ProxyChange::Whole);
         };
-        for event in events {
+        for event in writer_order(events) {
             match event {
                 KvEvent::Full(all) => {
                     for head in stored.heads.keys() {
@@ -439,6 +439,21 @@ fn put(stored: &mut Stored, key: String, value: &Bytes) -> Option<(String, Optio
             Some((key, None))
         }
     }
+}
+
+/// A batch in the order the gateway writes it: pages put, then the rest, then pages deleted
+/// (a batch comes in key order, where a part's key, a prefix of its pages' keys, comes
+/// first: read so, the part would wait for pages already in the batch).
+fn writer_order(events: Vec<KvEvent>) -> impl Iterator<Item = KvEvent> {
+    let rank = |event: &KvEvent| match event {
+        KvEvent::Put(key, ..) if page_of(key).is_some() => 0,
+        KvEvent::Delete(key, _) if page_of(key).is_some() => 2,
+        _ => 1,
+    };
+    let mut events = events;
+    // Stable: within a rank, the order as read.
+    events.sort_by_key(rank);
+    events.into_iter()
 }
 
 /// A part in pages handed on once its every page is read (until then it waits, and the
@@ -754,6 +769,24 @@ mod tests {
         assert_eq!(store.apply(pages), big);
         assert!(store.take_rejected().is_empty(), "pages arriving are no news");
         assert_eq!(assembled(&store), Some(big_proxy(200, None)));
+
+        // A new page and the part naming it in one batch, in key order (the part first):
+        // handed on at once, nothing reported missing.
+        let fourth = proxy_parts::values("default.gw", &big_proxy(200, Some(150)));
+        let batch = kgw_common::bus::coalesce(writes(&third, &fourth));
+        let first_part = batch
+            .iter()
+            .position(|e| matches!(e, KvEvent::Put(k, ..) if k.ends_with("/big")))
+            .expect("the part is put");
+        let first_page = batch
+            .iter()
+            .position(|e| matches!(e, KvEvent::Put(k, ..) if kgw_proto::nats::page_of(k).is_some()))
+            .expect("a page is put");
+        assert!(first_part < first_page, "the batch puts the part before its pages");
+        assert_eq!(store.apply(batch), big);
+        assert!(store.take_rejected().is_empty(), "no page is missing in that batch");
+        assert_eq!(assembled(&store), Some(big_proxy(200, Some(150))));
+        let third = fourth;
 
         // The same part again changes nothing; the host back to a few routes, inline.
         let (key, value) = third.iter().find(|(k, _)| k.ends_with("/big")).expect("part");
