@@ -443,17 +443,19 @@ fn put(stored: &mut Stored, key: String, value: &Bytes) -> Option<(String, Optio
 
 /// A batch in the order the gateway writes it: pages put, then the rest, then pages deleted
 /// (a batch comes in key order, where a part's key, a prefix of its pages' keys, comes
-/// first: read so, the part would wait for pages already in the batch).
-fn writer_order(events: Vec<KvEvent>) -> impl Iterator<Item = KvEvent> {
-    let rank = |event: &KvEvent| match event {
+/// first: read so, the part would wait for pages already in the batch). A batch with a full
+/// read stays as it is: the full read resets the store, and nothing may cross it.
+fn writer_order(mut events: Vec<KvEvent>) -> Vec<KvEvent> {
+    if events.iter().any(|event| matches!(event, KvEvent::Full(_))) {
+        return events;
+    }
+    // Stable: within a rank, the order as read.
+    events.sort_by_key(|event| match event {
         KvEvent::Put(key, ..) if page_of(key).is_some() => 0,
         KvEvent::Delete(key, _) if page_of(key).is_some() => 2,
         _ => 1,
-    };
-    let mut events = events;
-    // Stable: within a rank, the order as read.
-    events.sort_by_key(rank);
-    events.into_iter()
+    });
+    events
 }
 
 /// A part in pages handed on once its every page is read (until then it waits, and the
