@@ -296,7 +296,7 @@ impl ProxyStore {
         let whole = |changes: &mut BTreeMap<String, ProxyChange>, head: String| {
             changes.insert(head, ProxyChange::Whole);
         };
-        for event in writer_order(events) {
+        for event in events {
             match event {
                 KvEvent::Full(all) => {
                     for head in stored.heads.keys() {
@@ -439,23 +439,6 @@ fn put(stored: &mut Stored, key: String, value: &Bytes) -> Option<(String, Optio
             Some((key, None))
         }
     }
-}
-
-/// A batch in the order the gateway writes it: pages put, then the rest, then pages deleted
-/// (a batch comes in key order, where a part's key, a prefix of its pages' keys, comes
-/// first: read so, the part would wait for pages already in the batch). A batch with a full
-/// read stays as it is: the full read resets the store, and nothing may cross it.
-fn writer_order(mut events: Vec<KvEvent>) -> Vec<KvEvent> {
-    if events.iter().any(|event| matches!(event, KvEvent::Full(_))) {
-        return events;
-    }
-    // Stable: within a rank, the order as read.
-    events.sort_by_key(|event| match event {
-        KvEvent::Put(key, ..) if page_of(key).is_some() => 0,
-        KvEvent::Delete(key, _) if page_of(key).is_some() => 2,
-        _ => 1,
-    });
-    events
 }
 
 /// A part in pages handed on once its every page is read (until then it waits, and the
@@ -772,8 +755,9 @@ mod tests {
         assert!(store.take_rejected().is_empty(), "pages arriving are no news");
         assert_eq!(assembled(&store), Some(big_proxy(200, None)));
 
-        // A new page and the part naming it in one batch, in key order (the part first):
-        // handed on at once, nothing reported missing.
+        // A new page and the part naming it in one batch, as the controller's actor merges
+        // one (`coalesce`): the page first, as written, though the part's key comes first.
+        // Handed on at once, nothing reported missing.
         let fourth = proxy_parts::values("default.gw", &big_proxy(200, Some(150)));
         let batch = kgw_common::bus::coalesce(writes(&third, &fourth));
         let first_part = batch
@@ -784,7 +768,7 @@ mod tests {
             .iter()
             .position(|e| matches!(e, KvEvent::Put(k, ..) if kgw_proto::nats::page_of(k).is_some()))
             .expect("a page is put");
-        assert!(first_part < first_page, "the batch puts the part before its pages");
+        assert!(first_page < first_part, "the batch puts the pages before their part");
         assert_eq!(store.apply(batch), big);
         assert!(store.take_rejected().is_empty(), "no page is missing in that batch");
         assert_eq!(assembled(&store), Some(big_proxy(200, Some(150))));

@@ -32,12 +32,15 @@ impl KvEvent {
 }
 
 /// A batch of events in arrival order, merged: a `Full` absorbs what follows it, and only
-/// the last `Put`/`Delete` of each key is kept. Order of keys is not kept (it does not
-/// matter: each key is independent state).
+/// the last `Put`/`Delete` of each key is kept, at its place in arrival order. That order is
+/// the writer's (a watch delivers in write order), which readers of keys that name one
+/// another rely on: a writer puts the keys a value names before it (a host's pages before
+/// its part) and deletes them after it.
 pub fn coalesce(events: impl IntoIterator<Item = KvEvent>) -> Vec<KvEvent> {
     let mut full: Option<BTreeMap<String, Bytes>> = None;
-    let mut keyed: BTreeMap<String, KvEvent> = BTreeMap::new();
-    for event in events {
+    // Key → when its last event arrived, and that event.
+    let mut keyed: BTreeMap<String, (usize, KvEvent)> = BTreeMap::new();
+    for (at, event) in events.into_iter().enumerate() {
         match event {
             KvEvent::Full(all) => {
                 full = Some(all);
@@ -48,7 +51,7 @@ pub fn coalesce(events: impl IntoIterator<Item = KvEvent>) -> Vec<KvEvent> {
                     all.insert(key, value);
                 }
                 None => {
-                    keyed.insert(key.clone(), KvEvent::Put(key, value, trace));
+                    keyed.insert(key.clone(), (at, KvEvent::Put(key, value, trace)));
                 }
             },
             KvEvent::Delete(key, trace) => match full.as_mut() {
@@ -56,12 +59,17 @@ pub fn coalesce(events: impl IntoIterator<Item = KvEvent>) -> Vec<KvEvent> {
                     all.remove(&key);
                 }
                 None => {
-                    keyed.insert(key.clone(), KvEvent::Delete(key, trace));
+                    keyed.insert(key.clone(), (at, KvEvent::Delete(key, trace)));
                 }
             },
         }
     }
-    full.map(KvEvent::Full).into_iter().chain(keyed.into_values()).collect()
+    let mut last: Vec<(usize, KvEvent)> = keyed.into_values().collect();
+    last.sort_unstable_by_key(|(at, _)| *at);
+    full.map(KvEvent::Full)
+        .into_iter()
+        .chain(last.into_iter().map(|(_, event)| event))
+        .collect()
 }
 
 /// Follows a bucket: sends `Full` first, then `Put`/`Delete` as they happen; after a
@@ -207,7 +215,23 @@ mod tests {
             KvEvent::Delete("b".into(), None),
             put("a", "3"),
         ]);
-        assert_eq!(merged, vec![put("a", "3"), KvEvent::Delete("b".into(), None)]);
+        assert_eq!(merged, vec![KvEvent::Delete("b".into(), None), put("a", "3")]);
+
+        // The writer's order, not the keys': a host's page before the part naming it (whose
+        // key comes first), the old page deleted after.
+        let merged = coalesce([
+            put("h._p.2", "page"),
+            put("h", "part"),
+            KvEvent::Delete("h._p.1".into(), None),
+        ]);
+        assert_eq!(
+            merged,
+            vec![
+                put("h._p.2", "page"),
+                put("h", "part"),
+                KvEvent::Delete("h._p.1".into(), None)
+            ]
+        );
 
         let full = KvEvent::Full(BTreeMap::from([("x".to_string(), Bytes::from_static(b"0"))]));
         let merged = coalesce([put("z", "1"), full, put("y", "1"), KvEvent::Delete("x".into(), None)]);
