@@ -30,6 +30,21 @@ impl SameRoutes {
         std::ptr::eq(self.base.as_ptr(), Arc::as_ptr(part))
     }
 
+    /// The routes of `base` (of `len`) that no route of the new host copies, in order: those
+    /// of the pages replaced, where a changed route's previous self lies.
+    pub fn not_copied(&self, len: usize) -> Vec<usize> {
+        let mut copied: Vec<(usize, usize)> = self.runs.iter().map(|&(_, old, n)| (old, old + n)).collect();
+        copied.sort_unstable();
+        let mut out = Vec::new();
+        let mut at = 0;
+        for (start, end) in copied {
+            out.extend(at..start.min(len));
+            at = at.max(end);
+        }
+        out.extend(at..len);
+        out
+    }
+
     /// The index in `base` of a copy of route `i` of the new host.
     pub fn previous_of(&self, i: usize) -> Option<usize> {
         let at = self.runs.partition_point(|&(start, _, _)| start <= i).checked_sub(1)?;
@@ -171,7 +186,16 @@ impl Pages {
         for id in indexes.keys() {
             read.indexes.remove(id);
         }
-        let mut routes = Vec::new();
+        // Room for every route at once: 20,000 routes grown by doubling were copied about
+        // twice over.
+        let capacity = route_pages
+            .iter()
+            .map(|id| match read.routes.get(id) {
+                Some(page) => page.routes.len(),
+                None => before.get(id).map_or(0, |range| range.len()),
+            })
+            .sum();
+        let mut routes = Vec::with_capacity(capacity);
         let mut ranges = Vec::with_capacity(route_pages.len());
         // A page named twice is read once: its second place copies the first.
         let mut placed: BTreeMap<u64, Range<usize>> = BTreeMap::new();
@@ -240,5 +264,29 @@ impl Paged {
             sum.add_page(&page_key(key, PageKind::Routes, id));
         }
         sum
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_routes_not_copied_are_those_outside_every_run() {
+        let base = Arc::new(VirtualHostPart::default());
+        let same = SameRoutes {
+            base: Arc::downgrade(&base),
+            // New routes 0..3 copy 4..7, 5..7 copy 0..2 (pages moved), 7 copies 9.
+            runs: vec![(0, 4, 3), (5, 0, 2), (7, 9, 1)],
+        };
+        assert_eq!(same.not_copied(12), [2, 3, 7, 8, 10, 11]);
+        assert_eq!(same.not_copied(5), [2, 3]);
+        assert_eq!(same.previous_of(1), Some(5));
+        assert_eq!(same.previous_of(3), None);
+        let none = SameRoutes {
+            base: Arc::downgrade(&base),
+            runs: Vec::new(),
+        };
+        assert_eq!(none.not_copied(3), [0, 1, 2]);
     }
 }

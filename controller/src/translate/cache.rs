@@ -428,14 +428,14 @@ impl IncrementalTranslator {
             let place = (index, name.clone());
             let hosts = cached_hosts.entry(listener.clone()).or_default();
             let old = hosts.remove(name);
-            if let Some(old) = &old {
-                forget_refs(served, &place, (listener, name), &old.translation, &mut touched);
-            }
             served.host_problems.remove(&place);
             let host = virtual_host(listener, name);
             let same = host.as_ref().and_then(|h| h.same.clone());
             let part = host.map(|h| h.part);
             let Some((part_arc, vhost)) = part.as_ref().and_then(|p| Some((p, p.virtual_host.as_ref()?))) else {
+                if let Some(old) = &old {
+                    forget_refs(served, &place, (listener, name), &old.translation, &mut touched);
+                }
                 snapshot.set_host(listener, name.clone(), None);
                 continue;
             };
@@ -449,13 +449,28 @@ impl IncrementalTranslator {
             // Upstream this change is for.
             let previous = old.as_ref().and_then(|old| old.previous(same.as_deref()));
             let translation = routes::compact_virtual_host(vhost, inputs, previous, forced);
-            drop(old);
             reuse.virtual_hosts_translated += 1;
             let translation = Arc::new(translation);
             // WASM filters tie the listener's virtual hosts together: the whole Proxy.
             decline |= translation.uses_wasm_modules || !translation.wasm_added.is_empty();
-            add_refs(served, &place, Some((listener, name)), &translation, &mut touched);
-            note_digests(served, &translation, upstreams, true);
+            // A host of many routes mostly changes by a route naming Upstreams it already
+            // names: its references then stay as they are (only its problems are new),
+            // instead of being forgotten and recorded again one by one.
+            let names_as_before = old
+                .as_ref()
+                .is_some_and(|old| old.translation.names_the_same_as(&translation));
+            if names_as_before {
+                if !translation.problems.is_empty() {
+                    served.host_problems.insert(place.clone(), translation.problems.clone());
+                }
+            } else {
+                if let Some(old) = &old {
+                    forget_refs(served, &place, (listener, name), &old.translation, &mut touched);
+                }
+                add_refs(served, &place, Some((listener, name)), &translation, &mut touched);
+                note_digests(served, &translation, upstreams, true);
+            }
+            drop(old);
             let entry = std::sync::OnceLock::new();
             match HostEntry::translated(listener, Arc::clone(&translation) as Arc<_>) {
                 Ok(made) => {

@@ -130,6 +130,16 @@ impl VirtualHostTranslation {
         }
     }
 
+    /// Whether `other` names the same Upstreams as this translation, found or missing,
+    /// under the same cluster names and TLS (what [`Self::holds_for`] and the served
+    /// references depend on).
+    pub fn names_the_same_as(&self, other: &Self) -> bool {
+        self.found_upstreams == other.found_upstreams
+            && self.found_keys == other.found_keys
+            && self.missing_upstreams == other.missing_upstreams
+            && self.upstream_tls == other.upstream_tls
+    }
+
     /// Whether the Upstreams this translation looked up are still found (or missing) as
     /// they were, and the listener's earlier WASM filters it looked up are the same.
     /// (A changed Upstream's content is not seen here: see `cache::IncrementalTranslator`.)

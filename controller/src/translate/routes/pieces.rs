@@ -37,7 +37,7 @@ pub(crate) struct RoutePiece {
 }
 
 /// What translating one route found, as [`VirtualHostTranslation`] records it for the host.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct RouteFound {
     found_upstreams: Vec<(String, String)>,
     upstream_tls: Vec<(String, pb::UpstreamTls)>,
@@ -60,12 +60,21 @@ impl RouteFound {
     /// Whether a translation of the same route now would find the same: its Upstreams are
     /// found or missing as they were, and none of them is `stale` (changed since).
     fn holds(&self, upstreams: &BTreeMap<String, pb::Upstream>, stale: &BTreeSet<String>) -> bool {
-        self.found_keys
-            .iter()
+        Self::holds_keys(&self.found_keys, &self.missing_upstreams, upstreams, stale)
+    }
+
+    /// Whether `found` are all found and `missing` all missing, none of them `stale`.
+    fn holds_keys<'k>(
+        found: impl IntoIterator<Item = &'k String>,
+        missing: impl IntoIterator<Item = &'k String>,
+        upstreams: &BTreeMap<String, pb::Upstream>,
+        stale: &BTreeSet<String>,
+    ) -> bool {
+        found
+            .into_iter()
             .all(|key| upstreams.contains_key(key) && !stale.contains(key))
-            && self
-                .missing_upstreams
-                .iter()
+            && missing
+                .into_iter()
                 .all(|key| !upstreams.contains_key(key) && !stale.contains(key))
     }
 
@@ -167,10 +176,17 @@ impl<'a> Matcher<'a> {
             self.next
         } else {
             let routes = self.routes;
+            let same = self.same;
             let by_name = self.by_name.get_or_insert_with(|| {
+                // With the copied routes known, the others are looked for among the routes
+                // no copy was made of (the pages replaced), not among all of them.
+                let candidates = match same {
+                    Some(same) => same.not_copied(routes.len()),
+                    None => (0..routes.len()).collect(),
+                };
                 let mut by_name: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-                for (i, r) in routes.iter().enumerate() {
-                    by_name.entry(r.name.as_str()).or_default().push(i);
+                for i in candidates {
+                    by_name.entry(routes[i].name.as_str()).or_default().push(i);
                 }
                 by_name
             });
@@ -190,6 +206,16 @@ fn by_pieces(
     stale: &BTreeSet<String>,
 ) -> Option<VirtualHostTranslation> {
     let mut matcher = previous.and_then(Matcher::of);
+    // A taken route finds a subset of what the previous host found: when all of that still
+    // holds, so does each route's part of it, and the routes need not be checked one by one.
+    let all_hold = previous.is_some_and(|p| {
+        RouteFound::holds_keys(
+            &p.translation.found_keys,
+            &p.translation.missing_upstreams,
+            inputs.upstreams,
+            stale,
+        )
+    });
     let mut out = VirtualHostTranslation::default();
     let mut bytes = VirtualHost {
         name: vhost.name.clone(),
@@ -198,12 +224,12 @@ fn by_pieces(
     }
     .encode_to_vec();
     bytes.reserve(matcher.as_ref().map_or(0, |m| m.bytes.len()));
-    let mut pieces = Vec::with_capacity(vhost.routes.len());
+    let mut pieces: Vec<RoutePiece> = Vec::with_capacity(vhost.routes.len());
     for (i, r) in vhost.routes.iter().enumerate() {
         let taken = matcher
             .as_mut()
             .and_then(|m| m.find(i, r))
-            .filter(|(piece, _)| piece.found.holds(inputs.upstreams, stale));
+            .filter(|(piece, _)| all_hold || piece.found.holds(inputs.upstreams, stale));
         let start = bytes.len();
         let found = match taken {
             Some((piece, entry)) => {
@@ -219,10 +245,22 @@ fn by_pieces(
                 if let Some(route) = route {
                     crate::xds::canonical::route_entry(&route, &mut bytes);
                 }
-                Arc::new(RouteFound::of(alone))
+                // Routes next to each other often find the same (rules of one HTTPRoute
+                // to one backend): they share one record.
+                let found = RouteFound::of(alone);
+                match pieces.last() {
+                    Some(last) if *last.found == found => Arc::clone(&last.found),
+                    _ => Arc::new(found),
+                }
             }
         };
-        found.add_to(&mut out);
+        // What the route before it added, added again, would change nothing.
+        let as_before = pieces
+            .last()
+            .is_some_and(|last| Arc::ptr_eq(&last.found, &found) && found.problems.is_empty());
+        if !as_before {
+            found.add_to(&mut out);
+        }
         pieces.push(RoutePiece {
             entry: start..bytes.len(),
             found,
@@ -429,6 +467,56 @@ mod tests {
                 .count()
         };
         assert_eq!(taken(&third, &second), changed.routes.len() - naming(&["u1", "u4"]));
+    }
+
+    #[test]
+    fn routes_next_to_each_other_finding_the_same_share_one_record() {
+        let wasm = WasmModules::default();
+        let no_wasm = BTreeMap::new();
+        let upstreams: BTreeMap<_, _> = (0..4).map(|u| upstream(&format!("u{u}"), false)).collect();
+        let inputs = VirtualHostInputs {
+            listener: LISTENER,
+            upstreams: &upstreams,
+            wasm_modules: &wasm,
+            earlier_wasm: &no_wasm,
+        };
+        let none = BTreeSet::new();
+        // Forty routes like route 0 (to u0, with CORS), each its own name and path.
+        let mut vhost = host([]);
+        vhost.routes = (0..40)
+            .map(|k| {
+                let mut route = mk_route(0);
+                route.name = format!("default/same-{k}");
+                route.matchers[0].path_specifier = Some(pb::matcher::PathSpecifier::Prefix(format!("/s{k}")));
+                route
+            })
+            .collect();
+        let first = compact_virtual_host(&vhost, inputs, None, &none);
+        assert_same(&first, &whole(&vhost, inputs));
+        let records = |t: &VirtualHostTranslation| {
+            let pieces = t.pieces.as_deref().unwrap_or_default();
+            1 + pieces
+                .windows(2)
+                .filter(|w| !Arc::ptr_eq(&w[0].found, &w[1].found))
+                .count()
+        };
+        assert_eq!(records(&first), 1);
+
+        // One route in the middle to u1 now, one to u4 (missing) at the end: by pieces as whole.
+        let previous = vhost.clone();
+        vhost.routes[20] = mk_route(1);
+        vhost.routes.push(mk_route(4));
+        let before = Previous {
+            input: &previous,
+            translation: &first,
+            same: None,
+        };
+        let second = compact_virtual_host(&vhost, inputs, Some(before), &none);
+        assert_same(&second, &whole(&vhost, inputs));
+        assert!(second.found_upstreams.len() > first.found_upstreams.len());
+        assert!(!second.missing_upstreams.is_empty());
+        // The routes before the one changed, the changed one, those after, the added one.
+        assert_eq!(records(&second), 4);
     }
 
     #[test]
