@@ -464,46 +464,142 @@ async fn reconcile(
         trace.adopt(&span);
     }
     let trace = TraceHeaders::of(&span);
+    let mut done = Done {
+        bucket,
+        have,
+        ours,
+        seen,
+        stats,
+    };
     async {
+        // Values that fit one message go out back to back, their acknowledgements awaited
+        // after: one connection and one stream keep them in this order for every reader,
+        // and a change of a host in pages (its page, index and part) costs one round trip
+        // instead of three. A value in parts goes alone, after what was sent before it.
+        let mut sent = Vec::new();
         for (key, value) in puts {
-            match put_value(store, js, &key, &value, have.get(&key), trace.as_ref()).await {
-                Ok(revision) => {
-                    tracing::debug!(bucket, key, revision, bytes = value.len(), "kv put");
-                    ours.insert(key.clone(), revision);
-                    have.insert(key, value);
-                    stats.send_modify(|s| s.puts += 1);
-                    seen.take_ready(ours, have);
-                }
-                Err(error) => {
-                    tracing::warn!(bucket, key, %error, "kv put failed; will retry");
-                    stats.send_modify(|s| s.errors += 1);
-                    return Err(());
-                }
-            }
-        }
-        for key in deletes {
-            let old_parts = have
+            let old_parts = done
+                .have
                 .get(&key)
                 .and_then(chunk::split)
                 .map_or(0, |(parts, _)| parts.len());
-            match delete_value(store, js, &key, old_parts, trace.as_ref()).await {
-                Ok(()) => {
-                    tracing::debug!(bucket, key, "kv delete");
-                    have.remove(&key);
-                    stats.send_modify(|s| s.deletes += 1);
-                    seen.take_ready(ours, have);
+            if old_parts == 0 && chunk::split(&value).is_none() && !store.use_jetstream_prefix {
+                match publish(store, js, &key, value.clone(), false, trace.as_ref()).await {
+                    Ok(ack) => sent.push((key, Some(value), ack)),
+                    Err(error) => return done.failed(&key, "put", &error),
                 }
-                Err(error) => {
-                    tracing::warn!(bucket, key, %error, "kv delete failed; will retry");
-                    stats.send_modify(|s| s.errors += 1);
-                    return Err(());
+                continue;
+            }
+            done.settle(std::mem::take(&mut sent)).await?;
+            match put_value(store, js, &key, &value, done.have.get(&key), trace.as_ref()).await {
+                Ok(revision) => done.put(key, value, revision),
+                Err(error) => return done.failed(&key, "put", &error),
+            }
+        }
+        // Deletes only once every put is acknowledged: a value is never removed while
+        // what replaces it may be missing.
+        done.settle(std::mem::take(&mut sent)).await?;
+        for key in deletes {
+            let old_parts = done
+                .have
+                .get(&key)
+                .and_then(chunk::split)
+                .map_or(0, |(parts, _)| parts.len());
+            if old_parts == 0 && !store.use_jetstream_prefix {
+                match publish(store, js, &key, Bytes::new(), true, trace.as_ref()).await {
+                    Ok(ack) => sent.push((key, None, ack)),
+                    Err(error) => return done.failed(&key, "delete", &error),
+                }
+                continue;
+            }
+            done.settle(std::mem::take(&mut sent)).await?;
+            match delete_value(store, js, &key, old_parts, trace.as_ref()).await {
+                Ok(()) => done.deleted(key),
+                Err(error) => return done.failed(&key, "delete", &error),
+            }
+        }
+        done.settle(sent).await
+    }
+    .instrument(span)
+    .await
+}
+
+/// A put (with its value) or a delete (`None`) sent, its acknowledgement not yet read.
+type Sent = (String, Option<Bytes>, jetstream::context::PublishAckFuture);
+
+/// What a reconcile records of each write acknowledged.
+struct Done<'a, 'b> {
+    bucket: &'a str,
+    have: &'a mut BTreeMap<String, Bytes>,
+    ours: &'a mut Revisions,
+    seen: &'a mut Seen<'b>,
+    stats: &'a watch::Sender<WriterStats>,
+}
+
+impl Done<'_, '_> {
+    /// Reads the acknowledgements of `sent` in the order sent, recording each write; the
+    /// first failure ends the reconcile (it is retried whole, and writing the same value
+    /// again is harmless).
+    async fn settle(&mut self, sent: Vec<Sent>) -> Result<(), ()> {
+        for (key, value, ack) in sent {
+            match (ack.await, value) {
+                (Ok(ack), Some(value)) => self.put(key, value, ack.sequence),
+                (Ok(_), None) => self.deleted(key),
+                (Err(error), value) => {
+                    let what = if value.is_some() { "put" } else { "delete" };
+                    return self.failed(&key, what, &error.to_string());
                 }
             }
         }
         Ok(())
     }
-    .instrument(span)
-    .await
+
+    fn put(&mut self, key: String, value: Bytes, revision: u64) {
+        tracing::debug!(bucket = self.bucket, key, revision, bytes = value.len(), "kv put");
+        self.ours.insert(key.clone(), revision);
+        self.have.insert(key, value);
+        self.stats.send_modify(|s| s.puts += 1);
+        self.seen.take_ready(self.ours, self.have);
+    }
+
+    fn deleted(&mut self, key: String) {
+        tracing::debug!(bucket = self.bucket, key, "kv delete");
+        self.have.remove(&key);
+        self.stats.send_modify(|s| s.deletes += 1);
+        self.seen.take_ready(self.ours, self.have);
+    }
+
+    fn failed(&mut self, key: &str, what: &str, error: &str) -> Result<(), ()> {
+        tracing::warn!(bucket = self.bucket, key, %error, "kv {what} failed; will retry");
+        self.stats.send_modify(|s| s.errors += 1);
+        Err(())
+    }
+}
+
+/// Sends a put of `value` under `key` (or a delete marker, `delete`) as `kv::Store` would,
+/// with the trace context in its headers; its acknowledgement is read later.
+async fn publish(
+    store: &kv::Store,
+    js: &jetstream::Context,
+    key: &str,
+    value: Bytes,
+    delete: bool,
+    trace: Option<&TraceHeaders>,
+) -> Result<jetstream::context::PublishAckFuture, String> {
+    let subject = format!("{}{key}", store.put_prefix.as_ref().unwrap_or(&store.prefix));
+    let mut headers = async_nats::HeaderMap::new();
+    if delete {
+        headers.insert(KV_OPERATION, "DEL");
+    }
+    if let Some(trace) = trace {
+        trace.write_nats(&mut headers);
+    }
+    let sent = if headers.is_empty() {
+        js.publish(subject, value).await
+    } else {
+        js.publish_with_headers(subject, headers, value).await
+    };
+    sent.map_err(|e| e.to_string())
 }
 
 /// At most ten key names, for a span field (a full resync may touch thousands).

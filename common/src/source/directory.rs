@@ -412,8 +412,11 @@ pub fn spawn_dir_source_of(
                 _ = shutdown.wait() => return,
                 path = events.recv() => match path { Some(path) => path, None => return },
             };
-            // Editors and `mv` raise several events at once: take them together.
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            // Editors and `mv` raise several events at once: those already queued are taken
+            // together. No fixed wait: each file is read as it is now, so an event that comes
+            // later makes one more batch, not a wrong one, and a wait would be paid by every
+            // change (it was 2 ms, half of a change's time in this process).
+            tokio::task::yield_now().await;
             let mut paths = BTreeSet::from([first]);
             while let Ok(path) = events.try_recv() {
                 paths.insert(path);

@@ -2,6 +2,7 @@
 //! their own (so these tests run side by side), driven through files in the config dir.
 mod access_log_replicas;
 mod bus_chunks;
+mod bus_order;
 mod controller_ports;
 mod faults;
 mod filters;
