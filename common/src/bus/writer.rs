@@ -488,6 +488,9 @@ async fn reconcile(
                     Ok(ack) => sent.push((key, Some(value), ack)),
                     Err(error) => return done.failed(&key, "put", &error),
                 }
+                if sent.len() == IN_FLIGHT {
+                    done.settle(std::mem::take(&mut sent)).await?;
+                }
                 continue;
             }
             done.settle(std::mem::take(&mut sent)).await?;
@@ -510,6 +513,9 @@ async fn reconcile(
                     Ok(ack) => sent.push((key, None, ack)),
                     Err(error) => return done.failed(&key, "delete", &error),
                 }
+                if sent.len() == IN_FLIGHT {
+                    done.settle(std::mem::take(&mut sent)).await?;
+                }
                 continue;
             }
             done.settle(std::mem::take(&mut sent)).await?;
@@ -523,6 +529,12 @@ async fn reconcile(
     .instrument(span)
     .await
 }
+
+/// Writes sent and not yet acknowledged, at most, per reconcile. A change writes a handful;
+/// a bulk write of thousands waits for acknowledgements every this many. The client lets a
+/// process (every writer of it together) have 5,000 unacknowledged, and a publish over that
+/// waits for an acknowledgement to be read: one writer holding them all would wait forever.
+const IN_FLIGHT: usize = 128;
 
 /// A put (with its value) or a delete (`None`) sent, its acknowledgement not yet read.
 type Sent = (String, Option<Bytes>, jetstream::context::PublishAckFuture);

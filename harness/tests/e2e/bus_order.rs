@@ -93,3 +93,35 @@ async fn a_watch_sees_the_writes_in_the_order_planned() -> anyhow::Result<()> {
     shutdown.trigger();
     Ok(())
 }
+
+/// A bulk write of more values than the NATS client lets one process leave unacknowledged
+/// (5,000) completes: the writer reads acknowledgements as it goes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bulk_write_beyond_the_clients_unacknowledged_limit_completes() -> anyhow::Result<()> {
+    let system = System::start(SystemConfig {
+        components: vec![Component::Nats],
+        ..Default::default()
+    })
+    .await?;
+    let shutdown = Shutdown::new();
+    let bus = bus::connect(&system.nats_url(), "test", &system.admin_nats_auth()?).await?;
+    let values: BTreeMap<String, Bytes> = (0..6_000)
+        .map(|i| (format!("bulk.k{i:05}"), Bytes::from(format!("value {i}"))))
+        .collect();
+    let (desired_tx, desired) = watch::channel(KvState::traced(values));
+    let owns: bus::Owns = Arc::new(|_, _| true);
+    let mut stats = bus::spawn_kv_writer(bus.clone(), "test_bulk", desired, owns, shutdown.clone());
+    let seen = stats.clone();
+    let written = tokio::time::timeout(Duration::from_secs(60), stats.wait_for(|s| s.puts == 6_000))
+        .await
+        .map_err(|_| anyhow::anyhow!("not written in 60 s: {:?}", *seen.borrow()))??
+        .clone();
+    assert_eq!(written.errors, 0, "{written:?}");
+    // And all deleted again, the same way.
+    desired_tx.send_replace(KvState::traced(BTreeMap::new()));
+    tokio::time::timeout(Duration::from_secs(60), stats.wait_for(|s| s.deletes == 6_000))
+        .await
+        .map_err(|_| anyhow::anyhow!("not deleted in 60 s: {:?}", *seen.borrow()))??;
+    shutdown.trigger();
+    Ok(())
+}
