@@ -665,19 +665,11 @@ async fn put_traced(
     value: Bytes,
     trace: Option<&TraceHeaders>,
 ) -> Result<u64, String> {
-    let Some(trace) = trace.filter(|_| !store.use_jetstream_prefix) else {
+    if store.use_jetstream_prefix {
         return store.put(key, value).await.map_err(|e| e.to_string());
-    };
-    let mut headers = async_nats::HeaderMap::new();
-    trace.write_nats(&mut headers);
-    let subject = format!("{}{key}", store.put_prefix.as_ref().unwrap_or(&store.prefix));
-    let ack = js
-        .publish_with_headers(subject, headers, value)
-        .await
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(ack.sequence)
+    }
+    let sent = publish(store, js, key, value, false, trace).await?;
+    Ok(sent.await.map_err(|e| e.to_string())?.sequence)
 }
 
 /// Deletes `key` (a delete marker carrying the trace context) and its parts.
@@ -688,19 +680,11 @@ async fn delete_value(
     parts: usize,
     trace: Option<&TraceHeaders>,
 ) -> Result<(), String> {
-    match trace.filter(|_| !store.use_jetstream_prefix) {
-        None => store.delete(key).await.map_err(|e| e.to_string())?,
-        Some(trace) => {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(KV_OPERATION, "DEL");
-            trace.write_nats(&mut headers);
-            let subject = format!("{}{key}", store.put_prefix.as_ref().unwrap_or(&store.prefix));
-            js.publish_with_headers(subject, headers, Bytes::new())
-                .await
-                .map_err(|e| e.to_string())?
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+    if store.use_jetstream_prefix {
+        store.delete(key).await.map_err(|e| e.to_string())?;
+    } else {
+        let sent = publish(store, js, key, Bytes::new(), true, trace).await?;
+        sent.await.map_err(|e| e.to_string())?;
     }
     for i in 0..parts {
         store

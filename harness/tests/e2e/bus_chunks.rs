@@ -3,11 +3,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use kgw_common::{
-    bus::{self, KvEvent, KvState},
-    shutdown::Shutdown,
-};
-use kgw_harness::{Component, System, SystemConfig};
+use kgw_common::bus::{self, KvEvent, KvState};
 use tokio::sync::{mpsc, watch};
 
 /// Waits until the mirror reports `want` under `key`, and returns what it reported. Values
@@ -33,13 +29,7 @@ async fn wait_value(events: &mut mpsc::Receiver<KvEvent>, key: &str, want: &Byte
 
 #[tokio::test(flavor = "multi_thread")]
 async fn large_values_are_split_and_reassembled() -> anyhow::Result<()> {
-    let system = System::start(SystemConfig {
-        components: vec![Component::Nats],
-        ..Default::default()
-    })
-    .await?;
-    let shutdown = Shutdown::new();
-    let bus = bus::connect(&system.nats_url(), "test", &system.admin_nats_auth()?).await?;
+    let (_system, bus, shutdown) = super::support::nats_alone().await?;
     let big = Bytes::from((0..2_500_000u32).map(|i| (i % 253) as u8).collect::<Vec<_>>());
     let (desired_tx, desired) = watch::channel(KvState::default());
     desired_tx.send_replace(KvState::traced(BTreeMap::from([("ns.big".to_string(), big.clone())])));
@@ -85,13 +75,7 @@ async fn large_values_are_split_and_reassembled() -> anyhow::Result<()> {
 /// no head needs are removed when the writer reads the bucket.
 #[tokio::test(flavor = "multi_thread")]
 async fn writers_heal_deleted_and_overwritten_keys_and_remove_stale_parts() -> anyhow::Result<()> {
-    let system = System::start(SystemConfig {
-        components: vec![Component::Nats],
-        ..Default::default()
-    })
-    .await?;
-    let shutdown = Shutdown::new();
-    let bus = bus::connect(&system.nats_url(), "test", &system.admin_nats_auth()?).await?;
+    let (_system, bus, shutdown) = super::support::nats_alone().await?;
     let store = bus.kv("test_heal", &shutdown).await?;
     // Left behind by an earlier writer: an orphan part and one beyond a head's count.
     store.put("ns.gone.part.0", Bytes::from_static(b"orphan")).await?;

@@ -6,11 +6,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use async_nats::jetstream::kv::Operation;
 use bytes::Bytes;
 use futures::StreamExt as _;
-use kgw_common::{
-    bus::{self, KvState},
-    shutdown::Shutdown,
-};
-use kgw_harness::{Component, System, SystemConfig};
+use kgw_common::bus::{self, KvState};
 use tokio::sync::watch;
 
 fn state(values: &[(&str, Bytes)]) -> KvState {
@@ -24,13 +20,7 @@ fn state(values: &[(&str, Bytes)]) -> KvState {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_watch_sees_the_writes_in_the_order_planned() -> anyhow::Result<()> {
-    let system = System::start(SystemConfig {
-        components: vec![Component::Nats],
-        ..Default::default()
-    })
-    .await?;
-    let shutdown = Shutdown::new();
-    let bus = bus::connect(&system.nats_url(), "test", &system.admin_nats_auth()?).await?;
+    let (_system, bus, shutdown) = super::support::nats_alone().await?;
     let bucket = "test_order";
     let small = |s: &'static str| Bytes::from_static(s.as_bytes());
     let before = state(&[
@@ -98,13 +88,7 @@ async fn a_watch_sees_the_writes_in_the_order_planned() -> anyhow::Result<()> {
 /// (5,000) completes: the writer reads acknowledgements as it goes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bulk_write_beyond_the_clients_unacknowledged_limit_completes() -> anyhow::Result<()> {
-    let system = System::start(SystemConfig {
-        components: vec![Component::Nats],
-        ..Default::default()
-    })
-    .await?;
-    let shutdown = Shutdown::new();
-    let bus = bus::connect(&system.nats_url(), "test", &system.admin_nats_auth()?).await?;
+    let (_system, bus, shutdown) = super::support::nats_alone().await?;
     let values: BTreeMap<String, Bytes> = (0..6_000)
         .map(|i| (format!("bulk.k{i:05}"), Bytes::from(format!("value {i}"))))
         .collect();

@@ -68,3 +68,15 @@ pub async fn spread(system: &System, path: &str, n: usize) -> Result<std::collec
     }
     Ok(counts)
 }
+
+/// A nats-server alone, a client of it with the admin's rights, and the shutdown of the
+/// tasks a test starts on it (the server stops when the [`System`] is dropped).
+pub async fn nats_alone() -> Result<(System, kgw_common::bus::Bus, kgw_common::shutdown::Shutdown)> {
+    let system = System::start(SystemConfig {
+        components: vec![kgw_harness::Component::Nats],
+        ..Default::default()
+    })
+    .await?;
+    let bus = kgw_common::bus::connect(&system.nats_url(), "test", &system.admin_nats_auth()?).await?;
+    Ok((system, bus, kgw_common::shutdown::Shutdown::new()))
+}
