@@ -478,18 +478,11 @@ async fn reconcile(
         // instead of three. A value in parts goes alone, after what was sent before it.
         let mut sent = Vec::new();
         for (key, value) in puts {
-            let old_parts = done
-                .have
-                .get(&key)
-                .and_then(chunk::split)
-                .map_or(0, |(parts, _)| parts.len());
+            let old_parts = parts_of(done.have.get(&key));
             if old_parts == 0 && chunk::split(&value).is_none() && !store.use_jetstream_prefix {
                 match publish(store, js, &key, value.clone(), false, trace.as_ref()).await {
-                    Ok(ack) => sent.push((key, Some(value), ack)),
+                    Ok(ack) => done.sent(&mut sent, (key, Some(value), ack)).await?,
                     Err(error) => return done.failed(&key, "put", &error),
-                }
-                if sent.len() == IN_FLIGHT {
-                    done.settle(std::mem::take(&mut sent)).await?;
                 }
                 continue;
             }
@@ -503,18 +496,11 @@ async fn reconcile(
         // what replaces it may be missing.
         done.settle(std::mem::take(&mut sent)).await?;
         for key in deletes {
-            let old_parts = done
-                .have
-                .get(&key)
-                .and_then(chunk::split)
-                .map_or(0, |(parts, _)| parts.len());
+            let old_parts = parts_of(done.have.get(&key));
             if old_parts == 0 && !store.use_jetstream_prefix {
                 match publish(store, js, &key, Bytes::new(), true, trace.as_ref()).await {
-                    Ok(ack) => sent.push((key, None, ack)),
+                    Ok(ack) => done.sent(&mut sent, (key, None, ack)).await?,
                     Err(error) => return done.failed(&key, "delete", &error),
-                }
-                if sent.len() == IN_FLIGHT {
-                    done.settle(std::mem::take(&mut sent)).await?;
                 }
                 continue;
             }
@@ -549,6 +535,15 @@ struct Done<'a, 'b> {
 }
 
 impl Done<'_, '_> {
+    /// Adds a write to those sent; at [`IN_FLIGHT`], reads their acknowledgements.
+    async fn sent(&mut self, sent: &mut Vec<Sent>, write: Sent) -> Result<(), ()> {
+        sent.push(write);
+        if sent.len() < IN_FLIGHT {
+            return Ok(());
+        }
+        self.settle(std::mem::take(sent)).await
+    }
+
     /// Reads the acknowledgements of `sent` in the order sent, recording each write; the
     /// first failure ends the reconcile (it is retried whole, and writing the same value
     /// again is harmless).
@@ -586,6 +581,11 @@ impl Done<'_, '_> {
         self.stats.send_modify(|s| s.errors += 1);
         Err(())
     }
+}
+
+/// How many parts a value written in parts has (0: it fits one message, or there is none).
+fn parts_of(value: Option<&Bytes>) -> usize {
+    value.and_then(chunk::split).map_or(0, |(parts, _)| parts.len())
 }
 
 /// Sends a put of `value` under `key` (or a delete marker, `delete`) as `kv::Store` would,
@@ -635,7 +635,7 @@ async fn put_value(
     previous: Option<&Bytes>,
     trace: Option<&TraceHeaders>,
 ) -> Result<u64, String> {
-    let old_parts = previous.and_then(chunk::split).map_or(0, |(parts, _)| parts.len());
+    let old_parts = parts_of(previous);
     let (revision, new_parts) = match chunk::split(value) {
         None => (put_traced(store, js, key, value.clone(), trace).await?, 0),
         Some((parts, head)) => {
