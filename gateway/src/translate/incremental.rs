@@ -99,6 +99,11 @@ pub struct Incremental {
     deps: deps::Deps,
     /// BackendTLSPolicy → the Services it targeted when last seen.
     tls_policy_targets: BTreeMap<Nn, BTreeSet<Nn>>,
+    /// Virtual hosts (proxy key, listener name, virtual host name) whose last routes this
+    /// batch took out: left in place until the batch ends (`drop_emptied`), so that a route
+    /// put back in the same host (an edit) fills it again instead of shifting every host
+    /// after it out of the listener's list and back in.
+    emptied: BTreeSet<(String, String, String)>,
     changed: Changed,
 }
 
@@ -140,6 +145,7 @@ impl Incremental {
             counts: BTreeMap::new(),
             deps: deps::Deps::default(),
             tls_policy_targets: BTreeMap::new(),
+            emptied: BTreeSet::new(),
             changed: Changed::default(),
         }
     }
@@ -323,6 +329,7 @@ impl Incremental {
         }
         self.report_route_options(index, &dirty.options);
         self.report_backend_tls_policies(index);
+        self.drop_emptied();
         self.update_proxies(index, &dirty);
         &self.output
     }

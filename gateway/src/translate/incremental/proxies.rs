@@ -2,7 +2,7 @@
 //! one virtual host at a time for changed routes. A route is held once, in its Proxy's
 //! virtual host; the cache keeps only its slot there (see [`Slot`]), so that a route is
 //! taken out, or put in, at the position its slot has among the virtual host's slots.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use gateway_api::apis::experimental::gateways::Gateway;
 use kgw_common::resources::Index;
@@ -22,16 +22,7 @@ pub(super) fn served_hosts<'a>(
     listener: &str,
     name: &str,
 ) -> Option<(&'a mut Vec<pb::VirtualHost>, Result<usize, usize>)> {
-    let proxy = proxies.get_mut(proxy_key)?;
-    let Some(ListenerType::HttpListener(http)) = proxy
-        .listeners
-        .iter_mut()
-        .find(|l| l.name == listener)
-        .and_then(|l| l.listener_type.as_mut())
-    else {
-        return None;
-    };
-    let hosts = &mut http.virtual_hosts;
+    let hosts = listener_hosts(proxies, proxy_key, listener)?;
     let at = hosts.binary_search_by(|v| v.name.as_str().cmp(name));
     if let Ok(i) = at
         && is_misdirected(&hosts[i])
@@ -39,6 +30,24 @@ pub(super) fn served_hosts<'a>(
         return None;
     }
     Some((hosts, at))
+}
+
+/// The virtual hosts of HTTP listener `listener` of Proxy `proxy_key`, if there is one.
+fn listener_hosts<'a>(
+    proxies: &'a mut BTreeMap<String, pb::Proxy>,
+    proxy_key: &str,
+    listener: &str,
+) -> Option<&'a mut Vec<pb::VirtualHost>> {
+    let proxy = proxies.get_mut(proxy_key)?;
+    match proxy
+        .listeners
+        .iter_mut()
+        .find(|l| l.name == listener)
+        .and_then(|l| l.listener_type.as_mut())
+    {
+        Some(ListenerType::HttpListener(http)) => Some(&mut http.virtual_hosts),
+        _ => None,
+    }
 }
 
 /// Puts `entries` in a virtual host: their slots among `slots` and, when it is served
@@ -86,8 +95,37 @@ pub(super) fn put(
 }
 
 impl Incremental {
+    /// Removes the virtual hosts this batch emptied that are still empty (no route was put
+    /// back in them).
+    pub(super) fn drop_emptied(&mut self) {
+        let emptied = std::mem::take(&mut self.emptied);
+        let mut by_listener: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
+        for (proxy_key, listener, name) in &emptied {
+            by_listener.entry((proxy_key, listener)).or_default().insert(name);
+        }
+        for ((proxy_key, listener), names) in by_listener {
+            let Some(hosts) = listener_hosts(&mut self.output.proxies, proxy_key, listener) else {
+                continue;
+            };
+            let gone = |v: &pb::VirtualHost| v.routes.is_empty() && names.contains(v.name.as_str());
+            match names.first() {
+                // One host (a route deleted): found by its name, no pass over the others.
+                Some(name) if names.len() == 1 => {
+                    if let Ok(i) = hosts.binary_search_by(|v| v.name.as_str().cmp(name))
+                        && gone(&hosts[i])
+                    {
+                        hosts.remove(i);
+                    }
+                }
+                // Many (a namespace deleted): one pass, instead of shifting the list per host.
+                _ => hosts.retain(|v| !gone(v)),
+            }
+        }
+    }
+
     /// Takes the routes of attachment `a` out of their virtual hosts (their slots, and the
-    /// routes from the Proxy where it serves them); a virtual host left without routes goes.
+    /// routes from the Proxy where it serves them); a virtual host left without routes goes
+    /// when the batch ends, unless a route is put back in it ([`Self::drop_emptied`]).
     pub(super) fn take_out(&mut self, a: &Attachment) {
         let proxy_key = kgw_proto::nats::key(&a.gateway.0, &a.gateway.1);
         let Some(vhosts) = self.vhosts.get_mut(&a.gateway) else {
@@ -113,9 +151,10 @@ impl Incremental {
                 }
             }
             let empty = slots.is_empty();
-            if let Some((hosts, at)) = served {
-                if let (true, Ok(i)) = (empty, at) {
-                    hosts.remove(i);
+            if let Some((_, at)) = served {
+                if empty && at.is_ok() {
+                    self.emptied
+                        .insert((proxy_key.clone(), a.proxy_listener.clone(), name.clone()));
                 }
                 self.changed
                     .virtual_hosts
